@@ -1,0 +1,1143 @@
+//! The hall configuration: one TOML file per hall, parsed, then validated, then trusted.
+//!
+//! Parsing is done section by section (each room, door and counter on its own) so that one
+//! typo does not hide the next: `load` reports *every* problem at once, each with its key
+//! path (`counters[2].profile`) and the line and column the TOML parser saw it at. Unknown
+//! keys are rejected. What comes out, [`Config`], is typed and cross-checked (ids resolved to
+//! indices, addresses parsed, the time zone loaded), so the rest of the gateway trusts it.
+
+pub mod profile;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
+
+pub use profile::{CounterProfile, ProfileSet};
+
+/// Exit status for a bad configuration (sysexits `EX_CONFIG`); the systemd unit's
+/// `RestartPreventExitStatus=78` stops a restart loop on it.
+pub const EXIT_BAD_CONFIG: i32 = 78;
+
+/// The zone every hall has: the street. Doors from it are the hall's entrances.
+pub const OUTSIDE: &str = "outside";
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HallSectionConfig {
+    /// Stable id of the hall; the uplink topics and message ids are built from it.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// District (区) the hall belongs to; a level of the uplink topic tree.
+    pub district: String,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Local time ("HH:MM") at which the day closes: occupancy is reset and daily totals restart.
+    #[serde(default = "default_closing_time")]
+    pub closing_time: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The central broker, `mqtt://HOST:PORT`.
+    pub broker: String,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client id; `hallgate-{hall.id}` when absent.
+    pub client_id: Option<String>,
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// Publishes awaiting PUBACK at once.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u16,
+    /// Shortest interval between two retained `state` messages.
+    #[serde(default = "default_state_interval_ms")]
+    pub state_interval_ms: u64,
+    /// Longest wait between reconnect attempts (backoff doubles up to it).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_reconnect_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the outbox database lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How often buffered changes are committed (one fsync each), sparing the SD card.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: default_data_dir(),
+            commit_interval_ms: default_commit_interval_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesConfig {
+    /// Extra directories of counter profiles, relative to the config file.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Most people the room may hold (fire code or seats).
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorConfig {
+    pub id: String,
+    /// Zone on the counter's OUT side (`outside` or a room id).
+    pub from: String,
+    /// Zone on the counter's IN side: an IN count moves a person from `from` to `to`.
+    pub to: String,
+}
+
+/// The closed list of ways a people counter is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CounterTransportKind {
+    ModbusTcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterConfig {
+    pub id: String,
+    /// The door the counter watches.
+    pub door: String,
+    /// Register map, by profile name.
+    pub profile: String,
+    pub transport: CounterTransportKind,
+    /// `HOST:PORT` of a Modbus TCP counter.
+    pub address: Option<String>,
+    /// Modbus unit (slave) id.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Each request's own deadline; a counter that does not answer within it is offline.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_time_zone() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_closing_time() -> String {
+    "21:00".into()
+}
+fn default_topic_prefix() -> String {
+    "hallgate".into()
+}
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+fn default_max_inflight() -> u16 {
+    32
+}
+fn default_state_interval_ms() -> u64 {
+    1000
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/hallgate")
+}
+fn default_commit_interval_ms() -> u64 {
+    1000
+}
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated config the gateway trusts.
+
+/// One side of a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Zone {
+    Outside,
+    /// Index into [`Config::rooms`].
+    Room(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Hall {
+    pub id: String,
+    pub name: String,
+    pub district: String,
+    pub time_zone_name: String,
+    pub time_zone: jiff::tz::TimeZone,
+    pub closing_time: jiff::civil::Time,
+}
+
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    pub host: String,
+    pub port: u16,
+    pub topic_prefix: String,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub max_inflight: u16,
+    pub state_interval: Duration,
+    pub max_reconnect_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+    pub commit_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Door {
+    pub id: String,
+    pub from: Zone,
+    pub to: Zone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CounterTransport {
+    ModbusTcp { address: SocketAddr, unit_id: u8 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub id: String,
+    /// Index into [`Config::doors`].
+    pub door: usize,
+    pub profile: CounterProfile,
+    pub transport: CounterTransport,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hall: Hall,
+    pub uplink: Uplink,
+    pub storage: Storage,
+    pub rooms: Vec<Room>,
+    pub doors: Vec<Door>,
+    pub counters: Vec<Counter>,
+}
+
+impl Config {
+    pub fn zone_name(&self, zone: Zone) -> &str {
+        match zone {
+            Zone::Outside => OUTSIDE,
+            Zone::Room(i) => &self.rooms[i].id,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path such as `counters[2].profile`; empty for the document as a whole.
+    pub path: String,
+    /// 1-based line and column, where the parser knows them.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
+        match self.position {
+            Some((line, col)) => write!(f, "{path} (line {line}, column {col}): {}", self.message),
+            None => write!(f, "{path}: {}", self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), ProblemList(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Command-line overrides applied before validation, so the same file runs on the box, in
+/// tests and on a laptop.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub uplink: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Reads, parses and validates the config at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base_dir, overrides).map_err(|problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
+}
+
+/// Parses and validates config text; relative profile directories resolve against `base_dir`.
+pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Config, Vec<Problem>> {
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(error) => {
+            return Err(vec![Problem {
+                path: String::new(),
+                position: error.span().map(|s| line_col(text, s.start)),
+                message: error.message().trim().to_string(),
+            }]);
+        }
+    };
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+    };
+    let root = doc.get_ref();
+    for (key, value) in root.iter() {
+        let key: &str = key.get_ref();
+        if ![
+            "hall", "uplink", "storage", "profiles", "rooms", "doors", "counters",
+        ]
+        .contains(&key)
+        {
+            v.at_span(
+                key,
+                value.span(),
+                "unknown section; expected one of hall, uplink, storage, profiles, rooms, doors, counters",
+            );
+        }
+    }
+
+    let hall: Option<HallSectionConfig> = v.section(root, "hall", true);
+    let uplink: Option<UplinkConfig> = v.section(root, "uplink", overrides.uplink.is_none());
+    let storage: StorageConfig = v.section(root, "storage", false).unwrap_or_default();
+    let profiles_cfg: ProfilesConfig = v.section(root, "profiles", false).unwrap_or_default();
+    let rooms: Vec<Option<RoomConfig>> = v.array(root, "rooms");
+    let doors: Vec<Option<DoorConfig>> = v.array(root, "doors");
+    let counters: Vec<Option<CounterConfig>> = v.array(root, "counters");
+
+    // Hall.
+    let hall = hall.and_then(|h| v.hall(root, h));
+
+    // Uplink, with the command line winning over the file.
+    let uplink = v.uplink(root, uplink, overrides, hall.as_ref());
+
+    // Storage.
+    if storage.commit_interval_ms < 10 || storage.commit_interval_ms > 60_000 {
+        v.at(
+            root,
+            "storage.commit_interval_ms",
+            format!(
+                "must be between 10 and 60000 ms, not {}",
+                storage.commit_interval_ms
+            ),
+        );
+    }
+    let storage = Storage {
+        data_dir: overrides
+            .data_dir
+            .clone()
+            .unwrap_or(storage.data_dir.clone()),
+        commit_interval: Duration::from_millis(storage.commit_interval_ms),
+    };
+
+    // Profiles.
+    let dirs: Vec<PathBuf> = profiles_cfg.dirs.iter().map(|d| base_dir.join(d)).collect();
+    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let (profile_set, profile_problems) = ProfileSet::load(&dir_refs);
+    for (origin, message) in profile_problems {
+        v.at(root, "profiles.dirs", format!("{origin}: {message}"));
+    }
+
+    // Rooms.
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut room_index: HashMap<&str, usize> = HashMap::new();
+    let mut out_rooms = Vec::new();
+    for (i, room) in rooms.iter().enumerate() {
+        let Some(room) = room else { continue };
+        let path = format!("rooms[{i}]");
+        v.check_id(root, &format!("{path}.id"), &room.id, &mut ids);
+        if room.id == OUTSIDE {
+            v.at(
+                root,
+                &format!("{path}.id"),
+                "\"outside\" is the street, reserved for doors' `from`/`to`; pick another room id",
+            );
+        }
+        if room.capacity == 0 {
+            v.at(
+                root,
+                &format!("{path}.capacity"),
+                "capacity must be at least 1",
+            );
+        }
+        room_index
+            .entry(room.id.as_str())
+            .or_insert(out_rooms.len());
+        out_rooms.push(Room {
+            id: room.id.clone(),
+            name: if room.name.is_empty() {
+                room.id.clone()
+            } else {
+                room.name.clone()
+            },
+            capacity: room.capacity,
+        });
+    }
+    if rooms.is_empty() {
+        v.at(root, "rooms", "a hall needs at least one [[rooms]] entry");
+    }
+
+    // Doors.
+    let mut door_index: HashMap<&str, usize> = HashMap::new();
+    let mut out_doors = Vec::new();
+    for (i, door) in doors.iter().enumerate() {
+        let Some(door) = door else { continue };
+        let path = format!("doors[{i}]");
+        v.check_id(root, &format!("{path}.id"), &door.id, &mut ids);
+        let zone = |name: &str, key: &str, v: &mut Validator| -> Option<Zone> {
+            if name == OUTSIDE {
+                Some(Zone::Outside)
+            } else if let Some(&r) = room_index.get(name) {
+                Some(Zone::Room(r))
+            } else {
+                v.at(
+                    root,
+                    &format!("{path}.{key}"),
+                    format!("unknown room \"{name}\"; use a room id or \"outside\""),
+                );
+                None
+            }
+        };
+        let from = zone(&door.from, "from", &mut v);
+        let to = zone(&door.to, "to", &mut v);
+        if door.from == door.to {
+            v.at(
+                root,
+                &format!("{path}.to"),
+                format!(
+                    "a door must join two different zones; both sides are \"{}\"",
+                    door.to
+                ),
+            );
+        }
+        if let (Some(from), Some(to)) = (from, to) {
+            door_index
+                .entry(door.id.as_str())
+                .or_insert(out_doors.len());
+            out_doors.push(Door {
+                id: door.id.clone(),
+                from,
+                to,
+            });
+        }
+    }
+
+    // Counters.
+    let mut counted_doors: HashMap<usize, String> = HashMap::new();
+    let mut addresses: HashMap<(SocketAddr, u8), String> = HashMap::new();
+    let mut out_counters = Vec::new();
+    for (i, counter) in counters.iter().enumerate() {
+        let Some(c) = counter else { continue };
+        let path = format!("counters[{i}]");
+        v.check_id(root, &format!("{path}.id"), &c.id, &mut ids);
+        let door = match door_index.get(c.door.as_str()) {
+            Some(&d) => {
+                if let Some(other) = counted_doors.insert(d, c.id.clone()) {
+                    v.at(
+                        root,
+                        &format!("{path}.door"),
+                        format!(
+                            "door \"{}\" is already counted by counter \"{other}\"; two counters on one door count every crossing twice",
+                            c.door
+                        ),
+                    );
+                }
+                Some(d)
+            }
+            None => {
+                if !doors.iter().flatten().any(|d| d.id == c.door) {
+                    v.at(
+                        root,
+                        &format!("{path}.door"),
+                        format!("unknown door \"{}\"", c.door),
+                    );
+                }
+                None
+            }
+        };
+        let profile = match profile_set.get(&c.profile) {
+            Some(p) => Some(p.clone()),
+            None => {
+                let known: Vec<&str> = profile_set.profiles.keys().map(String::as_str).collect();
+                v.at(
+                    root,
+                    &format!("{path}.profile"),
+                    format!(
+                        "unknown counter profile \"{}\"; known: {}",
+                        c.profile,
+                        known.join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        if !(100..=3_600_000).contains(&c.poll_interval_ms) {
+            v.at(
+                root,
+                &format!("{path}.poll_interval_ms"),
+                format!(
+                    "must be between 100 and 3600000 ms, not {}",
+                    c.poll_interval_ms
+                ),
+            );
+        }
+        if c.timeout_ms < 10 || c.timeout_ms > 60_000 {
+            v.at(
+                root,
+                &format!("{path}.timeout_ms"),
+                format!("must be between 10 and 60000 ms, not {}", c.timeout_ms),
+            );
+        }
+        let transport = match c.transport {
+            CounterTransportKind::ModbusTcp => match c.address.as_deref() {
+                None => {
+                    v.at(
+                        root,
+                        &path,
+                        "a modbus_tcp counter needs `address = \"HOST:PORT\"`",
+                    );
+                    None
+                }
+                Some(a) => match resolve_socket_addr(a) {
+                    Ok(address) => {
+                        if let Some(other) = addresses.insert((address, c.unit_id), c.id.clone()) {
+                            v.at(
+                                root,
+                                &format!("{path}.address"),
+                                format!(
+                                    "{address} unit {} is already counter \"{other}\"",
+                                    c.unit_id
+                                ),
+                            );
+                        }
+                        Some(CounterTransport::ModbusTcp {
+                            address,
+                            unit_id: c.unit_id,
+                        })
+                    }
+                    Err(message) => {
+                        v.at(root, &format!("{path}.address"), message);
+                        None
+                    }
+                },
+            },
+        };
+        if let (Some(door), Some(profile), Some(transport)) = (door, profile, transport) {
+            out_counters.push(Counter {
+                id: c.id.clone(),
+                door,
+                profile,
+                transport,
+                poll_interval: Duration::from_millis(c.poll_interval_ms),
+                timeout: Duration::from_millis(c.timeout_ms),
+            });
+        }
+    }
+
+    match (hall, uplink) {
+        (Some(hall), Some(uplink)) if v.problems.is_empty() => Ok(Config {
+            hall,
+            uplink,
+            storage,
+            rooms: out_rooms,
+            doors: out_doors,
+            counters: out_counters,
+        }),
+        _ => {
+            if v.problems.is_empty() {
+                // A section failed without saying why; cannot happen, but never accept it.
+                v.problems.push(Problem {
+                    path: String::new(),
+                    position: None,
+                    message: "config is incomplete".into(),
+                });
+            }
+            Err(v.problems)
+        }
+    }
+}
+
+/// `HOST:PORT` to a socket address; names are resolved once, at load.
+fn resolve_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("\"{text}\" resolves to no address")),
+        Err(error) => Err(format!(
+            "\"{text}\" is not HOST:PORT or cannot be resolved: {error}"
+        )),
+    }
+}
+
+/// Parses `mqtt://HOST:PORT` (port 1883 when left out).
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("\"{url}\" must start with mqtt://"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+        return Err(format!("\"{url}\" must be mqtt://HOST:PORT"));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, tail) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("\"{url}\" has an unclosed [ in its host"))?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => parse_port(p, url)?,
+            None if tail.is_empty() => 1883,
+            None => return Err(format!("\"{url}\" must be mqtt://HOST:PORT")),
+        };
+        (host.to_string(), port)
+    } else {
+        match rest.split_once(':') {
+            Some((host, p)) => (host.to_string(), parse_port(p, url)?),
+            None => (rest.to_string(), 1883),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("\"{url}\" has no host"));
+    }
+    Ok((host, port))
+}
+
+fn parse_port(text: &str, url: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .map_err(|_| format!("\"{text}\" in \"{url}\" is not a port number"))
+}
+
+/// 1-based (line, column) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Collects problems while the document is walked.
+struct Validator<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn at_span(&mut self, path: &str, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            position: Some(line_col(self.text, span.start)),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem at key `path`, locating it in the document when the key exists.
+    fn at(&mut self, root: &DeTable<'_>, path: &str, message: impl Into<String>) {
+        let position = lookup_span(root, path).map(|s| line_col(self.text, s.start));
+        self.problems.push(Problem {
+            path: path.to_string(),
+            position,
+            message: message.into(),
+        });
+    }
+
+    fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: &toml::Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(t) => Some(t),
+            Err(error) => {
+                let span = error.span().unwrap_or(value.span());
+                let message = error.message().trim().to_string();
+                // serde names the offending field inside the message; also point at it.
+                let sub = field_in_message(&message)
+                    .filter(|f| {
+                        value
+                            .get_ref()
+                            .as_table()
+                            .is_some_and(|t| t.iter().any(|(k, _)| k.get_ref() == f))
+                    })
+                    .map(|f| format!("{path}.{f}"));
+                self.at_span(sub.as_deref().unwrap_or(path), span, message);
+                None
+            }
+        }
+    }
+
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        root: &DeTable<'_>,
+        key: &str,
+        required: bool,
+    ) -> Option<T> {
+        match root.iter().find(|(k, _)| k.get_ref() == key) {
+            Some((_, value)) => {
+                if value.get_ref().as_table().is_none() {
+                    self.at_span(
+                        key,
+                        value.span(),
+                        format!("`{key}` must be a table, [{key}]"),
+                    );
+                    return None;
+                }
+                self.deserialize(key, value)
+            }
+            None => {
+                if required {
+                    self.problems.push(Problem {
+                        path: key.to_string(),
+                        position: None,
+                        message: format!("missing section [{key}]"),
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    fn array<T: DeserializeOwned>(&mut self, root: &DeTable<'_>, key: &str) -> Vec<Option<T>> {
+        let Some((_, value)) = root.iter().find(|(k, _)| k.get_ref() == key) else {
+            return Vec::new();
+        };
+        let Some(items) = value.get_ref().as_array() else {
+            self.at_span(
+                key,
+                value.span(),
+                format!("`{key}` must be an array of tables, [[{key}]]"),
+            );
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.deserialize(&format!("{key}[{i}]"), item))
+            .collect()
+    }
+
+    fn check_id(
+        &mut self,
+        root: &DeTable<'_>,
+        path: &str,
+        id: &str,
+        seen: &mut HashMap<String, String>,
+    ) {
+        if let Err(message) = check_topic_safe_id(id) {
+            self.at(root, path, message);
+        }
+        if let Some(first) = seen.insert(id.to_string(), path.to_string()) {
+            self.at(
+                root,
+                path,
+                format!("duplicate id \"{id}\", already used at {first}"),
+            );
+            seen.insert(id.to_string(), first);
+        }
+    }
+
+    fn hall(&mut self, root: &DeTable<'_>, h: HallSectionConfig) -> Option<Hall> {
+        let mut ok = true;
+        for (key, value) in [("hall.id", &h.id), ("hall.district", &h.district)] {
+            if let Err(message) = check_topic_safe_id(value) {
+                self.at(root, key, message);
+                ok = false;
+            }
+        }
+        let time_zone = match jiff::tz::TimeZone::get(&h.time_zone) {
+            Ok(tz) => Some(tz),
+            Err(error) => {
+                self.at(
+                    root,
+                    "hall.time_zone",
+                    format!("unknown time zone \"{}\": {error}", h.time_zone),
+                );
+                None
+            }
+        };
+        let closing_time = match parse_hh_mm(&h.closing_time) {
+            Some(t) => Some(t),
+            None => {
+                self.at(
+                    root,
+                    "hall.closing_time",
+                    format!("\"{}\" is not a time of day HH:MM", h.closing_time),
+                );
+                None
+            }
+        };
+        let (Some(time_zone), Some(closing_time), true) = (time_zone, closing_time, ok) else {
+            return None;
+        };
+        Some(Hall {
+            name: if h.name.is_empty() {
+                h.id.clone()
+            } else {
+                h.name.clone()
+            },
+            id: h.id,
+            district: h.district,
+            time_zone_name: h.time_zone,
+            time_zone,
+            closing_time,
+        })
+    }
+
+    fn uplink(
+        &mut self,
+        root: &DeTable<'_>,
+        file: Option<UplinkConfig>,
+        overrides: &Overrides,
+        hall: Option<&Hall>,
+    ) -> Option<Uplink> {
+        let file = file.unwrap_or(UplinkConfig {
+            broker: String::new(),
+            topic_prefix: default_topic_prefix(),
+            client_id: None,
+            keep_alive_secs: default_keep_alive_secs(),
+            max_inflight: default_max_inflight(),
+            state_interval_ms: default_state_interval_ms(),
+            max_reconnect_backoff_ms: default_max_backoff_ms(),
+        });
+        let (url, key) = match &overrides.uplink {
+            Some(url) => (url.as_str(), "--uplink"),
+            None => (file.broker.as_str(), "uplink.broker"),
+        };
+        let broker = match parse_broker_url(url) {
+            Ok(b) => Some(b),
+            Err(message) => {
+                self.at(root, key, message);
+                None
+            }
+        };
+        let mut ok = true;
+        if file.topic_prefix.is_empty()
+            || file
+                .topic_prefix
+                .split('/')
+                .any(|level| level.is_empty() || check_topic_safe_id(level).is_err())
+        {
+            self.at(
+                root,
+                "uplink.topic_prefix",
+                "must be one or more topic levels of letters, digits, '-', '_' or '.', joined by '/'",
+            );
+            ok = false;
+        }
+        if !(5..=3600).contains(&file.keep_alive_secs) {
+            self.at(root, "uplink.keep_alive_secs", "must be between 5 and 3600");
+            ok = false;
+        }
+        if !(1..=1000).contains(&file.max_inflight) {
+            self.at(root, "uplink.max_inflight", "must be between 1 and 1000");
+            ok = false;
+        }
+        if !(100..=3_600_000).contains(&file.state_interval_ms) {
+            self.at(
+                root,
+                "uplink.state_interval_ms",
+                "must be between 100 and 3600000",
+            );
+            ok = false;
+        }
+        if !(100..=3_600_000).contains(&file.max_reconnect_backoff_ms) {
+            self.at(
+                root,
+                "uplink.max_reconnect_backoff_ms",
+                "must be between 100 and 3600000",
+            );
+            ok = false;
+        }
+        let ((host, port), hall, true) = (broker?, hall?, ok) else {
+            return None;
+        };
+        Some(Uplink {
+            host,
+            port,
+            client_id: file
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("hallgate-{}", hall.id)),
+            topic_prefix: file.topic_prefix,
+            keep_alive: Duration::from_secs(file.keep_alive_secs),
+            max_inflight: file.max_inflight,
+            state_interval: Duration::from_millis(file.state_interval_ms),
+            max_reconnect_backoff: Duration::from_millis(file.max_reconnect_backoff_ms),
+        })
+    }
+}
+
+/// Ids end up in MQTT topics and message ids: keep them to a safe alphabet.
+fn check_topic_safe_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > 64 {
+        return Err(format!("\"{id}\" is longer than 64 characters"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "\"{id}\" contains {bad:?}; ids may use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_hh_mm(text: &str) -> Option<jiff::civil::Time> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m) = (h.parse::<i8>().ok()?, m.parse::<i8>().ok()?);
+    jiff::civil::Time::new(h, m, 0, 0).ok()
+}
+
+/// serde's messages quote the field they are about: "unknown field `foo`, expected …",
+/// "missing field `bar`". Pull that name out so the key path can point at it.
+fn field_in_message(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+/// Finds the span of key path `a.b[2].c` in the parsed document.
+fn lookup_span(root: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
+    let mut table = root;
+    let mut span = None;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let (_, mut value) = table.iter().find(|(k, _)| k.get_ref() == key)?;
+        if let Some(i) = index {
+            value = value.get_ref().as_array()?.iter().nth(i)?;
+        }
+        span = Some(value.span());
+        if parts.peek().is_some() {
+            table = value.get_ref().as_table()?;
+        }
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[hall]
+id = "hall-1"
+district = "xuhui"
+closing_time = "21:30"
+
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+
+[[rooms]]
+id = "lobby"
+capacity = 50
+
+[[rooms]]
+id = "reading"
+capacity = 20
+
+[[doors]]
+id = "entrance"
+from = "outside"
+to = "lobby"
+
+[[doors]]
+id = "reading-door"
+from = "lobby"
+to = "reading"
+
+[[counters]]
+id = "c1"
+door = "entrance"
+profile = "generic-u16"
+transport = "modbus_tcp"
+address = "127.0.0.1:1502"
+
+[[counters]]
+id = "c2"
+door = "reading-door"
+profile = "generic-u32"
+transport = "modbus_tcp"
+address = "127.0.0.1:1503"
+"#;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse(text, Path::new("."), &Overrides::default()).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn a_good_config_validates_into_resolved_indices() {
+        let cfg = parse(GOOD, Path::new("."), &Overrides::default()).expect("valid");
+        assert_eq!(cfg.rooms.len(), 2);
+        assert_eq!(cfg.doors[1].from, Zone::Room(0));
+        assert_eq!(cfg.doors[1].to, Zone::Room(1));
+        assert_eq!(cfg.counters[1].door, 1);
+        assert_eq!(cfg.uplink.client_id, "hallgate-hall-1");
+        assert_eq!(cfg.hall.closing_time, jiff::civil::time(21, 30, 0, 0));
+    }
+
+    #[test]
+    fn overrides_replace_broker_and_data_dir() {
+        let o = Overrides {
+            uplink: Some("mqtt://10.1.2.3:1884".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let cfg = parse(GOOD, Path::new("."), &o).expect("valid");
+        assert_eq!(
+            (cfg.uplink.host.as_str(), cfg.uplink.port),
+            ("10.1.2.3", 1884)
+        );
+        assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path_and_line() {
+        let bad = GOOD
+            .replace("capacity = 20", "capacity = 0")
+            .replace("profile = \"generic-u32\"", "profile = \"nope\"")
+            .replace("to = \"reading\"", "to = \"lobby\"")
+            .replace("id = \"c2\"", "id = \"c2\"\ncolour = \"red\"");
+        let p = problems(&bad);
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"rooms[1].capacity"), "{p:#?}");
+        assert!(paths.contains(&"doors[1].to"), "{p:#?}");
+        assert!(paths.contains(&"counters[1].colour"), "{p:#?}");
+        assert!(p.iter().all(|p| p.position.is_some()), "{p:#?}");
+        let cap = p
+            .iter()
+            .find(|p| p.path == "rooms[1].capacity")
+            .expect("capacity");
+        assert_eq!(cap.position.map(|(l, _)| l), Some(16));
+    }
+
+    #[test]
+    fn unknown_rooms_profiles_and_duplicate_ids_are_named() {
+        let bad = GOOD
+            .replace("id = \"reading\"", "id = \"lobby\"")
+            .replace("profile = \"generic-u32\"", "profile = \"acme\"");
+        let text = problems(&bad)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("rooms[1].id"), "{text}");
+        assert!(text.contains("duplicate id \"lobby\""), "{text}");
+        assert!(text.contains("counters[1].profile"), "{text}");
+        assert!(text.contains("unknown counter profile \"acme\""), "{text}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let p = problems("[hall]\nid = \"x\"\ndistrict = \n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].position.map(|(l, _)| l), Some(3), "{p:?}");
+    }
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            parse_broker_url("mqtt://broker.city:8883"),
+            Ok(("broker.city".into(), 8883))
+        );
+        assert_eq!(parse_broker_url("mqtt://h"), Ok(("h".into(), 1883)));
+        assert!(parse_broker_url("http://h:1").is_err());
+        assert!(parse_broker_url("mqtt://h:99999").is_err());
+    }
+}

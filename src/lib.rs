@@ -1,0 +1,20 @@
+//! hallgate: the edge gateway of a community service hall.
+//!
+//! Module map, in data-flow order (see `../shared/ARCHITECTURE.md`):
+//!
+//! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
+//! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
+//!   [`devices::DeviceEvent`]s.
+//! - [`occupancy`]: the pure, synchronous engine: crossings to per-room occupancy, daily totals
+//!   and per-minute aggregates; `now` is always passed in.
+//! - [`outbox`]: SQLite (WAL) owned by one thread; everything bound for the centre is written
+//!   here first, in batches, together with the engine state and counter baselines.
+//! - [`uplink`]: the one MQTT client of the central broker; a row leaves the outbox on PUBACK.
+//! - [`supervisor`]: wires the stages, owns shutdown.
+//! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
+//! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
+
+pub mod config;
+pub mod demo;
+pub mod simulate;
+pub mod supervisor;

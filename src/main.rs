@@ -1,0 +1,216 @@
+//! The `hallgate` command line: a thin shell over the library. Parses arguments, sets up
+//! logging, loads the config and hands over to `supervisor`, `simulate` or `demo`. Exit codes
+//! mean something: 0 done, 1 failed, 78 the config is bad (systemd stops restarting on it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hallgate::config::{self, ConfigError, EXIT_BAD_CONFIG, Overrides};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hallgate",
+    version,
+    about = "Edge gateway for community service halls"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a hall config and print every problem with its key path; exit 78 if it is bad.
+    Validate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the gateway (the daemon).
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Central broker, overriding the config's `uplink.broker`.
+        #[arg(long, value_name = "mqtt://HOST:PORT")]
+        uplink: Option<String>,
+        /// Where the outbox database lives, overriding `storage.data_dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Serve simulated people counters for every counter in the config, with ground truth.
+    Simulate {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Seed of the random traffic; the same seed gives the same crossings.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the ground truth here as JSON lines (one per crossing, then the totals).
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+        /// Stop the traffic after this many seconds (the counters keep being served).
+        #[arg(long, value_name = "S")]
+        duration_secs: Option<f64>,
+        /// Serve unchanging counters for this long before the traffic starts.
+        #[arg(long, value_name = "S", default_value_t = 0.0)]
+        warmup_secs: f64,
+        /// Visitors arriving at the hall per minute (Poisson).
+        #[arg(long, value_name = "N", default_value_t = 30.0)]
+        arrivals_per_min: f64,
+        /// Mean time a visitor spends in a room, in seconds (exponential).
+        #[arg(long, value_name = "S", default_value_t = 20.0)]
+        mean_dwell_secs: f64,
+    },
+    /// Run the example hall against simulated counters and an embedded broker, with a live table.
+    Demo {
+        /// Hall config to demo; the shipped example when left out.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Demo { .. }));
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(ConfigError::Invalid { .. }) = error.downcast_ref::<ConfigError>() {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_BAD_CONFIG as u8);
+            }
+            eprintln!("hallgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate { config: path } => match config::load(&path, &Overrides::default()) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok — hall {} ({}), {} rooms, {} doors, {} counters",
+                    path.display(),
+                    cfg.hall.id,
+                    cfg.hall.time_zone_name,
+                    cfg.rooms.len(),
+                    cfg.doors.len(),
+                    cfg.counters.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => Err(error.into()),
+        },
+        Command::Run {
+            config: path,
+            uplink,
+            data_dir,
+        } => {
+            let cfg = config::load(&path, &Overrides { uplink, data_dir })?;
+            runtime()?.block_on(async move {
+                let shutdown = shutdown_on_signals();
+                hallgate::supervisor::run(cfg, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            config: path,
+            seed,
+            truth,
+            duration_secs,
+            warmup_secs,
+            arrivals_per_min,
+            mean_dwell_secs,
+        } => {
+            let cfg = config::load(&path, &Overrides::default())?;
+            let options = hallgate::simulate::SimulateOptions {
+                seed,
+                truth,
+                duration: duration_secs.map(secs).transpose()?,
+                warmup: secs(warmup_secs)?,
+                arrivals_per_min,
+                mean_dwell: secs(mean_dwell_secs)?,
+            };
+            runtime()?.block_on(async move {
+                let shutdown = shutdown_on_signals();
+                hallgate::simulate::run(&cfg, options, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { config: path, seed } => {
+            let cfg = match path {
+                Some(path) => config::load(&path, &Overrides::default())?,
+                None => hallgate::demo::example_config()?,
+            };
+            runtime()?.block_on(async move {
+                let shutdown = shutdown_on_signals();
+                hallgate::demo::run(cfg, seed, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn secs(value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{value} is not a duration in seconds"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+        trigger.cancel();
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting without waiting for a clean shutdown");
+        std::process::exit(130);
+    });
+    token
+}
+
+/// Logs go to stderr; under systemd (JOURNAL_STREAM set) without colours or timestamps, which
+/// journald adds itself. `RUST_LOG` overrides the default level (info; warn for the demo, whose
+/// table is the output).
+fn init_logging(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
