@@ -15,6 +15,8 @@
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
 pub mod config;
+pub mod devices;
+pub mod occupancy;
 pub mod demo;
 pub mod simulate;
 pub mod supervisor;

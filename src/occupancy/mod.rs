@@ -1,0 +1,603 @@
+//! The occupancy engine: crossings in, per-room occupancy, daily totals and minute bins out.
+//!
+//! Pure and synchronous: it never reads the clock (every call takes `now`) and does no I/O,
+//! so the same events in the same order give the same output, and tests drive it with a manual
+//! clock. Rooms and the outside are zones joined by doors; a door's IN count moves people from
+//! its `from` zone to its `to` zone.
+//!
+//! **Clamping.** Occupancy is never shown below zero. Counters are polled independently, so
+//! "left the lobby for the reading room" can be read a poll before "entered the lobby from the
+//! street": for a moment the lobby's balance is -1. Clamping at once would turn that skew into
+//! a permanent error, so the signed balance is kept and only clamped (and the clamp counted as
+//! drift) when it stays negative longer than `settle` — longer than any poll skew can last.
+//!
+//! **Day close.** At the hall's closing time (in its time zone) everyone has left: occupancy
+//! resets to zero, what was left is reported as the day's residual drift, and daily totals
+//! restart.
+//!
+//! The whole state is serialisable; the supervisor persists it in the outbox in the same
+//! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
+
+use std::time::Duration;
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp, ToSpan, Zoned};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Zone};
+
+/// The hall as the engine needs it: derived once from the validated config.
+#[derive(Debug, Clone)]
+pub struct HallModel {
+    pub room_ids: Vec<String>,
+    pub capacities: Vec<u32>,
+    /// Per door: (from, to).
+    pub doors: Vec<(Zone, Zone)>,
+    pub time_zone: jiff::tz::TimeZone,
+    pub closing_time: jiff::civil::Time,
+    /// How long a negative balance may last before it is clamped.
+    pub settle: Duration,
+}
+
+impl HallModel {
+    pub fn from_config(config: &Config) -> Self {
+        // Three poll periods of the slowest counter, at least three seconds.
+        let slowest = config
+            .counters
+            .iter()
+            .map(|c| c.poll_interval + c.timeout)
+            .max()
+            .unwrap_or_default();
+        HallModel {
+            room_ids: config.rooms.iter().map(|r| r.id.clone()).collect(),
+            capacities: config.rooms.iter().map(|r| r.capacity).collect(),
+            doors: config.doors.iter().map(|d| (d.from, d.to)).collect(),
+            time_zone: config.hall.time_zone.clone(),
+            closing_time: config.hall.closing_time,
+            settle: (slowest * 3).max(Duration::from_secs(3)),
+        }
+    }
+
+    /// The next closing time strictly after `now`.
+    pub fn next_close_after(&self, now: Timestamp) -> Timestamp {
+        let local = now.to_zoned(self.time_zone.clone());
+        let mut date = local.date();
+        loop {
+            if let Ok(close) = date
+                .to_datetime(self.closing_time)
+                .to_zoned(self.time_zone.clone())
+            {
+                let close = close.timestamp();
+                if close > now {
+                    return close;
+                }
+            }
+            date = date.tomorrow().unwrap_or(date);
+        }
+    }
+
+    /// The label of the day that ends at `close`: its local date, or the date before for a
+    /// closing time in the small hours (a day closing at 02:00 belongs to the evening before).
+    pub fn day_of_close(&self, close: Timestamp) -> Date {
+        close
+            .to_zoned(self.time_zone.clone())
+            .checked_sub(12.hours())
+            .map(|z: Zoned| z.date())
+            .unwrap_or_else(|_| close.to_zoned(self.time_zone.clone()).date())
+    }
+}
+
+/// One room's figures for the current day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomDay {
+    pub id: String,
+    /// Signed people balance; the shown occupancy is `max(balance, 0)`.
+    pub balance: i64,
+    pub entries: u64,
+    pub exits: u64,
+    /// People removed by clamping a persistent negative balance (missed entries).
+    pub clamped: u64,
+    /// When the balance last went negative.
+    pub negative_since: Option<Timestamp>,
+}
+
+impl RoomDay {
+    pub fn occupancy(&self) -> u64 {
+        self.balance.max(0) as u64
+    }
+}
+
+/// One room's share of a minute bin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinRoom {
+    pub entries: u64,
+    pub exits: u64,
+    pub peak: u64,
+    /// ∫ occupancy dt over the part of the bin seen so far, in person-milliseconds.
+    pub person_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteBin {
+    /// Unix minute (seconds / 60) the bin starts at.
+    pub minute: i64,
+    pub rooms: Vec<BinRoom>,
+    /// Up to when `person_ms` has been integrated.
+    pub integrated_to: Timestamp,
+}
+
+/// A closed minute, ready for the uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteAggregate {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub rooms: Vec<MinuteRoom>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteRoom {
+    pub id: String,
+    pub entries: u64,
+    pub exits: u64,
+    pub occupancy_mean: f64,
+    pub occupancy_peak: u64,
+}
+
+/// The day that just closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayClosed {
+    pub day: Date,
+    /// Per room: (id, entries, exits, residual occupancy left at close).
+    pub rooms: Vec<(String, u64, u64, u64)>,
+}
+
+/// What the engine tells the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineOutput {
+    MinuteClosed(MinuteAggregate),
+    DayClosed(DayClosed),
+}
+
+/// Everything the engine knows; serialised into the outbox on every commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub day: Date,
+    pub next_close: Timestamp,
+    pub rooms: Vec<RoomDay>,
+    /// People who came in from the street today.
+    pub visitors: u64,
+    pub bin: MinuteBin,
+    /// Bumped on every change; gives each `state` message its revision.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    model: HallModel,
+    state: EngineState,
+}
+
+fn minute_of(t: Timestamp) -> i64 {
+    t.as_second().div_euclid(60)
+}
+
+fn minute_start(minute: i64) -> Timestamp {
+    Timestamp::from_second(minute * 60).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Engine {
+    /// A fresh engine, or one resumed from `restored`. Rooms are matched by id, so a config
+    /// that adds or removes a room keeps the others' figures.
+    pub fn new(model: HallModel, restored: Option<EngineState>, now: Timestamp) -> Self {
+        let next_close = model.next_close_after(now);
+        let fresh_rooms: Vec<RoomDay> = model
+            .room_ids
+            .iter()
+            .map(|id| RoomDay {
+                id: id.clone(),
+                ..RoomDay::default()
+            })
+            .collect();
+        let fresh_bin = MinuteBin {
+            minute: minute_of(now),
+            rooms: vec![BinRoom::default(); model.room_ids.len()],
+            integrated_to: now,
+        };
+        let state = match restored {
+            Some(old) => {
+                let rooms = fresh_rooms
+                    .iter()
+                    .map(|fresh| {
+                        old.rooms
+                            .iter()
+                            .find(|r| r.id == fresh.id)
+                            .cloned()
+                            .unwrap_or_else(|| fresh.clone())
+                    })
+                    .collect();
+                let bin_rooms = model
+                    .room_ids
+                    .iter()
+                    .map(|id| {
+                        old.rooms
+                            .iter()
+                            .position(|r| &r.id == id)
+                            .and_then(|i| old.bin.rooms.get(i).cloned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                EngineState {
+                    day: old.day,
+                    next_close: old.next_close,
+                    rooms,
+                    visitors: old.visitors,
+                    bin: MinuteBin {
+                        rooms: bin_rooms,
+                        ..old.bin
+                    },
+                    revision: old.revision,
+                }
+            }
+            None => EngineState {
+                day: model.day_of_close(next_close),
+                next_close,
+                rooms: fresh_rooms,
+                visitors: 0,
+                bin: fresh_bin,
+                revision: 0,
+            },
+        };
+        Engine { model, state }
+    }
+
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    pub fn model(&self) -> &HallModel {
+        &self.model
+    }
+
+    /// Applies `inward` crossings `from → to` and `outward` crossings `to → from` of `door`,
+    /// counted by one read at `now`. Call [`Engine::tick`] first so the crossings land in the
+    /// right minute and day.
+    pub fn crossings(&mut self, door: usize, inward: u64, outward: u64, now: Timestamp) {
+        let Some(&(from, to)) = self.model.doors.get(door) else {
+            return;
+        };
+        if inward == 0 && outward == 0 {
+            return;
+        }
+        self.integrate_to(now);
+        // IN before OUT: a person who came in and left within one poll never makes the room
+        // look negative.
+        self.move_people(from, to, inward, now);
+        self.move_people(to, from, outward, now);
+        self.state.revision += 1;
+    }
+
+    fn move_people(&mut self, from: Zone, to: Zone, n: u64, now: Timestamp) {
+        if n == 0 {
+            return;
+        }
+        let signed = i64::try_from(n).unwrap_or(i64::MAX);
+        if let Zone::Room(r) = to {
+            let room = &mut self.state.rooms[r];
+            room.balance = room.balance.saturating_add(signed);
+            room.entries += n;
+            self.state.bin.rooms[r].entries += n;
+            if room.balance >= 0 {
+                room.negative_since = None;
+            }
+            let occ = room.occupancy();
+            let bin = &mut self.state.bin.rooms[r];
+            bin.peak = bin.peak.max(occ);
+        } else {
+            // From a room to the street is leaving the hall; the street side has no count.
+        }
+        if let Zone::Room(r) = from {
+            let room = &mut self.state.rooms[r];
+            room.balance = room.balance.saturating_sub(signed);
+            room.exits += n;
+            self.state.bin.rooms[r].exits += n;
+            if room.balance < 0 && room.negative_since.is_none() {
+                room.negative_since = Some(now);
+            }
+        }
+        if from == Zone::Outside && matches!(to, Zone::Room(_)) {
+            self.state.visitors += n;
+        }
+    }
+
+    /// Adds occupancy × elapsed to the open bin, up to `t` (within the bin).
+    fn integrate_to(&mut self, t: Timestamp) {
+        let bin_end = minute_start(self.state.bin.minute + 1);
+        let t = t.min(bin_end);
+        let from = self.state.bin.integrated_to;
+        if t <= from {
+            return;
+        }
+        let ms = u64::try_from(t.duration_since(from).as_millis()).unwrap_or(0);
+        for (room, bin) in self.state.rooms.iter().zip(self.state.bin.rooms.iter_mut()) {
+            bin.person_ms += room.occupancy() * ms;
+        }
+        self.state.bin.integrated_to = t;
+    }
+
+    /// Advances time to `now`: clamps balances that stayed negative, closes finished minute
+    /// bins and, at closing time, the day.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<EngineOutput> {
+        let mut out = Vec::new();
+        // Close the open minute (and the day, if it ended first) in time order.
+        while minute_of(now) > self.state.bin.minute || now >= self.state.next_close {
+            let bin_end = minute_start(self.state.bin.minute + 1);
+            if self.state.next_close < bin_end && now >= self.state.next_close {
+                let close = self.state.next_close;
+                self.integrate_to(close);
+                out.push(EngineOutput::DayClosed(self.close_day(close)));
+                continue;
+            }
+            self.integrate_to(bin_end);
+            out.push(EngineOutput::MinuteClosed(self.close_bin()));
+            // A gap (the gateway was stopped) starts the next bin at `now`, not at the old end.
+            let next = if minute_of(now) > self.state.bin.minute + 1 {
+                now
+            } else {
+                bin_end
+            };
+            self.open_bin(next);
+        }
+        self.integrate_to(now);
+        let settle = SignedDuration::try_from(self.model.settle).unwrap_or(SignedDuration::MAX);
+        for (r, room) in self.state.rooms.iter_mut().enumerate() {
+            if let Some(since) = room.negative_since
+                && room.balance < 0
+                && now.duration_since(since) >= settle
+            {
+                let missing = room.balance.unsigned_abs();
+                tracing::info!(
+                    room = %room.id,
+                    missing,
+                    "room balance stayed below zero: an entry was missed; clamping to zero and counting it as drift"
+                );
+                room.clamped += missing;
+                room.balance = 0;
+                room.negative_since = None;
+                self.state.bin.rooms[r].peak = self.state.bin.rooms[r].peak.max(0);
+                self.state.revision += 1;
+            }
+        }
+        if !out.is_empty() {
+            self.state.revision += 1;
+        }
+        out
+    }
+
+    fn open_bin(&mut self, start: Timestamp) {
+        self.state.bin = MinuteBin {
+            minute: minute_of(start),
+            rooms: self
+                .state
+                .rooms
+                .iter()
+                .map(|r| BinRoom {
+                    peak: r.occupancy(),
+                    ..BinRoom::default()
+                })
+                .collect(),
+            integrated_to: start,
+        };
+    }
+
+    fn close_bin(&mut self) -> MinuteAggregate {
+        let bin = &self.state.bin;
+        let start = minute_start(bin.minute);
+        let end = minute_start(bin.minute + 1);
+        let rooms = self
+            .state
+            .rooms
+            .iter()
+            .zip(&bin.rooms)
+            .map(|(room, b)| MinuteRoom {
+                id: room.id.clone(),
+                entries: b.entries,
+                exits: b.exits,
+                occupancy_mean: b.person_ms as f64 / 60_000.0,
+                occupancy_peak: b.peak,
+            })
+            .collect();
+        MinuteAggregate { start, end, rooms }
+    }
+
+    fn close_day(&mut self, close: Timestamp) -> DayClosed {
+        let report = DayClosed {
+            day: self.state.day,
+            rooms: self
+                .state
+                .rooms
+                .iter()
+                .map(|r| (r.id.clone(), r.entries, r.exits, r.occupancy()))
+                .collect(),
+        };
+        for room in &mut self.state.rooms {
+            *room = RoomDay {
+                id: std::mem::take(&mut room.id),
+                ..RoomDay::default()
+            };
+        }
+        self.state.visitors = 0;
+        self.state.next_close = self.model.next_close_after(close);
+        self.state.day = self.model.day_of_close(self.state.next_close);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::time;
+    use proptest::prelude::*;
+
+    /// outside → lobby (door 0), lobby → reading (door 1), lobby → lecture (door 2).
+    fn model() -> HallModel {
+        HallModel {
+            room_ids: vec!["lobby".into(), "reading".into(), "lecture".into()],
+            capacities: vec![50, 20, 30],
+            doors: vec![
+                (Zone::Outside, Zone::Room(0)),
+                (Zone::Room(0), Zone::Room(1)),
+                (Zone::Room(0), Zone::Room(2)),
+            ],
+            time_zone: jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Shanghai"),
+            closing_time: time(21, 0, 0, 0),
+            settle: Duration::from_secs(3),
+        }
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("test timestamp")
+    }
+
+    fn occ(e: &Engine) -> Vec<u64> {
+        e.state().rooms.iter().map(RoomDay::occupancy).collect()
+    }
+
+    #[test]
+    fn a_crossing_moves_people_between_zones() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        e.crossings(0, 5, 0, t);
+        e.crossings(1, 2, 0, t);
+        e.crossings(2, 1, 1, t);
+        assert_eq!(occ(&e), vec![3, 2, 0]);
+        assert_eq!(e.state().rooms[0].entries, 6);
+        assert_eq!(e.state().rooms[0].exits, 3);
+        assert_eq!(e.state().visitors, 5);
+    }
+
+    #[test]
+    fn poll_skew_between_counters_does_not_lose_people() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        // The reading-room door is read before the entrance: lobby is -1 for a moment.
+        e.crossings(1, 1, 0, t);
+        assert_eq!(occ(&e), vec![0, 1, 0]);
+        e.tick(at("2026-11-22T02:00:11Z"));
+        e.crossings(0, 1, 0, at("2026-11-22T02:00:11Z"));
+        assert_eq!(occ(&e), vec![0, 1, 0]);
+        assert_eq!(e.state().rooms[0].clamped, 0);
+    }
+
+    #[test]
+    fn a_balance_negative_past_the_settle_time_is_clamped_and_counted_as_drift() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        e.crossings(1, 0, 2, t); // two left the reading room nobody saw enter
+        e.tick(at("2026-11-22T02:00:12Z"));
+        assert_eq!(e.state().rooms[1].clamped, 0);
+        e.tick(at("2026-11-22T02:00:14Z"));
+        assert_eq!(e.state().rooms[1].clamped, 2);
+        assert_eq!(e.state().rooms[1].balance, 0);
+        // Later entries count from zero again.
+        e.crossings(1, 1, 0, at("2026-11-22T02:00:15Z"));
+        assert_eq!(occ(&e)[1], 1);
+    }
+
+    #[test]
+    fn minute_bins_close_on_the_minute_with_mean_and_peak() {
+        let t0 = at("2026-11-22T02:00:00Z");
+        let mut e = Engine::new(model(), None, t0);
+        e.crossings(0, 4, 0, at("2026-11-22T02:00:30Z")); // 4 people for the second half
+        e.crossings(0, 0, 2, at("2026-11-22T02:00:45Z")); // then 2 for the last quarter
+        assert!(e.tick(at("2026-11-22T02:00:59Z")).is_empty());
+        let out = e.tick(at("2026-11-22T02:01:00.5Z"));
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(m.start, t0);
+        let lobby = &m.rooms[0];
+        assert_eq!((lobby.entries, lobby.exits, lobby.occupancy_peak), (4, 2, 4));
+        assert!((lobby.occupancy_mean - 1.5).abs() < 1e-9, "{lobby:?}");
+        // The next bin starts with the occupancy carried over as its peak.
+        let out = e.tick(at("2026-11-22T02:02:00Z"));
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(m.rooms[0].occupancy_peak, 2);
+        assert!((m.rooms[0].occupancy_mean - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_day_closes_at_closing_time_in_the_halls_time_zone() {
+        // 21:00 in Shanghai is 13:00 UTC.
+        let t = at("2026-11-22T12:59:30Z");
+        let mut e = Engine::new(model(), None, t);
+        assert_eq!(e.state().day, jiff::civil::date(2026, 11, 22));
+        e.crossings(0, 3, 1, t);
+        let out = e.tick(at("2026-11-22T13:00:20Z"));
+        let closed = out
+            .iter()
+            .find_map(|o| match o {
+                EngineOutput::DayClosed(d) => Some(d.clone()),
+                _ => None,
+            })
+            .expect("day closed");
+        assert_eq!(closed.day, jiff::civil::date(2026, 11, 22));
+        assert_eq!(closed.rooms[0], ("lobby".into(), 3, 1, 2));
+        assert_eq!(occ(&e), vec![0, 0, 0]);
+        assert_eq!(e.state().rooms[0].entries, 0);
+        assert_eq!(e.state().day, jiff::civil::date(2026, 11, 23));
+        // Bins before and after the close both came out, in order.
+        assert!(matches!(out[0], EngineOutput::MinuteClosed(_)));
+    }
+
+    #[test]
+    fn a_restored_engine_carries_on_where_it_stopped() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        e.crossings(0, 7, 2, t);
+        let saved = serde_json::to_string(e.state()).expect("serialises");
+        let restored: EngineState = serde_json::from_str(&saved).expect("deserialises");
+        let e2 = Engine::new(model(), Some(restored), at("2026-11-22T02:00:20Z"));
+        assert_eq!(e2.state(), e.state());
+    }
+
+    proptest! {
+        /// Whatever the order the doors are read in, once every counter has been read and the
+        /// truth has nobody negative, the engine agrees with the truth exactly.
+        #[test]
+        fn any_read_order_gives_the_true_occupancy(
+            moves in proptest::collection::vec((0usize..3, any::<bool>()), 1..200),
+            seed in any::<u64>(),
+        ) {
+            let m = model();
+            // Play a truthful sequence: only move people who are there.
+            let mut truth = [0i64; 3];
+            let mut per_door = [(0u64, 0u64); 3];
+            for (door, inward) in moves {
+                let (from, to) = m.doors[door];
+                let (src, dst) = if inward { (from, to) } else { (to, from) };
+                if let Zone::Room(r) = src {
+                    if truth[r] == 0 { continue; }
+                    truth[r] -= 1;
+                }
+                if let Zone::Room(r) = dst { truth[r] += 1; }
+                if inward { per_door[door].0 += 1 } else { per_door[door].1 += 1 }
+            }
+            let mut order: Vec<usize> = (0..3).collect();
+            let mut s = seed;
+            for i in (1..order.len()).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let t = at("2026-11-22T02:00:10Z");
+            let mut e = Engine::new(m, None, t);
+            for d in order {
+                e.crossings(d, per_door[d].0, per_door[d].1, t);
+            }
+            e.tick(at("2026-11-22T02:00:11Z"));
+            let got: Vec<i64> = e.state().rooms.iter().map(|r| r.balance).collect();
+            prop_assert_eq!(got, truth.to_vec());
+        }
+    }
+}
