@@ -15,8 +15,10 @@
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
 pub mod config;
+pub mod demo;
 pub mod devices;
 pub mod occupancy;
-pub mod demo;
+pub mod outbox;
 pub mod simulate;
 pub mod supervisor;
+pub mod uplink;

@@ -1,13 +1,348 @@
-//! The one-command demo (being written).
+//! `hallgate demo`: a whole hall on one laptop, with nothing to set up.
+//!
+//! Starts an embedded MQTT broker (rumqttd, in-process) on a free loopback port as the
+//! stand-in central broker, the simulator serving the hall's counters on free loopback ports,
+//! and the real gateway pointed at both. The live table is drawn from what the *broker*
+//! receives (the retained `state`), so what you watch has been through the whole path:
+//! counters → Modbus → engine → outbox → MQTT.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{self, Config, CounterTransport, Overrides, Zone};
+use crate::simulate::{self, SimulateOptions};
+use crate::supervisor;
 
-pub fn example_config() -> anyhow::Result<Config> {
-    anyhow::bail!("not written yet")
+/// The shipped example hall, compiled in so the demo runs from any directory.
+const EXAMPLE: &str = include_str!("../../firmware-config/examples/hall.toml");
+
+/// How often the table is redrawn.
+const REFRESH: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the shipped example config is invalid: {0}")]
+    Example(String),
+    #[error("cannot find a free loopback port: {0}")]
+    Port(std::io::Error),
+    #[error("cannot create the demo's data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the embedded broker failed to start: {0}")]
+    Broker(String),
+    #[error("the simulator failed: {0}")]
+    Simulator(#[from] simulate::SimulateError),
+    #[error("the gateway failed: {0}")]
+    Gateway(#[from] supervisor::SupervisorError),
 }
 
-pub async fn run(_config: Config, _seed: u64, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// The shipped example hall.
+pub fn example_config() -> Result<Config, DemoError> {
+    config::parse(EXAMPLE, Path::new("."), &Overrides::default()).map_err(|problems| {
+        DemoError::Example(
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16, DemoError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(DemoError::Port)?;
+    Ok(listener.local_addr().map_err(DemoError::Port)?.port())
+}
+
+/// Runs the demo until `shutdown`.
+pub async fn run(
+    mut config: Config,
+    seed: u64,
+    shutdown: CancellationToken,
+) -> Result<(), DemoError> {
+    // Counters move to free loopback ports: the config's LAN addresses do not exist here, and
+    // a fixed port could be answered by some other program.
+    for counter in &mut config.counters {
+        let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport;
+        counter.transport = CounterTransport::ModbusTcp {
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            unit_id,
+        };
+    }
+    let broker_port = free_port()?;
+    config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
+    config.uplink.port = broker_port;
+    let data_dir = std::env::temp_dir().join(format!("hallgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).map_err(|source| DemoError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    config.storage.data_dir = data_dir.clone();
+
+    let latest = Arc::new(Mutex::new(None::<StateView>));
+    start_broker(broker_port, &config, latest.clone())?;
+
+    println!(
+        "hallgate demo: hall {} — {} rooms, {} simulated counters, embedded broker on 127.0.0.1:{broker_port}",
+        config.hall.name,
+        config.rooms.len(),
+        config.counters.len()
+    );
+    println!(
+        "data in {} (removed on exit). Ctrl-C to stop.\n",
+        data_dir.display()
+    );
+
+    let sim_stop = shutdown.child_token();
+    let sim = {
+        let config = config.clone();
+        let options = SimulateOptions {
+            seed,
+            truth: None,
+            duration: None,
+            warmup: Duration::from_secs(2),
+            arrivals_per_min: 40.0,
+            mean_dwell: Duration::from_secs(45),
+        };
+        let stop = sim_stop.clone();
+        tokio::spawn(async move { simulate::run(&config, options, stop).await })
+    };
+    // Give the simulator a moment to bind its ports before the gateway connects.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gateway = tokio::spawn(supervisor::run(config.clone(), shutdown.clone()));
+
+    let mut ticker = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                let view = latest.lock().map(|g| g.clone()).unwrap_or(None);
+                print_table(&config, view.as_ref());
+            }
+        }
+    }
+    println!("\nstopping…");
+    let gateway_result = gateway.await;
+    sim_stop.cancel();
+    let sim_result = sim.await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if let Ok(Err(error)) = gateway_result {
+        return Err(error.into());
+    }
+    if let Ok(Err(error)) = sim_result {
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// The parts of the `state` payload the table shows.
+#[derive(Debug, Clone, Deserialize)]
+struct StateView {
+    ts: String,
+    rooms: Vec<RoomView>,
+    hall: HallView,
+    devices: Vec<DeviceView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RoomView {
+    id: String,
+    occupancy: u64,
+    capacity: u32,
+    entries_today: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct HallView {
+    occupancy: u64,
+    visitors_today: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DeviceView {
+    id: String,
+    online: bool,
+}
+
+/// Starts rumqttd on `port` and a local link that keeps the latest `state` it receives.
+fn start_broker(
+    port: u16,
+    config: &Config,
+    latest: Arc<Mutex<Option<StateView>>>,
+) -> Result<(), DemoError> {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "demo".into(),
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let broker_config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 16,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..rumqttd::Config::default()
+    };
+    let mut broker = rumqttd::Broker::new(broker_config);
+    let (mut link_tx, mut link_rx) = broker
+        .link("demo-table")
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("demo-broker".into())
+        .spawn(move || {
+            if let Err(error) = broker.start() {
+                tracing::error!(%error, "embedded broker stopped");
+            }
+        })
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    let state_topic = format!(
+        "{}/{}",
+        crate::uplink::payload::base_topic(config),
+        crate::uplink::payload::TOPIC_STATE
+    );
+    link_tx
+        .subscribe(state_topic)
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("demo-table".into())
+        .spawn(move || {
+            // The link blocks; it lives on its own thread and ends with the process.
+            while let Ok(notification) = link_rx.recv() {
+                if let Some(rumqttd::Notification::Forward(forward)) = notification
+                    && let Ok(view) = serde_json::from_slice::<StateView>(&forward.publish.payload)
+                    && let Ok(mut guard) = latest.lock()
+                {
+                    *guard = Some(view);
+                }
+            }
+        })
+        .map_err(|e| DemoError::Broker(e.to_string()))?;
+    Ok(())
+}
+
+fn print_table(config: &Config, view: Option<&StateView>) {
+    let mut out = String::new();
+    let Some(view) = view else {
+        println!("waiting for the first state message at the broker…");
+        return;
+    };
+    let local_time = view
+        .ts
+        .parse::<jiff::Timestamp>()
+        .map(|t| {
+            t.to_zoned(config.hall.time_zone.clone())
+                .strftime("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| view.ts.clone());
+    out.push_str(&format!(
+        "── {} · {local_time} ({}) · {} inside · {} visitors today ──\n",
+        config.hall.id, config.hall.time_zone_name, view.hall.occupancy, view.hall.visitors_today
+    ));
+    out.push_str(&format!(
+        "{} {:>9}  {:<20} {:>8}  {}\n",
+        pad("room", 34),
+        "occupancy",
+        "",
+        "entries today",
+        "counter"
+    ));
+    for room in &view.rooms {
+        let name = config
+            .rooms
+            .iter()
+            .find(|r| r.id == room.id)
+            .map_or(room.id.as_str(), |r| r.name.as_str());
+        // The counter on the door into this room.
+        let counter = config
+            .counters
+            .iter()
+            .find(|c| {
+                let door = &config.doors[c.door];
+                config
+                    .rooms
+                    .iter()
+                    .position(|r| r.id == room.id)
+                    .is_some_and(|i| door.to == Zone::Room(i))
+            })
+            .map(|c| c.id.as_str());
+        let status = counter.map_or("-".to_string(), |id| {
+            match view.devices.iter().find(|d| d.id == id) {
+                Some(d) if d.online => format!("{id} online"),
+                Some(_) => format!("{id} OFFLINE"),
+                None => format!("{id} ?"),
+            }
+        });
+        let share = room.occupancy as f64 / f64::from(room.capacity.max(1));
+        let filled = ((share.min(1.0)) * 20.0).round() as usize;
+        out.push_str(&format!(
+            "{} {:>4}/{:<4}  {:<20} {:>13}  {}\n",
+            pad(name, 34),
+            room.occupancy,
+            room.capacity,
+            "█".repeat(filled) + &"·".repeat(20 - filled),
+            room.entries_today,
+            status
+        ));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{out}");
+    let _ = stdout.flush();
+}
+
+/// Terminal columns a character takes: CJK and full-width forms take two.
+fn columns(c: char) -> usize {
+    match c as u32 {
+        0x1100..=0x115F
+        | 0x2E80..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6 => 2,
+        _ => 1,
+    }
+}
+
+/// `s` cut or padded to exactly `width` terminal columns (room names are often Chinese).
+fn pad(s: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = columns(c);
+        if used + w > width.saturating_sub(1) && s.chars().map(columns).sum::<usize>() > width {
+            out.push('…');
+            used += 1;
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push_str(&" ".repeat(width.saturating_sub(used)));
+    out
 }

@@ -210,10 +210,22 @@ mod tests {
     fn first_reading_is_only_a_baseline() {
         let p = u16_profile();
         let mut t = CounterTracker::new(None);
-        let s = t.update(&p, Totals { inward: 500, outward: 400 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 500,
+                outward: 400,
+            },
+        );
         assert!(s.baseline);
         assert_eq!((s.inward, s.outward), (0, 0));
-        let s = t.update(&p, Totals { inward: 503, outward: 401 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 503,
+                outward: 401,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.reset), (3, 1, false));
     }
 
@@ -224,7 +236,13 @@ mod tests {
             inward: 65530,
             outward: 65535,
         }));
-        let s = t.update(&p, Totals { inward: 4, outward: 0 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 4,
+                outward: 0,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.reset), (10, 1, false));
     }
 
@@ -235,7 +253,13 @@ mod tests {
             inward: u32::MAX as u64 - 2,
             outward: 10,
         }));
-        let s = t.update(&p, Totals { inward: 5, outward: 12 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 5,
+                outward: 12,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.reset), (8, 2, false));
     }
 
@@ -246,10 +270,22 @@ mod tests {
             inward: 40_000,
             outward: 39_000,
         }));
-        let s = t.update(&p, Totals { inward: 3, outward: 1 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 3,
+                outward: 1,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.reset), (3, 1, true));
         // And counting carries on from the new baseline.
-        let s = t.update(&p, Totals { inward: 5, outward: 1 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 5,
+                outward: 1,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.reset), (2, 0, false));
     }
 
@@ -259,7 +295,13 @@ mod tests {
             "name='d'\nfunction_code=3\nin_register=0\nout_register=1\nvalue_type='u16'\nmode='delta'",
         );
         let mut t = CounterTracker::new(None);
-        let s = t.update(&p, Totals { inward: 2, outward: 3 });
+        let s = t.update(
+            &p,
+            Totals {
+                inward: 2,
+                outward: 3,
+            },
+        );
         assert_eq!((s.inward, s.outward, s.baseline), (2, 3, false));
     }
 

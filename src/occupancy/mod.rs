@@ -516,7 +516,10 @@ mod tests {
         };
         assert_eq!(m.start, t0);
         let lobby = &m.rooms[0];
-        assert_eq!((lobby.entries, lobby.exits, lobby.occupancy_peak), (4, 2, 4));
+        assert_eq!(
+            (lobby.entries, lobby.exits, lobby.occupancy_peak),
+            (4, 2, 4)
+        );
         assert!((lobby.occupancy_mean - 1.5).abs() < 1e-9, "{lobby:?}");
         // The next bin starts with the occupancy carried over as its peak.
         let out = e.tick(at("2026-11-22T02:02:00Z"));

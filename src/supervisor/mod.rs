@@ -1,9 +1,340 @@
-//! Wires the stages in data-flow order and owns shutdown (being written).
+//! The supervisor: wires the stages in data-flow order and owns shutdown.
+//!
+//! ```text
+//! drivers ──DeviceEvent──► core loop (engine) ──Batch──► outbox ──rows──► uplink ──► broker
+//! ```
+//!
+//! The core loop is the only owner of the occupancy engine. It applies device events, ticks
+//! the engine once a second (closing minute bins and days), and every `commit_interval` hands
+//! the outbox one batch: new messages, the engine state and the counter baselines, committed
+//! together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
+//! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
+//! the outbox closes.
 
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::devices::{self, DeviceEvent};
+use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
+use crate::outbox::{Batch, Outbox, OutboxError};
+use crate::uplink::payload::{self, DeviceHealth};
+use crate::uplink::{UplinkDriver, UplinkStatus};
 
-pub async fn run(_config: Config, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// How long shutdown may take in all (systemd's stop timeout is longer).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Of which the uplink may spend this delivering what is left.
+const UPLINK_DRAIN: Duration = Duration::from_secs(3);
+/// How often a summary line is logged.
+const SUMMARY_EVERY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SupervisorError> {
+    let (outbox, restored) =
+        Outbox::open(&config.storage.data_dir, config.storage.commit_interval)?;
+    let now = Timestamp::now();
+    let engine_state = restored.engine_state.as_deref().and_then(|bytes| {
+        serde_json::from_slice::<EngineState>(bytes)
+            .map_err(|error| {
+                tracing::error!(%error, "stored engine state is unreadable; today's totals restart from zero");
+            })
+            .ok()
+    });
+    let resumed = engine_state.is_some();
+    let engine = Engine::new(HallModel::from_config(&config), engine_state, now);
+    tracing::info!(
+        hall = %config.hall.id,
+        rooms = config.rooms.len(),
+        counters = config.counters.len(),
+        uplink = %format!("{}:{}", config.uplink.host, config.uplink.port),
+        data_dir = %config.storage.data_dir.display(),
+        resumed,
+        pending_messages = restored.pending_messages,
+        "hallgate is running"
+    );
+
+    let link = Arc::new(UplinkStatus::default());
+    let uplink_stop = CancellationToken::new();
+    let uplink = tokio::spawn(
+        UplinkDriver::new(config.clone(), outbox.clone(), link.clone())
+            .run(uplink_stop.clone(), UPLINK_DRAIN),
+    );
+
+    let (events_tx, events) = mpsc::channel(devices::EVENT_CHANNEL_CAPACITY);
+    let drivers_stop = CancellationToken::new();
+    let drivers: Vec<_> = config
+        .counters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            devices::spawn_counter(
+                i,
+                c.clone(),
+                restored.baselines.get(&c.id).copied(),
+                events_tx.clone(),
+                drivers_stop.clone(),
+            )
+        })
+        .collect();
+    drop(events_tx);
+
+    let mut core = Core::new(config, engine, outbox.clone(), link.clone());
+    let mut events = events;
+    core.run(&mut events, &shutdown).await;
+
+    // Staged shutdown, each stage named in the log, all under one deadline.
+    let staged = async {
+        tracing::info!(stage = "drivers", "stopping device drivers");
+        drivers_stop.cancel();
+        for d in drivers {
+            let _ = d.await;
+        }
+        while let Ok(event) = events.try_recv() {
+            core.apply(event);
+        }
+        tracing::info!(stage = "state", "committing the final state");
+        core.flush(true).await;
+        tracing::info!(
+            stage = "uplink",
+            "delivering what is left to the central broker"
+        );
+        let wait_until = Instant::now() + UPLINK_DRAIN;
+        while link.connected.load(Ordering::Relaxed)
+            && outbox.pending().await > 0
+            && Instant::now() < wait_until
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        uplink_stop.cancel();
+        let _ = uplink.await;
+        tracing::info!(stage = "outbox", "closing the outbox");
+        outbox.close().await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, staged)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
+            "shutdown deadline passed; exiting — committed data is safe in the outbox"
+        );
+    } else {
+        tracing::info!("hallgate stopped cleanly");
+    }
+    Ok(())
+}
+
+/// The core loop's state: the engine and what waits for the next commit.
+struct Core {
+    config: Config,
+    engine: Engine,
+    outbox: Outbox,
+    link: Arc<UplinkStatus>,
+    devices: Vec<DeviceHealth>,
+    pending: Batch,
+    /// Engine revision last committed.
+    committed_revision: Option<u64>,
+    state_dirty: bool,
+    last_state: Option<Instant>,
+    last_commit: Instant,
+    last_summary: Instant,
+    /// Latest time seen, so the engine's clock never runs backwards between drivers.
+    now: Timestamp,
+}
+
+impl Core {
+    fn new(config: Config, engine: Engine, outbox: Outbox, link: Arc<UplinkStatus>) -> Self {
+        let devices = config
+            .counters
+            .iter()
+            .map(|c| DeviceHealth {
+                id: c.id.clone(),
+                kind: "people_counter",
+                ..DeviceHealth::default()
+            })
+            .collect();
+        Core {
+            config,
+            engine,
+            outbox,
+            link,
+            devices,
+            pending: Batch::default(),
+            committed_revision: None,
+            state_dirty: true,
+            last_state: None,
+            last_commit: Instant::now(),
+            last_summary: Instant::now(),
+            now: Timestamp::now(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        events: &mut mpsc::Receiver<DeviceEvent>,
+        shutdown: &CancellationToken,
+    ) {
+        let period = self
+            .config
+            .storage
+            .commit_interval
+            .min(Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(event) = events.recv() => self.apply(event),
+                _ = ticker.tick() => {
+                    self.advance(Timestamp::now());
+                    if self.last_commit.elapsed() >= self.config.storage.commit_interval {
+                        self.flush(false).await;
+                    }
+                    if self.last_summary.elapsed() >= SUMMARY_EVERY {
+                        self.summary().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the engine's clock to `t` (never backwards) and queues what that closed.
+    fn advance(&mut self, t: Timestamp) {
+        self.now = self.now.max(t);
+        for output in self.engine.tick(self.now) {
+            match output {
+                EngineOutput::MinuteClosed(agg) => {
+                    self.pending
+                        .messages
+                        .push(payload::minute_message(&self.config, &agg));
+                }
+                EngineOutput::DayClosed(day) => {
+                    for (room, entries, exits, residual) in &day.rooms {
+                        tracing::info!(
+                            day = %day.day, %room, entries, exits, residual,
+                            "day closed; occupancy reset (a non-zero residual is counter drift)"
+                        );
+                    }
+                    self.state_dirty = true;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: DeviceEvent) {
+        match event {
+            DeviceEvent::CounterRead {
+                counter,
+                at,
+                totals,
+                step,
+            } => {
+                self.advance(at);
+                let c = &self.config.counters[counter];
+                self.engine
+                    .crossings(c.door, step.inward, step.outward, self.now);
+                self.pending.baselines.insert(c.id.clone(), totals);
+                self.state_dirty = true;
+            }
+            DeviceEvent::DeviceOnline { counter, at } => {
+                let d = &mut self.devices[counter];
+                d.online = Some(true);
+                d.since = Some(at);
+                d.reason = None;
+                self.state_dirty = true;
+            }
+            DeviceEvent::DeviceOffline {
+                counter,
+                at,
+                reason,
+            } => {
+                let d = &mut self.devices[counter];
+                d.online = Some(false);
+                d.since = Some(at);
+                d.reason = Some(reason);
+                self.state_dirty = true;
+            }
+        }
+    }
+
+    /// Commits what is pending. The retained state goes out at most once per
+    /// `state_interval`, unless `force`d at shutdown.
+    async fn flush(&mut self, force: bool) {
+        self.last_commit = Instant::now();
+        let state_due = self
+            .last_state
+            .is_none_or(|t| t.elapsed() >= self.config.uplink.state_interval);
+        if self.state_dirty && (state_due || force) {
+            self.pending.messages.push(payload::state_message(
+                &self.config,
+                self.engine.state(),
+                &self.devices,
+                Timestamp::now(),
+            ));
+            self.state_dirty = false;
+            self.last_state = Some(Instant::now());
+        }
+        let revision = self.engine.state().revision;
+        let engine_changed = self.committed_revision != Some(revision);
+        if self.pending.messages.is_empty() && self.pending.baselines.is_empty() && !engine_changed
+        {
+            return;
+        }
+        let mut batch = mem::take(&mut self.pending);
+        // Serialising the engine's plain-data state cannot fail.
+        batch.engine_state =
+            Some(serde_json::to_vec(self.engine.state()).expect("engine state always serialises"));
+        match self.outbox.commit(batch).await {
+            Ok(()) => self.committed_revision = Some(revision),
+            Err((error, returned)) => {
+                tracing::error!(%error, "cannot commit to the outbox; keeping the batch in memory and retrying");
+                if let Some(mut returned) = returned {
+                    // Keep order: what failed goes before what came since.
+                    returned.messages.append(&mut self.pending.messages);
+                    returned.baselines.append(&mut self.pending.baselines);
+                    returned.engine_state = None;
+                    self.pending = returned;
+                }
+            }
+        }
+    }
+
+    async fn summary(&mut self) {
+        self.last_summary = Instant::now();
+        let occupancy: u64 = self
+            .engine
+            .state()
+            .rooms
+            .iter()
+            .map(|r| r.occupancy())
+            .sum();
+        let online = self
+            .devices
+            .iter()
+            .filter(|d| d.online == Some(true))
+            .count();
+        let pending = self.outbox.pending().await;
+        tracing::info!(
+            occupancy,
+            visitors_today = self.engine.state().visitors,
+            devices_online = %format!("{online}/{}", self.devices.len()),
+            uplink_connected = self.link.connected.load(Ordering::Relaxed),
+            delivered = self.link.delivered.load(Ordering::Relaxed),
+            pending,
+            "summary"
+        );
+    }
 }

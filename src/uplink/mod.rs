@@ -1,0 +1,271 @@
+//! The uplink: the gateway's one MQTT client of the central broker.
+//!
+//! Reads undelivered messages from the outbox in order and publishes them at QoS 1, with at
+//! most `max_inflight` awaiting PUBACK. A row is deleted from the outbox only when the
+//! broker's PUBACK for its packet id arrives (rumqttc hands out packet ids as it writes the
+//! packets, in request order, so `Outgoing::Publish(pkid)` events are matched to rows in
+//! order). On any connection error the client is dropped whole and rebuilt after a capped,
+//! jittered backoff; because every connection is a clean session, whatever was in flight is
+//! simply read from the outbox again and re-sent — same bytes, same `msg_id`.
+//!
+//! The retained `status` topic says `online` after each connect; the last will (and a clean
+//! shutdown) say `offline`.
+
+pub mod payload;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::outbox::Outbox;
+
+/// What the rest of the gateway may read about the link.
+#[derive(Debug, Default)]
+pub struct UplinkStatus {
+    pub connected: AtomicBool,
+    pub delivered: AtomicU64,
+    pub last_ack_ms: AtomicU64,
+}
+
+pub struct UplinkDriver {
+    config: Config,
+    outbox: Outbox,
+    status: Arc<UplinkStatus>,
+    started: Timestamp,
+}
+
+/// Packets handed to rumqttc and not yet given a packet id; `None` is a status message,
+/// which has no outbox row.
+type Unnumbered = VecDeque<Option<i64>>;
+
+/// Why a connection ended.
+enum Ended {
+    Shutdown,
+    Failed,
+}
+
+impl UplinkDriver {
+    pub fn new(config: Config, outbox: Outbox, status: Arc<UplinkStatus>) -> Self {
+        UplinkDriver {
+            config,
+            outbox,
+            status,
+            started: Timestamp::now(),
+        }
+    }
+
+    /// Runs until `shutdown`; then spends at most `drain` delivering what is in flight and
+    /// saying `offline`, and returns.
+    pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
+        let min_backoff = Duration::from_millis(250);
+        let mut backoff = min_backoff;
+        loop {
+            match self.connection(&shutdown, drain, &mut backoff).await {
+                Ended::Shutdown => return,
+                Ended::Failed => {}
+            }
+            self.status.connected.store(false, Ordering::Relaxed);
+            // Full jitter: a city of gateways that lost the same broker must not come back
+            // in step.
+            let wait = backoff.mul_f64(rand::rng().random_range(0.0..=1.0));
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "reconnecting to the central broker after a pause"
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            backoff = (backoff * 2).min(self.config.uplink.max_reconnect_backoff);
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let up = &self.config.uplink;
+        let mut options = MqttOptions::new(up.client_id.clone(), up.host.clone(), up.port);
+        options.set_keep_alive(up.keep_alive);
+        // Delivery is tracked in the outbox, not in a broker session: every connection starts
+        // clean and re-sends what the outbox still holds.
+        options.set_clean_session(true);
+        options.set_inflight(up.max_inflight);
+        options.set_last_will(LastWill::new(
+            self.topic(payload::TOPIC_STATUS),
+            payload::status_payload(&self.config, false, self.started, Timestamp::now()),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        options
+    }
+
+    fn topic(&self, sub: &str) -> String {
+        format!("{}/{sub}", payload::base_topic(&self.config))
+    }
+
+    async fn connection(
+        &self,
+        shutdown: &CancellationToken,
+        drain: Duration,
+        backoff: &mut Duration,
+    ) -> Ended {
+        let window = usize::from(self.config.uplink.max_inflight);
+        let (client, mut eventloop) = AsyncClient::new(self.options(), window + 4);
+        let mut connected = false;
+        let mut cursor = 0i64;
+        let mut unnumbered: Unnumbered = VecDeque::new();
+        let mut inflight: HashMap<u16, Option<i64>> = HashMap::new();
+        loop {
+            let in_flight = unnumbered.len() + inflight.len();
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if connected {
+                        self.drain(&client, &mut eventloop, &mut unnumbered, &mut inflight, drain).await;
+                    }
+                    return Ended::Shutdown;
+                }
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        *backoff = Duration::from_millis(250);
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        let pending = self.outbox.pending().await;
+                        tracing::info!(
+                            broker = %format!("{}:{}", self.config.uplink.host, self.config.uplink.port),
+                            pending,
+                            "connected to the central broker"
+                        );
+                        let online = payload::status_payload(&self.config, true, self.started, Timestamp::now());
+                        if client.try_publish(self.topic(payload::TOPIC_STATUS), QoS::AtLeastOnce, true, online).is_ok() {
+                            unnumbered.push_back(None);
+                        }
+                        cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(row) = unnumbered.pop_front() {
+                            inflight.insert(pkid, row);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(row) = inflight.remove(&ack.pkid) {
+                            if let Some(id) = row {
+                                self.outbox.acked(vec![id]).await;
+                                self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                                self.status.last_ack_ms.store(
+                                    Timestamp::now().as_millisecond().max(0) as u64,
+                                    Ordering::Relaxed,
+                                );
+                            }
+                        }
+                        cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if connected {
+                            tracing::warn!(%error, in_flight, "lost the central broker; undelivered messages stay in the outbox and are re-sent after reconnecting");
+                        } else {
+                            tracing::warn!(%error, "cannot reach the central broker; will retry");
+                        }
+                        return Ended::Failed;
+                    }
+                },
+                _ = self.outbox.new_messages(), if connected && in_flight < window => {
+                    cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes outbox rows after `cursor` until the in-flight window is full.
+    async fn fill(
+        &self,
+        client: &AsyncClient,
+        mut cursor: i64,
+        unnumbered: &mut Unnumbered,
+        numbered: usize,
+    ) -> i64 {
+        let window = usize::from(self.config.uplink.max_inflight);
+        loop {
+            let free = window.saturating_sub(unnumbered.len() + numbered);
+            if free == 0 {
+                return cursor;
+            }
+            let rows = self.outbox.fetch(cursor, free).await;
+            if rows.is_empty() {
+                return cursor;
+            }
+            for row in rows {
+                let m = &row.message;
+                match client.try_publish(
+                    self.topic(&m.topic),
+                    QoS::AtLeastOnce,
+                    m.retain,
+                    m.payload.clone(),
+                ) {
+                    Ok(()) => {
+                        unnumbered.push_back(Some(row.id));
+                        cursor = row.id;
+                    }
+                    // The request queue is sized above the window, so this means the event
+                    // loop is gone; the row stays in the outbox for the next connection.
+                    Err(_) => return cursor,
+                }
+            }
+        }
+    }
+
+    /// At shutdown: say `offline`, wait (bounded) for the PUBACKs of what is in flight, leave
+    /// the rest in the outbox, disconnect.
+    async fn drain(
+        &self,
+        client: &AsyncClient,
+        eventloop: &mut EventLoop,
+        unnumbered: &mut Unnumbered,
+        inflight: &mut HashMap<u16, Option<i64>>,
+        deadline: Duration,
+    ) {
+        let offline = payload::status_payload(&self.config, false, self.started, Timestamp::now());
+        if client
+            .try_publish(
+                self.topic(payload::TOPIC_STATUS),
+                QoS::AtLeastOnce,
+                true,
+                offline,
+            )
+            .is_ok()
+        {
+            unnumbered.push_back(None);
+        }
+        let wait = async {
+            while !(unnumbered.is_empty() && inflight.is_empty()) {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(row) = unnumbered.pop_front() {
+                            inflight.insert(pkid, row);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(Some(id)) = inflight.remove(&ack.pkid) {
+                            self.outbox.acked(vec![id]).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            tracing::info!(
+                left = unnumbered.len() + inflight.len(),
+                "shutdown deadline reached with messages unacknowledged; they stay in the outbox"
+            );
+        }
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    }
+}
