@@ -1002,7 +1002,7 @@ fn lookup_span(root: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
         };
         let (_, mut value) = table.iter().find(|(k, _)| k.get_ref() == key)?;
         if let Some(i) = index {
-            value = value.get_ref().as_array()?.iter().nth(i)?;
+            value = value.get_ref().as_array()?.get(i)?;
         }
         span = Some(value.span());
         if parts.peek().is_some() {

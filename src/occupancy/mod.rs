@@ -349,7 +349,7 @@ impl Engine {
         }
         self.integrate_to(now);
         let settle = SignedDuration::try_from(self.model.settle).unwrap_or(SignedDuration::MAX);
-        for (r, room) in self.state.rooms.iter_mut().enumerate() {
+        for room in self.state.rooms.iter_mut() {
             if let Some(since) = room.negative_since
                 && room.balance < 0
                 && now.duration_since(since) >= settle
@@ -363,7 +363,6 @@ impl Engine {
                 room.clamped += missing;
                 room.balance = 0;
                 room.negative_since = None;
-                self.state.bin.rooms[r].peak = self.state.bin.rooms[r].peak.max(0);
                 self.state.revision += 1;
             }
         }

@@ -152,15 +152,13 @@ impl UplinkDriver {
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(row) = inflight.remove(&ack.pkid) {
-                            if let Some(id) = row {
-                                self.outbox.acked(vec![id]).await;
-                                self.status.delivered.fetch_add(1, Ordering::Relaxed);
-                                self.status.last_ack_ms.store(
-                                    Timestamp::now().as_millisecond().max(0) as u64,
-                                    Ordering::Relaxed,
-                                );
-                            }
+                        if let Some(Some(id)) = inflight.remove(&ack.pkid) {
+                            self.outbox.acked(vec![id]).await;
+                            self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                            self.status.last_ack_ms.store(
+                                Timestamp::now().as_millisecond().max(0) as u64,
+                                Ordering::Relaxed,
+                            );
                         }
                         cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
                     }
