@@ -79,7 +79,8 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            if let Some(ConfigError::Invalid { .. }) = error.downcast_ref::<ConfigError>() {
+            // An unreadable config is as bad as an invalid one: both stop systemd's restarts.
+            if error.downcast_ref::<ConfigError>().is_some() {
                 eprintln!("{error}");
                 return ExitCode::from(EXIT_BAD_CONFIG as u8);
             }

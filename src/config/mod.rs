@@ -299,10 +299,10 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path} has {} problem(s):\n{}", problems.len(), ProblemList(problems))]
     Invalid {
@@ -338,9 +338,9 @@ pub struct Overrides {
 
 /// Reads, parses and validates the config at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     parse(&text, base_dir, overrides).map_err(|problems| ConfigError::Invalid {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, CounterTransport, Overrides, Zone};
-use crate::simulate::{self, SimulateOptions};
+use crate::simulate::{self, SimulateOptions, Simulation};
 use crate::supervisor;
 
 /// The shipped example hall, compiled in so the demo runs from any directory.
@@ -32,16 +32,16 @@ pub enum DemoError {
     Example(String),
     #[error("cannot find a free loopback port: {0}")]
     Port(std::io::Error),
-    #[error("cannot create the demo's data directory {path}: {source}")]
+    #[error("cannot create the demo's data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the embedded broker failed to start: {0}")]
     Broker(String),
-    #[error("the simulator failed: {0}")]
+    #[error(transparent)]
     Simulator(#[from] simulate::SimulateError),
-    #[error("the gateway failed: {0}")]
+    #[error(transparent)]
     Gateway(#[from] supervisor::SupervisorError),
 }
 
@@ -70,22 +70,37 @@ pub async fn run(
     seed: u64,
     shutdown: CancellationToken,
 ) -> Result<(), DemoError> {
-    // Counters move to free loopback ports: the config's LAN addresses do not exist here, and
-    // a fixed port could be answered by some other program.
+    // Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
+    // addresses do not exist here, and a fixed port could be answered by another program.
     for counter in &mut config.counters {
         let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport;
         counter.transport = CounterTransport::ModbusTcp {
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             unit_id,
         };
+    }
+    let options = SimulateOptions {
+        seed,
+        truth: None,
+        duration: None,
+        warmup: Duration::from_secs(1),
+        arrivals_per_min: 40.0,
+        mean_dwell: Duration::from_secs(45),
+    };
+    let simulation = Simulation::bind(&config, options).await?;
+    for (id, address) in simulation.counter_addresses() {
+        for counter in config.counters.iter_mut().filter(|c| c.id == id) {
+            let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport;
+            counter.transport = CounterTransport::ModbusTcp { address, unit_id };
+        }
     }
     let broker_port = free_port()?;
     config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
     config.uplink.port = broker_port;
     let data_dir = std::env::temp_dir().join(format!("hallgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir).map_err(|source| DemoError::DataDir {
+    std::fs::create_dir_all(&data_dir).map_err(|error| DemoError::DataDir {
         path: data_dir.clone(),
-        source,
+        error,
     })?;
     config.storage.data_dir = data_dir.clone();
 
@@ -103,22 +118,8 @@ pub async fn run(
         data_dir.display()
     );
 
-    let sim_stop = shutdown.child_token();
-    let sim = {
-        let config = config.clone();
-        let options = SimulateOptions {
-            seed,
-            truth: None,
-            duration: None,
-            warmup: Duration::from_secs(2),
-            arrivals_per_min: 40.0,
-            mean_dwell: Duration::from_secs(45),
-        };
-        let stop = sim_stop.clone();
-        tokio::spawn(async move { simulate::run(&config, options, stop).await })
-    };
-    // Give the simulator a moment to bind its ports before the gateway connects.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sim_stop = CancellationToken::new();
+    let sim = tokio::spawn(simulation.run(sim_stop.clone()));
     let gateway = tokio::spawn(supervisor::run(config.clone(), shutdown.clone()));
 
     let mut ticker = tokio::time::interval(REFRESH);

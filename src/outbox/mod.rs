@@ -65,24 +65,30 @@ pub struct Restored {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open outbox database {path}: {source}")]
+    #[error("cannot open outbox database {path}: {error}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("outbox database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("cannot commit to the outbox: {0}")]
     Commit(String),
     #[error("cannot start the outbox thread: {0}")]
     Thread(std::io::Error),
     #[error("the outbox thread has stopped")]
     Stopped,
+}
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(error: rusqlite::Error) -> Self {
+        OutboxError::Sqlite(error)
+    }
 }
 
 enum Command {
@@ -111,9 +117,9 @@ impl Outbox {
         data_dir: &Path,
         ack_flush_interval: Duration,
     ) -> Result<(Outbox, Restored), OutboxError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::CreateDir {
+        std::fs::create_dir_all(data_dir).map_err(|error| OutboxError::CreateDir {
             path: data_dir.to_path_buf(),
-            source,
+            error,
         })?;
         let path = data_dir.join("hallgate.db");
         let mut db = Db::open(&path)?;
@@ -204,9 +210,9 @@ struct Db {
 
 impl Db {
     fn open(path: &Path) -> Result<Db, OutboxError> {
-        let open_err = |source| OutboxError::Open {
+        let open_err = |error| OutboxError::Open {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")

@@ -1,0 +1,389 @@
+//! The simulator end to end: real listeners, a real Modbus TCP client, the truth file.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use tokio_modbus::client::tcp;
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::{ExceptionCode, Slave};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+/// Longest any single Modbus request may take; a request without an answer hangs for ever.
+const CALL: Duration = Duration::from_secs(2);
+
+fn config(text: &str) -> Config {
+    crate::config::parse(text, Path::new("."), &Default::default()).expect("valid config")
+}
+
+/// A port nobody is listening on right now.
+fn free_port() -> u16 {
+    let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Three counters in the three shipped layouts: two units sharing one address and one on its
+/// own, plus a door nobody counts.
+fn hall(port_a: u16, port_b: u16) -> Config {
+    config(&format!(
+        r#"
+        [hall]
+        id = "sim-test"
+        district = "test"
+        [uplink]
+        broker = "mqtt://127.0.0.1:1883"
+
+        [[rooms]]
+        id = "lobby"
+        capacity = 40
+        [[rooms]]
+        id = "reading"
+        capacity = 10
+        [[rooms]]
+        id = "lecture"
+        capacity = 20
+
+        [[doors]]
+        id = "entrance"
+        from = "outside"
+        to = "lobby"
+        [[doors]]
+        id = "reading-door"
+        from = "lobby"
+        to = "reading"
+        [[doors]]
+        id = "lecture-door"
+        from = "lobby"
+        to = "lecture"
+        [[doors]]
+        id = "fire-exit"
+        from = "lecture"
+        to = "outside"
+
+        [[counters]]
+        id = "pc-entrance"
+        door = "entrance"
+        profile = "generic-u32"
+        transport = "modbus_tcp"
+        address = "127.0.0.1:{port_a}"
+        unit_id = 1
+        [[counters]]
+        id = "pc-reading"
+        door = "reading-door"
+        profile = "generic-u16"
+        transport = "modbus_tcp"
+        address = "127.0.0.1:{port_a}"
+        unit_id = 2
+        [[counters]]
+        id = "pc-lecture"
+        door = "lecture-door"
+        profile = "generic-u32-input"
+        transport = "modbus_tcp"
+        address = "127.0.0.1:{port_b}"
+        unit_id = 7
+        "#
+    ))
+}
+
+/// How the test reads and decodes one counter, written out by hand from the profile files
+/// rather than with the simulator's own encoder.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// generic-u32: holding 0..4, high word first.
+    U32Holding,
+    /// generic-u16: holding 0..2.
+    U16Holding,
+    /// generic-u32-input: input 0..4 (manual's 1..5), low word first.
+    U32InputLowFirst,
+}
+
+impl Layout {
+    fn modulus(self) -> u64 {
+        match self {
+            Layout::U16Holding => 1 << 16,
+            Layout::U32Holding | Layout::U32InputLowFirst => 1 << 32,
+        }
+    }
+
+    async fn read(self, ctx: &mut Context) -> (u64, u64) {
+        let r = match self {
+            Layout::U32Holding => ctx.read_holding_registers(0, 4),
+            Layout::U16Holding => ctx.read_holding_registers(0, 2),
+            Layout::U32InputLowFirst => ctx.read_input_registers(0, 4),
+        };
+        let r: Vec<u64> = timeout(CALL, r)
+            .await
+            .expect("the simulator answers in time")
+            .expect("no transport error")
+            .expect("no exception")
+            .into_iter()
+            .map(u64::from)
+            .collect();
+        match self {
+            Layout::U32Holding => ((r[0] << 16) | r[1], (r[2] << 16) | r[3]),
+            Layout::U16Holding => (r[0], r[1]),
+            Layout::U32InputLowFirst => ((r[1] << 16) | r[0], (r[3] << 16) | r[2]),
+        }
+    }
+}
+
+async fn connect(address: SocketAddr, unit: u8) -> Context {
+    timeout(CALL, tcp::connect_slave(address, Slave(unit)))
+        .await
+        .expect("connects in time")
+        .expect("connects")
+}
+
+/// The truth file's lines so far, if its final line has been written.
+fn finished_truth(path: &Path) -> Option<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    lines.last()?.get("final_occupancy")?;
+    Some(lines)
+}
+
+#[tokio::test]
+async fn counters_served_over_modbus_add_up_to_the_truth_file() {
+    timeout(Duration::from_secs(60), async {
+        let (port_a, port_b) = (free_port(), free_port());
+        let hall = hall(port_a, port_b);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let options = SimulateOptions {
+            seed: 5,
+            truth: Some(truth_path.clone()),
+            duration: Some(Duration::from_millis(2500)),
+            warmup: Duration::from_millis(1000),
+            arrivals_per_min: 900.0,
+            mean_dwell: Duration::from_millis(400),
+        };
+        let shutdown = CancellationToken::new();
+        let simulator = tokio::spawn({
+            let hall = hall.clone();
+            let shutdown = shutdown.clone();
+            async move { run(&hall, options, shutdown).await }
+        });
+
+        let a: SocketAddr = ([127, 0, 0, 1], port_a).into();
+        let b: SocketAddr = ([127, 0, 0, 1], port_b).into();
+        // Connecting may race the simulator's bind by a moment; try for a second.
+        let mut entrance = None;
+        for _ in 0..50 {
+            if let Ok(Ok(ctx)) = timeout(CALL, tcp::connect_slave(a, Slave(1))).await {
+                entrance = Some(ctx);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let entrance = entrance.expect("the simulator listens");
+        let mut clients = [
+            ("pc-entrance", Layout::U32Holding, entrance),
+            ("pc-reading", Layout::U16Holding, connect(a, 2).await),
+            ("pc-lecture", Layout::U32InputLowFirst, connect(b, 7).await),
+        ];
+
+        // During the warm-up: the starting totals.
+        let mut first = HashMap::new();
+        let mut last = HashMap::new();
+        for (id, layout, ctx) in &mut clients {
+            let totals = layout.read(ctx).await;
+            first.insert(*id, totals);
+            last.insert(*id, totals);
+        }
+
+        // During the traffic: totals only ever grow (modulo the wrap), until the final line.
+        let mut changed_while_running = false;
+        let lines = loop {
+            for (id, layout, ctx) in &mut clients {
+                let now = layout.read(ctx).await;
+                let before = last[id];
+                let m = layout.modulus();
+                let grew = ((now.0 + m - before.0) % m, (now.1 + m - before.1) % m);
+                assert!(
+                    grew.0 < 1000 && grew.1 < 1000,
+                    "{id} went backwards: {before:?} -> {now:?}"
+                );
+                changed_while_running |= grew != (0, 0);
+                last.insert(*id, now);
+            }
+            if let Some(lines) = finished_truth(&truth_path) {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            changed_while_running,
+            "the counters moved during the traffic"
+        );
+
+        // After the traffic: the totals are frozen.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (id, layout, ctx) in &mut clients {
+            let now = layout.read(ctx).await;
+            assert_eq!(now, last[id], "{id} changed after the traffic stopped");
+        }
+
+        // The truth: every crossing line, then the totals.
+        let (final_line, crossing_lines) = lines.split_last().expect("lines");
+        assert!(
+            crossing_lines.len() > 20,
+            "busy enough: {}",
+            crossing_lines.len()
+        );
+        assert_eq!(final_line["crossings"], crossing_lines.len() as u64);
+        let mut counted: HashMap<(String, String), u64> = HashMap::new();
+        for line in crossing_lines {
+            if let Some(counter) = line["counter"].as_str() {
+                let direction = line["direction"].as_str().expect("direction").to_string();
+                *counted.entry((counter.to_string(), direction)).or_default() += 1;
+            } else {
+                assert_eq!(line["door"], "fire-exit", "only the fire exit is uncounted");
+            }
+        }
+        for room in &hall.rooms {
+            let id = room.id.as_str();
+            let n = |key: &str| final_line[key][id].as_i64().expect("every room listed");
+            assert_eq!(n("entries") - n("exits"), n("final_occupancy"), "{id}");
+            assert!(n("final_occupancy") <= i64::from(room.capacity));
+        }
+
+        // The registers moved by exactly what the truth says each counter saw.
+        for (id, layout, _) in &clients {
+            let m = layout.modulus();
+            let (start, end) = (first[id], last[id]);
+            let moved = ((end.0 + m - start.0) % m, (end.1 + m - start.1) % m);
+            let truth = |d: &str| {
+                counted
+                    .get(&(id.to_string(), d.to_string()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            assert_eq!(moved, (truth("in"), truth("out")), "{id}");
+            assert_eq!(final_line["counters"][id]["in"], truth("in"), "{id}");
+            assert_eq!(final_line["counters"][id]["out"], truth("out"), "{id}");
+        }
+        // This seed starts the 16-bit counter a few counts below its wrap and sends some twenty
+        // people each way through its door: both totals wrap, the case a gateway must get right.
+        let (start, end) = (first["pc-reading"], last["pc-reading"]);
+        assert!(
+            end.0 < start.0 && end.1 < start.1,
+            "both wrap: {start:?} -> {end:?}"
+        );
+
+        // What a gateway with a wrong profile or unit id would be told.
+        let (_, _, ctx) = &mut clients[0];
+        let beyond = timeout(CALL, ctx.read_holding_registers(2, 4))
+            .await
+            .expect("in time")
+            .expect("no transport error");
+        assert_eq!(beyond, Err(ExceptionCode::IllegalDataAddress));
+        let wrong_table = timeout(CALL, ctx.read_input_registers(0, 4))
+            .await
+            .expect("in time")
+            .expect("no transport error");
+        assert_eq!(wrong_table, Err(ExceptionCode::IllegalFunction));
+        let mut stranger = connect(a, 9).await;
+        let unknown_unit = timeout(CALL, stranger.read_holding_registers(0, 4))
+            .await
+            .expect("in time")
+            .expect("no transport error");
+        assert_eq!(unknown_unit, Err(ExceptionCode::GatewayTargetDevice));
+
+        shutdown.cancel();
+        let result = timeout(Duration::from_secs(5), simulator)
+            .await
+            .expect("the simulator stops on shutdown")
+            .expect("the simulator task does not panic");
+        assert!(result.is_ok(), "{result:?}");
+    })
+    .await
+    .expect("the test finishes within a minute");
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_reported_with_the_counter_and_address() {
+    timeout(Duration::from_secs(10), async {
+        let taken = StdTcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("address").port();
+        let hall = hall(free_port(), port);
+        let options = SimulateOptions {
+            seed: 1,
+            truth: None,
+            duration: Some(Duration::from_secs(1)),
+            warmup: Duration::ZERO,
+            arrivals_per_min: 30.0,
+            mean_dwell: Duration::from_secs(1),
+        };
+        let error = run(&hall, options, CancellationToken::new())
+            .await
+            .expect_err("the port is taken");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot listen for counter pc-lecture on 127.0.0.1:{port}: "
+            )),
+            "{text}"
+        );
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn port_zero_is_resolved_and_shutdown_in_the_warmup_still_writes_the_final_line() {
+    timeout(Duration::from_secs(10), async {
+        let mut hall = hall(0, 0);
+        // Port 0 everywhere: give each counter its own unit, all on one system-chosen port.
+        for (i, c) in hall.counters.iter_mut().enumerate() {
+            c.transport = CounterTransport::ModbusTcp {
+                address: ([127, 0, 0, 1], 0).into(),
+                unit_id: i as u8 + 1,
+            };
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let options = SimulateOptions {
+            seed: 1,
+            truth: Some(truth_path.clone()),
+            duration: None,
+            warmup: Duration::from_secs(3600),
+            arrivals_per_min: 30.0,
+            mean_dwell: Duration::from_secs(1),
+        };
+        let simulation = Simulation::bind(&hall, options).await.expect("binds");
+        let addresses = simulation.counter_addresses();
+        assert_eq!(addresses.len(), 3);
+        let port = addresses[0].1.port();
+        assert_ne!(port, 0);
+        assert!(addresses.iter().all(|(_, a)| a.port() == port));
+
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(simulation.run(shutdown.clone()));
+        let mut ctx = connect(addresses[1].1, 2).await;
+        let (i, o) = Layout::U16Holding.read(&mut ctx).await;
+        assert!(
+            i > 65_536 - 100 && o > 65_536 - 100,
+            "16-bit counters start near the wrap"
+        );
+        shutdown.cancel();
+        let result = timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on shutdown")
+            .expect("no panic");
+        assert!(result.is_ok(), "{result:?}");
+        let lines = finished_truth(&truth_path).expect("the final line is written");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["crossings"], 0);
+        assert_eq!(lines[0]["final_occupancy"]["lobby"], 0);
+    })
+    .await
+    .expect("in time");
+}
