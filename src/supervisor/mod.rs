@@ -151,6 +151,8 @@ struct Core {
     last_state: Option<Instant>,
     last_commit: Instant,
     last_summary: Instant,
+    /// Uplink connections seen; the retained state is re-sent after each new one.
+    connects_seen: u64,
     /// Latest time seen, so the engine's clock never runs backwards between drivers.
     now: Timestamp,
 }
@@ -178,6 +180,7 @@ impl Core {
             last_state: None,
             last_commit: Instant::now(),
             last_summary: Instant::now(),
+            connects_seen: 0,
             now: Timestamp::now(),
         }
     }
@@ -200,6 +203,11 @@ impl Core {
                 Some(event) = events.recv() => self.apply(event),
                 _ = ticker.tick() => {
                     self.advance(Timestamp::now());
+                    let connects = self.link.connects.load(Ordering::Relaxed);
+                    if connects != self.connects_seen {
+                        self.connects_seen = connects;
+                        self.state_dirty = true;
+                    }
                     if self.last_commit.elapsed() >= self.config.storage.commit_interval {
                         self.flush(false).await;
                     }

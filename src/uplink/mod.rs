@@ -30,6 +30,9 @@ use crate::outbox::Outbox;
 #[derive(Debug, Default)]
 pub struct UplinkStatus {
     pub connected: AtomicBool,
+    /// Connections made so far; a change tells the core to send the retained state again
+    /// (a broker restarted without persistence has forgotten it).
+    pub connects: AtomicU64,
     pub delivered: AtomicU64,
     pub last_ack_ms: AtomicU64,
 }
@@ -108,6 +111,8 @@ impl UplinkDriver {
         format!("{}/{sub}", payload::base_topic(&self.config))
     }
 
+    // This is the one place allowed to create an MQTT client (clippy.toml).
+    #[allow(clippy::disallowed_methods)]
     async fn connection(
         &self,
         shutdown: &CancellationToken,
@@ -134,6 +139,7 @@ impl UplinkDriver {
                         connected = true;
                         *backoff = Duration::from_millis(250);
                         self.status.connected.store(true, Ordering::Relaxed);
+                        self.status.connects.fetch_add(1, Ordering::Relaxed);
                         let pending = self.outbox.pending().await;
                         tracing::info!(
                             broker = %format!("{}:{}", self.config.uplink.host, self.config.uplink.port),
