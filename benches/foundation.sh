@@ -80,4 +80,8 @@ echo "| CPU (user+sys) | $cpu s |"
 echo "| CPU, % of one core | $pct % |"
 echo "| bytes written to disk | $wb ($(python3 -c "print(f'{$wb * 86400 / $duration / 1e6:.0f}')") MB/day at this rate) |"
 echo "| release binary size | $size bytes ($((size / 1024 / 1024)) MiB) |"
-grep -c WARN "$work/gw.log" | sed 's/^/| gateway WARN lines | /; s/$/ |/'
+echo "| gateway WARN lines | $(grep -c WARN "$work/gw.log" || true) |"
+if grep -q WARN "$work/gw.log"; then
+  echo; echo "most frequent warnings:"
+  grep WARN "$work/gw.log" | sed -E 's/^.*WARN[^a-z]*//; s/counter[^ ]*=[^ ]*//g' | cut -c1-120 | sort | uniq -c | sort -rn | head -5
+fi

@@ -67,6 +67,9 @@ pub struct UplinkConfig {
     /// Longest wait between reconnect attempts (backoff doubles up to it).
     #[serde(default = "default_max_backoff_ms")]
     pub max_reconnect_backoff_ms: u64,
+    /// Largest MQTT packet the gateway sends (the broker's limit may be lower; ask).
+    #[serde(default = "default_max_packet_bytes")]
+    pub max_packet_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,7 +78,10 @@ pub struct StorageConfig {
     /// Where the outbox database lives.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// How often buffered changes are committed (one fsync each), sparing the SD card.
+    /// Longest time the engine state and counter baselines wait before they are committed
+    /// (one fsync each). Messages for the centre are committed as soon as they exist. A crash
+    /// loses nothing by a long interval: the counters' cumulative totals give the crossings
+    /// back. A short one wears the SD card.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
 }
@@ -166,11 +172,14 @@ fn default_state_interval_ms() -> u64 {
 fn default_max_backoff_ms() -> u64 {
     30_000
 }
+fn default_max_packet_bytes() -> usize {
+    256 * 1024
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/hallgate")
 }
 fn default_commit_interval_ms() -> u64 {
-    1000
+    60_000
 }
 fn default_unit_id() -> u8 {
     1
@@ -213,6 +222,7 @@ pub struct Uplink {
     pub max_inflight: u16,
     pub state_interval: Duration,
     pub max_reconnect_backoff: Duration,
+    pub max_packet_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -396,12 +406,12 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let uplink = v.uplink(root, uplink, overrides, hall.as_ref());
 
     // Storage.
-    if storage.commit_interval_ms < 10 || storage.commit_interval_ms > 60_000 {
+    if storage.commit_interval_ms < 100 || storage.commit_interval_ms > 600_000 {
         v.at(
             root,
             "storage.commit_interval_ms",
             format!(
-                "must be between 10 and 60000 ms, not {}",
+                "must be between 100 and 600000 ms, not {}",
                 storage.commit_interval_ms
             ),
         );
@@ -885,6 +895,7 @@ impl Validator<'_> {
             max_inflight: default_max_inflight(),
             state_interval_ms: default_state_interval_ms(),
             max_reconnect_backoff_ms: default_max_backoff_ms(),
+            max_packet_bytes: default_max_packet_bytes(),
         });
         let (url, key) = match &overrides.uplink {
             Some(url) => (url.as_str(), "--uplink"),
@@ -935,6 +946,14 @@ impl Validator<'_> {
             );
             ok = false;
         }
+        if !(4096..=256 * 1024 * 1024).contains(&file.max_packet_bytes) {
+            self.at(
+                root,
+                "uplink.max_packet_bytes",
+                "must be between 4096 and 268435456",
+            );
+            ok = false;
+        }
         let ((host, port), hall, true) = (broker?, hall?, ok) else {
             return None;
         };
@@ -950,6 +969,7 @@ impl Validator<'_> {
             max_inflight: file.max_inflight,
             state_interval: Duration::from_millis(file.state_interval_ms),
             max_reconnect_backoff: Duration::from_millis(file.max_reconnect_backoff_ms),
+            max_packet_bytes: file.max_packet_bytes,
         })
     }
 }

@@ -5,16 +5,17 @@
 //! to it over a bounded channel ([`Outbox`] is the handle). Each [`Batch`] from the core loop
 //! (new messages, the engine state, the counter baselines) is committed in **one transaction**:
 //! either a crossing is in the state *and* its counter baseline has moved, or neither has, so a
-//! crash can neither lose nor repeat a crossing. The core sends at most one batch per
-//! `commit_interval`, which bounds fsyncs per second (the SD card's wear).
+//! crash can neither lose nor repeat a crossing. The core commits when it has messages for the
+//! centre (about once a minute) and otherwise at most once per `commit_interval`, which bounds
+//! fsyncs and bytes written (the SD card's wear).
 //!
 //! `synchronous = FULL` in WAL mode: every commit is durable once it returns, power cut or not.
-//! With commits batched to about one a second that costs about one fsync a second; `NORMAL`
-//! would save that fsync but could lose the last commits on power loss.
+//! With commits this rare the fsync costs nothing worth saving; `NORMAL` could lose the last
+//! commits on power loss.
 //!
 //! A row leaves the outbox only when the uplink reports its PUBACK ([`Outbox::acked`]); acked
-//! ids are deleted with the next commit. `state` rows replace each other (only the newest
-//! state matters), every other kind is kept until delivered.
+//! ids are deleted with the next commit (or after `ack_flush_interval` when nothing else is
+//! committed).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use crate::devices::counter::Totals;
 /// A message waiting for the central broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {
-    /// What it is (`state`, `agg_1m`, …); `state` rows replace older unsent ones.
+    /// What it is (`agg_1m`, …).
     pub kind: String,
     /// Topic below the hall's base topic, e.g. `agg/1m`.
     pub topic: String,
@@ -378,10 +379,6 @@ impl Db {
             tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
         }
         for m in &batch.messages {
-            if m.kind == "state" {
-                // Only the newest state matters; an older one still in flight is harmless.
-                tx.execute("DELETE FROM outbox WHERE kind = 'state'", [])?;
-            }
             tx.execute(
                 "INSERT INTO outbox (kind, topic, retain, msg_id, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![m.kind, m.topic, m.retain, m.msg_id, m.payload],
@@ -466,7 +463,7 @@ mod tests {
         let (outbox, restored) = Outbox::open(dir.path(), Duration::from_millis(50)).expect("open");
         assert_eq!(restored.pending_messages, 0);
         let mut batch = Batch {
-            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b"), msg("state", "s1")],
+            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b")],
             engine_state: Some(b"{}".to_vec()),
             ..Batch::default()
         };
@@ -478,10 +475,9 @@ mod tests {
             },
         );
         outbox.commit(batch).await.map_err(|e| e.0).expect("commit");
-        // A newer state replaces the unsent one.
         outbox
             .commit(Batch {
-                messages: vec![msg("state", "s2")],
+                messages: vec![msg("agg_1m", "c")],
                 ..Batch::default()
             })
             .await
@@ -489,7 +485,7 @@ mod tests {
             .expect("commit");
         let rows = outbox.fetch(0, 10).await;
         let ids: Vec<&str> = rows.iter().map(|r| r.message.msg_id.as_str()).collect();
-        assert_eq!(ids, ["a", "b", "s2"]);
+        assert_eq!(ids, ["a", "b", "c"]);
         outbox.acked(vec![rows[0].id]).await;
         outbox.close().await;
 
@@ -504,7 +500,7 @@ mod tests {
             .into_iter()
             .map(|r| r.message.msg_id)
             .collect();
-        assert_eq!(ids, ["b", "s2"]);
+        assert_eq!(ids, ["b", "c"]);
         outbox.close().await;
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! drivers ──DeviceEvent──► core loop (engine) ──Batch──► outbox ──rows──► uplink ──► broker
+//!                                   └──────── latest state (watch) ────────────┘
 //! ```
 //!
 //! The core loop is the only owner of the occupancy engine. It applies device events, ticks
-//! the engine once a second (closing minute bins and days), and every `commit_interval` hands
-//! the outbox one batch: new messages, the engine state and the counter baselines, committed
-//! together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
+//! the engine once a second (closing minute bins and days), hands the uplink the latest
+//! retained `state` at most once per `state_interval`, and hands the outbox batches — new
+//! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
 //! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
 //! the outbox closes.
 
@@ -17,14 +18,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
-use crate::outbox::{Batch, Outbox, OutboxError};
+use crate::outbox::{Batch, OutMessage, Outbox, OutboxError};
 use crate::uplink::payload::{self, DeviceHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
 
@@ -32,6 +34,8 @@ use crate::uplink::{UplinkDriver, UplinkStatus};
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Of which the uplink may spend this delivering what is left.
 const UPLINK_DRAIN: Duration = Duration::from_secs(3);
+/// How often the engine's clock advances (bins close within this of the minute).
+const TICK: Duration = Duration::from_secs(1);
 /// How often a summary line is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(300);
 
@@ -67,9 +71,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
     );
 
     let link = Arc::new(UplinkStatus::default());
+    let (state_tx, state_rx) = watch::channel(None);
     let uplink_stop = CancellationToken::new();
     let uplink = tokio::spawn(
-        UplinkDriver::new(config.clone(), outbox.clone(), link.clone())
+        UplinkDriver::new(config.clone(), outbox.clone(), state_rx, link.clone())
             .run(uplink_stop.clone(), UPLINK_DRAIN),
     );
 
@@ -91,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         .collect();
     drop(events_tx);
 
-    let mut core = Core::new(config, engine, outbox.clone(), link.clone());
+    let mut core = Core::new(config, engine, outbox.clone(), state_tx, link.clone());
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
@@ -106,6 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
             core.apply(event);
         }
         tracing::info!(stage = "state", "committing the final state");
+        core.publish_state(true);
         core.flush(true).await;
         tracing::info!(
             stage = "uplink",
@@ -142,6 +148,8 @@ struct Core {
     config: Config,
     engine: Engine,
     outbox: Outbox,
+    /// The latest retained `state`, for the uplink.
+    state_tx: watch::Sender<Option<OutMessage>>,
     link: Arc<UplinkStatus>,
     devices: Vec<DeviceHealth>,
     pending: Batch,
@@ -151,14 +159,20 @@ struct Core {
     last_state: Option<Instant>,
     last_commit: Instant,
     last_summary: Instant,
-    /// Uplink connections seen; the retained state is re-sent after each new one.
-    connects_seen: u64,
+    /// A delta-mode counter moved: its crossings exist nowhere but here, so commit soon.
+    urgent: bool,
     /// Latest time seen, so the engine's clock never runs backwards between drivers.
     now: Timestamp,
 }
 
 impl Core {
-    fn new(config: Config, engine: Engine, outbox: Outbox, link: Arc<UplinkStatus>) -> Self {
+    fn new(
+        config: Config,
+        engine: Engine,
+        outbox: Outbox,
+        state_tx: watch::Sender<Option<OutMessage>>,
+        link: Arc<UplinkStatus>,
+    ) -> Self {
         let devices = config
             .counters
             .iter()
@@ -172,6 +186,7 @@ impl Core {
             config,
             engine,
             outbox,
+            state_tx,
             link,
             devices,
             pending: Batch::default(),
@@ -180,7 +195,7 @@ impl Core {
             last_state: None,
             last_commit: Instant::now(),
             last_summary: Instant::now(),
-            connects_seen: 0,
+            urgent: false,
             now: Timestamp::now(),
         }
     }
@@ -190,12 +205,7 @@ impl Core {
         events: &mut mpsc::Receiver<DeviceEvent>,
         shutdown: &CancellationToken,
     ) {
-        let period = self
-            .config
-            .storage
-            .commit_interval
-            .min(Duration::from_secs(1));
-        let mut ticker = tokio::time::interval(period);
+        let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -203,14 +213,8 @@ impl Core {
                 Some(event) = events.recv() => self.apply(event),
                 _ = ticker.tick() => {
                     self.advance(Timestamp::now());
-                    let connects = self.link.connects.load(Ordering::Relaxed);
-                    if connects != self.connects_seen {
-                        self.connects_seen = connects;
-                        self.state_dirty = true;
-                    }
-                    if self.last_commit.elapsed() >= self.config.storage.commit_interval {
-                        self.flush(false).await;
-                    }
+                    self.publish_state(false);
+                    self.flush(false).await;
                     if self.last_summary.elapsed() >= SUMMARY_EVERY {
                         self.summary().await;
                     }
@@ -255,6 +259,9 @@ impl Core {
                 self.engine
                     .crossings(c.door, step.inward, step.outward, self.now);
                 self.pending.baselines.insert(c.id.clone(), totals);
+                if c.profile.mode == CountMode::Delta && (step.inward > 0 || step.outward > 0) {
+                    self.urgent = true;
+                }
                 self.state_dirty = true;
             }
             DeviceEvent::DeviceOnline { counter, at } => {
@@ -278,35 +285,48 @@ impl Core {
         }
     }
 
-    /// Commits what is pending. The retained state goes out at most once per
-    /// `state_interval`, unless `force`d at shutdown.
-    async fn flush(&mut self, force: bool) {
-        self.last_commit = Instant::now();
-        let state_due = self
+    /// Hands the uplink a fresh retained `state`, at most once per `state_interval` unless
+    /// `force`d (at shutdown).
+    fn publish_state(&mut self, force: bool) {
+        let due = self
             .last_state
             .is_none_or(|t| t.elapsed() >= self.config.uplink.state_interval);
-        if self.state_dirty && (state_due || force) {
-            self.pending.messages.push(payload::state_message(
+        if self.state_dirty && (due || force) {
+            self.state_tx.send_replace(Some(payload::state_message(
                 &self.config,
                 self.engine.state(),
                 &self.devices,
                 Timestamp::now(),
-            ));
+            )));
             self.state_dirty = false;
             self.last_state = Some(Instant::now());
         }
+    }
+
+    /// Commits what is pending, when it is worth a write: new messages for the centre go in
+    /// at once; engine state and counter baselines at most once per `commit_interval`, since
+    /// a crash loses nothing the counters' cumulative totals cannot give back (delta-mode
+    /// counters excepted, hence `urgent`). Fewer commits, less wear on the SD card.
+    async fn flush(&mut self, force: bool) {
         let revision = self.engine.state().revision;
-        let engine_changed = self.committed_revision != Some(revision);
-        if self.pending.messages.is_empty() && self.pending.baselines.is_empty() && !engine_changed
-        {
+        let engine_changed =
+            self.committed_revision != Some(revision) || !self.pending.baselines.is_empty();
+        let due = self.last_commit.elapsed() >= self.config.storage.commit_interval;
+        let worth =
+            !self.pending.messages.is_empty() || (engine_changed && (due || self.urgent || force));
+        if !worth {
             return;
         }
+        self.last_commit = Instant::now();
         let mut batch = mem::take(&mut self.pending);
         // Serialising the engine's plain-data state cannot fail.
         batch.engine_state =
             Some(serde_json::to_vec(self.engine.state()).expect("engine state always serialises"));
         match self.outbox.commit(batch).await {
-            Ok(()) => self.committed_revision = Some(revision),
+            Ok(()) => {
+                self.committed_revision = Some(revision);
+                self.urgent = false;
+            }
             Err((error, returned)) => {
                 tracing::error!(%error, "cannot commit to the outbox; keeping the batch in memory and retrying");
                 if let Some(mut returned) = returned {

@@ -21,25 +21,29 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::outbox::Outbox;
+use crate::outbox::{OutMessage, Outbox};
 
 /// What the rest of the gateway may read about the link.
 #[derive(Debug, Default)]
 pub struct UplinkStatus {
     pub connected: AtomicBool,
-    /// Connections made so far; a change tells the core to send the retained state again
-    /// (a broker restarted without persistence has forgotten it).
-    pub connects: AtomicU64,
     pub delivered: AtomicU64,
+    /// Messages that could never be sent (over the packet size limit).
+    pub dropped: AtomicU64,
     pub last_ack_ms: AtomicU64,
 }
 
 pub struct UplinkDriver {
     config: Config,
     outbox: Outbox,
+    /// The latest retained `state`. It is not queued in the outbox: only the newest matters,
+    /// it is rebuilt from the persisted engine state after a restart, and keeping it out of
+    /// SQLite spares the flash a write per update.
+    state: watch::Receiver<Option<OutMessage>>,
     status: Arc<UplinkStatus>,
     started: Timestamp,
 }
@@ -55,10 +59,16 @@ enum Ended {
 }
 
 impl UplinkDriver {
-    pub fn new(config: Config, outbox: Outbox, status: Arc<UplinkStatus>) -> Self {
+    pub fn new(
+        config: Config,
+        outbox: Outbox,
+        state: watch::Receiver<Option<OutMessage>>,
+        status: Arc<UplinkStatus>,
+    ) -> Self {
         UplinkDriver {
             config,
             outbox,
+            state,
             status,
             started: Timestamp::now(),
         }
@@ -98,6 +108,9 @@ impl UplinkDriver {
         // clean and re-sends what the outbox still holds.
         options.set_clean_session(true);
         options.set_inflight(up.max_inflight);
+        // rumqttc's default limit (10 KiB) is below a large hall's `state`; a packet over the
+        // limit breaks the connection, so the limit is the config's and `fill` enforces it.
+        options.set_max_packet_size(up.max_packet_bytes, up.max_packet_bytes);
         options.set_last_will(LastWill::new(
             self.topic(payload::TOPIC_STATUS),
             payload::status_payload(&self.config, false, self.started, Timestamp::now()),
@@ -120,7 +133,11 @@ impl UplinkDriver {
         backoff: &mut Duration,
     ) -> Ended {
         let window = usize::from(self.config.uplink.max_inflight);
-        let (client, mut eventloop) = AsyncClient::new(self.options(), window + 4);
+        // Room above the window for the status and state messages, which are not windowed.
+        let (client, mut eventloop) = AsyncClient::new(self.options(), window + 16);
+        let mut state = self.state.clone();
+        // A state that could not be queued yet (request queue full); retried on the next ack.
+        let mut state_unsent = false;
         let mut connected = false;
         let mut cursor = 0i64;
         let mut unnumbered: Unnumbered = VecDeque::new();
@@ -130,6 +147,9 @@ impl UplinkDriver {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if connected {
+                        if state.has_changed().unwrap_or(false) || state_unsent {
+                            self.publish_state(&client, &mut state, &mut unnumbered);
+                        }
                         self.drain(&client, &mut eventloop, &mut unnumbered, &mut inflight, drain).await;
                     }
                     return Ended::Shutdown;
@@ -139,7 +159,6 @@ impl UplinkDriver {
                         connected = true;
                         *backoff = Duration::from_millis(250);
                         self.status.connected.store(true, Ordering::Relaxed);
-                        self.status.connects.fetch_add(1, Ordering::Relaxed);
                         let pending = self.outbox.pending().await;
                         tracing::info!(
                             broker = %format!("{}:{}", self.config.uplink.host, self.config.uplink.port),
@@ -150,6 +169,8 @@ impl UplinkDriver {
                         if client.try_publish(self.topic(payload::TOPIC_STATUS), QoS::AtLeastOnce, true, online).is_ok() {
                             unnumbered.push_back(None);
                         }
+                        // Current state first: the broker may have restarted and forgotten it.
+                        state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
                         cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -166,6 +187,9 @@ impl UplinkDriver {
                                 Ordering::Relaxed,
                             );
                         }
+                        if state_unsent {
+                            state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
+                        }
                         cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
                     }
                     Ok(_) => {}
@@ -178,10 +202,50 @@ impl UplinkDriver {
                         return Ended::Failed;
                     }
                 },
+                changed = state.changed(), if connected => {
+                    if changed.is_ok() {
+                        state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
+                    } else {
+                        // The core has stopped; keep delivering the outbox until shutdown.
+                        std::future::pending::<()>().await;
+                    }
+                }
                 _ = self.outbox.new_messages(), if connected && in_flight < window => {
                     cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
                 }
             }
+        }
+    }
+
+    /// Queues the latest state, retained; false if the request queue had no room.
+    fn publish_state(
+        &self,
+        client: &AsyncClient,
+        state: &mut watch::Receiver<Option<OutMessage>>,
+        unnumbered: &mut Unnumbered,
+    ) -> bool {
+        let Some(message) = state.borrow_and_update().clone() else {
+            return true;
+        };
+        if message.payload.len() + 256 > self.config.uplink.max_packet_bytes {
+            tracing::error!(
+                bytes = message.payload.len(),
+                max_packet_bytes = self.config.uplink.max_packet_bytes,
+                "the state message is larger than uplink.max_packet_bytes; raise it"
+            );
+            return true;
+        }
+        match client.try_publish(
+            self.topic(&message.topic),
+            QoS::AtLeastOnce,
+            true,
+            message.payload,
+        ) {
+            Ok(()) => {
+                unnumbered.push_back(None);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -205,6 +269,20 @@ impl UplinkDriver {
             }
             for row in rows {
                 let m = &row.message;
+                // Topic, header and payload must fit; a message that never can would block
+                // the outbox forever, so it is dropped with an ERROR instead.
+                if m.payload.len() + m.topic.len() + 128 > self.config.uplink.max_packet_bytes {
+                    tracing::error!(
+                        msg_id = %m.msg_id,
+                        bytes = m.payload.len(),
+                        max_packet_bytes = self.config.uplink.max_packet_bytes,
+                        "message is larger than uplink.max_packet_bytes and can never be sent; dropping it"
+                    );
+                    self.status.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.outbox.acked(vec![row.id]).await;
+                    cursor = row.id;
+                    continue;
+                }
                 match client.try_publish(
                     self.topic(&m.topic),
                     QoS::AtLeastOnce,

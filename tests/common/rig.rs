@@ -1,0 +1,332 @@
+//! One end-to-end scenario's world: its directory, hall, broker, watcher, simulator and
+//! gateway, and the waits between them.
+//!
+//! Every wait is for a condition with a deadline, never a bare sleep, and every wait also
+//! checks that the processes it depends on are still alive, so a crash is reported as a crash
+//! and not as a timeout. [`Rig::run`] puts the whole scenario under an overall time limit and,
+//! on failure or timeout, panics with the reason, the watcher's view and the last lines of
+//! every process log, keeping the directory with the full logs (set `HALLGATE_TEST_KEEP=1` to keep
+//! it after a pass too).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::broker::Mosquitto;
+use super::hall::{HallPlan, TOPIC_PREFIX};
+use super::process::{self, Process, Simulator, Traffic};
+use super::truth::{self, Truth, compare_state, state_devices_online};
+use super::watcher::Watcher;
+
+/// Fields drop in declaration order: the processes stop before their directory goes.
+pub struct Rig {
+    pub gateway: Option<Process>,
+    pub simulator: Option<Simulator>,
+    pub watcher: Option<Watcher>,
+    /// The central broker the gateway talks to.
+    pub broker: Option<Mosquitto>,
+    /// Where the watcher listens when the central broker is going to be restarted.
+    pub observer: Option<Mosquitto>,
+    pub name: String,
+    pub plan: HallPlan,
+    pub data_dir: PathBuf,
+    dir: TempDir,
+}
+
+impl Rig {
+    pub fn new(name: &str, plan: HallPlan) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hallgate-test-{name}-"))
+            .tempdir()
+            .context("cannot create the test's directory")?;
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).context("cannot create the data dir")?;
+        Ok(Rig {
+            gateway: None,
+            simulator: None,
+            watcher: None,
+            broker: None,
+            observer: None,
+            name: name.to_string(),
+            plan,
+            data_dir,
+            dir,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the scenario under `limit`; on error or timeout, panics with the reason and the
+    /// logs.
+    pub async fn run(
+        mut self,
+        limit: Duration,
+        body: impl AsyncFnOnce(&mut Rig) -> anyhow::Result<()>,
+    ) {
+        let outcome = tokio::time::timeout(limit, body(&mut self)).await;
+        let reason = match outcome {
+            Ok(Ok(())) => {
+                if std::env::var_os("HALLGATE_TEST_KEEP").is_some() {
+                    self.dir.disable_cleanup(true);
+                    eprintln!(
+                        "scenario `{}` passed; logs kept in {} (HALLGATE_TEST_KEEP is set)",
+                        self.name,
+                        self.dir.path().display()
+                    );
+                }
+                return;
+            }
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(_) => format!(
+                "the scenario did not finish within its overall limit of {limit:?} (a hang)"
+            ),
+        };
+        let report = self.report();
+        self.dir.disable_cleanup(true);
+        panic!(
+            "test scenario `{}` failed:\n{reason}\n\n{report}\nfull logs and configs are kept in {}",
+            self.name,
+            self.dir.path().display()
+        );
+    }
+
+    /// The watcher's view and the tail of every process log.
+    pub fn report(&mut self) -> String {
+        let mut report = String::new();
+        if let Some(watcher) = &self.watcher {
+            report.push_str(&watcher.report());
+        }
+        for process in [
+            self.observer.as_mut().map(|b| &mut b.process),
+            self.broker.as_mut().map(|b| &mut b.process),
+            self.simulator.as_mut().map(|s| &mut s.process),
+            self.gateway.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            report.push_str(&process.log_report());
+        }
+        report
+    }
+
+    // -- Starting things ------------------------------------------------------------------
+
+    /// A central broker, and a watcher on it.
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        let broker = Mosquitto::start(self.dir.path(), "mosquitto").await?;
+        let watcher = self.watch(broker.port).await?;
+        self.broker = Some(broker);
+        self.watcher = Some(watcher);
+        Ok(())
+    }
+
+    /// A central broker bridged to an observer broker, and a watcher on the observer, so the
+    /// watcher misses nothing while the central broker restarts (see `broker.rs`).
+    pub async fn start_broker_with_observer(&mut self) -> anyhow::Result<()> {
+        let observer = Mosquitto::start(self.dir.path(), "observer").await?;
+        let watcher = self.watch(observer.port).await?;
+        self.observer = Some(observer);
+        self.watcher = Some(watcher);
+        let broker = Mosquitto::start_bridged(
+            self.dir.path(),
+            "mosquitto",
+            TOPIC_PREFIX,
+            self.observer_port()?,
+        )
+        .await?;
+        self.broker = Some(broker);
+        Ok(())
+    }
+
+    async fn watch(&self, port: u16) -> anyhow::Result<Watcher> {
+        Watcher::connect(
+            port,
+            &self.plan.topic_base(),
+            &format!("watcher-{}-{}", self.name, std::process::id()),
+        )
+        .await
+    }
+
+    fn observer_port(&self) -> anyhow::Result<u16> {
+        Ok(self.observer.as_ref().context("no observer broker")?.port)
+    }
+
+    pub fn broker(&mut self) -> anyhow::Result<&mut Mosquitto> {
+        self.broker.as_mut().context("the broker was not started")
+    }
+
+    pub fn watcher(&self) -> anyhow::Result<&Watcher> {
+        self.watcher.as_ref().context("the watcher was not started")
+    }
+
+    pub fn gateway(&mut self) -> anyhow::Result<&mut Process> {
+        self.gateway.as_mut().context("the gateway was not started")
+    }
+
+    pub fn simulator(&mut self) -> anyhow::Result<&mut Simulator> {
+        self.simulator
+            .as_mut()
+            .context("the simulator was not started")
+    }
+
+    /// Writes the simulator's config (the simulated counters only) and starts it.
+    pub fn start_simulator(&mut self, traffic: Traffic) -> anyhow::Result<()> {
+        let port = self.broker()?.port;
+        let config = self.dir.path().join("simulator.toml");
+        std::fs::write(&config, self.plan.simulator_toml(port, &self.data_dir))?;
+        let truth = self.dir.path().join("truth.jsonl");
+        self.simulator = Some(Simulator::start(self.dir.path(), &config, &truth, traffic)?);
+        Ok(())
+    }
+
+    /// Writes the gateway's config (every counter) and starts `hallgate run`.
+    pub fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let port = self.broker()?.port;
+        let config = self.dir.path().join("gateway.toml");
+        std::fs::write(&config, self.plan.gateway_toml(port, &self.data_dir))?;
+        self.gateway = Some(process::gateway(
+            self.dir.path(),
+            &config,
+            port,
+            &self.data_dir,
+        )?);
+        Ok(())
+    }
+
+    // -- Waiting for things ---------------------------------------------------------------
+
+    /// Fails if the gateway or the simulator (when started) has exited.
+    pub fn ensure_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(sim) = self.simulator.as_mut() {
+            sim.process.ensure_running()?;
+        }
+        if let Some(gateway) = self.gateway.as_mut() {
+            gateway.ensure_running()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the retained state shows every counter in `ids` online. The gateway takes
+    /// a counter's first reading as its baseline, so this must happen before the simulator's
+    /// warmup ends, or crossings would be missed and the exact checks would fail confusingly.
+    pub async fn wait_until_counters_online(&mut self, ids: &[String]) -> anyhow::Result<()> {
+        let sim = self.simulator()?;
+        let deadline = sim.traffic_starts() - Duration::from_millis(500);
+        let warmup = sim.traffic.warmup;
+        loop {
+            self.ensure_alive()?;
+            let online = self
+                .watcher()?
+                .state()
+                .map(|s| state_devices_online(&s))
+                .unwrap_or_default();
+            let not_yet: Vec<String> = ids
+                .iter()
+                .filter(|id| online.get(*id).copied().flatten() != Some(true))
+                .map(|id| match online.get(id) {
+                    None => format!("{id} (not in state.devices)"),
+                    Some(flag) => format!("{id} (online: {flag:?})"),
+                })
+                .collect();
+            if not_yet.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "not every counter was online in the retained state before the simulator's \
+                     {warmup:?} warmup ended, so the gateway could not have taken its baselines \
+                     before the traffic began; still not online: {}",
+                    not_yet.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the simulator's final truth line and checks there was enough traffic for
+    /// the test to mean something.
+    pub async fn wait_for_truth(&mut self, min_crossings: u64) -> anyhow::Result<Truth> {
+        let sim = self.simulator()?;
+        let deadline = sim.traffic_ends() + Duration::from_secs(20);
+        let truth = truth::wait_for_truth(sim, deadline).await?;
+        if truth.totals.crossings < min_crossings {
+            bail!(
+                "the simulator produced only {} crossings; the test needs at least {min_crossings} \
+                 to mean anything (totals: {:?})",
+                truth.totals.crossings,
+                truth.totals
+            );
+        }
+        Ok(truth)
+    }
+
+    /// Waits until the retained state has exactly the truth's occupancy, entries and exits in
+    /// every room; returns that state.
+    pub async fn wait_until_state_matches(
+        &mut self,
+        truth: &Truth,
+        limit: Duration,
+    ) -> anyhow::Result<Value> {
+        let rooms = self.plan.room_ids();
+        let deadline = Instant::now() + limit;
+        loop {
+            self.ensure_alive()?;
+            let state = self.watcher()?.state();
+            let verdict = match &state {
+                Some(state) => compare_state(state, truth, &rooms),
+                None => Err("no state has been published".to_string()),
+            };
+            match (verdict, state) {
+                (Ok(()), Some(state)) => return Ok(state),
+                (Err(table), _) if Instant::now() >= deadline => bail!(
+                    "the retained state did not reach the ground truth within {limit:?} after the \
+                     traffic stopped ({} crossings):\n{table}",
+                    truth.totals.crossings
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Waits until the latest status message says `want` ("online" or "offline").
+    pub async fn wait_for_status(&mut self, want: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let watcher = self.watcher()?;
+            if watcher.status().as_deref() == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the retained status did not become {want:?} within {limit:?}; history: {:?}",
+                    watcher.seen().status_history
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the gateway's log mentions `text`.
+    pub async fn wait_for_gateway_log(
+        &mut self,
+        text: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.gateway()?.log_text().contains(text) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the gateway's log did not mention {text:?} within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! `hallgate validate`, run as a process: a bad hall config exits 78 (sysexits `EX_CONFIG`,
+//! which stops systemd from restarting the gateway in a loop) and names every problem by its
+//! key path and, where the file has one, its line and column, so an installer can fix the
+//! file without reading code.
+//!
+//! Each bad config is the shipped example with one thing broken, so the tests stay in step
+//! with the example hall and each failure has exactly one cause.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::hall::HallPlan;
+use common::{Finished, run_to_completion};
+
+/// sysexits.h `EX_CONFIG`.
+const EXIT_BAD_CONFIG: i32 = 78;
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/examples/hall.toml")
+}
+
+fn example() -> String {
+    std::fs::read_to_string(example_path()).expect("the shipped example hall is readable")
+}
+
+/// `text` with the one occurrence of `from` replaced; panics if `from` is not there exactly
+/// once, so an edit to the example cannot quietly turn a test into a no-op.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, 1,
+        "the example hall should contain {from:?} exactly once, found {found} times"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// 1-based line of the one occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} is not in the config"));
+    text[..at].matches('\n').count() + 1
+}
+
+fn validate(text: &str) -> Finished {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let path = dir.path().join("hall.toml");
+    std::fs::write(&path, text).expect("the config can be written");
+    validate_file(&path, dir.path())
+}
+
+fn validate_file(path: &Path, dir: &Path) -> Finished {
+    let mut command = Command::new(common::HALLGATE);
+    command.arg("validate").arg("--config").arg(path);
+    run_to_completion(command, dir, "validate", Duration::from_secs(30))
+        .expect("hallgate validate runs to completion")
+}
+
+/// Asserts the run was rejected as a bad config.
+fn assert_rejected(out: &Finished) {
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_BAD_CONFIG),
+        "a bad config should exit {EXIT_BAD_CONFIG}; got {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Asserts stderr has a problem at key `path` whose text contains `words`, at `line` (with a
+/// column) when given.
+fn assert_problem(out: &Finished, path: &str, line: Option<usize>, words: &str) {
+    let found = out.stderr.lines().find(|l| names_path(l, path));
+    let Some(found) = found else {
+        panic!(
+            "stderr should name the key path `{path}`; it says:\n{}",
+            out.stderr
+        );
+    };
+    assert!(
+        found.contains(words),
+        "the problem at `{path}` should say {words:?}; it says:\n{found}"
+    );
+    if let Some(line) = line {
+        let position = format!("(line {line}, column ");
+        assert!(
+            found.contains(&position),
+            "the problem at `{path}` should give {position}…); it says:\n{found}"
+        );
+    }
+}
+
+/// Whether `line` names key path `path` as a whole (`hall` must not match `hall.id`).
+fn names_path(line: &str, path: &str) -> bool {
+    line.match_indices(path).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + path.len()..].chars().next();
+        let boundary = |c: Option<char>| {
+            c.is_none_or(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '[' | '_' | '-')))
+        };
+        boundary(before) && boundary(after)
+    })
+}
+
+#[test]
+fn the_shipped_example_hall_validates() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let out = validate_file(&example_path(), dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the example should validate; stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
+fn the_halls_the_end_to_end_tests_generate_validate() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let mut plan = HallPlan::lobby_with_function_rooms("t-generated", 5);
+    plan.add_unsimulated_exit("pc-fire", "room-1", common::hall::loopback(1));
+    for (name, text) in [
+        ("gateway", plan.gateway_toml(1883, dir.path())),
+        ("simulator", plan.simulator_toml(1883, dir.path())),
+    ] {
+        let out = validate(&text);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the generated {name} config should validate:\n{text}\nstderr:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "capacity = 30\n",
+        "capacity = 30\ncolour = \"red\"\n",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "rooms[1].colour",
+        Some(line_of(&text, "colour")),
+        "unknown field",
+    );
+}
+
+#[test]
+fn a_door_to_an_unknown_room_is_named_with_its_key_path_and_line() {
+    let text = edit(&example(), "to = \"lecture\"", "to = \"lectrue\"");
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "doors[2].to",
+        Some(line_of(&text, "to = \"lectrue\"")),
+        "lectrue",
+    );
+}
+
+#[test]
+fn an_unknown_counter_profile_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "door = \"entrance\"\nprofile = \"generic-u32\"",
+        "door = \"entrance\"\nprofile = \"acme-9000\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "counters[0].profile",
+        Some(line_of(&text, "acme-9000")),
+        "acme-9000",
+    );
+}
+
+#[test]
+fn a_duplicate_id_is_named_with_its_key_path_and_line() {
+    let text = edit(&example(), "id = \"pc-reading\"", "id = \"pc-entrance\"");
+    let second = text
+        .match_indices("id = \"pc-entrance\"")
+        .nth(1)
+        .map(|(at, _)| text[..at].matches('\n').count() + 1)
+        .expect("the duplicate is in the config");
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(&out, "counters[1].id", Some(second), "duplicate");
+}
+
+#[test]
+fn a_door_whose_two_sides_are_the_same_room_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "from = \"lobby\"\nto = \"reading\"",
+        "from = \"lobby\"\nto = \"lobby\"",
+    );
+    let line = line_of(&text, "from = \"lobby\"\nto = \"lobby\"") + 1;
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(&out, "doors[1].to", Some(line), "lobby");
+}
+
+#[test]
+fn a_room_with_capacity_zero_is_named_with_its_key_path_and_line() {
+    let text = edit(&example(), "capacity = 60", "capacity = 0");
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "rooms[2].capacity",
+        Some(line_of(&text, "capacity = 0")),
+        "capacity",
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_is_reported_with_its_line_and_column() {
+    let text = edit(&example(), "capacity = 12", "capacity = ");
+    let line = line_of(&text, "capacity = \n");
+    let out = validate(&text);
+    assert_rejected(&out);
+    let position = format!("(line {line}, column ");
+    assert!(
+        out.stderr.contains(&position),
+        "a syntax error should be reported at {position}…); stderr:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_config_without_a_hall_section_is_rejected_naming_hall() {
+    let example = example();
+    let start = example.find("[hall]").expect("the example has a [hall]");
+    let end = example
+        .find("[uplink]")
+        .expect("the example has an [uplink]");
+    let text = format!("{}{}", &example[..start], &example[end..]);
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(&out, "hall", None, "missing");
+}
+
+#[test]
+fn every_problem_in_a_config_is_reported_at_once() {
+    let mut text = example();
+    text = edit(&text, "capacity = 12", "capacity = 0");
+    text = edit(&text, "to = \"lecture\"", "to = \"lectrue\"");
+    text = edit(
+        &text,
+        "door = \"entrance\"\nprofile = \"generic-u32\"",
+        "door = \"entrance\"\nprofile = \"acme-9000\"",
+    );
+    text = edit(
+        &text,
+        "capacity = 30\n",
+        "capacity = 30\ncolour = \"red\"\n",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "rooms[4].capacity",
+        Some(line_of(&text, "capacity = 0")),
+        "capacity",
+    );
+    assert_problem(
+        &out,
+        "doors[2].to",
+        Some(line_of(&text, "lectrue")),
+        "lectrue",
+    );
+    assert_problem(
+        &out,
+        "counters[0].profile",
+        Some(line_of(&text, "acme-9000")),
+        "acme-9000",
+    );
+    assert_problem(
+        &out,
+        "rooms[1].colour",
+        Some(line_of(&text, "colour")),
+        "unknown field",
+    );
+}
