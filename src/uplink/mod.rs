@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::outbox::{OutMessage, Outbox};
 
+/// First wait before reconnecting; it doubles up to `uplink.max_reconnect_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
 /// What the rest of the gateway may read about the link.
 #[derive(Debug, Default)]
 pub struct UplinkStatus {
@@ -48,9 +51,37 @@ pub struct UplinkDriver {
     started: Timestamp,
 }
 
-/// Packets handed to rumqttc and not yet given a packet id; `None` is a status message,
-/// which has no outbox row.
-type Unnumbered = VecDeque<Option<i64>>;
+/// Publishes handed to rumqttc and not yet acknowledged. Entries are outbox row ids; `None`
+/// is a status or state message, which has no row.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Handed over, packet id not yet known: rumqttc numbers packets as it writes them, in
+    /// the order they were handed over.
+    unnumbered: VecDeque<Option<i64>>,
+    numbered: HashMap<u16, Option<i64>>,
+}
+
+impl InFlight {
+    fn queued(&mut self, row: Option<i64>) {
+        self.unnumbered.push_back(row);
+    }
+
+    /// rumqttc wrote the oldest handed-over publish as packet `pkid`.
+    fn written(&mut self, pkid: u16) {
+        if let Some(row) = self.unnumbered.pop_front() {
+            self.numbered.insert(pkid, row);
+        }
+    }
+
+    /// The broker acknowledged packet `pkid`; the outbox row it carried, if any.
+    fn acked(&mut self, pkid: u16) -> Option<i64> {
+        self.numbered.remove(&pkid).flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.unnumbered.len() + self.numbered.len()
+    }
+}
 
 /// Why a connection ended.
 enum Ended {
@@ -77,8 +108,7 @@ impl UplinkDriver {
     /// Runs until `shutdown`; then spends at most `drain` delivering what is in flight and
     /// saying `offline`, and returns.
     pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
-        let min_backoff = Duration::from_millis(250);
-        let mut backoff = min_backoff;
+        let mut backoff = MIN_BACKOFF;
         loop {
             match self.connection(&shutdown, drain, &mut backoff).await {
                 Ended::Shutdown => return,
@@ -138,26 +168,26 @@ impl UplinkDriver {
         let mut state = self.state.clone();
         // A state that could not be queued yet (request queue full); retried on the next ack.
         let mut state_unsent = false;
+        let mut state_open = true;
         let mut connected = false;
         let mut cursor = 0i64;
-        let mut unnumbered: Unnumbered = VecDeque::new();
-        let mut inflight: HashMap<u16, Option<i64>> = HashMap::new();
+        let mut inflight = InFlight::default();
         loop {
-            let in_flight = unnumbered.len() + inflight.len();
+            let in_flight = inflight.len();
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if connected {
                         if state.has_changed().unwrap_or(false) || state_unsent {
-                            self.publish_state(&client, &mut state, &mut unnumbered);
+                            self.publish_state(&client, &mut state, &mut inflight);
                         }
-                        self.drain(&client, &mut eventloop, &mut unnumbered, &mut inflight, drain).await;
+                        self.drain(&client, &mut eventloop, &mut inflight, drain).await;
                     }
                     return Ended::Shutdown;
                 }
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
-                        *backoff = Duration::from_millis(250);
+                        *backoff = MIN_BACKOFF;
                         self.status.connected.store(true, Ordering::Relaxed);
                         let pending = self.outbox.pending().await;
                         tracing::info!(
@@ -167,54 +197,56 @@ impl UplinkDriver {
                         );
                         let online = payload::status_payload(&self.config, true, self.started, Timestamp::now());
                         if client.try_publish(self.topic(payload::TOPIC_STATUS), QoS::AtLeastOnce, true, online).is_ok() {
-                            unnumbered.push_back(None);
+                            inflight.queued(None);
                         }
                         // Current state first: the broker may have restarted and forgotten it.
-                        state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
-                        cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                        state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
+                        cursor = self.fill(&client, cursor, &mut inflight).await;
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(row) = unnumbered.pop_front() {
-                            inflight.insert(pkid, row);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Some(id)) = inflight.remove(&ack.pkid) {
-                            self.outbox.acked(vec![id]).await;
-                            self.status.delivered.fetch_add(1, Ordering::Relaxed);
-                            self.status.last_ack_ms.store(
-                                Timestamp::now().as_millisecond().max(0) as u64,
-                                Ordering::Relaxed,
-                            );
-                        }
+                        self.delivered(inflight.acked(ack.pkid)).await;
                         if state_unsent {
-                            state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
+                            state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
                         }
-                        cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                        cursor = self.fill(&client, cursor, &mut inflight).await;
                     }
                     Ok(_) => {}
                     Err(error) => {
                         if connected {
                             tracing::warn!(%error, in_flight, "lost the central broker; undelivered messages stay in the outbox and are re-sent after reconnecting");
+                        } else if *backoff == MIN_BACKOFF {
+                            tracing::warn!(%error, "cannot reach the central broker; retrying with backoff, messages wait in the outbox");
                         } else {
-                            tracing::warn!(%error, "cannot reach the central broker; will retry");
+                            tracing::debug!(%error, "central broker still unreachable");
                         }
                         return Ended::Failed;
                     }
                 },
-                changed = state.changed(), if connected => {
+                changed = state.changed(), if connected && state_open => {
                     if changed.is_ok() {
-                        state_unsent = !self.publish_state(&client, &mut state, &mut unnumbered);
+                        state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
                     } else {
                         // The core has stopped; keep delivering the outbox until shutdown.
-                        std::future::pending::<()>().await;
+                        state_open = false;
                     }
                 }
                 _ = self.outbox.new_messages(), if connected && in_flight < window => {
-                    cursor = self.fill(&client, cursor, &mut unnumbered, inflight.len()).await;
+                    cursor = self.fill(&client, cursor, &mut inflight).await;
                 }
             }
         }
+    }
+
+    /// The broker acknowledged a publish: its outbox row, if it had one, can go.
+    async fn delivered(&self, row: Option<i64>) {
+        let Some(id) = row else { return };
+        self.outbox.acked(vec![id]).await;
+        self.status.delivered.fetch_add(1, Ordering::Relaxed);
+        self.status.last_ack_ms.store(
+            Timestamp::now().as_millisecond().max(0) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Queues the latest state, retained; false if the request queue had no room.
@@ -222,7 +254,7 @@ impl UplinkDriver {
         &self,
         client: &AsyncClient,
         state: &mut watch::Receiver<Option<OutMessage>>,
-        unnumbered: &mut Unnumbered,
+        inflight: &mut InFlight,
     ) -> bool {
         let Some(message) = state.borrow_and_update().clone() else {
             return true;
@@ -242,7 +274,7 @@ impl UplinkDriver {
             message.payload,
         ) {
             Ok(()) => {
-                unnumbered.push_back(None);
+                inflight.queued(None);
                 true
             }
             Err(_) => false,
@@ -250,16 +282,10 @@ impl UplinkDriver {
     }
 
     /// Publishes outbox rows after `cursor` until the in-flight window is full.
-    async fn fill(
-        &self,
-        client: &AsyncClient,
-        mut cursor: i64,
-        unnumbered: &mut Unnumbered,
-        numbered: usize,
-    ) -> i64 {
+    async fn fill(&self, client: &AsyncClient, mut cursor: i64, inflight: &mut InFlight) -> i64 {
         let window = usize::from(self.config.uplink.max_inflight);
         loop {
-            let free = window.saturating_sub(unnumbered.len() + numbered);
+            let free = window.saturating_sub(inflight.len());
             if free == 0 {
                 return cursor;
             }
@@ -290,7 +316,7 @@ impl UplinkDriver {
                     m.payload.clone(),
                 ) {
                     Ok(()) => {
-                        unnumbered.push_back(Some(row.id));
+                        inflight.queued(Some(row.id));
                         cursor = row.id;
                     }
                     // The request queue is sized above the window, so this means the event
@@ -307,8 +333,7 @@ impl UplinkDriver {
         &self,
         client: &AsyncClient,
         eventloop: &mut EventLoop,
-        unnumbered: &mut Unnumbered,
-        inflight: &mut HashMap<u16, Option<i64>>,
+        inflight: &mut InFlight,
         deadline: Duration,
     ) {
         let offline = payload::status_payload(&self.config, false, self.started, Timestamp::now());
@@ -321,20 +346,14 @@ impl UplinkDriver {
             )
             .is_ok()
         {
-            unnumbered.push_back(None);
+            inflight.queued(None);
         }
         let wait = async {
-            while !(unnumbered.is_empty() && inflight.is_empty()) {
+            while inflight.len() > 0 {
                 match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        if let Some(row) = unnumbered.pop_front() {
-                            inflight.insert(pkid, row);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Some(id)) = inflight.remove(&ack.pkid) {
-                            self.outbox.acked(vec![id]).await;
-                        }
+                        self.delivered(inflight.acked(ack.pkid)).await;
                     }
                     Ok(_) => {}
                     Err(_) => return,
@@ -343,7 +362,7 @@ impl UplinkDriver {
         };
         if tokio::time::timeout(deadline, wait).await.is_err() {
             tracing::info!(
-                left = unnumbered.len() + inflight.len(),
+                left = inflight.len(),
                 "shutdown deadline reached with messages unacknowledged; they stay in the outbox"
             );
         }
