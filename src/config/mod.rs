@@ -128,6 +128,42 @@ pub struct DoorConfig {
 #[serde(rename_all = "snake_case")]
 pub enum CounterTransportKind {
     ModbusTcp,
+    ModbusRtu,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParityConfig {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// An RS-485 bus: one serial port, several Modbus RTU slaves polled in turn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    pub id: String,
+    /// The serial device; prefer the stable `/dev/serial/by-id/…` name of the USB adapter.
+    pub port: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: ParityConfig,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silence kept between two transactions; Modbus asks for 3.5 character times (1.75 ms
+    /// above 19200 baud), which is the default.
+    pub inter_frame_delay_ms: Option<u64>,
+    /// Failed polls in a row after which a slave is marked degraded and polled only every
+    /// `degraded_retry_ms`, so a dead slave stops costing the others a timeout each cycle.
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: u32,
+    #[serde(default = "default_degraded_retry_ms")]
+    pub degraded_retry_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +177,8 @@ pub struct CounterConfig {
     pub transport: CounterTransportKind,
     /// `HOST:PORT` of a Modbus TCP counter.
     pub address: Option<String>,
+    /// The `[[buses]]` id a Modbus RTU counter hangs on.
+    pub bus: Option<String>,
     /// Modbus unit (slave) id.
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
@@ -180,6 +218,21 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_commit_interval_ms() -> u64 {
     60_000
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_degraded_after() -> u32 {
+    3
+}
+fn default_degraded_retry_ms() -> u64 {
+    30_000
 }
 fn default_unit_id() -> u8 {
     1
@@ -245,9 +298,36 @@ pub struct Door {
     pub to: Zone,
 }
 
+/// Serial line settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    pub port: PathBuf,
+    pub baud: u32,
+    pub parity: ParityConfig,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bus {
+    pub id: String,
+    pub serial: SerialSettings,
+    pub inter_frame_delay: Duration,
+    pub degraded_after: u32,
+    pub degraded_retry: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterTransport {
-    ModbusTcp { address: SocketAddr, unit_id: u8 },
+    ModbusTcp {
+        address: SocketAddr,
+        unit_id: u8,
+    },
+    /// `bus` indexes [`Config::buses`].
+    ModbusRtu {
+        bus: usize,
+        unit_id: u8,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +335,7 @@ pub struct Counter {
     pub id: String,
     /// Index into [`Config::doors`].
     pub door: usize,
+    /// The Modbus register map.
     pub profile: CounterProfile,
     pub transport: CounterTransport,
     pub poll_interval: Duration,
@@ -268,6 +349,7 @@ pub struct Config {
     pub storage: Storage,
     pub rooms: Vec<Room>,
     pub doors: Vec<Door>,
+    pub buses: Vec<Bus>,
     pub counters: Vec<Counter>,
 }
 
@@ -397,6 +479,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let profiles_cfg: ProfilesConfig = v.section(root, "profiles", false).unwrap_or_default();
     let rooms: Vec<Option<RoomConfig>> = v.array(root, "rooms");
     let doors: Vec<Option<DoorConfig>> = v.array(root, "doors");
+    let buses: Vec<Option<BusConfig>> = v.array(root, "buses");
     let counters: Vec<Option<CounterConfig>> = v.array(root, "counters");
 
     // Hall.
@@ -516,9 +599,71 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         }
     }
 
+    // Buses.
+    let mut bus_index: HashMap<&str, usize> = HashMap::new();
+    let mut ports: HashMap<PathBuf, String> = HashMap::new();
+    let mut out_buses = Vec::new();
+    for (i, bus) in buses.iter().enumerate() {
+        let Some(b) = bus else { continue };
+        let path = format!("buses[{i}]");
+        v.check_id(root, &format!("{path}.id"), &b.id, &mut ids);
+        if let Some(serial) = v.serial(
+            root,
+            &path,
+            &b.port,
+            b.baud,
+            b.parity,
+            b.data_bits,
+            b.stop_bits,
+        ) {
+            if let Some(other) = ports.insert(b.port.clone(), b.id.clone()) {
+                v.at(
+                    root,
+                    &format!("{path}.port"),
+                    format!("{} is already bus \"{other}\"", b.port.display()),
+                );
+            }
+            if b.degraded_after == 0 {
+                v.at(
+                    root,
+                    &format!("{path}.degraded_after"),
+                    "must be at least 1",
+                );
+            }
+            if !(100..=3_600_000).contains(&b.degraded_retry_ms) {
+                v.at(
+                    root,
+                    &format!("{path}.degraded_retry_ms"),
+                    "must be between 100 and 3600000",
+                );
+            }
+            let inter_frame_delay = match b.inter_frame_delay_ms {
+                Some(ms) if ms > 1000 => {
+                    v.at(
+                        root,
+                        &format!("{path}.inter_frame_delay_ms"),
+                        "must be at most 1000",
+                    );
+                    Duration::ZERO
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => modbus_silence(&serial),
+            };
+            bus_index.entry(b.id.as_str()).or_insert(out_buses.len());
+            out_buses.push(Bus {
+                id: b.id.clone(),
+                serial,
+                inter_frame_delay,
+                degraded_after: b.degraded_after,
+                degraded_retry: Duration::from_millis(b.degraded_retry_ms),
+            });
+        }
+    }
+
     // Counters.
     let mut counted_doors: HashMap<usize, String> = HashMap::new();
     let mut addresses: HashMap<(SocketAddr, u8), String> = HashMap::new();
+    let mut rtu_units: HashMap<(usize, u8), String> = HashMap::new();
     let mut out_counters = Vec::new();
     for (i, counter) in counters.iter().enumerate() {
         let Some(c) = counter else { continue };
@@ -615,7 +760,66 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                     }
                 },
             },
+            CounterTransportKind::ModbusRtu => match c.bus.as_deref() {
+                None => {
+                    v.at(
+                        root,
+                        &path,
+                        "a modbus_rtu counter needs `bus = \"BUS_ID\"` naming one of [[buses]]",
+                    );
+                    None
+                }
+                Some(name) => match bus_index.get(name) {
+                    Some(&bus) => {
+                        if !(1..=247).contains(&c.unit_id) {
+                            v.at(
+                                root,
+                                &format!("{path}.unit_id"),
+                                format!(
+                                    "a Modbus RTU slave address is 1 to 247, not {}",
+                                    c.unit_id
+                                ),
+                            );
+                        }
+                        if let Some(other) = rtu_units.insert((bus, c.unit_id), c.id.clone()) {
+                            v.at(
+                                root,
+                                &format!("{path}.unit_id"),
+                                format!(
+                                    "bus \"{name}\" unit {} is already counter \"{other}\"",
+                                    c.unit_id
+                                ),
+                            );
+                        }
+                        Some(CounterTransport::ModbusRtu {
+                            bus,
+                            unit_id: c.unit_id,
+                        })
+                    }
+                    None => {
+                        if !buses.iter().flatten().any(|b| b.id == name) {
+                            v.at(
+                                root,
+                                &format!("{path}.bus"),
+                                format!("unknown bus \"{name}\""),
+                            );
+                        }
+                        None
+                    }
+                },
+            },
         };
+        let stray = match c.transport {
+            CounterTransportKind::ModbusTcp => c.bus.as_ref().map(|_| "bus"),
+            CounterTransportKind::ModbusRtu => c.address.as_ref().map(|_| "address"),
+        };
+        if let Some(key) = stray {
+            v.at(
+                root,
+                &format!("{path}.{key}"),
+                format!("`{key}` does not apply to a {:?} counter", c.transport),
+            );
+        }
         if let (Some(door), Some(profile), Some(transport)) = (door, profile, transport) {
             out_counters.push(Counter {
                 id: c.id.clone(),
@@ -635,6 +839,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             storage,
             rooms: out_rooms,
             doors: out_doors,
+            buses: out_buses,
             counters: out_counters,
         }),
         _ => {
@@ -648,6 +853,16 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             }
             Err(v.problems)
         }
+    }
+}
+
+/// Modbus RTU's required silence between frames: 3.5 character times of 11 bits, fixed at
+/// 1.75 ms above 19200 baud (Modbus over Serial Line, V1.02, section 2.5.1.1).
+fn modbus_silence(serial: &SerialSettings) -> Duration {
+    if serial.baud > 19_200 {
+        Duration::from_micros(1750)
+    } else {
+        Duration::from_micros(3_500_000 * 11 / u64::from(serial.baud.max(1)) + 1)
     }
 }
 
@@ -831,6 +1046,47 @@ impl Validator<'_> {
             );
             seen.insert(id.to_string(), first);
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serial(
+        &mut self,
+        root: &DeTable<'_>,
+        path: &str,
+        port: &Path,
+        baud: u32,
+        parity: ParityConfig,
+        data_bits: u8,
+        stop_bits: u8,
+    ) -> Option<SerialSettings> {
+        let mut ok = true;
+        if port.as_os_str().is_empty() {
+            self.at(root, &format!("{path}.port"), "must name a serial device");
+            ok = false;
+        }
+        if !(300..=4_000_000).contains(&baud) {
+            self.at(
+                root,
+                &format!("{path}.baud"),
+                format!("must be between 300 and 4000000, not {baud}"),
+            );
+            ok = false;
+        }
+        if !(7..=8).contains(&data_bits) {
+            self.at(root, &format!("{path}.data_bits"), "must be 7 or 8");
+            ok = false;
+        }
+        if !(1..=2).contains(&stop_bits) {
+            self.at(root, &format!("{path}.stop_bits"), "must be 1 or 2");
+            ok = false;
+        }
+        ok.then(|| SerialSettings {
+            port: port.to_path_buf(),
+            baud,
+            parity,
+            data_bits,
+            stop_bits,
+        })
     }
 
     fn hall(&mut self, root: &DeTable<'_>, h: HallSectionConfig) -> Option<Hall> {

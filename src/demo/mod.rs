@@ -73,11 +73,12 @@ pub async fn run(
     // Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
     // addresses do not exist here, and a fixed port could be answered by another program.
     for counter in &mut config.counters {
-        let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport;
-        counter.transport = CounterTransport::ModbusTcp {
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            unit_id,
-        };
+        if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
+            counter.transport = CounterTransport::ModbusTcp {
+                address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                unit_id,
+            };
+        }
     }
     let options = SimulateOptions {
         seed,
@@ -90,8 +91,9 @@ pub async fn run(
     let simulation = Simulation::bind(&config, options).await?;
     for (id, address) in simulation.counter_addresses() {
         for counter in config.counters.iter_mut().filter(|c| c.id == id) {
-            let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport;
-            counter.transport = CounterTransport::ModbusTcp { address, unit_id };
+            if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
+                counter.transport = CounterTransport::ModbusTcp { address, unit_id };
+            }
         }
     }
     let broker_port = free_port()?;

@@ -64,6 +64,26 @@ pub fn decode_totals(profile: &CounterProfile, registers: &[u16]) -> Result<Tota
     })
 }
 
+/// How a counter's totals turn into crossings: the part of a profile the tracker needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counting {
+    pub mode: CountMode,
+    /// Totals wrap to zero at this value.
+    pub wrap_modulus: u64,
+    /// Most crossings believable between two readings (tells a wrap from a reset).
+    pub max_step: u64,
+}
+
+impl CounterProfile {
+    pub fn counting(&self) -> Counting {
+        Counting {
+            mode: self.mode,
+            wrap_modulus: self.wrap_modulus,
+            max_step: self.max_step,
+        }
+    }
+}
+
 /// What one reading added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Step {
@@ -92,8 +112,8 @@ impl CounterTracker {
         self.last
     }
 
-    pub fn update(&mut self, profile: &CounterProfile, reading: Totals) -> Step {
-        if profile.mode == CountMode::Delta {
+    pub fn update(&mut self, counting: Counting, reading: Totals) -> Step {
+        if counting.mode == CountMode::Delta {
             return Step {
                 inward: reading.inward,
                 outward: reading.outward,
@@ -106,8 +126,8 @@ impl CounterTracker {
                 ..Step::default()
             };
         };
-        let (inward, in_reset) = advance(last.inward, reading.inward, profile);
-        let (outward, out_reset) = advance(last.outward, reading.outward, profile);
+        let (inward, in_reset) = advance(last.inward, reading.inward, counting);
+        let (outward, out_reset) = advance(last.outward, reading.outward, counting);
         Step {
             inward,
             outward,
@@ -118,14 +138,14 @@ impl CounterTracker {
 }
 
 /// Crossings between two cumulative readings, and whether the device was reset.
-fn advance(last: u64, now: u64, profile: &CounterProfile) -> (u64, bool) {
+fn advance(last: u64, now: u64, counting: Counting) -> (u64, bool) {
     if now >= last {
         return (now - last, false);
     }
     // Went down: either the total wrapped past the modulus, or the device started again
     // from zero. A wrap that implies more crossings than `max_step` is not believable.
-    let wrapped = profile.wrap_modulus - last + now;
-    if wrapped <= profile.max_step {
+    let wrapped = counting.wrap_modulus - last + now;
+    if wrapped <= counting.max_step {
         (wrapped, false)
     } else {
         (now, true)
@@ -211,7 +231,7 @@ mod tests {
         let p = u16_profile();
         let mut t = CounterTracker::new(None);
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 500,
                 outward: 400,
@@ -220,7 +240,7 @@ mod tests {
         assert!(s.baseline);
         assert_eq!((s.inward, s.outward), (0, 0));
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 503,
                 outward: 401,
@@ -237,7 +257,7 @@ mod tests {
             outward: 65535,
         }));
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 4,
                 outward: 0,
@@ -254,7 +274,7 @@ mod tests {
             outward: 10,
         }));
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 5,
                 outward: 12,
@@ -271,7 +291,7 @@ mod tests {
             outward: 39_000,
         }));
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 3,
                 outward: 1,
@@ -280,7 +300,7 @@ mod tests {
         assert_eq!((s.inward, s.outward, s.reset), (3, 1, true));
         // And counting carries on from the new baseline.
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 5,
                 outward: 1,
@@ -296,7 +316,7 @@ mod tests {
         );
         let mut t = CounterTracker::new(None);
         let s = t.update(
-            &p,
+            p.counting(),
             Totals {
                 inward: 2,
                 outward: 3,
@@ -336,12 +356,12 @@ mod tests {
             let m = p.wrap_modulus;
             let mut t = CounterTracker::new(None);
             let (mut tin, mut tout) = (start, start / 2);
-            t.update(&p, Totals { inward: tin % m, outward: tout % m });
+            t.update(p.counting(), Totals { inward: tin % m, outward: tout % m });
             let (mut sum_in, mut sum_out) = (0, 0);
             for (a, b) in &steps {
                 tin += a;
                 tout += b;
-                let s = t.update(&p, Totals { inward: tin % m, outward: tout % m });
+                let s = t.update(p.counting(), Totals { inward: tin % m, outward: tout % m });
                 prop_assert!(!s.reset);
                 sum_in += s.inward;
                 sum_out += s.outward;

@@ -4,17 +4,24 @@
 //! wall clock, and hand [`DeviceEvent`]s to the supervisor's core loop over one bounded channel.
 //! When that channel is full a driver waits (back-pressure): counters keep cumulative totals,
 //! so a late read loses nothing. The kinds of device are a closed list: a new kind is a new
-//! module and a `match` arm in [`spawn_counter`].
+//! module and a `match` arm in [`spawn_all`].
 
 pub mod counter;
+pub mod modbus_rtu;
 pub mod modbus_tcp;
+pub mod reporter;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Counter, CounterTransport};
+use crate::config::{Config, CounterTransport};
 use counter::{Step, Totals};
 
 /// What a driver observed, as a past-tense fact.
@@ -41,18 +48,123 @@ pub enum DeviceEvent {
 /// Capacity of the drivers → core channel. A few seconds of reads of a large hall.
 pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
-/// Starts the driver for counter `index`, resuming from `baseline` (its last persisted totals).
-pub fn spawn_counter(
-    index: usize,
-    counter: Counter,
-    baseline: Option<Totals>,
-    events: mpsc::Sender<DeviceEvent>,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    match counter.transport {
-        CounterTransport::ModbusTcp { .. } => {
-            let driver = modbus_tcp::ModbusTcpCounterDriver::new(index, counter, baseline, events);
-            tokio::spawn(driver.run(shutdown))
+/// What went wrong talking to a device (or a bus), counted since start. Read by the status
+/// views; written only by the device's driver.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub polls: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// CRC, framing and mismatched answers: noise on the line.
+    pub crc_errors: AtomicU64,
+    pub exceptions: AtomicU64,
+    /// Answers that decoded to nonsense for the profile.
+    pub bad_answers: AtomicU64,
+    /// Connects that failed, ports that vanished or would not open.
+    pub link_errors: AtomicU64,
+}
+
+/// A snapshot of [`Stats`], as published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub polls: u64,
+    pub timeouts: u64,
+    pub crc_errors: u64,
+    pub exceptions: u64,
+    pub bad_answers: u64,
+    pub link_errors: u64,
+}
+
+impl Stats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            polls: get(&self.polls),
+            timeouts: get(&self.timeouts),
+            crc_errors: get(&self.crc_errors),
+            exceptions: get(&self.exceptions),
+            bad_answers: get(&self.bad_answers),
+            link_errors: get(&self.link_errors),
         }
     }
+}
+
+/// Statistics of every counter and every bus, indexed like `Config::counters`/`buses`.
+#[derive(Debug)]
+pub struct DeviceStats {
+    pub counters: Vec<Stats>,
+    pub buses: Vec<Stats>,
+}
+
+impl DeviceStats {
+    pub fn new(config: &Config) -> Arc<Self> {
+        Arc::new(DeviceStats {
+            counters: config.counters.iter().map(|_| Stats::default()).collect(),
+            buses: config.buses.iter().map(|_| Stats::default()).collect(),
+        })
+    }
+}
+
+/// Starts every device driver: a task per Modbus TCP counter, a task per RS-485 bus. Each
+/// counter resumes from its last persisted totals in `baselines`.
+pub fn spawn_all(
+    config: &Config,
+    baselines: &BTreeMap<String, Totals>,
+    stats: &Arc<DeviceStats>,
+    events: &mpsc::Sender<DeviceEvent>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (index, counter) in config.counters.iter().enumerate() {
+        let baseline = baselines.get(&counter.id).copied();
+        match counter.transport {
+            CounterTransport::ModbusTcp { address, unit_id } => {
+                let driver = modbus_tcp::ModbusTcpCounterDriver::new(
+                    index,
+                    counter.clone(),
+                    (address, unit_id),
+                    baseline,
+                    stats.clone(),
+                    events.clone(),
+                );
+                tasks.push(tokio::spawn(driver.run(shutdown.clone())));
+            }
+            // Started per bus, below.
+            CounterTransport::ModbusRtu { .. } => {}
+        }
+    }
+    for (bus_index, bus) in config.buses.iter().enumerate() {
+        let slaves: Vec<modbus_rtu::Slave> = config
+            .counters
+            .iter()
+            .enumerate()
+            .filter_map(|(index, c)| match c.transport {
+                CounterTransport::ModbusRtu { bus, unit_id } if bus == bus_index => {
+                    Some(modbus_rtu::Slave::new(
+                        index,
+                        c.clone(),
+                        unit_id,
+                        baselines.get(&c.id).copied(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        if slaves.is_empty() {
+            tracing::warn!(bus = %bus.id, "bus has no counters on it; not opening its port");
+            continue;
+        }
+        let driver = modbus_rtu::ModbusRtuBusDriver::new(
+            bus_index,
+            bus.clone(),
+            slaves,
+            stats.clone(),
+            events.clone(),
+        );
+        tasks.push(tokio::spawn(driver.run(shutdown.clone())));
+    }
+    tasks
 }

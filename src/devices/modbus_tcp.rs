@@ -15,10 +15,14 @@ use tokio_modbus::client::{Context, Reader, tcp};
 use tokio_modbus::slave::Slave;
 use tokio_util::sync::CancellationToken;
 
-use super::DeviceEvent;
-use super::counter::{CounterTracker, Totals, decode_totals};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::counter::{Totals, decode_totals};
+use super::reporter::CounterReporter;
+use super::{DeviceEvent, DeviceStats, Stats};
+use crate::config::Counter;
 use crate::config::profile::FunctionCode;
-use crate::config::{Counter, CounterTransport};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -26,10 +30,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct ModbusTcpCounterDriver {
     index: usize,
     counter: Counter,
-    tracker: CounterTracker,
-    events: mpsc::Sender<DeviceEvent>,
-    /// `None` until the first attempt tells.
-    online: Option<bool>,
+    address: SocketAddr,
+    unit_id: u8,
+    stats: Arc<DeviceStats>,
+    reporter: CounterReporter,
 }
 
 /// Why one poll failed, and whether the connection is still usable.
@@ -44,20 +48,30 @@ impl ModbusTcpCounterDriver {
     pub fn new(
         index: usize,
         counter: Counter,
+        (address, unit_id): (SocketAddr, u8),
         baseline: Option<Totals>,
+        stats: Arc<DeviceStats>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {
+        let reporter = CounterReporter::new(
+            index,
+            counter.id.clone(),
+            counter.profile.counting(),
+            baseline,
+            events,
+        );
         ModbusTcpCounterDriver {
             index,
             counter,
-            tracker: CounterTracker::new(baseline),
-            events,
-            online: None,
+            address,
+            unit_id,
+            stats,
+            reporter,
         }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let CounterTransport::ModbusTcp { address, unit_id } = self.counter.transport;
+        let (address, unit_id) = (self.address, self.unit_id);
         let mut backoff = MIN_BACKOFF;
         loop {
             let connect = timeout(
@@ -71,7 +85,9 @@ impl ModbusTcpCounterDriver {
             let mut ctx = match attempt {
                 Ok(Ok(ctx)) => ctx,
                 Ok(Err(error)) => {
-                    self.went_offline(format!("cannot connect to {address}: {error}"))
+                    Stats::count(&self.stats().link_errors);
+                    self.reporter
+                        .went_offline(format!("cannot connect to {address}: {error}"))
                         .await;
                     if sleep_or_shutdown(&shutdown, backoff).await {
                         return;
@@ -80,11 +96,13 @@ impl ModbusTcpCounterDriver {
                     continue;
                 }
                 Err(_) => {
-                    self.went_offline(format!(
-                        "connecting to {address} timed out after {} ms",
-                        self.counter.timeout.as_millis()
-                    ))
-                    .await;
+                    Stats::count(&self.stats().link_errors);
+                    self.reporter
+                        .went_offline(format!(
+                            "connecting to {address} timed out after {} ms",
+                            self.counter.timeout.as_millis()
+                        ))
+                        .await;
                     if sleep_or_shutdown(&shutdown, backoff).await {
                         return;
                     }
@@ -103,9 +121,9 @@ impl ModbusTcpCounterDriver {
                 }
                 match self.poll(&mut ctx).await {
                     Ok(()) => backoff = MIN_BACKOFF,
-                    Err(PollError::Answer(reason)) => self.went_offline(reason).await,
+                    Err(PollError::Answer(reason)) => self.reporter.went_offline(reason).await,
                     Err(PollError::Connection(reason)) => {
-                        self.went_offline(reason).await;
+                        self.reporter.went_offline(reason).await;
                         break;
                     }
                 }
@@ -117,7 +135,12 @@ impl ModbusTcpCounterDriver {
         }
     }
 
+    fn stats(&self) -> &Stats {
+        &self.stats.counters[self.index]
+    }
+
     async fn poll(&mut self, ctx: &mut Context) -> Result<(), PollError> {
+        Stats::count(&self.stats().polls);
         let profile = &self.counter.profile;
         let (start, count) = (profile.read_start, profile.read_count);
         let read = async {
@@ -126,84 +149,33 @@ impl ModbusTcpCounterDriver {
                 FunctionCode::InputRegisters => ctx.read_input_registers(start, count).await,
             }
         };
+        let stats = &self.stats.counters[self.index];
         let registers = match timeout(self.counter.timeout, read).await {
             Err(_) => {
+                Stats::count(&stats.timeouts);
                 return Err(PollError::Connection(format!(
                     "no answer within {} ms",
                     self.counter.timeout.as_millis()
                 )));
             }
-            Ok(Err(error)) => return Err(PollError::Connection(format!("transport: {error}"))),
+            Ok(Err(error)) => {
+                Stats::count(&stats.link_errors);
+                return Err(PollError::Connection(format!("transport: {error}")));
+            }
             Ok(Ok(Err(exception))) => {
+                Stats::count(&stats.exceptions);
                 return Err(PollError::Answer(format!(
                     "device answered with exception {exception}"
                 )));
             }
             Ok(Ok(Ok(registers))) => registers,
         };
-        let totals = decode_totals(profile, &registers)
-            .map_err(|error| PollError::Answer(format!("bad answer: {error}")))?;
-        let at = Timestamp::now();
-        self.went_online(at).await;
-        let before = self.tracker.baseline();
-        let step = self.tracker.update(&self.counter.profile, totals);
-        if step.reset {
-            tracing::warn!(
-                counter = %self.counter.id,
-                previous = ?before,
-                now = ?totals,
-                "counter totals went backwards: the device was reset; counting on from its new totals"
-            );
-        }
-        if before != Some(totals) || step.inward > 0 || step.outward > 0 {
-            self.send(DeviceEvent::CounterRead {
-                counter: self.index,
-                at,
-                totals,
-                step,
-            })
-            .await;
-        }
+        let totals = decode_totals(profile, &registers).map_err(|error| {
+            Stats::count(&stats.bad_answers);
+            PollError::Answer(format!("bad answer: {error}"))
+        })?;
+        self.reporter.reading(totals, Timestamp::now()).await;
         Ok(())
-    }
-
-    async fn went_online(&mut self, at: Timestamp) {
-        if self.online == Some(true) {
-            return;
-        }
-        if self.online == Some(false) {
-            tracing::info!(counter = %self.counter.id, "counter is back online");
-        }
-        self.online = Some(true);
-        self.send(DeviceEvent::DeviceOnline {
-            counter: self.index,
-            at,
-        })
-        .await;
-    }
-
-    async fn went_offline(&mut self, reason: String) {
-        if self.online == Some(false) {
-            tracing::debug!(counter = %self.counter.id, %reason, "counter still offline");
-            return;
-        }
-        tracing::warn!(
-            counter = %self.counter.id,
-            %reason,
-            "counter is offline; retrying in the background, other devices are unaffected"
-        );
-        self.online = Some(false);
-        self.send(DeviceEvent::DeviceOffline {
-            counter: self.index,
-            at: Timestamp::now(),
-            reason,
-        })
-        .await;
-    }
-
-    async fn send(&self, event: DeviceEvent) {
-        // The receiver only goes away at shutdown, when losing the event is expected.
-        let _ = self.events.send(event).await;
     }
 }
 

@@ -188,7 +188,10 @@ impl Simulation {
         // port" and is never shared: each such counter gets a listener of its own.
         let mut groups: Vec<(SocketAddr, Vec<(usize, u8)>)> = Vec::new();
         for (i, c) in config.counters.iter().enumerate() {
-            let CounterTransport::ModbusTcp { address, unit_id } = c.transport;
+            // Serial counters are served on their pty pairs (see `serial`), not here.
+            let CounterTransport::ModbusTcp { address, unit_id } = c.transport else {
+                continue;
+            };
             match groups
                 .iter_mut()
                 .find(|(a, _)| *a == address && address.port() != 0)

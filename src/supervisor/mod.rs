@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::config::profile::CountMode;
-use crate::devices::{self, DeviceEvent};
+use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
 use crate::outbox::{Batch, OutMessage, Outbox, OutboxError};
 use crate::uplink::payload::{self, DeviceHealth};
@@ -36,6 +36,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 const UPLINK_DRAIN: Duration = Duration::from_secs(3);
 /// How often the engine's clock advances (bins close within this of the minute).
 const TICK: Duration = Duration::from_secs(1);
+/// Longest time between two retained `state` messages.
+const STATE_HEARTBEAT: Duration = Duration::from_secs(60);
 /// How often a summary line is logged.
 const SUMMARY_EVERY: Duration = Duration::from_secs(300);
 
@@ -80,23 +82,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
 
     let (events_tx, events) = mpsc::channel(devices::EVENT_CHANNEL_CAPACITY);
     let drivers_stop = CancellationToken::new();
-    let drivers: Vec<_> = config
-        .counters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            devices::spawn_counter(
-                i,
-                c.clone(),
-                restored.baselines.get(&c.id).copied(),
-                events_tx.clone(),
-                drivers_stop.clone(),
-            )
-        })
-        .collect();
+    let stats = DeviceStats::new(&config);
+    let drivers = devices::spawn_all(
+        &config,
+        &restored.baselines,
+        &stats,
+        &events_tx,
+        &drivers_stop,
+    );
     drop(events_tx);
 
-    let mut core = Core::new(config, engine, outbox.clone(), state_tx, link.clone());
+    let mut core = Core::new(
+        config,
+        engine,
+        outbox.clone(),
+        state_tx,
+        link.clone(),
+        stats.clone(),
+    );
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
@@ -151,6 +154,7 @@ struct Core {
     /// The latest retained `state`, for the uplink.
     state_tx: watch::Sender<Option<OutMessage>>,
     link: Arc<UplinkStatus>,
+    stats: Arc<DeviceStats>,
     devices: Vec<DeviceHealth>,
     pending: Batch,
     /// Engine revision last committed.
@@ -172,6 +176,7 @@ impl Core {
         outbox: Outbox,
         state_tx: watch::Sender<Option<OutMessage>>,
         link: Arc<UplinkStatus>,
+        stats: Arc<DeviceStats>,
     ) -> Self {
         let devices = config
             .counters
@@ -188,6 +193,7 @@ impl Core {
             outbox,
             state_tx,
             link,
+            stats,
             devices,
             pending: Batch::default(),
             committed_revision: None,
@@ -291,11 +297,17 @@ impl Core {
         let due = self
             .last_state
             .is_none_or(|t| t.elapsed() >= self.config.uplink.state_interval);
-        if self.state_dirty && (due || force) {
+        // Even when nothing changed, refresh now and then: device statistics move, and the
+        // centre can tell a quiet hall from a stuck gateway.
+        let heartbeat = self
+            .last_state
+            .is_some_and(|t| t.elapsed() >= STATE_HEARTBEAT);
+        if (self.state_dirty && (due || force)) || heartbeat {
             self.state_tx.send_replace(Some(payload::state_message(
                 &self.config,
                 self.engine.state(),
                 &self.devices,
+                &self.stats,
                 Timestamp::now(),
             )));
             self.state_dirty = false;

@@ -9,6 +9,7 @@ use jiff::{Timestamp, Unit};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::devices::{DeviceStats, StatsSnapshot};
 use crate::occupancy::{EngineState, MinuteAggregate};
 use crate::outbox::OutMessage;
 
@@ -55,6 +56,14 @@ struct StatePayload<'a> {
     rooms: Vec<RoomState<'a>>,
     hall: HallState,
     devices: Vec<DeviceState<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    buses: Vec<BusState<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct BusState<'a> {
+    id: &'a str,
+    stats: StatsSnapshot,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +94,7 @@ struct DeviceState<'a> {
     since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    stats: StatsSnapshot,
 }
 
 /// The retained `state` message: live occupancy of every room and the health of every device.
@@ -92,6 +102,7 @@ pub fn state_message(
     config: &Config,
     engine: &EngineState,
     devices: &[DeviceHealth],
+    stats: &DeviceStats,
     now: Timestamp,
 ) -> OutMessage {
     let rooms: Vec<RoomState<'_>> = engine
@@ -124,12 +135,23 @@ pub fn state_message(
         rooms,
         devices: devices
             .iter()
-            .map(|d| DeviceState {
+            .zip(&stats.counters)
+            .map(|(d, s)| DeviceState {
                 id: &d.id,
                 kind: d.kind,
                 online: d.online == Some(true),
                 since: d.since.map(rfc3339),
                 reason: d.reason.as_deref(),
+                stats: s.snapshot(),
+            })
+            .collect(),
+        buses: config
+            .buses
+            .iter()
+            .zip(&stats.buses)
+            .map(|(b, s)| BusState {
+                id: &b.id,
+                stats: s.snapshot(),
             })
             .collect(),
     };

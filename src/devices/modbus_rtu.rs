@@ -1,0 +1,338 @@
+//! Modbus RTU bus driver: one task per RS-485 bus, its slaves polled in turn.
+//!
+//! The async shell around [`super::counter`] for counters on a serial line. What the field
+//! does to a bus, and what this driver does about it:
+//!
+//! - **A dead slave.** Every request has the slave's own timeout. After `degraded_after`
+//!   failures in a row the slave is *degraded*: polled only every `degraded_retry`, so it costs
+//!   the live slaves at most one timeout per retry period instead of one per cycle.
+//! - **Noise.** CRC and framing errors, and answers that do not match the request, are counted
+//!   per slave and per bus; the slave's poll failed, the port stays open.
+//! - **An unplugged adapter.** An I/O error from the port itself (EIO from a vanished USB
+//!   adapter or pty), or a full cycle in which every slave timed out while the port's path has
+//!   gone, closes the port — dropping the stream closes the descriptor — and the open is
+//!   retried with capped backoff at the same path (configure `/dev/serial/by-id/…` names, which
+//!   stay stable across replugs). Polling resumes by itself; cumulative totals give back the
+//!   crossings counted meanwhile.
+//!
+//! Between two transactions the bus is kept silent for `inter_frame_delay` (3.5 characters).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_modbus::client::{Context, Reader, rtu};
+use tokio_modbus::slave::{Slave as UnitId, SlaveContext};
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::sync::CancellationToken;
+
+use super::counter::{Totals, decode_totals};
+use super::reporter::CounterReporter;
+use super::{DeviceEvent, DeviceStats, Stats};
+use crate::config::profile::FunctionCode;
+use crate::config::{Bus, Counter, ParityConfig, SerialSettings};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// One counter on the bus and its polling schedule.
+#[derive(Debug)]
+pub struct Slave {
+    index: usize,
+    counter: Counter,
+    unit_id: u8,
+    baseline: Option<Totals>,
+    failures: u32,
+    degraded: bool,
+    next_due: Instant,
+}
+
+impl Slave {
+    pub fn new(index: usize, counter: Counter, unit_id: u8, baseline: Option<Totals>) -> Self {
+        Slave {
+            index,
+            counter,
+            unit_id,
+            baseline,
+            failures: 0,
+            degraded: false,
+            next_due: Instant::now(),
+        }
+    }
+}
+
+/// How one transaction went.
+enum Outcome {
+    Answered(Totals),
+    /// The slave failed this poll; the bus is fine.
+    Failed(String),
+    /// The port itself failed: close it and reopen.
+    PortLost(String),
+}
+
+pub struct ModbusRtuBusDriver {
+    bus_index: usize,
+    bus: Bus,
+    slaves: Vec<Slave>,
+    reporters: Vec<CounterReporter>,
+    stats: Arc<DeviceStats>,
+}
+
+impl ModbusRtuBusDriver {
+    pub fn new(
+        bus_index: usize,
+        bus: Bus,
+        slaves: Vec<Slave>,
+        stats: Arc<DeviceStats>,
+        events: mpsc::Sender<DeviceEvent>,
+    ) -> Self {
+        let reporters = slaves
+            .iter()
+            .map(|s| {
+                CounterReporter::new(
+                    s.index,
+                    s.counter.id.clone(),
+                    s.counter.profile.counting(),
+                    s.baseline,
+                    events.clone(),
+                )
+            })
+            .collect();
+        ModbusRtuBusDriver {
+            bus_index,
+            bus,
+            slaves,
+            reporters,
+            stats,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        let mut warned = false;
+        loop {
+            let port = match open(&self.bus.serial) {
+                Ok(port) => port,
+                Err(error) => {
+                    Stats::count(&self.stats.buses[self.bus_index].link_errors);
+                    let reason = format!(
+                        "cannot open serial port {} of bus {}: {error}",
+                        self.bus.serial.port.display(),
+                        self.bus.id
+                    );
+                    if !warned {
+                        tracing::warn!(bus = %self.bus.id, %reason, "serial port unavailable; retrying with backoff");
+                        warned = true;
+                    }
+                    self.all_offline(&reason).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            tracing::info!(
+                bus = %self.bus.id,
+                port = %self.bus.serial.port.display(),
+                slaves = self.slaves.len(),
+                "serial bus open"
+            );
+            warned = false;
+            backoff = MIN_BACKOFF;
+            let mut ctx = rtu::attach(port);
+            let lost = self.poll_until_lost(&mut ctx, &shutdown).await;
+            // Dropping the context drops the stream and closes the descriptor: a vanished
+            // adapter leaves nothing open behind it.
+            drop(ctx);
+            let Some(reason) = lost else { return };
+            Stats::count(&self.stats.buses[self.bus_index].link_errors);
+            tracing::warn!(bus = %self.bus.id, %reason, "serial port lost; closed it and will reopen it when it is back");
+            self.all_offline(&reason).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep(MIN_BACKOFF) => {}
+            }
+        }
+    }
+
+    async fn all_offline(&mut self, reason: &str) {
+        for r in &mut self.reporters {
+            r.went_offline(reason.to_string()).await;
+        }
+    }
+
+    /// Polls until the port fails (`Some(reason)`) or shutdown (`None`).
+    async fn poll_until_lost(
+        &mut self,
+        ctx: &mut Context,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
+        let now = Instant::now();
+        for s in &mut self.slaves {
+            s.next_due = s.next_due.max(now);
+        }
+        // Timeouts in a row across the whole bus: if every slave stays silent and the port's
+        // path is gone, the adapter was pulled without an I/O error to say so.
+        let mut silent_in_a_row = 0usize;
+        loop {
+            let (i, due) = self
+                .slaves
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.next_due))
+                .min_by_key(|&(_, due)| due)?;
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = sleep_until(due) => {}
+            }
+            let outcome = self.transact(ctx, i).await;
+            // Keep the line silent before the next frame, whatever happened.
+            sleep(self.bus.inter_frame_delay).await;
+            let slave = &mut self.slaves[i];
+            let interval = slave.counter.poll_interval;
+            match outcome {
+                Outcome::Answered(totals) => {
+                    silent_in_a_row = 0;
+                    if slave.degraded {
+                        tracing::info!(counter = %slave.counter.id, bus = %self.bus.id, "degraded slave answers again; back to its normal schedule");
+                    }
+                    slave.failures = 0;
+                    slave.degraded = false;
+                    // Keep the cadence; after a stall, start again from now.
+                    slave.next_due = (due + interval).max(Instant::now());
+                    self.reporters[i].reading(totals, Timestamp::now()).await;
+                }
+                Outcome::Failed(reason) => {
+                    slave.failures += 1;
+                    let silent = reason.starts_with("no answer");
+                    silent_in_a_row = if silent { silent_in_a_row + 1 } else { 0 };
+                    if slave.failures >= self.bus.degraded_after {
+                        if !slave.degraded {
+                            tracing::warn!(
+                                counter = %slave.counter.id,
+                                bus = %self.bus.id,
+                                failures = slave.failures,
+                                retry_secs = self.bus.degraded_retry.as_secs_f64(),
+                                "slave keeps failing; marked degraded and polled less often so the rest of the bus is not held up"
+                            );
+                        }
+                        slave.degraded = true;
+                        slave.next_due = Instant::now() + self.bus.degraded_retry;
+                    } else {
+                        slave.next_due = (due + interval).max(Instant::now());
+                    }
+                    self.reporters[i].went_offline(reason).await;
+                    if silent_in_a_row >= self.slaves.len() && !self.bus.serial.port.exists() {
+                        return Some(format!(
+                            "{} has disappeared",
+                            self.bus.serial.port.display()
+                        ));
+                    }
+                }
+                Outcome::PortLost(reason) => return Some(reason),
+            }
+        }
+    }
+
+    /// One request to slave `i`, under its timeout, with the outcome counted.
+    async fn transact(&mut self, ctx: &mut Context, i: usize) -> Outcome {
+        let slave = &self.slaves[i];
+        let profile = &slave.counter.profile;
+        let (per_slave, per_bus) = (
+            &self.stats.counters[slave.index],
+            &self.stats.buses[self.bus_index],
+        );
+        Stats::count(&per_slave.polls);
+        Stats::count(&per_bus.polls);
+        let count = |c: fn(&Stats) -> &std::sync::atomic::AtomicU64| {
+            Stats::count(c(per_slave));
+            Stats::count(c(per_bus));
+        };
+        ctx.set_slave(UnitId(slave.unit_id));
+        let (start, n) = (profile.read_start, profile.read_count);
+        let read = async {
+            match profile.function {
+                FunctionCode::HoldingRegisters => ctx.read_holding_registers(start, n).await,
+                FunctionCode::InputRegisters => ctx.read_input_registers(start, n).await,
+            }
+        };
+        match timeout(slave.counter.timeout, read).await {
+            Err(_) => {
+                count(|s| &s.timeouts);
+                Outcome::Failed(format!(
+                    "no answer from unit {} within {} ms",
+                    slave.unit_id,
+                    slave.counter.timeout.as_millis()
+                ))
+            }
+            Ok(Err(tokio_modbus::Error::Protocol(error))) => {
+                count(|s| &s.crc_errors);
+                Outcome::Failed(format!(
+                    "garbled answer from unit {}: {error}",
+                    slave.unit_id
+                ))
+            }
+            Ok(Err(tokio_modbus::Error::Transport(error))) if is_line_noise(&error) => {
+                count(|s| &s.crc_errors);
+                Outcome::Failed(format!(
+                    "corrupt frame from unit {}: {error}",
+                    slave.unit_id
+                ))
+            }
+            Ok(Err(tokio_modbus::Error::Transport(error))) => Outcome::PortLost(format!(
+                "serial port {} failed: {error}",
+                self.bus.serial.port.display()
+            )),
+            Ok(Ok(Err(exception))) => {
+                count(|s| &s.exceptions);
+                Outcome::Failed(format!(
+                    "unit {} answered with exception {exception}",
+                    slave.unit_id
+                ))
+            }
+            Ok(Ok(Ok(registers))) => match decode_totals(profile, &registers) {
+                Ok(totals) => Outcome::Answered(totals),
+                Err(error) => {
+                    count(|s| &s.bad_answers);
+                    Outcome::Failed(format!("bad answer from unit {}: {error}", slave.unit_id))
+                }
+            },
+        }
+    }
+}
+
+/// A CRC or framing problem in the bytes received, as opposed to the port failing.
+fn is_line_noise(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+    )
+}
+
+fn open(serial: &SerialSettings) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+    let parity = match serial.parity {
+        ParityConfig::None => tokio_serial::Parity::None,
+        ParityConfig::Even => tokio_serial::Parity::Even,
+        ParityConfig::Odd => tokio_serial::Parity::Odd,
+    };
+    let data_bits = if serial.data_bits == 7 {
+        tokio_serial::DataBits::Seven
+    } else {
+        tokio_serial::DataBits::Eight
+    };
+    let stop_bits = if serial.stop_bits == 2 {
+        tokio_serial::StopBits::Two
+    } else {
+        tokio_serial::StopBits::One
+    };
+    tokio_serial::new(serial.port.to_string_lossy(), serial.baud)
+        .parity(parity)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .open_native_async()
+}
