@@ -420,6 +420,11 @@ impl fmt::Display for ProblemList<'_> {
 // ---------------------------------------------------------------------------------------------
 // Loading.
 
+/// The top-level sections a hall config may have.
+const SECTIONS: &[&str] = &[
+    "hall", "uplink", "storage", "profiles", "rooms", "doors", "buses", "counters",
+];
+
 /// Command-line overrides applied before validation, so the same file runs on the box, in
 /// tests and on a laptop.
 #[derive(Debug, Clone, Default)]
@@ -460,15 +465,11 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let root = doc.get_ref();
     for (key, value) in root.iter() {
         let key: &str = key.get_ref();
-        if ![
-            "hall", "uplink", "storage", "profiles", "rooms", "doors", "counters",
-        ]
-        .contains(&key)
-        {
+        if !SECTIONS.contains(&key) {
             v.at_span(
                 key,
                 value.span(),
-                "unknown section; expected one of hall, uplink, storage, profiles, rooms, doors, counters",
+                format!("unknown section; expected one of {}", SECTIONS.join(", ")),
             );
         }
     }
@@ -1397,6 +1398,62 @@ address = "127.0.0.1:1503"
         assert!(text.contains("duplicate id \"lobby\""), "{text}");
         assert!(text.contains("counters[1].profile"), "{text}");
         assert!(text.contains("unknown counter profile \"acme\""), "{text}");
+    }
+
+    const BUS: &str = r#"
+[[buses]]
+id = "rs485"
+port = "/dev/serial/by-id/usb-adapter"
+baud = 19200
+
+[[counters]]
+id = "c3"
+door = "reading-door"
+profile = "generic-u16"
+transport = "modbus_rtu"
+bus = "rs485"
+unit_id = 3
+"#;
+
+    #[test]
+    fn rtu_counters_hang_on_a_bus_with_modbus_silence_by_default() {
+        // The second door's TCP counter moves to the bus.
+        let text = GOOD.replace(
+            "id = \"c2\"\ndoor = \"reading-door\"",
+            "id = \"c2\"\ndoor = \"entrance-2\"",
+        ) + "[[doors]]\nid = \"entrance-2\"\nfrom = \"outside\"\nto = \"reading\"\n"
+            + BUS;
+        let cfg = parse(&text, Path::new("."), &Overrides::default()).expect("valid");
+        assert_eq!(cfg.buses.len(), 1);
+        assert_eq!(cfg.buses[0].serial.baud, 19200);
+        // 3.5 characters of 11 bits at 19200 baud is about 2 ms.
+        assert_eq!(cfg.buses[0].inter_frame_delay.as_micros(), 2006);
+        let c3 = cfg.counters.iter().find(|c| c.id == "c3").expect("c3");
+        assert_eq!(
+            c3.transport,
+            CounterTransport::ModbusRtu { bus: 0, unit_id: 3 }
+        );
+    }
+
+    #[test]
+    fn rtu_mistakes_are_named() {
+        let text = GOOD.to_string()
+            + &BUS
+                .replace(
+                    "bus = \"rs485\"",
+                    "bus = \"rs458\"\naddress = \"1.2.3.4:502\"",
+                )
+                .replace("door = \"reading-door\"", "door = \"entrance\"")
+                .replace("unit_id = 3", "unit_id = 0");
+        let text = problems(&text)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("counters[2].bus"), "{text}");
+        assert!(text.contains("unknown bus \"rs458\""), "{text}");
+        assert!(text.contains("counters[2].address"), "{text}");
+        assert!(text.contains("already counted by counter \"c1\""), "{text}");
     }
 
     #[test]
