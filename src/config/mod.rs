@@ -21,6 +21,8 @@ use toml::de::{DeTable, DeValue};
 
 pub use profile::{CounterProfile, ProfileSet};
 
+use crate::devices::stream::{SerialProfile, builtin_serial_profiles};
+
 /// Exit status for a bad configuration (sysexits `EX_CONFIG`); the systemd unit's
 /// `RestartPreventExitStatus=78` stops a restart loop on it.
 pub const EXIT_BAD_CONFIG: i32 = 78;
@@ -129,6 +131,8 @@ pub struct DoorConfig {
 pub enum CounterTransportKind {
     ModbusTcp,
     ModbusRtu,
+    /// A counter that streams frames or text lines on its own serial port.
+    SerialStream,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -179,6 +183,12 @@ pub struct CounterConfig {
     pub address: Option<String>,
     /// The `[[buses]]` id a Modbus RTU counter hangs on.
     pub bus: Option<String>,
+    /// The serial device of a `serial_stream` counter, and its line settings.
+    pub port: Option<PathBuf>,
+    pub baud: Option<u32>,
+    pub parity: Option<ParityConfig>,
+    pub data_bits: Option<u8>,
+    pub stop_bits: Option<u8>,
     /// Modbus unit (slave) id.
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
@@ -328,6 +338,11 @@ pub enum CounterTransport {
         bus: usize,
         unit_id: u8,
     },
+    /// Frames or lines in the format of `format`, on a port of the counter's own.
+    SerialStream {
+        serial: SerialSettings,
+        format: SerialProfile,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -335,7 +350,8 @@ pub struct Counter {
     pub id: String,
     /// Index into [`Config::doors`].
     pub door: usize,
-    /// The Modbus register map.
+    /// The Modbus register map. For a `serial_stream` counter, the equivalent register image
+    /// of its totals (their width and wrap), which is all the tracker and simulator need.
     pub profile: CounterProfile,
     pub transport: CounterTransport,
     pub poll_interval: Duration,
@@ -514,6 +530,10 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let (profile_set, profile_problems) = ProfileSet::load(&dir_refs);
     for (origin, message) in profile_problems {
         v.at(root, "profiles.dirs", format!("{origin}: {message}"));
+    }
+    let (serial_profiles, serial_problems) = builtin_serial_profiles();
+    for (origin, message) in serial_problems {
+        v.at(root, "profiles", format!("{origin}: {message}"));
     }
 
     // Rooms.
@@ -695,9 +715,30 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 None
             }
         };
-        let profile = match profile_set.get(&c.profile) {
-            Some(p) => Some(p.clone()),
-            None => {
+        let serial_format = match c.transport {
+            CounterTransportKind::SerialStream => match serial_profiles.get(&c.profile) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    let known: Vec<&str> = serial_profiles.keys().map(String::as_str).collect();
+                    v.at(
+                        root,
+                        &format!("{path}.profile"),
+                        format!(
+                            "unknown serial counter profile \"{}\"; known: {}",
+                            c.profile,
+                            known.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let profile = match (&serial_format, profile_set.get(&c.profile)) {
+            (Some(format), _) => Some(register_image(format)),
+            (None, Some(p)) if c.transport != CounterTransportKind::SerialStream => Some(p.clone()),
+            (None, _) if c.transport == CounterTransportKind::SerialStream => None,
+            (None, _) => {
                 let known: Vec<&str> = profile_set.profiles.keys().map(String::as_str).collect();
                 v.at(
                     root,
@@ -761,6 +802,36 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                     }
                 },
             },
+            CounterTransportKind::SerialStream => match (&c.port, serial_format) {
+                (None, _) => {
+                    v.at(
+                        root,
+                        &path,
+                        "a serial_stream counter needs `port = \"/dev/serial/by-id/…\"`",
+                    );
+                    None
+                }
+                (Some(port), Some(format)) => {
+                    let serial = v.serial(
+                        root,
+                        &path,
+                        port,
+                        c.baud.unwrap_or_else(default_baud),
+                        c.parity.unwrap_or_default(),
+                        c.data_bits.unwrap_or_else(default_data_bits),
+                        c.stop_bits.unwrap_or_else(default_stop_bits),
+                    );
+                    if let Some(other) = ports.insert(port.clone(), c.id.clone()) {
+                        v.at(
+                            root,
+                            &format!("{path}.port"),
+                            format!("{} is already used by \"{other}\"", port.display()),
+                        );
+                    }
+                    serial.map(|serial| CounterTransport::SerialStream { serial, format })
+                }
+                (Some(_), None) => None,
+            },
             CounterTransportKind::ModbusRtu => match c.bus.as_deref() {
                 None => {
                     v.at(
@@ -810,9 +881,29 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 },
             },
         };
+        let serial_keys = [
+            c.port.as_ref().map(|_| "port"),
+            c.baud.map(|_| "baud"),
+            c.parity.map(|_| "parity"),
+            c.data_bits.map(|_| "data_bits"),
+            c.stop_bits.map(|_| "stop_bits"),
+        ];
         let stray = match c.transport {
-            CounterTransportKind::ModbusTcp => c.bus.as_ref().map(|_| "bus"),
-            CounterTransportKind::ModbusRtu => c.address.as_ref().map(|_| "address"),
+            CounterTransportKind::ModbusTcp => c
+                .bus
+                .as_ref()
+                .map(|_| "bus")
+                .or(serial_keys.into_iter().flatten().next()),
+            CounterTransportKind::ModbusRtu => c
+                .address
+                .as_ref()
+                .map(|_| "address")
+                .or(serial_keys.into_iter().flatten().next()),
+            CounterTransportKind::SerialStream => c
+                .address
+                .as_ref()
+                .map(|_| "address")
+                .or(c.bus.as_ref().map(|_| "bus")),
         };
         if let Some(key) = stray {
             v.at(
@@ -854,6 +945,31 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             }
             Err(v.problems)
         }
+    }
+}
+
+/// The register image equivalent to a streaming counter's totals: cumulative, with the
+/// format's width and wrap. Only its counting fields are ever used.
+fn register_image(format: &SerialProfile) -> CounterProfile {
+    use profile::{CountMode, FunctionCode, ValueType, WordOrder};
+    let value_type = if format.wrap_modulus <= 1 << 16 {
+        ValueType::U16
+    } else {
+        ValueType::U32
+    };
+    let width = value_type.registers();
+    CounterProfile {
+        name: format.name.clone(),
+        function: FunctionCode::HoldingRegisters,
+        value_type,
+        word_order: WordOrder::HighFirst,
+        mode: CountMode::Cumulative,
+        wrap_modulus: format.wrap_modulus,
+        max_step: 5000,
+        read_start: 0,
+        read_count: 2 * width,
+        in_offset: 0,
+        out_offset: width,
     }
 }
 

@@ -25,6 +25,22 @@ const BUILTIN: &[(&str, &str)] = &[
         "generic-u32-input",
         include_str!("../../firmware-config/counters/generic-u32-input.toml"),
     ),
+    (
+        "plain-u16",
+        include_str!("../../firmware-config/counters/plain-u16.toml"),
+    ),
+    (
+        "advantech-adam-6051",
+        include_str!("../../firmware-config/counters/advantech-adam-6051.toml"),
+    ),
+    (
+        "moxa-iologik-e1200",
+        include_str!("../../firmware-config/counters/moxa-iologik-e1200.toml"),
+    ),
+    (
+        "banner-dx80-counter",
+        include_str!("../../firmware-config/counters/banner-dx80-counter.toml"),
+    ),
 ];
 
 /// Which Modbus table the totals live in.

@@ -10,6 +10,8 @@ pub mod counter;
 pub mod modbus_rtu;
 pub mod modbus_tcp;
 pub mod reporter;
+pub mod serial_stream;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,6 +128,20 @@ pub fn spawn_all(
                     index,
                     counter.clone(),
                     (address, unit_id),
+                    baseline,
+                    stats.clone(),
+                    events.clone(),
+                );
+                tasks.push(tokio::spawn(driver.run(shutdown.clone())));
+            }
+            CounterTransport::SerialStream {
+                ref serial,
+                ref format,
+            } => {
+                let driver = serial_stream::SerialStreamCounterDriver::new(
+                    index,
+                    counter,
+                    (serial.clone(), format.clone()),
                     baseline,
                     stats.clone(),
                     events.clone(),

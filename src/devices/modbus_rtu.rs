@@ -314,7 +314,9 @@ fn is_line_noise(error: &io::Error) -> bool {
     )
 }
 
-fn open(serial: &SerialSettings) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+pub(crate) fn open(
+    serial: &SerialSettings,
+) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
     let parity = match serial.parity {
         ParityConfig::None => tokio_serial::Parity::None,
         ParityConfig::Even => tokio_serial::Parity::Even,
