@@ -966,6 +966,7 @@ fn register_image(format: &SerialProfile) -> CounterProfile {
         mode: CountMode::Cumulative,
         wrap_modulus: format.wrap_modulus,
         max_step: 5000,
+        on_decrease: profile::OnDecrease::Reset,
         read_start: 0,
         read_count: 2 * width,
         in_offset: 0,

@@ -90,6 +90,18 @@ pub enum CountMode {
     Delta,
 }
 
+/// What a total that goes down (by more than a wrap explains) means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDecrease {
+    /// The device started again from zero: the new total is all new crossings.
+    #[default]
+    Reset,
+    /// The device restored an older saved total (some nodes save hourly): the crossings since
+    /// that save were already counted, so count nothing and carry on from the restored total.
+    Restore,
+}
+
 /// A profile file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +129,8 @@ pub struct CounterProfileConfig {
     /// by a wrap that would imply more than this is taken as a device reset instead.
     #[serde(default = "default_max_step")]
     pub max_step: u64,
+    #[serde(default)]
+    pub on_decrease: OnDecrease,
 }
 
 fn default_word_order() -> WordOrder {
@@ -139,6 +153,7 @@ pub struct CounterProfile {
     pub mode: CountMode,
     pub wrap_modulus: u64,
     pub max_step: u64,
+    pub on_decrease: OnDecrease,
     /// First protocol (0-based) register of the one read that covers both totals.
     pub read_start: u16,
     /// How many registers that read covers.
@@ -234,6 +249,7 @@ impl CounterProfileConfig {
             mode: self.mode,
             wrap_modulus,
             max_step: self.max_step,
+            on_decrease: self.on_decrease,
             read_start: start,
             read_count: span as u16,
             in_offset: in_p - start,

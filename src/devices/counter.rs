@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::profile::{CountMode, CounterProfile, ValueType, WordOrder};
+use crate::config::profile::{CountMode, CounterProfile, OnDecrease, ValueType, WordOrder};
 
 /// A counter's IN and OUT values as read: running totals, or (delta profiles) counts since
 /// the last read.
@@ -72,6 +72,7 @@ pub struct Counting {
     pub wrap_modulus: u64,
     /// Most crossings believable between two readings (tells a wrap from a reset).
     pub max_step: u64,
+    pub on_decrease: OnDecrease,
 }
 
 impl CounterProfile {
@@ -80,6 +81,7 @@ impl CounterProfile {
             mode: self.mode,
             wrap_modulus: self.wrap_modulus,
             max_step: self.max_step,
+            on_decrease: self.on_decrease,
         }
     }
 }
@@ -148,7 +150,10 @@ fn advance(last: u64, now: u64, counting: Counting) -> (u64, bool) {
     if wrapped <= counting.max_step {
         (wrapped, false)
     } else {
-        (now, true)
+        match counting.on_decrease {
+            OnDecrease::Reset => (now, true),
+            OnDecrease::Restore => (0, true),
+        }
     }
 }
 
@@ -307,6 +312,34 @@ mod tests {
             },
         );
         assert_eq!((s.inward, s.outward, s.reset), (2, 0, false));
+    }
+
+    #[test]
+    fn a_restored_older_total_counts_nothing_and_carries_on() {
+        let p = profile(
+            "name='r'\nfunction_code=3\nin_register=0\nout_register=2\nvalue_type='u32'\non_decrease='restore'",
+        );
+        let mut t = CounterTracker::new(Some(Totals {
+            inward: 90_000,
+            outward: 80_000,
+        }));
+        // Power cut; the node comes back with the totals it saved an hour ago.
+        let s = t.update(
+            p.counting(),
+            Totals {
+                inward: 85_000,
+                outward: 76_000,
+            },
+        );
+        assert_eq!((s.inward, s.outward, s.reset), (0, 0, true));
+        let s = t.update(
+            p.counting(),
+            Totals {
+                inward: 85_004,
+                outward: 76_001,
+            },
+        );
+        assert_eq!((s.inward, s.outward), (4, 1));
     }
 
     #[test]
