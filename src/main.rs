@@ -2,6 +2,7 @@
 //! logging, loads the config and hands over to `supervisor`, `simulate` or `demo`. Exit codes
 //! mean something: 0 done, 1 failed, 78 the config is bad (systemd stops restarting on it).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +63,15 @@ enum Command {
         /// Mean time a visitor spends in a room, in seconds (exponential).
         #[arg(long, value_name = "S", default_value_t = 20.0)]
         mean_dwell_secs: f64,
+        /// Serve bus BUS_ID's RTU slaves on PATH, the device side of a pty pair you made (e.g.
+        /// with socat); repeat for more buses. Without it the simulator makes the pair itself
+        /// with socat: the bus's `port` for the gateway, `<port>.device` for itself.
+        #[arg(long = "serial-peer", value_name = "BUS_ID=PATH", value_parser = parse_serial_peer)]
+        serial_peers: Vec<(String, PathBuf)>,
+        /// Random bytes per second to send on every simulated bus between answers (line
+        /// noise); the same seed gives the same noise.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        serial_noise_bytes_per_sec: u32,
     },
     /// Run the example hall against simulated counters and an embedded broker, with a live table.
     Demo {
@@ -127,8 +137,19 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             warmup_secs,
             arrivals_per_min,
             mean_dwell_secs,
+            serial_peers,
+            serial_noise_bytes_per_sec,
         } => {
             let cfg = config::load(&path, &Overrides::default())?;
+            let mut peers = BTreeMap::new();
+            for (bus, peer) in serial_peers {
+                if let Some(first) = peers.insert(bus.clone(), peer) {
+                    anyhow::bail!(
+                        "--serial-peer gives bus {bus} twice (first {})",
+                        first.display()
+                    );
+                }
+            }
             let options = hallgate::simulate::SimulateOptions {
                 seed,
                 truth,
@@ -136,6 +157,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 warmup: secs(warmup_secs)?,
                 arrivals_per_min,
                 mean_dwell: secs(mean_dwell_secs)?,
+                serial_peers: peers,
+                serial_noise_bytes_per_sec,
             };
             runtime()?.block_on(async move {
                 let shutdown = shutdown_on_signals();
@@ -154,6 +177,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `BUS_ID=PATH` of `--serial-peer`.
+fn parse_serial_peer(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((bus, path)) if !bus.is_empty() && !path.is_empty() => {
+            Ok((bus.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("{text:?} is not BUS_ID=PATH")),
     }
 }
 

@@ -87,6 +87,8 @@ pub async fn run(
         warmup: Duration::from_secs(1),
         arrivals_per_min: 40.0,
         mean_dwell: Duration::from_secs(45),
+        serial_peers: Default::default(),
+        serial_noise_bytes_per_sec: 0,
     };
     let simulation = Simulation::bind(&config, options).await?;
     for (id, address) in simulation.counter_addresses() {

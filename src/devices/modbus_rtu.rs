@@ -7,7 +7,11 @@
 //!   failures in a row the slave is *degraded*: polled only every `degraded_retry`, so it costs
 //!   the live slaves at most one timeout per retry period instead of one per cycle.
 //! - **Noise.** CRC and framing errors, and answers that do not match the request, are counted
-//!   per slave and per bus; the slave's poll failed, the port stays open.
+//!   per slave and per bus; the slave's poll failed. Whatever is unread on the line is dropped
+//!   before each request, so a late answer is never taken for the next one; after a frame too
+//!   corrupt to decode the port is reopened quietly (tokio-modbus's framing stops after one).
+//!   A slave is reported offline only after `degraded_after` failures in a row, not for one
+//!   garbled poll.
 //! - **An unplugged adapter.** An I/O error from the port itself (EIO from a vanished USB
 //!   adapter or pty), or a full cycle in which every slave timed out while the port's path has
 //!   gone, closes the port — dropping the stream closes the descriptor — and the open is
@@ -18,7 +22,9 @@
 //! Between two transactions the bus is kept silent for `inter_frame_delay` (3.5 characters).
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -26,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_modbus::client::{Context, Reader, rtu};
 use tokio_modbus::slave::{Slave as UnitId, SlaveContext};
-use tokio_serial::SerialPortBuilderExt;
+use tokio_serial::{SerialPort, SerialPortBuilderExt};
 use tokio_util::sync::CancellationToken;
 
 use super::counter::{Totals, decode_totals};
@@ -69,8 +75,63 @@ enum Outcome {
     Answered(Totals),
     /// The slave failed this poll; the bus is fine.
     Failed(String),
+    /// A frame was too corrupt to decode. tokio-modbus's framing is finished after that (the
+    /// next call fails with "broken pipe"), so the port is reopened — quietly: the bus is fine.
+    Corrupt(String),
     /// The port itself failed: close it and reopen.
     PortLost(String),
+}
+
+/// Why polling stopped.
+enum Stopped {
+    Shutdown,
+    /// Reopen the port without reporting anything (after a corrupt frame).
+    Resync,
+    Lost(String),
+}
+
+/// The serial stream, discarding whatever is unread in the OS's input queue before each new
+/// request. tokio-modbus only clears its own buffer, so a late answer to a timed-out request,
+/// or noise, would otherwise be read as the answer to the next one — and every slave after it
+/// would fail one answer behind.
+struct FreshLine {
+    port: tokio_serial::SerialStream,
+    /// Bytes may have been left unread since the last write.
+    read_since_write: bool,
+}
+
+impl tokio::io::AsyncRead for FreshLine {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.read_since_write = true;
+        Pin::new(&mut self.port).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FreshLine {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.read_since_write {
+            // A failed clear leaves stale bytes, which the CRC and header checks still catch.
+            let _ = self.port.clear(tokio_serial::ClearBuffer::Input);
+            self.read_since_write = false;
+        }
+        Pin::new(&mut self.port).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.port).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.port).poll_shutdown(cx)
+    }
 }
 
 pub struct ModbusRtuBusDriver {
@@ -113,6 +174,7 @@ impl ModbusRtuBusDriver {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
         let mut warned = false;
+        let mut resyncing = false;
         loop {
             let port = match open(&self.bus.serial) {
                 Ok(port) => port,
@@ -136,20 +198,33 @@ impl ModbusRtuBusDriver {
                     continue;
                 }
             };
-            tracing::info!(
-                bus = %self.bus.id,
-                port = %self.bus.serial.port.display(),
-                slaves = self.slaves.len(),
-                "serial bus open"
-            );
+            if !resyncing {
+                tracing::info!(
+                    bus = %self.bus.id,
+                    port = %self.bus.serial.port.display(),
+                    slaves = self.slaves.len(),
+                    "serial bus open"
+                );
+            }
             warned = false;
             backoff = MIN_BACKOFF;
-            let mut ctx = rtu::attach(port);
-            let lost = self.poll_until_lost(&mut ctx, &shutdown).await;
+            let mut ctx = rtu::attach(FreshLine {
+                port,
+                read_since_write: true,
+            });
+            let stopped = self.poll_until_stopped(&mut ctx, &shutdown).await;
             // Dropping the context drops the stream and closes the descriptor: a vanished
             // adapter leaves nothing open behind it.
             drop(ctx);
-            let Some(reason) = lost else { return };
+            let reason = match stopped {
+                Stopped::Shutdown => return,
+                Stopped::Resync => {
+                    resyncing = true;
+                    continue;
+                }
+                Stopped::Lost(reason) => reason,
+            };
+            resyncing = false;
             Stats::count(&self.stats.buses[self.bus_index].link_errors);
             tracing::warn!(bus = %self.bus.id, %reason, "serial port lost; closed it and will reopen it when it is back");
             self.all_offline(&reason).await;
@@ -166,12 +241,12 @@ impl ModbusRtuBusDriver {
         }
     }
 
-    /// Polls until the port fails (`Some(reason)`) or shutdown (`None`).
-    async fn poll_until_lost(
+    /// Polls until the port fails, needs a resync, or shutdown.
+    async fn poll_until_stopped(
         &mut self,
         ctx: &mut Context,
         shutdown: &CancellationToken,
-    ) -> Option<String> {
+    ) -> Stopped {
         let now = Instant::now();
         for s in &mut self.slaves {
             s.next_due = s.next_due.max(now);
@@ -180,14 +255,17 @@ impl ModbusRtuBusDriver {
         // path is gone, the adapter was pulled without an I/O error to say so.
         let mut silent_in_a_row = 0usize;
         loop {
-            let (i, due) = self
+            let Some((i, due)) = self
                 .slaves
                 .iter()
                 .enumerate()
                 .map(|(i, s)| (i, s.next_due))
-                .min_by_key(|&(_, due)| due)?;
+                .min_by_key(|&(_, due)| due)
+            else {
+                return Stopped::Shutdown;
+            };
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Stopped::Shutdown,
                 _ = sleep_until(due) => {}
             }
             let outcome = self.transact(ctx, i).await;
@@ -195,6 +273,7 @@ impl ModbusRtuBusDriver {
             sleep(self.bus.inter_frame_delay).await;
             let slave = &mut self.slaves[i];
             let interval = slave.counter.poll_interval;
+            let corrupt = matches!(outcome, Outcome::Corrupt(_));
             match outcome {
                 Outcome::Answered(totals) => {
                     silent_in_a_row = 0;
@@ -207,7 +286,7 @@ impl ModbusRtuBusDriver {
                     slave.next_due = (due + interval).max(Instant::now());
                     self.reporters[i].reading(totals, Timestamp::now()).await;
                 }
-                Outcome::Failed(reason) => {
+                Outcome::Failed(reason) | Outcome::Corrupt(reason) => {
                     slave.failures += 1;
                     let silent = reason.starts_with("no answer");
                     silent_in_a_row = if silent { silent_in_a_row + 1 } else { 0 };
@@ -223,18 +302,23 @@ impl ModbusRtuBusDriver {
                         }
                         slave.degraded = true;
                         slave.next_due = Instant::now() + self.bus.degraded_retry;
+                        // One garbled poll on a noisy line is not an outage; this many in a
+                        // row is.
+                        self.reporters[i].went_offline(reason.clone()).await;
                     } else {
                         slave.next_due = (due + interval).max(Instant::now());
                     }
-                    self.reporters[i].went_offline(reason).await;
+                    if corrupt {
+                        return Stopped::Resync;
+                    }
                     if silent_in_a_row >= self.slaves.len() && !self.bus.serial.port.exists() {
-                        return Some(format!(
+                        return Stopped::Lost(format!(
                             "{} has disappeared",
                             self.bus.serial.port.display()
                         ));
                     }
                 }
-                Outcome::PortLost(reason) => return Some(reason),
+                Outcome::PortLost(reason) => return Stopped::Lost(reason),
             }
         }
     }
@@ -279,7 +363,7 @@ impl ModbusRtuBusDriver {
             }
             Ok(Err(tokio_modbus::Error::Transport(error))) if is_line_noise(&error) => {
                 count(|s| &s.crc_errors);
-                Outcome::Failed(format!(
+                Outcome::Corrupt(format!(
                     "corrupt frame from unit {}: {error}",
                     slave.unit_id
                 ))

@@ -2,22 +2,28 @@
 //!
 //! `hallgate simulate` stands in for the hall's devices: for every Modbus TCP counter in the
 //! config it serves, at the configured address, the register map of the counter's profile,
-//! with cumulative totals that grow as seeded simulated visitors walk through the doors. What
-//! the visitors really did is written to a truth file, so a test can compare the gateway's
-//! figures with the facts.
+//! with cumulative totals that grow as seeded simulated visitors walk through the doors; the
+//! Modbus RTU counters of each `[[buses]]` entry answer as slaves on the device side of a pty
+//! pair ([`serial`]). What the visitors really did is written to a truth file, so a test can
+//! compare the gateway's figures with the facts.
 //!
 //! This module is the async shell: sockets, timers and the truth file. The decisions are in
 //! pure parts: [`traffic`] (who crosses which door when), [`registers`] (totals to registers,
-//! and a device's answer to a read) and `truth` (the JSON lines).
+//! and a device's answer to a read), [`rtu`] (RTU framing and line noise) and `truth` (the JSON
+//! lines).
 //!
-//! A run goes: bind every listener (or fail naming the counter) → serve unchanging counters
-//! for the warm-up → play the traffic in real time → at the end of the duration (or on
-//! shutdown) write the final truth line → keep serving the frozen totals until shutdown.
+//! A run goes: bind every listener and open every bus's device side (or fail naming the
+//! counter or bus) → serve unchanging counters for the warm-up → play the traffic in real time
+//! → at the end of the duration (or on shutdown) write the final truth line → keep serving the
+//! frozen totals until shutdown.
 
 pub mod registers;
+pub mod rtu;
+pub mod serial;
 pub mod traffic;
 mod truth;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +43,7 @@ use crate::config::profile::FunctionCode;
 use crate::config::{Config, CounterTransport};
 
 use registers::SimulatedCounter;
+use serial::{SerialBus, SerialError, SocatPair};
 use traffic::{Crossing, Tally, Traffic, TrafficError, TrafficOptions};
 use truth::{CrossingLine, FinalLine, TruthWriter};
 
@@ -49,6 +56,12 @@ pub struct SimulateOptions {
     pub warmup: Duration,
     pub arrivals_per_min: f64,
     pub mean_dwell: Duration,
+    /// The device side of each bus's pty pair, by bus id. A bus with simulated counters and
+    /// no entry gets a pair made with socat (see [`serial`]).
+    pub serial_peers: BTreeMap<String, PathBuf>,
+    /// Random bytes per second sent on every simulated bus between answers; 0 for a clean
+    /// line.
+    pub serial_noise_bytes_per_sec: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +77,19 @@ pub enum SimulateError {
     },
     #[error("cannot write truth file {path}: {error}")]
     Truth { path: PathBuf, error: io::Error },
+    #[error("--serial-peer names bus \"{bus}\", which the config does not have")]
+    UnknownBus { bus: String },
+    #[error(transparent)]
+    Serial(#[from] SerialError),
 }
 
 /// Starting totals come from their own random stream, so that adding a counter to a config
 /// does not change the visitors' behaviour for the same seed.
 const STARTING_TOTALS_STREAM: u64 = 0x5EED_C0DE_0A7E_0001;
+
+/// Line noise has a random stream of its own (per bus, mixed with the bus index), for the same
+/// reason: turning noise on must not change the visitors.
+const NOISE_STREAM: u64 = 0x5EED_C0DE_0A7E_0002;
 
 /// How often the progress line is logged while the traffic runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -92,13 +113,20 @@ fn lock(counter: &SharedCounter) -> MutexGuard<'_, SimulatedCounter> {
     counter.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The Modbus service of one listening address: its counters, by unit id.
+/// The Modbus service of one listening address or one bus: its counters, by unit id.
 #[derive(Debug, Clone)]
 struct Units(Arc<Vec<(u8, SharedCounter)>>);
 
 impl Units {
+    fn counter(&self, unit: u8) -> Option<&SharedCounter> {
+        self.0
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, counter)| counter)
+    }
+
     fn answer(&self, request: SlaveRequest<'static>) -> Result<Response, ExceptionCode> {
-        let Some((_, counter)) = self.0.iter().find(|(unit, _)| *unit == request.slave) else {
+        let Some(counter) = self.counter(request.slave) else {
             // What a Modbus TCP gateway says for a unit behind it that does not answer: the
             // gateway under test is asking the wrong unit id.
             return Err(ExceptionCode::GatewayTargetDevice);
@@ -152,11 +180,15 @@ pub struct Simulation {
     /// The counter on each door, by door index.
     door_counter: Vec<Option<usize>>,
     listeners: Vec<Listener>,
+    buses: Vec<SerialBus>,
+    /// Pairs made with socat; dropping them kills socat.
+    pairs: Vec<SocatPair>,
 }
 
 impl Simulation {
-    /// Checks the options, seeds the counters and binds a listener for every counter
-    /// address. Counters sharing an address share its listener and are told apart by unit id.
+    /// Checks the options, seeds the counters, binds a listener for every counter address and
+    /// opens the device side of every bus. Counters sharing an address share its listener and
+    /// are told apart by unit id, as are the counters of one bus.
     pub async fn bind(config: &Config, options: SimulateOptions) -> Result<Self, SimulateError> {
         let traffic = Traffic::new(
             config,
@@ -244,6 +276,8 @@ impl Simulation {
             });
         }
 
+        let (buses, pairs) = open_buses(config, &options, &counters).await?;
+
         Ok(Simulation {
             config: config.clone(),
             options,
@@ -252,7 +286,17 @@ impl Simulation {
             addresses,
             door_counter,
             listeners,
+            buses,
+            pairs,
         })
+    }
+
+    /// Each served bus's id and the device side the simulator answers on, in config order.
+    pub fn bus_device_sides(&self) -> Vec<(String, PathBuf)> {
+        self.buses
+            .iter()
+            .map(|b| (b.id.clone(), b.path().to_path_buf()))
+            .collect()
     }
 
     /// Each counter's id and the address it is served at (with the system's port where the
@@ -277,6 +321,8 @@ impl Simulation {
             addresses: _,
             door_counter,
             listeners,
+            buses,
+            pairs,
         } = self;
 
         let truth = match &options.truth {
@@ -287,6 +333,9 @@ impl Simulation {
         let mut servers = JoinSet::new();
         for listener in listeners {
             servers.spawn(serve(listener));
+        }
+        for bus in buses {
+            servers.spawn(serial::serve(bus));
         }
 
         let mut playback = Playback {
@@ -303,8 +352,81 @@ impl Simulation {
             shutdown.cancelled().await;
         }
         servers.shutdown().await;
+        // Only now that nothing serves on them: the pairs made here go with socat.
+        drop(pairs);
         result
     }
+}
+
+/// Opens the device side of every bus that has simulated counters: the `--serial-peer` given
+/// for it, or one side of a pair made here with socat.
+async fn open_buses(
+    config: &Config,
+    options: &SimulateOptions,
+    counters: &[SharedCounter],
+) -> Result<(Vec<SerialBus>, Vec<SocatPair>), SimulateError> {
+    if let Some(bus) = options
+        .serial_peers
+        .keys()
+        .find(|id| !config.buses.iter().any(|b| &b.id == *id))
+    {
+        return Err(SimulateError::UnknownBus { bus: bus.clone() });
+    }
+    let (mut buses, mut pairs) = (Vec::new(), Vec::new());
+    for (b, bus) in config.buses.iter().enumerate() {
+        let members: Vec<(usize, u8)> = config
+            .counters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.transport {
+                CounterTransport::ModbusRtu { bus, unit_id } if bus == b => Some((i, unit_id)),
+                _ => None,
+            })
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let path = match options.serial_peers.get(&bus.id) {
+            Some(path) => path.clone(),
+            None => {
+                let pair = SocatPair::create(&bus.id, &bus.serial.port).await?;
+                let path = pair.device_side().to_path_buf();
+                pairs.push(pair);
+                path
+            }
+        };
+        let units = members
+            .iter()
+            .map(|&(i, unit_id)| (unit_id, Arc::clone(&counters[i])))
+            .collect();
+        let noise = rtu::NoiseSource::new(
+            options.seed ^ NOISE_STREAM ^ b as u64,
+            options.serial_noise_bytes_per_sec,
+        );
+        let opened = SerialBus::open(&bus.id, &bus.serial, &path, Units(Arc::new(units)), noise)?;
+        for &(i, unit_id) in &members {
+            let (in_total, out_total) = lock(&counters[i]).totals();
+            tracing::info!(
+                counter = %config.counters[i].id,
+                bus = %bus.id,
+                device_side = %path.display(),
+                unit_id,
+                profile = %config.counters[i].profile.name,
+                in_total,
+                out_total,
+                "serving simulated counter"
+            );
+        }
+        if options.serial_noise_bytes_per_sec > 0 {
+            tracing::info!(
+                bus = %bus.id,
+                bytes_per_sec = options.serial_noise_bytes_per_sec,
+                "sending random noise on the bus between answers"
+            );
+        }
+        buses.push(opened);
+    }
+    Ok((buses, pairs))
 }
 
 /// Runs a simulation of `config`'s counters until `shutdown`; see [`Simulation`].

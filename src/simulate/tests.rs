@@ -164,6 +164,8 @@ async fn counters_served_over_modbus_add_up_to_the_truth_file() {
             warmup: Duration::from_millis(1000),
             arrivals_per_min: 900.0,
             mean_dwell: Duration::from_millis(400),
+            serial_peers: Default::default(),
+            serial_noise_bytes_per_sec: 0,
         };
         let shutdown = CancellationToken::new();
         let simulator = tokio::spawn({
@@ -321,6 +323,8 @@ async fn an_address_in_use_is_reported_with_the_counter_and_address() {
             warmup: Duration::ZERO,
             arrivals_per_min: 30.0,
             mean_dwell: Duration::from_secs(1),
+            serial_peers: Default::default(),
+            serial_noise_bytes_per_sec: 0,
         };
         let error = run(&hall, options, CancellationToken::new())
             .await
@@ -357,6 +361,8 @@ async fn port_zero_is_resolved_and_shutdown_in_the_warmup_still_writes_the_final
             warmup: Duration::from_secs(3600),
             arrivals_per_min: 30.0,
             mean_dwell: Duration::from_secs(1),
+            serial_peers: Default::default(),
+            serial_noise_bytes_per_sec: 0,
         };
         let simulation = Simulation::bind(&hall, options).await.expect("binds");
         let addresses = simulation.counter_addresses();
@@ -388,4 +394,125 @@ async fn port_zero_is_resolved_and_shutdown_in_the_warmup_still_writes_the_final
     })
     .await
     .expect("in time");
+}
+
+/// One room on an RS-485 bus whose port is `port`: its counter is unit 3.
+fn bus_hall(port: &Path) -> Config {
+    config(&format!(
+        r#"
+        [hall]
+        id = "sim-rtu-test"
+        district = "test"
+        [uplink]
+        broker = "mqtt://127.0.0.1:1883"
+
+        [[rooms]]
+        id = "reading"
+        capacity = 10
+        [[doors]]
+        id = "reading-door"
+        from = "outside"
+        to = "reading"
+
+        [[buses]]
+        id = "rs485"
+        port = "{}"
+        baud = 19200
+
+        [[counters]]
+        id = "pc-reading"
+        door = "reading-door"
+        profile = "generic-u16"
+        transport = "modbus_rtu"
+        bus = "rs485"
+        unit_id = 3
+        "#,
+        port.display()
+    ))
+}
+
+fn quiet_options() -> SimulateOptions {
+    SimulateOptions {
+        seed: 1,
+        truth: None,
+        duration: None,
+        warmup: Duration::from_secs(3600),
+        arrivals_per_min: 30.0,
+        mean_dwell: Duration::from_secs(1),
+        serial_peers: Default::default(),
+        serial_noise_bytes_per_sec: 0,
+    }
+}
+
+#[tokio::test]
+async fn rtu_slaves_answer_on_a_pair_made_with_socat_and_a_missing_unit_stays_silent() {
+    use tokio_modbus::client::rtu;
+    use tokio_modbus::slave::SlaveContext;
+    use tokio_serial::SerialPortBuilderExt;
+
+    timeout(Duration::from_secs(20), async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = dir.path().join("ttyRS485");
+        let hall = bus_hall(&port);
+        let simulation = Simulation::bind(&hall, quiet_options())
+            .await
+            .expect("socat makes the pair (is socat installed?)");
+        let device_side = dir.path().join("ttyRS485.device");
+        assert_eq!(
+            simulation.bus_device_sides(),
+            vec![("rs485".to_string(), device_side.clone())]
+        );
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(simulation.run(shutdown.clone()));
+
+        let line = tokio_serial::new(port.to_string_lossy(), 19200)
+            .open_native_async()
+            .expect("the gateway side opens");
+        let mut ctx = rtu::attach_slave(line, Slave(3));
+        let (i, o) = Layout::U16Holding.read(&mut ctx).await;
+        assert!(
+            i > 65_536 - 100 && o > 65_536 - 100,
+            "16-bit counters start near the wrap"
+        );
+        // A device refuses what it does not serve, with the exception a real one gives.
+        let wrong_table = timeout(CALL, ctx.read_input_registers(0, 2))
+            .await
+            .expect("the slave answers in time")
+            .expect("no transport error");
+        assert_eq!(wrong_table, Err(ExceptionCode::IllegalFunction));
+        // A unit nobody serves gets no answer at all, as a dead slave gives none.
+        ctx.set_slave(Slave(4));
+        let silent = timeout(Duration::from_millis(300), ctx.read_holding_registers(0, 2)).await;
+        assert!(silent.is_err(), "unit 4 answered: {silent:?}");
+
+        shutdown.cancel();
+        let result = timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on shutdown")
+            .expect("no panic");
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            !port.exists() && !device_side.exists(),
+            "socat is stopped and its links are gone"
+        );
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_serial_peer_for_a_bus_the_config_lacks_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hall = bus_hall(&dir.path().join("ttyRS485"));
+    let mut options = quiet_options();
+    options
+        .serial_peers
+        .insert("rs-458".into(), dir.path().join("elsewhere"));
+    let error = Simulation::bind(&hall, options)
+        .await
+        .expect_err("the bus is unknown");
+    assert_eq!(
+        error.to_string(),
+        "--serial-peer names bus \"rs-458\", which the config does not have"
+    );
 }

@@ -1,5 +1,7 @@
 //! Hall configs for the tests: a lobby off the street and N function rooms off the lobby, one
 //! counter per door on its own free loopback port, the three shipped counter profiles in turn.
+//! Counters can be moved onto an RS-485 bus ([`BusPlan`]) as Modbus RTU slaves; the bus's port
+//! is set once the test has made its pty pair.
 //!
 //! The closing time (the daily reset) is put about twelve hours from now in the hall's time
 //! zone, so no test ever runs across it. A plan can also carry doors the simulator does not
@@ -7,7 +9,7 @@
 //! config are written from the same plan.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::free_port;
 
@@ -17,6 +19,10 @@ pub const SHIPPED_PROFILES: [&str; 3] = ["generic-u32", "generic-u16", "generic-
 pub const TIME_ZONE: &str = "Asia/Shanghai";
 pub const DISTRICT: &str = "testdistrict";
 pub const TOPIC_PREFIX: &str = "hallgate";
+
+/// Every counter's `poll_interval_ms` and `timeout_ms`.
+pub const POLL_INTERVAL_MS: u64 = 250;
+pub const TIMEOUT_MS: u64 = 500;
 
 #[derive(Debug, Clone)]
 pub struct RoomPlan {
@@ -38,12 +44,26 @@ pub struct CounterPlan {
     pub simulated: bool,
 }
 
+/// An RS-485 bus and the counters on it (their `address` is then unused).
+#[derive(Debug, Clone)]
+pub struct BusPlan {
+    pub id: String,
+    /// The gateway side of the bus's pty pair; empty until the test has made the pair.
+    pub port: PathBuf,
+    pub baud: u32,
+    pub degraded_after: u32,
+    pub degraded_retry_ms: u64,
+    /// Counter id and unit id of each slave.
+    pub slaves: Vec<(String, u8)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct HallPlan {
     pub hall_id: String,
     pub closing_time: String,
     pub rooms: Vec<RoomPlan>,
     pub counters: Vec<CounterPlan>,
+    pub buses: Vec<BusPlan>,
 }
 
 impl HallPlan {
@@ -83,7 +103,44 @@ impl HallPlan {
             closing_time: closing_time_about_12_hours_from_now(),
             rooms,
             counters,
+            buses: Vec::new(),
         }
+    }
+
+    /// Adds an empty bus; its port is set when the test makes its pty pair.
+    pub fn add_bus(&mut self, id: &str, baud: u32, degraded_retry_ms: u64) {
+        self.buses.push(BusPlan {
+            id: id.to_string(),
+            port: PathBuf::new(),
+            baud,
+            degraded_after: 3,
+            degraded_retry_ms,
+            slaves: Vec::new(),
+        });
+    }
+
+    /// Makes counter `counter_id` slave `unit_id` on bus `bus_id` (both already planned).
+    pub fn put_on_bus(&mut self, bus_id: &str, counter_id: &str, unit_id: u8) {
+        assert!(
+            self.counters.iter().any(|c| c.id == counter_id),
+            "no counter {counter_id} in the plan"
+        );
+        let bus = self
+            .buses
+            .iter_mut()
+            .find(|b| b.id == bus_id)
+            .unwrap_or_else(|| panic!("no bus {bus_id} in the plan"));
+        bus.slaves.push((counter_id.to_string(), unit_id));
+    }
+
+    /// The bus and unit of a counter on a bus.
+    pub fn bus_of(&self, counter_id: &str) -> Option<(&BusPlan, u8)> {
+        self.buses.iter().find_map(|b| {
+            b.slaves
+                .iter()
+                .find(|(id, _)| id == counter_id)
+                .map(|&(_, unit)| (b, unit))
+        })
     }
 
     /// Adds a door from `room` to the street whose counter at `address` the simulator does not
@@ -184,14 +241,34 @@ commit_interval_ms = 200
                 quote(&c.to)
             ));
         }
-        for c in &counters {
+        for b in &self.buses {
             text.push_str(&format!(
-                "\n[[counters]]\nid = {}\ndoor = {}\nprofile = {}\ntransport = \"modbus_tcp\"\n\
-                 address = \"{}\"\nunit_id = 1\npoll_interval_ms = 250\ntimeout_ms = 500\n",
+                "\n[[buses]]\nid = {}\nport = {}\nbaud = {}\ndegraded_after = {}\n\
+                 degraded_retry_ms = {}\n",
+                quote(&b.id),
+                quote(&b.port.display().to_string()),
+                b.baud,
+                b.degraded_after,
+                b.degraded_retry_ms
+            ));
+        }
+        for c in &counters {
+            let link = match self.bus_of(&c.id) {
+                Some((bus, unit)) => format!(
+                    "transport = \"modbus_rtu\"\nbus = {}\nunit_id = {unit}\n",
+                    quote(&bus.id)
+                ),
+                None => format!(
+                    "transport = \"modbus_tcp\"\naddress = \"{}\"\nunit_id = 1\n",
+                    c.address
+                ),
+            };
+            text.push_str(&format!(
+                "\n[[counters]]\nid = {}\ndoor = {}\nprofile = {}\n{link}\
+                 poll_interval_ms = {POLL_INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\n",
                 quote(&c.id),
                 quote(&c.door),
                 quote(c.profile),
-                c.address
             ));
         }
         text

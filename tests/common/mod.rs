@@ -3,8 +3,9 @@
 //! A test builds a hall ([`hall::HallPlan`]), starts a real mosquitto ([`broker::Mosquitto`]),
 //! subscribes to the hall's topics ([`watcher::Watcher`]), starts `hallgate simulate` and
 //! `hallgate run` as child processes ([`process`]) and compares what reaches the broker with the
-//! simulator's ground truth ([`truth`]). [`rig::Rig`] strings these together and, when a test
-//! fails or hangs, prints expected against got and the last lines of every process log.
+//! simulator's ground truth ([`truth`]); RS-485 buses run over socat pty pairs ([`serial`]).
+//! [`rig::Rig`] strings these together and, when a test fails or hangs, prints expected against
+//! got and the last lines of every process log.
 //!
 //! Every test crate compiles this module on its own and uses only part of it, hence the
 //! `dead_code` allowance.
@@ -15,7 +16,9 @@ pub mod broker;
 pub mod dead_peers;
 pub mod hall;
 pub mod process;
+pub mod pymodbus;
 pub mod rig;
+pub mod serial;
 pub mod truth;
 pub mod watcher;
 

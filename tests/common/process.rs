@@ -245,7 +245,8 @@ pub struct Traffic {
     pub mean_dwell_secs: f64,
 }
 
-/// `hallgate simulate`: Modbus TCP counters at the configured addresses, with ground truth.
+/// `hallgate simulate`: Modbus TCP counters at the configured addresses and RTU slaves on the
+/// buses' pty pairs, with ground truth.
 pub struct Simulator {
     pub process: Process,
     pub traffic: Traffic,
@@ -260,29 +261,38 @@ impl Simulator {
         truth: &Path,
         traffic: Traffic,
     ) -> anyhow::Result<Self> {
+        Self::start_with_args(dir, config, truth, traffic, Vec::new())
+    }
+
+    /// As [`Simulator::start`], with more arguments after the usual ones (`--serial-peer`,
+    /// `--serial-noise-bytes-per-sec`).
+    pub fn start_with_args(
+        dir: &Path,
+        config: &Path,
+        truth: &Path,
+        traffic: Traffic,
+        extra_args: Vec<OsString>,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let process = Process::start(
-            "simulator",
-            dir,
-            HALLGATE,
-            vec![
-                "simulate".into(),
-                "--config".into(),
-                config.into(),
-                "--seed".into(),
-                traffic.seed.to_string().into(),
-                "--truth".into(),
-                truth.into(),
-                "--duration-secs".into(),
-                traffic.duration.as_secs_f64().to_string().into(),
-                "--warmup-secs".into(),
-                traffic.warmup.as_secs_f64().to_string().into(),
-                "--arrivals-per-min".into(),
-                traffic.arrivals_per_min.to_string().into(),
-                "--mean-dwell-secs".into(),
-                traffic.mean_dwell_secs.to_string().into(),
-            ],
-        )?;
+        let mut args: Vec<OsString> = vec![
+            "simulate".into(),
+            "--config".into(),
+            config.into(),
+            "--seed".into(),
+            traffic.seed.to_string().into(),
+            "--truth".into(),
+            truth.into(),
+            "--duration-secs".into(),
+            traffic.duration.as_secs_f64().to_string().into(),
+            "--warmup-secs".into(),
+            traffic.warmup.as_secs_f64().to_string().into(),
+            "--arrivals-per-min".into(),
+            traffic.arrivals_per_min.to_string().into(),
+            "--mean-dwell-secs".into(),
+            traffic.mean_dwell_secs.to_string().into(),
+        ];
+        args.extend(extra_args);
+        let process = Process::start("simulator", dir, HALLGATE, args)?;
         Ok(Simulator {
             process,
             traffic,

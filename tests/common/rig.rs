@@ -1,5 +1,5 @@
-//! One end-to-end scenario's world: its directory, hall, broker, watcher, simulator and
-//! gateway, and the waits between them.
+//! One end-to-end scenario's world: its directory, hall, broker, watcher, simulator, gateway
+//! and the pty pairs of its RS-485 buses, and the waits between them.
 //!
 //! Every wait is for a condition with a deadline, never a bare sleep, and every wait also
 //! checks that the processes it depends on are still alive, so a crash is reported as a crash
@@ -8,6 +8,8 @@
 //! every process log, keeping the directory with the full logs (set `HALLGATE_TEST_KEEP=1` to keep
 //! it after a pass too).
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use tempfile::TempDir;
 use super::broker::Mosquitto;
 use super::hall::{HallPlan, TOPIC_PREFIX};
 use super::process::{self, Process, Simulator, Traffic};
+use super::serial::PtyPair;
 use super::truth::{self, Truth, compare_state, state_devices_online};
 use super::watcher::Watcher;
 
@@ -30,6 +33,8 @@ pub struct Rig {
     pub broker: Option<Mosquitto>,
     /// Where the watcher listens when the central broker is going to be restarted.
     pub observer: Option<Mosquitto>,
+    /// Each bus's socat pty pair, by bus id; they outlive the gateway and the simulator.
+    pub pty_pairs: BTreeMap<String, PtyPair>,
     pub name: String,
     pub plan: HallPlan,
     pub data_dir: PathBuf,
@@ -50,6 +55,7 @@ impl Rig {
             watcher: None,
             broker: None,
             observer: None,
+            pty_pairs: BTreeMap::new(),
             name: name.to_string(),
             plan,
             data_dir,
@@ -109,6 +115,7 @@ impl Rig {
         ]
         .into_iter()
         .flatten()
+        .chain(self.pty_pairs.values_mut().map(|p| &mut p.process))
         {
             report.push_str(&process.log_report());
         }
@@ -175,13 +182,54 @@ impl Rig {
             .context("the simulator was not started")
     }
 
+    /// Makes a socat pty pair in the test's directory for every bus of the plan and points
+    /// the bus's `port` at its gateway side.
+    pub async fn make_pty_pairs(&mut self) -> anyhow::Result<()> {
+        for bus in &mut self.plan.buses {
+            let pair = PtyPair::create(self.dir.path(), &bus.id).await?;
+            bus.port = pair.gateway_side.clone();
+            self.pty_pairs.insert(bus.id.clone(), pair);
+        }
+        Ok(())
+    }
+
+    pub fn pty_pair(&mut self, bus: &str) -> anyhow::Result<&mut PtyPair> {
+        self.pty_pairs
+            .get_mut(bus)
+            .with_context(|| format!("no pty pair was made for bus {bus}"))
+    }
+
     /// Writes the simulator's config (the simulated counters only) and starts it.
     pub fn start_simulator(&mut self, traffic: Traffic) -> anyhow::Result<()> {
+        self.start_simulator_with_args(traffic, Vec::new())
+    }
+
+    /// As [`Rig::start_simulator`], with more arguments. Every pty pair made is passed as
+    /// the `--serial-peer` of its bus.
+    pub fn start_simulator_with_args(
+        &mut self,
+        traffic: Traffic,
+        extra_args: Vec<OsString>,
+    ) -> anyhow::Result<()> {
         let port = self.broker()?.port;
         let config = self.dir.path().join("simulator.toml");
         std::fs::write(&config, self.plan.simulator_toml(port, &self.data_dir))?;
         let truth = self.dir.path().join("truth.jsonl");
-        self.simulator = Some(Simulator::start(self.dir.path(), &config, &truth, traffic)?);
+        let mut args = Vec::new();
+        for (bus, pair) in &self.pty_pairs {
+            args.push("--serial-peer".into());
+            let mut peer = OsString::from(format!("{bus}="));
+            peer.push(&pair.device_side);
+            args.push(peer);
+        }
+        args.extend(extra_args);
+        self.simulator = Some(Simulator::start_with_args(
+            self.dir.path(),
+            &config,
+            &truth,
+            traffic,
+            args,
+        )?);
         Ok(())
     }
 
@@ -246,6 +294,72 @@ impl Rig {
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// As [`Rig::wait_until_counters_online`], but each counter need only have been online in
+    /// some state, not all in the same one: on a noisy line a counter may be offline for a
+    /// poll or two, yet the gateway has its baseline once it has read it once.
+    pub async fn wait_until_counters_have_been_online(
+        &mut self,
+        ids: &[String],
+    ) -> anyhow::Result<()> {
+        let sim = self.simulator()?;
+        let deadline = sim.traffic_starts() - Duration::from_millis(500);
+        let warmup = sim.traffic.warmup;
+        let mut not_yet: Vec<String> = ids.to_vec();
+        loop {
+            self.ensure_alive()?;
+            let online = self
+                .watcher()?
+                .state()
+                .map(|s| state_devices_online(&s))
+                .unwrap_or_default();
+            not_yet.retain(|id| online.get(id).copied().flatten() != Some(true));
+            if not_yet.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "some counters were never online in the retained state before the \
+                     simulator's {warmup:?} warmup ended, so the gateway could not have taken \
+                     their baselines before the traffic began: {}",
+                    not_yet.join(", ")
+                );
+            }
+            // States come at most every `state_interval_ms` (500 ms in the tests' configs);
+            // looking ten times as often sees each of them.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the retained state shows every counter in `ids` with `online` as given.
+    pub async fn wait_for_devices(
+        &mut self,
+        ids: &[String],
+        online: bool,
+        limit: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.ensure_alive()?;
+            let state = self.watcher()?.state();
+            let flags = state.as_ref().map(state_devices_online).unwrap_or_default();
+            let wrong: Vec<String> = ids
+                .iter()
+                .filter(|id| flags.get(*id).copied().flatten() != Some(online))
+                .map(|id| format!("{id} (online: {:?})", flags.get(id).copied().flatten()))
+                .collect();
+            match state {
+                Some(state) if wrong.is_empty() => return Ok(state),
+                _ if Instant::now() >= deadline => bail!(
+                    "the retained state did not show {} online = {online} within {limit:?}; \
+                     still: {}",
+                    ids.join(", "),
+                    wrong.join(", ")
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 
