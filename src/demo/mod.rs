@@ -70,15 +70,30 @@ pub async fn run(
     seed: u64,
     shutdown: CancellationToken,
 ) -> Result<(), DemoError> {
+    let data_dir = std::env::temp_dir().join(format!("hallgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).map_err(|error| DemoError::DataDir {
+        path: data_dir.clone(),
+        error,
+    })?;
+    config.storage.data_dir = data_dir.clone();
+
     // Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
     // addresses do not exist here, and a fixed port could be answered by another program.
+    // Serial lines (RS-485 buses, streaming counters) become socat pty pairs the simulator
+    // makes in the demo's directory.
     for counter in &mut config.counters {
-        if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
-            counter.transport = CounterTransport::ModbusTcp {
-                address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                unit_id,
-            };
+        match &mut counter.transport {
+            CounterTransport::ModbusTcp { address, .. } => {
+                *address = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            }
+            CounterTransport::SerialStream { serial, .. } => {
+                serial.port = data_dir.join(format!("{}.tty", counter.id));
+            }
+            CounterTransport::ModbusRtu { .. } => {}
         }
+    }
+    for bus in &mut config.buses {
+        bus.serial.port = data_dir.join(format!("{}.tty", bus.id));
     }
     let options = SimulateOptions {
         seed,
@@ -90,7 +105,16 @@ pub async fn run(
         serial_peers: Default::default(),
         serial_noise_bytes_per_sec: 0,
     };
-    let simulation = Simulation::bind(&config, options).await?;
+    let simulation = match Simulation::bind(&config, options).await {
+        Ok(simulation) => simulation,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&data_dir);
+            return Err(error.into());
+        }
+    };
+    let broker_port = free_port()?;
+    config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
+    config.uplink.port = broker_port;
     for (id, address) in simulation.counter_addresses() {
         for counter in config.counters.iter_mut().filter(|c| c.id == id) {
             if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
@@ -98,15 +122,6 @@ pub async fn run(
             }
         }
     }
-    let broker_port = free_port()?;
-    config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
-    config.uplink.port = broker_port;
-    let data_dir = std::env::temp_dir().join(format!("hallgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&data_dir).map_err(|error| DemoError::DataDir {
-        path: data_dir.clone(),
-        error,
-    })?;
-    config.storage.data_dir = data_dir.clone();
 
     let latest = Arc::new(Mutex::new(None::<StateView>));
     start_broker(broker_port, &config, latest.clone())?;

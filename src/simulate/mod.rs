@@ -20,6 +20,7 @@
 pub mod registers;
 pub mod rtu;
 pub mod serial;
+pub mod stream;
 pub mod traffic;
 mod truth;
 
@@ -44,6 +45,7 @@ use crate::config::{Config, CounterTransport};
 
 use registers::SimulatedCounter;
 use serial::{SerialBus, SerialError, SocatPair};
+use stream::StreamDevice;
 use traffic::{Crossing, Tally, Traffic, TrafficError, TrafficOptions};
 use truth::{CrossingLine, FinalLine, TruthWriter};
 
@@ -77,7 +79,9 @@ pub enum SimulateError {
     },
     #[error("cannot write truth file {path}: {error}")]
     Truth { path: PathBuf, error: io::Error },
-    #[error("--serial-peer names bus \"{bus}\", which the config does not have")]
+    #[error(
+        "--serial-peer names \"{bus}\", which is neither a bus nor a serial_stream counter of the config"
+    )]
     UnknownBus { bus: String },
     #[error(transparent)]
     Serial(#[from] SerialError),
@@ -181,6 +185,7 @@ pub struct Simulation {
     door_counter: Vec<Option<usize>>,
     listeners: Vec<Listener>,
     buses: Vec<SerialBus>,
+    streams: Vec<StreamDevice>,
     /// Pairs made with socat; dropping them kills socat.
     pairs: Vec<SocatPair>,
 }
@@ -276,7 +281,8 @@ impl Simulation {
             });
         }
 
-        let (buses, pairs) = open_buses(config, &options, &counters).await?;
+        let (buses, mut pairs) = open_buses(config, &options, &counters).await?;
+        let streams = open_streams(config, &options, &counters, &mut pairs).await?;
 
         Ok(Simulation {
             config: config.clone(),
@@ -287,6 +293,7 @@ impl Simulation {
             door_counter,
             listeners,
             buses,
+            streams,
             pairs,
         })
     }
@@ -322,6 +329,7 @@ impl Simulation {
             door_counter,
             listeners,
             buses,
+            streams,
             pairs,
         } = self;
 
@@ -336,6 +344,9 @@ impl Simulation {
         }
         for bus in buses {
             servers.spawn(serial::serve(bus));
+        }
+        for device in streams {
+            servers.spawn(stream::serve(device));
         }
 
         let mut playback = Playback {
@@ -358,6 +369,48 @@ impl Simulation {
     }
 }
 
+/// Opens the device side of every streaming serial counter: its `--serial-peer`, or one side
+/// of a pair made here with socat.
+async fn open_streams(
+    config: &Config,
+    options: &SimulateOptions,
+    counters: &[SharedCounter],
+    pairs: &mut Vec<SocatPair>,
+) -> Result<Vec<StreamDevice>, SimulateError> {
+    let mut devices = Vec::new();
+    for (i, c) in config.counters.iter().enumerate() {
+        let CounterTransport::SerialStream { serial, format } = &c.transport else {
+            continue;
+        };
+        let path = match options.serial_peers.get(&c.id) {
+            Some(path) => path.clone(),
+            None => {
+                let pair = SocatPair::create(&c.id, &serial.port).await?;
+                let path = pair.device_side().to_path_buf();
+                pairs.push(pair);
+                path
+            }
+        };
+        let (in_total, out_total) = lock(&counters[i]).totals();
+        tracing::info!(
+            counter = %c.id,
+            device_side = %path.display(),
+            format = %format.name,
+            in_total,
+            out_total,
+            "serving simulated streaming counter"
+        );
+        devices.push(StreamDevice::open(
+            &c.id,
+            serial,
+            path,
+            format.clone(),
+            Arc::clone(&counters[i]),
+        )?);
+    }
+    Ok(devices)
+}
+
 /// Opens the device side of every bus that has simulated counters: the `--serial-peer` given
 /// for it, or one side of a pair made here with socat.
 async fn open_buses(
@@ -365,11 +418,12 @@ async fn open_buses(
     options: &SimulateOptions,
     counters: &[SharedCounter],
 ) -> Result<(Vec<SerialBus>, Vec<SocatPair>), SimulateError> {
-    if let Some(bus) = options
-        .serial_peers
-        .keys()
-        .find(|id| !config.buses.iter().any(|b| &b.id == *id))
-    {
+    if let Some(bus) = options.serial_peers.keys().find(|id| {
+        !config.buses.iter().any(|b| &b.id == *id)
+            && !config.counters.iter().any(|c| {
+                &c.id == *id && matches!(c.transport, CounterTransport::SerialStream { .. })
+            })
+    }) {
         return Err(SimulateError::UnknownBus { bus: bus.clone() });
     }
     let (mut buses, mut pairs) = (Vec::new(), Vec::new());

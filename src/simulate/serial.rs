@@ -29,6 +29,7 @@
 //! few lines in [`super::rtu`].
 
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -153,6 +154,9 @@ impl SocatPair {
             .stdout(Stdio::null())
             // Its notices (which /dev/pts the links point to) belong in the simulator's log.
             .stderr(Stdio::inherit())
+            // Its own process group: a Ctrl-C meant for the simulator (or the demo) must not
+            // tear the line down under it; the simulator stops socat itself, in order.
+            .process_group(0)
             .spawn()
             .map_err(|error| match error.kind() {
                 io::ErrorKind::NotFound => SerialError::SocatMissing { bus: bus.into() },
@@ -352,6 +356,19 @@ async fn serve_port(
             }
         }
     }
+}
+
+/// Opens a device side, naming what it is for in the error.
+pub(super) fn open_device_side(
+    id: &str,
+    serial: &SerialSettings,
+    path: &Path,
+) -> Result<SerialStream, SerialError> {
+    open(serial, path).map_err(|error| SerialError::Open {
+        bus: id.into(),
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 fn open(serial: &SerialSettings, path: &Path) -> Result<SerialStream, tokio_serial::Error> {

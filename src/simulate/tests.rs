@@ -513,6 +513,138 @@ async fn a_serial_peer_for_a_bus_the_config_lacks_is_refused() {
         .expect_err("the bus is unknown");
     assert_eq!(
         error.to_string(),
-        "--serial-peer names bus \"rs-458\", which the config does not have"
+        "--serial-peer names \"rs-458\", which is neither a bus nor a serial_stream counter of the config"
     );
+}
+
+/// A Terabee Evo on the entrance and a text-line counter on the reading room, each streaming on
+/// a pair the simulator makes with socat.
+fn stream_hall(evo: &Path, txt: &Path) -> Config {
+    config(&format!(
+        r#"
+        [hall]
+        id = "sim-stream"
+        district = "test"
+        [uplink]
+        broker = "mqtt://127.0.0.1:1883"
+
+        [[rooms]]
+        id = "lobby"
+        capacity = 40
+        [[rooms]]
+        id = "reading"
+        capacity = 10
+
+        [[doors]]
+        id = "entrance"
+        from = "outside"
+        to = "lobby"
+        [[doors]]
+        id = "reading-door"
+        from = "lobby"
+        to = "reading"
+
+        [[counters]]
+        id = "evo"
+        door = "entrance"
+        profile = "terabee-evo"
+        transport = "serial_stream"
+        port = "{}"
+        baud = 115200
+        [[counters]]
+        id = "txt"
+        door = "reading-door"
+        profile = "ascii-in-out"
+        transport = "serial_stream"
+        port = "{}"
+        "#,
+        evo.display(),
+        txt.display()
+    ))
+}
+
+#[tokio::test]
+async fn streaming_counters_print_the_truths_totals_on_their_lines() {
+    use crate::devices::stream::StreamDecoder;
+    use tokio::io::AsyncReadExt;
+    use tokio_serial::SerialPortBuilderExt;
+
+    timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (evo_port, txt_port) = (dir.path().join("ttyEvo"), dir.path().join("ttyTxt"));
+        let hall = stream_hall(&evo_port, &txt_port);
+        let truth_path = dir.path().join("truth.jsonl");
+        let options = SimulateOptions {
+            seed: 4,
+            truth: Some(truth_path.clone()),
+            duration: Some(Duration::from_secs(4)),
+            // Long enough for the readers below to open their lines before anyone moves.
+            warmup: Duration::from_secs(1),
+            arrivals_per_min: 600.0,
+            mean_dwell: Duration::from_millis(500),
+            serial_peers: Default::default(),
+            serial_noise_bytes_per_sec: 0,
+        };
+        let simulation = Simulation::bind(&hall, options)
+            .await
+            .expect("socat makes the pairs (is socat installed?)");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(simulation.run(shutdown.clone()));
+
+        // Read both lines as the gateway would, with the gateway's decoders.
+        let mut readers = Vec::new();
+        for (port, c) in [(&evo_port, 0), (&txt_port, 1)] {
+            let mut line = tokio_serial::new(port.to_string_lossy(), 115_200)
+                .open_native_async()
+                .expect("the gateway side opens");
+            let CounterTransport::SerialStream { format, .. } = &hall.counters[c].transport else {
+                panic!("a streaming counter");
+            };
+            let mut decoder = StreamDecoder::new(&format.format);
+            readers.push(tokio::spawn(async move {
+                let (mut first, mut last) = (None, None);
+                let mut buf = [0u8; 256];
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
+                while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, line.read(&mut buf)).await {
+                    for r in decoder.push(&buf[..n]) {
+                        first.get_or_insert((r.inward, r.outward));
+                        last = Some((r.inward, r.outward));
+                    }
+                }
+                (first, last, decoder.stats())
+            }));
+        }
+        let mut seen = Vec::new();
+        for r in readers {
+            seen.push(r.await.expect("reader ran"));
+        }
+        let lines = finished_truth(&truth_path).expect("the truth is finished");
+        let totals = &lines.last().expect("final line")["counters"];
+        for ((first, last, stats), (id, modulus)) in seen
+            .into_iter()
+            .zip([("evo", 1u64 << 16), ("txt", 1u64 << 32)])
+        {
+            let (Some(first), Some(last)) = (first, last) else {
+                panic!("{id}: nothing decoded ({stats:?})");
+            };
+            let delta = |a: u64, b: u64| (b + modulus - a) % modulus;
+            let want_in = totals[id]["in"].as_u64().expect("in");
+            let want_out = totals[id]["out"].as_u64().expect("out");
+            assert!(want_in > 0, "{id}: the traffic went through its door");
+            assert_eq!(
+                (delta(first.0, last.0), delta(first.1, last.1)),
+                (want_in, want_out),
+                "{id}: totals printed on the line against the truth ({stats:?})"
+            );
+            assert_eq!(stats.crc_errors, 0, "{id}: {stats:?}");
+        }
+        shutdown.cancel();
+        let result = timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on shutdown")
+            .expect("no panic");
+        assert!(result.is_ok(), "{result:?}");
+    })
+    .await
+    .expect("in time");
 }
