@@ -398,8 +398,18 @@ fn is_line_noise(error: &io::Error) -> bool {
     )
 }
 
+/// Opens the serial port of `serial`.
 pub(crate) fn open(
     serial: &SerialSettings,
+) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+    open_serial(serial, &serial.port)
+}
+
+/// Opens `path` with `serial`'s line settings (the simulator opens the other end of a pair
+/// with the same settings).
+pub fn open_serial(
+    serial: &SerialSettings,
+    path: &std::path::Path,
 ) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
     let parity = match serial.parity {
         ParityConfig::None => tokio_serial::Parity::None,
@@ -416,7 +426,7 @@ pub(crate) fn open(
     } else {
         tokio_serial::StopBits::One
     };
-    tokio_serial::new(serial.port.to_string_lossy(), serial.baud)
+    tokio_serial::new(path.to_string_lossy(), serial.baud)
         .parity(parity)
         .data_bits(data_bits)
         .stop_bits(stop_bits)

@@ -36,11 +36,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep};
-use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_serial::SerialStream;
 
 use super::rtu::{self, NoiseSource, RequestFramer};
 use super::{Units, lock, until};
-use crate::config::{ParityConfig, SerialSettings};
+use crate::config::SerialSettings;
 
 /// How often a vanished device side is looked for again.
 pub const REOPEN_EVERY: Duration = Duration::from_millis(200);
@@ -373,24 +373,5 @@ pub(super) fn open_device_side(
 
 fn open(serial: &SerialSettings, path: &Path) -> Result<SerialStream, tokio_serial::Error> {
     // A pty ignores line settings, but a real adapter on the device side would not.
-    let parity = match serial.parity {
-        ParityConfig::None => tokio_serial::Parity::None,
-        ParityConfig::Even => tokio_serial::Parity::Even,
-        ParityConfig::Odd => tokio_serial::Parity::Odd,
-    };
-    let data_bits = if serial.data_bits == 7 {
-        tokio_serial::DataBits::Seven
-    } else {
-        tokio_serial::DataBits::Eight
-    };
-    let stop_bits = if serial.stop_bits == 2 {
-        tokio_serial::StopBits::Two
-    } else {
-        tokio_serial::StopBits::One
-    };
-    tokio_serial::new(path.to_string_lossy(), serial.baud)
-        .parity(parity)
-        .data_bits(data_bits)
-        .stop_bits(stop_bits)
-        .open_native_async()
+    crate::devices::modbus_rtu::open_serial(serial, path)
 }
