@@ -87,18 +87,32 @@ impl HallModel {
     }
 }
 
-/// One room's figures for the current day.
+/// One room's figures for the current day. Zero fields are left out of the serialised state:
+/// it is rewritten on every commit, and most rooms are empty most of the time (flash wear).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomDay {
     pub id: String,
     /// Signed people balance; the shown occupancy is `max(balance, 0)`.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub balance: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub entries: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub exits: u64,
     /// People removed by clamping a persistent negative balance (missed entries).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub clamped: u64,
     /// When the balance last went negative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_since: Option<Timestamp>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 impl RoomDay {
@@ -110,10 +124,14 @@ impl RoomDay {
 /// One room's share of a minute bin.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BinRoom {
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub entries: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub exits: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub peak: u64,
     /// ∫ occupancy dt over the part of the bin seen so far, in person-milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub person_ms: u64,
 }
 
@@ -551,6 +569,17 @@ mod tests {
         assert_eq!(e.state().day, jiff::civil::date(2026, 11, 23));
         // Bins before and after the close both came out, in order.
         assert!(matches!(out[0], EngineOutput::MinuteClosed(_)));
+    }
+
+    #[test]
+    fn empty_rooms_take_no_space_in_the_saved_state() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        e.crossings(1, 2, 0, t);
+        let saved = serde_json::to_string(e.state()).expect("serialises");
+        assert!(saved.contains(r#"{"id":"lecture"}"#), "{saved}");
+        let restored: EngineState = serde_json::from_str(&saved).expect("deserialises");
+        assert_eq!(&restored, e.state());
     }
 
     #[test]
