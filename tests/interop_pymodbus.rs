@@ -42,7 +42,7 @@ use common::pymodbus::{
 };
 use common::rig::Rig;
 use common::serial::PtyPair;
-use common::truth::{Truth, compare_state, state_devices_online};
+use common::truth::{Truth, compare_state};
 
 /// The whole test, processes and all.
 const LIMIT: Duration = Duration::from_secs(150);
@@ -279,41 +279,18 @@ async fn count_through_the_plan(
     check_clean_line(&state, &script.counter_ids())
 }
 
-/// Waits until the retained state shows every counter in `ids` online.
+/// Waits until the retained state shows every counter in `ids` online, the peer still up.
 async fn wait_until_online(
     rig: &mut Rig,
     peer: &mut PymodbusPeer,
     ids: &[String],
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + ONLINE_LIMIT;
-    loop {
-        rig.ensure_alive()?;
-        peer.ensure_running()?;
-        let online = rig
-            .watcher()?
-            .state()
-            .map(|s| state_devices_online(&s))
-            .unwrap_or_default();
-        let not_yet: Vec<String> = ids
-            .iter()
-            .filter(|id| online.get(*id).copied().flatten() != Some(true))
-            .map(|id| match online.get(id) {
-                None => format!("{id} (not in state.devices)"),
-                Some(flag) => format!("{id} (online: {flag:?})"),
-            })
-            .collect();
-        if not_yet.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the gateway did not report every pymodbus counter online within \
-                 {ONLINE_LIMIT:?}; still not online: {}",
-                not_yet.join(", ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    peer.ensure_running()?;
+    let waited = rig.wait_for_devices(ids, true, ONLINE_LIMIT).await;
+    peer.ensure_running()?;
+    waited
+        .map(|_| ())
+        .context("the gateway did not report every pymodbus counter online")
 }
 
 /// Every room's occupancy, entries and exits, the hall's occupancy and visitors, and no drift:
