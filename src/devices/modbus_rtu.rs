@@ -152,15 +152,7 @@ impl ModbusRtuBusDriver {
     ) -> Self {
         let reporters = slaves
             .iter()
-            .map(|s| {
-                CounterReporter::new(
-                    s.index,
-                    s.counter.id.clone(),
-                    s.counter.profile.counting(),
-                    s.baseline,
-                    events.clone(),
-                )
-            })
+            .map(|s| CounterReporter::new(s.index, &s.counter, s.baseline, events.clone()))
             .collect();
         ModbusRtuBusDriver {
             bus_index,

@@ -53,13 +53,7 @@ impl ModbusTcpCounterDriver {
         stats: Arc<DeviceStats>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {
-        let reporter = CounterReporter::new(
-            index,
-            counter.id.clone(),
-            counter.profile.counting(),
-            baseline,
-            events,
-        );
+        let reporter = CounterReporter::new(index, &counter, baseline, events);
         ModbusTcpCounterDriver {
             index,
             counter,

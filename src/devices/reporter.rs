@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::DeviceEvent;
 use super::counter::{CounterTracker, Counting, Totals};
+use crate::config::Counter;
 
 #[derive(Debug)]
 pub struct CounterReporter {
@@ -21,17 +22,17 @@ pub struct CounterReporter {
 }
 
 impl CounterReporter {
+    /// The reporter of counter `index`, resuming from `baseline` (its last persisted totals).
     pub fn new(
         index: usize,
-        id: String,
-        counting: Counting,
+        counter: &Counter,
         baseline: Option<Totals>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {
         CounterReporter {
             index,
-            id,
-            counting,
+            id: counter.id.clone(),
+            counting: counter.profile.counting(),
             tracker: CounterTracker::new(baseline),
             online: None,
             events,

@@ -45,13 +45,7 @@ impl SerialStreamCounterDriver {
         stats: Arc<DeviceStats>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {
-        let reporter = CounterReporter::new(
-            index,
-            counter.id.clone(),
-            counter.profile.counting(),
-            baseline,
-            events,
-        );
+        let reporter = CounterReporter::new(index, counter, baseline, events);
         SerialStreamCounterDriver {
             index,
             serial,
