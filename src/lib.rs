@@ -2,9 +2,11 @@
 //!
 //! Module map, in data-flow order (see `../shared/ARCHITECTURE.md`):
 //!
+//! - [`clock`]: whether the system clock can be trusted (`clock_synced` in payloads).
 //! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
 //!   [`devices::DeviceEvent`]s.
+//! - [`terminals`]: pure decoding of face/temperature terminal messages into passages.
 //! - [`occupancy`]: the pure, synchronous engine: crossings to per-room occupancy, daily totals
 //!   and per-minute aggregates; `now` is always passed in.
 //! - [`outbox`]: SQLite (WAL) owned by one thread; everything bound for the centre is written
@@ -14,6 +16,7 @@
 //! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod devices;
@@ -21,4 +24,5 @@ pub mod occupancy;
 pub mod outbox;
 pub mod simulate;
 pub mod supervisor;
+pub mod terminals;
 pub mod uplink;

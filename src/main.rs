@@ -73,6 +73,23 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         serial_noise_bytes_per_sec: u32,
     },
+    /// Write a synthetic backlog of minute bins into the outbox, as a long outage would leave
+    /// it (for benchmarks and tests of store-and-forward). The gateway must not be running.
+    SeedBacklog {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where the outbox database lives, overriding `storage.data_dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// How many minute bins to write (1440 is a day).
+        #[arg(long, value_name = "N")]
+        minutes: u32,
+        /// The bins end with the minute before this time (RFC 3339); now when left out.
+        #[arg(long, value_name = "TIME")]
+        end: Option<jiff::Timestamp>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the example hall against simulated counters and an embedded broker, with a live table.
     Demo {
         /// Hall config to demo; the shipped example when left out.
@@ -164,6 +181,30 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let shutdown = shutdown_on_signals();
                 hallgate::simulate::run(&cfg, options, shutdown).await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SeedBacklog {
+            config: path,
+            data_dir,
+            minutes,
+            end,
+            seed,
+        } => {
+            let cfg = config::load(
+                &path,
+                &Overrides {
+                    uplink: None,
+                    data_dir,
+                },
+            )?;
+            let end = end.unwrap_or_else(jiff::Timestamp::now);
+            let report =
+                runtime()?.block_on(hallgate::simulate::backlog::seed(&cfg, minutes, end, seed))?;
+            // One line for scripts: key=value pairs.
+            println!(
+                "seeded messages={} payload_bytes={} first_bin={} last_bin={} entries={}",
+                report.messages, report.bytes, report.first_bin, report.last_bin, report.entries
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { config: path, seed } => {

@@ -72,6 +72,10 @@ pub struct UplinkConfig {
     /// Largest MQTT packet the gateway sends (the broker's limit may be lower; ask).
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
+    /// Most outbox messages published per second. Replaying a backlog after an outage goes
+    /// no faster, so a city of gateways reconnecting at once does not flood the centre.
+    #[serde(default = "default_max_replay_msgs_per_sec")]
+    pub max_replay_msgs_per_sec: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +90,15 @@ pub struct StorageConfig {
     /// back. A short one wears the SD card.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
+    /// Most space the undelivered messages may take. Near it, old minute bins are rolled up
+    /// into 15-minute and then hourly bins; only then is the oldest dropped (counted, ERROR).
+    /// The default holds well over 7 days of a busy hall's minute bins.
+    #[serde(default = "default_max_outbox_bytes")]
+    pub max_outbox_bytes: u64,
+    /// Most commits (each one fsync of the write-ahead log) per second, whatever the load:
+    /// more are merged into one. Bounds the SD card's wear.
+    #[serde(default = "default_max_fsyncs_per_sec")]
+    pub max_fsyncs_per_sec: u32,
 }
 
 impl Default for StorageConfig {
@@ -93,6 +106,8 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: default_data_dir(),
             commit_interval_ms: default_commit_interval_ms(),
+            max_outbox_bytes: default_max_outbox_bytes(),
+            max_fsyncs_per_sec: default_max_fsyncs_per_sec(),
         }
     }
 }
@@ -223,6 +238,15 @@ fn default_max_backoff_ms() -> u64 {
 fn default_max_packet_bytes() -> usize {
     256 * 1024
 }
+fn default_max_replay_msgs_per_sec() -> u32 {
+    50
+}
+fn default_max_outbox_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_fsyncs_per_sec() -> u32 {
+    1
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/hallgate")
 }
@@ -286,12 +310,16 @@ pub struct Uplink {
     pub state_interval: Duration,
     pub max_reconnect_backoff: Duration,
     pub max_packet_bytes: usize,
+    pub max_replay_msgs_per_sec: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Storage {
     pub data_dir: PathBuf,
     pub commit_interval: Duration,
+    pub max_outbox_bytes: u64,
+    /// Shortest time between two commits (from `max_fsyncs_per_sec`).
+    pub min_commit_gap: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -516,12 +544,34 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             ),
         );
     }
+    if storage.max_outbox_bytes < 256 * 1024 {
+        v.at(
+            root,
+            "storage.max_outbox_bytes",
+            format!(
+                "must be at least 262144 (256 KiB), not {}",
+                storage.max_outbox_bytes
+            ),
+        );
+    }
+    if !(1..=1000).contains(&storage.max_fsyncs_per_sec) {
+        v.at(
+            root,
+            "storage.max_fsyncs_per_sec",
+            format!(
+                "must be between 1 and 1000, not {}",
+                storage.max_fsyncs_per_sec
+            ),
+        );
+    }
     let storage = Storage {
         data_dir: overrides
             .data_dir
             .clone()
             .unwrap_or(storage.data_dir.clone()),
         commit_interval: Duration::from_millis(storage.commit_interval_ms),
+        max_outbox_bytes: storage.max_outbox_bytes,
+        min_commit_gap: Duration::from_secs(1) / storage.max_fsyncs_per_sec.max(1),
     };
 
     // Profiles.
@@ -1270,6 +1320,7 @@ impl Validator<'_> {
             state_interval_ms: default_state_interval_ms(),
             max_reconnect_backoff_ms: default_max_backoff_ms(),
             max_packet_bytes: default_max_packet_bytes(),
+            max_replay_msgs_per_sec: default_max_replay_msgs_per_sec(),
         });
         let (url, key) = match &overrides.uplink {
             Some(url) => (url.as_str(), "--uplink"),
@@ -1328,6 +1379,14 @@ impl Validator<'_> {
             );
             ok = false;
         }
+        if !(1..=100_000).contains(&file.max_replay_msgs_per_sec) {
+            self.at(
+                root,
+                "uplink.max_replay_msgs_per_sec",
+                "must be between 1 and 100000",
+            );
+            ok = false;
+        }
         let ((host, port), hall, true) = (broker?, hall?, ok) else {
             return None;
         };
@@ -1344,6 +1403,7 @@ impl Validator<'_> {
             state_interval: Duration::from_millis(file.state_interval_ms),
             max_reconnect_backoff: Duration::from_millis(file.max_reconnect_backoff_ms),
             max_packet_bytes: file.max_packet_bytes,
+            max_replay_msgs_per_sec: file.max_replay_msgs_per_sec,
         })
     }
 }

@@ -5,27 +5,80 @@
 //! to it over a bounded channel ([`Outbox`] is the handle). Each [`Batch`] from the core loop
 //! (new messages, the engine state, the counter baselines) is committed in **one transaction**:
 //! either a crossing is in the state *and* its counter baseline has moved, or neither has, so a
-//! crash can neither lose nor repeat a crossing. The core commits when it has messages for the
-//! centre (about once a minute) and otherwise at most once per `commit_interval`, which bounds
-//! fsyncs and bytes written (the SD card's wear).
+//! crash can neither lose nor repeat a crossing.
 //!
-//! `synchronous = FULL` in WAL mode: every commit is durable once it returns, power cut or not.
-//! With commits this rare the fsync costs nothing worth saving; `NORMAL` could lose the last
-//! commits on power loss.
+//! **Durability.** `synchronous = FULL` in WAL mode: every commit is durable once it returns,
+//! power cut or not. `NORMAL` would save one fsync per commit but can lose the last commits
+//! on power loss — exactly the minutes the counters can no longer give back once their
+//! baselines have moved. Commits are rare instead: at most `max_fsyncs_per_sec`, and in
+//! practice one a minute plus the deletions of delivered rows, which bounds the SD card's
+//! wear.
 //!
-//! A row leaves the outbox only when the uplink reports its PUBACK ([`Outbox::acked`]); acked
-//! ids are deleted with the next commit (or after `ack_flush_interval` when nothing else is
-//! committed).
+//! **Delivery.** A row leaves the outbox only when the uplink reports its PUBACK
+//! ([`Outbox::acked`]); acked rows are deleted with the next commit, or in a batch of their
+//! own after `ack_flush_interval` (or sooner when many pile up during a replay). Rows handed
+//! to the uplink are *leased* until acked or until the uplink reconnects
+//! ([`Outbox::release`]): a leased row is never handed out twice on one connection, nor
+//! merged by a roll-up, so the centre cannot count it twice under two ids. Alerts are handed
+//! out before everything else, then the backlog oldest first (see the uplink for why).
+//!
+//! **Bounds.** Near `max_outbox_bytes` old minute bins are rolled up (see [`bound`]); a full
+//! disk lowers the bound to what fits and does the same. On open, a damaged database is moved
+//! aside and a fresh one created: the gateway never crash-loops on its own storage.
+
+pub mod bound;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use bound::{Coarse, RollUp};
+
 use crate::devices::counter::Totals;
+use bound::{FillRate, RowMeta};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "hallgate.db";
+/// Schema version, in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+/// Acked rows that trigger a deletion batch of their own (a replay acks hundreds a second).
+const ACK_FLUSH_ROWS: usize = 512;
+/// Damaged databases kept for a post-mortem; older ones are deleted.
+const DAMAGED_KEPT: usize = 2;
+/// Rows examined per roll-up pass.
+const ROLL_UP_SCAN: usize = 4096;
+
+/// Which messages go first when there is a backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Sent before anything else after a reconnect.
+    Alert,
+    #[default]
+    Normal,
+}
+
+impl Priority {
+    fn code(self) -> i64 {
+        match self {
+            Priority::Alert => 0,
+            Priority::Normal => 1,
+        }
+    }
+
+    fn from_code(code: i64) -> Self {
+        if code == 0 {
+            Priority::Alert
+        } else {
+            Priority::Normal
+        }
+    }
+}
 
 /// A message waiting for the central broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +90,9 @@ pub struct OutMessage {
     pub retain: bool,
     pub msg_id: String,
     pub payload: Vec<u8>,
+    pub priority: Priority,
+    /// Start of the aggregate's bin, Unix seconds; what roll-ups group by.
+    pub bin_start: Option<i64>,
 }
 
 /// A stored message, with its row id.
@@ -62,6 +118,90 @@ pub struct Restored {
     pub engine_state: Option<Vec<u8>>,
     pub baselines: BTreeMap<String, Totals>,
     pub pending_messages: u64,
+    /// Where a damaged database was moved, if one was found.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// How the outbox behaves; from `[storage]`.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    /// Longest time acked rows wait for deletion when nothing else is committed.
+    pub ack_flush_interval: Duration,
+    /// Most bytes the stored messages may take.
+    pub max_bytes: u64,
+    /// Shortest time between two write transactions (each one fsync).
+    pub min_commit_gap: Duration,
+    /// How aggregates are merged near the bound; `None` drops instead.
+    pub roll_up: Option<RollUp>,
+}
+
+impl OutboxOptions {
+    pub fn from_config(storage: &crate::config::Storage, roll_up: Option<RollUp>) -> Self {
+        OutboxOptions {
+            ack_flush_interval: storage.commit_interval,
+            max_bytes: storage.max_outbox_bytes,
+            min_commit_gap: storage.min_commit_gap,
+            roll_up,
+        }
+    }
+}
+
+/// The outbox's health, shared with the state payload and the logs.
+#[derive(Debug, Default)]
+pub struct OutboxStats {
+    /// Messages not yet acknowledged.
+    pub pending: AtomicU64,
+    /// Space they take, as counted against the bound.
+    pub bytes: AtomicU64,
+    /// The bound in force (lower than configured after the disk filled up).
+    pub max_bytes: AtomicU64,
+    /// Bytes of messages ever inserted: the fill rate's basis.
+    pub inserted_bytes: AtomicU64,
+    /// Write transactions, each one fsync of the write-ahead log.
+    pub commits: AtomicU64,
+    /// Rows merged away into coarser bins.
+    pub rolled_up: AtomicU64,
+    /// Rows dropped unsent because even roll-ups did not make room.
+    pub dropped: AtomicU64,
+    /// Write transactions that failed.
+    pub write_errors: AtomicU64,
+    pub disk_full: AtomicBool,
+    /// Hours of space left at the current fill rate, as `f64` bits; NaN when unknown.
+    buffer_left_hours: AtomicU64,
+}
+
+/// A copy of [`OutboxStats`] for payloads and logs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OutboxSnapshot {
+    pub pending: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub commits: u64,
+    pub rolled_up: u64,
+    pub dropped: u64,
+    pub write_errors: u64,
+    pub disk_full: bool,
+    /// Hours until the bound is reached at the current rate, before roll-ups; absent while
+    /// nothing accumulates (the link is up) or the rate is not yet known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_left_hours: Option<f64>,
+}
+
+impl OutboxStats {
+    pub fn snapshot(&self) -> OutboxSnapshot {
+        let hours = f64::from_bits(self.buffer_left_hours.load(Ordering::Relaxed));
+        OutboxSnapshot {
+            pending: self.pending.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            rolled_up: self.rolled_up.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            disk_full: self.disk_full.load(Ordering::Relaxed),
+            buffer_left_hours: (!hours.is_nan()).then_some((hours * 10.0).round() / 10.0),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +215,13 @@ pub enum OutboxError {
     Open {
         path: PathBuf,
         error: rusqlite::Error,
+    },
+    #[error("outbox database {path} is damaged: {detail}")]
+    Damaged { path: PathBuf, detail: String },
+    #[error("cannot move the damaged database {path} aside: {error}")]
+    MoveAside {
+        path: PathBuf,
+        error: std::io::Error,
     },
     #[error("outbox database error: {0}")]
     Sqlite(rusqlite::Error),
@@ -92,16 +239,40 @@ impl From<rusqlite::Error> for OutboxError {
     }
 }
 
+impl OutboxError {
+    /// The database file itself is unusable (as opposed to, say, a permission problem).
+    fn is_damage(&self) -> bool {
+        let code = |e: &rusqlite::Error| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+            )
+        };
+        match self {
+            OutboxError::Damaged { .. } => true,
+            OutboxError::Open { error, .. } | OutboxError::Sqlite(error) => code(error),
+            _ => false,
+        }
+    }
+
+    fn is_disk_full(&self) -> bool {
+        matches!(self, OutboxError::Sqlite(e) | OutboxError::Open { error: e, .. }
+            if e.sqlite_error_code() == Some(ErrorCode::DiskFull))
+    }
+}
+
 enum Command {
     Commit(Batch, oneshot::Sender<Result<(), (String, Batch)>>),
     Acked(Vec<i64>),
     Fetch {
-        after_id: i64,
         limit: usize,
         reply: oneshot::Sender<Vec<StoredMessage>>,
     },
-    Pending(oneshot::Sender<u64>),
+    Release,
     Close(oneshot::Sender<()>),
+    /// Stop at once, as a crash would: nothing flushed. Tests only.
+    #[cfg(test)]
+    Abandon(oneshot::Sender<()>),
 }
 
 /// Handle to the outbox thread. Cheap to clone.
@@ -110,35 +281,57 @@ pub struct Outbox {
     commands: mpsc::Sender<Command>,
     /// Signalled after each commit that added messages.
     new_messages: Arc<Notify>,
+    stats: Arc<OutboxStats>,
 }
 
 impl Outbox {
-    /// Opens (or creates) `data_dir/hallgate.db` and starts the owning thread.
+    /// Opens (or creates) `data_dir/hallgate.db`, checks it, and starts the owning thread. A
+    /// damaged database is moved aside (ERROR) and a fresh one created.
     pub fn open(
         data_dir: &Path,
-        ack_flush_interval: Duration,
+        options: OutboxOptions,
     ) -> Result<(Outbox, Restored), OutboxError> {
         std::fs::create_dir_all(data_dir).map_err(|error| OutboxError::CreateDir {
             path: data_dir.to_path_buf(),
             error,
         })?;
-        let path = data_dir.join("hallgate.db");
-        let mut db = Db::open(&path)?;
-        let restored = db.restore()?;
+        let path = data_dir.join(DB_FILE);
+        let stats = Arc::new(OutboxStats::default());
+        let (mut db, moved_aside) = match Db::open(&path, &options, stats.clone()) {
+            Ok(db) => (db, None),
+            Err(error) if error.is_damage() => {
+                let moved = move_aside(&path)?;
+                tracing::error!(
+                    %error,
+                    moved_to = %moved.display(),
+                    "the outbox database is damaged; it was moved aside and a fresh one created — \
+                     undelivered messages and today's totals in it are lost"
+                );
+                (Db::open(&path, &options, stats.clone())?, Some(moved))
+            }
+            Err(error) => return Err(error),
+        };
+        let mut restored = db.restore()?;
+        restored.moved_aside = moved_aside;
         let (tx, rx) = mpsc::channel(256);
         let notify = Arc::new(Notify::new());
         let thread_notify = notify.clone();
         std::thread::Builder::new()
             .name("outbox".into())
-            .spawn(move || db.serve(rx, thread_notify, ack_flush_interval))
+            .spawn(move || db.serve(rx, thread_notify))
             .map_err(OutboxError::Thread)?;
         Ok((
             Outbox {
                 commands: tx,
                 new_messages: notify,
+                stats,
             },
             restored,
         ))
+    }
+
+    pub fn stats(&self) -> &Arc<OutboxStats> {
+        &self.stats
     }
 
     /// Commits `batch` in one transaction; returns when it is durable. On failure the batch
@@ -157,21 +350,18 @@ impl Outbox {
         }
     }
 
-    /// The broker acknowledged these rows; they are deleted with the next commit.
+    /// The broker acknowledged these rows; they are deleted with the next write.
     pub async fn acked(&self, ids: Vec<i64>) {
         let _ = self.commands.send(Command::Acked(ids)).await;
     }
 
-    /// Up to `limit` undelivered messages with ids above `after_id`, oldest first.
-    pub async fn fetch(&self, after_id: i64, limit: usize) -> Vec<StoredMessage> {
+    /// Leases up to `limit` undelivered messages not leased yet: alerts first, then the
+    /// oldest.
+    pub async fn fetch(&self, limit: usize) -> Vec<StoredMessage> {
         let (reply, rx) = oneshot::channel();
         if self
             .commands
-            .send(Command::Fetch {
-                after_id,
-                limit,
-                reply,
-            })
+            .send(Command::Fetch { limit, reply })
             .await
             .is_err()
         {
@@ -180,13 +370,15 @@ impl Outbox {
         rx.await.unwrap_or_default()
     }
 
+    /// The uplink has a new connection: whatever was leased and not acked is undelivered
+    /// and will be handed out again.
+    pub async fn release(&self) {
+        let _ = self.commands.send(Command::Release).await;
+    }
+
     /// Messages not yet acknowledged.
-    pub async fn pending(&self) -> u64 {
-        let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Pending(reply)).await.is_err() {
-            return 0;
-        }
-        rx.await.unwrap_or(0)
+    pub fn pending(&self) -> u64 {
+        self.stats.pending.load(Ordering::Relaxed)
     }
 
     /// Resolves when a commit has added messages since the last call.
@@ -201,28 +393,139 @@ impl Outbox {
             let _ = rx.await;
         }
     }
+
+    /// Stops the thread the way a crash would, without flushing anything.
+    #[cfg(test)]
+    async fn abandon(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Abandon(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Space kept back for making room on a full disk.
+const RESERVE_BYTES: usize = 512 * 1024;
+
+/// Writes the reserve file (real blocks, not a sparse file); `None`, with a WARN, if the disk
+/// has no room for it.
+fn make_reserve(db: &Path) -> Option<PathBuf> {
+    let path = PathBuf::from(format!("{}.reserve", db.display()));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == RESERVE_BYTES as u64) {
+        return Some(path);
+    }
+    match std::fs::write(&path, vec![0u8; RESERVE_BYTES]) {
+        Ok(()) => Some(path),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(%error, path = %path.display(), "cannot write the outbox's reserve file; a full disk will be harder to recover from");
+            None
+        }
+    }
+}
+
+/// Renames the database and its WAL and shared-memory files to `*.damaged-<unix secs>`, and
+/// deletes all but the newest [`DAMAGED_KEPT`] earlier ones so damage cannot fill the disk.
+fn move_aside(path: &Path) -> Result<PathBuf, OutboxError> {
+    let stamp = jiff::Timestamp::now().as_second();
+    let target = path.with_extension(format!("db.damaged-{stamp}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", target.display()));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(OutboxError::MoveAside { path: from, error }),
+        }
+    }
+    if let Some(dir) = path.parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        let mut damaged: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.contains(".damaged-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+                })
+            })
+            .collect();
+        // Oldest first, by the Unix time in the name.
+        let stamp_of = |p: &PathBuf| {
+            p.to_str()
+                .and_then(|s| s.rsplit_once(".damaged-"))
+                .and_then(|(_, stamp)| stamp.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        damaged.sort_by_key(stamp_of);
+        let excess = damaged.len().saturating_sub(DAMAGED_KEPT);
+        for old in &damaged[..excess] {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", old.display()));
+            }
+        }
+    }
+    Ok(target)
 }
 
 struct Db {
     conn: Connection,
-    /// Acked ids not yet deleted.
+    stats: Arc<OutboxStats>,
+    options: OutboxOptions,
+    /// The bound in force: the configured one, lowered when the disk filled up.
+    max_bytes: u64,
+    /// Rows in the table (acked or not).
+    rows: u64,
+    bytes: u64,
+    inserted_bytes: u64,
+    /// Handed to the uplink, not yet acked.
+    leased: HashSet<i64>,
+    /// Acked, not yet deleted.
     acked: HashSet<i64>,
+    acked_since: Option<Instant>,
+    /// Highest normal-priority id leased since the last release: everything at or below it
+    /// is leased or acked, so the next fetch starts after it.
+    cursor: i64,
+    last_write: Option<Instant>,
+    fill: FillRate,
+    /// A file of zeros kept beside the database and deleted when the disk is full, so there
+    /// is room to write the roll-ups and deletions that make room.
+    reserve: Option<PathBuf>,
 }
 
 impl Db {
     // This is the one place allowed to open SQLite (clippy.toml).
     #[allow(clippy::disallowed_methods)]
-    fn open(path: &Path) -> Result<Db, OutboxError> {
+    fn open(
+        path: &Path,
+        options: &OutboxOptions,
+        stats: Arc<OutboxStats>,
+    ) -> Result<Db, OutboxError> {
         let open_err = |error| OutboxError::Open {
             path: path.to_path_buf(),
             error,
         };
         let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        // Any page of a damaged file can fail; this reads them all (cheap at outbox sizes).
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if check != "ok" {
+            return Err(OutboxError::Damaged {
+                path: path.to_path_buf(),
+                detail: check,
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(5))
+        // Checkpoint every 256 pages (1 MiB) and give the WAL file back after: a small
+        // data partition must not hold a large idle WAL.
+        conn.pragma_update(None, "wal_autocheckpoint", 256)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
             .map_err(open_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS outbox (
@@ -244,10 +547,66 @@ impl Db {
              );",
         )
         .map_err(open_err)?;
-        Ok(Db {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if version < 1 {
+            // Version 0 had no priority or bin columns.
+            let has_priority = conn
+                .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'priority'")
+                .and_then(|mut s| s.exists([]))
+                .map_err(open_err)?;
+            if !has_priority {
+                conn.execute_batch(
+                    "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+                     ALTER TABLE outbox ADD COLUMN bin_start INTEGER;",
+                )
+                .map_err(open_err)?;
+            }
+            // Alerts are few: a partial index finds them without a scan, and costs no write
+            // for the other rows.
+            conn.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS outbox_alerts ON outbox(id) WHERE priority = 0;
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(open_err)?;
+        }
+        let (rows, bytes): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(open_err)?;
+        stats.max_bytes.store(options.max_bytes, Ordering::Relaxed);
+        stats
+            .buffer_left_hours
+            .store(f64::NAN.to_bits(), Ordering::Relaxed);
+        let mut db = Db {
             conn,
+            stats,
+            options: options.clone(),
+            max_bytes: options.max_bytes,
+            rows: rows as u64,
+            bytes: bytes as u64,
+            inserted_bytes: 0,
+            leased: HashSet::new(),
             acked: HashSet::new(),
-        })
+            acked_since: None,
+            cursor: 0,
+            last_write: None,
+            fill: FillRate::new(Duration::from_secs(3600)),
+            reserve: make_reserve(path),
+        };
+        // A restart with a lower bound, or a database that grew before a crash: make room
+        // now, before the uplink starts handing rows out.
+        if db.bytes > db.high_water()
+            && let Err(error) = db.make_room_now()
+        {
+            tracing::error!(%error, "cannot make room in the outbox at start-up; it stays over its bound for now");
+        }
+        db.publish_stats();
+        Ok(db)
     }
 
     fn restore(&mut self) -> Result<Restored, OutboxError> {
@@ -279,22 +638,71 @@ impl Db {
             );
         }
         drop(stmt);
-        let pending_messages = self.pending()?;
         Ok(Restored {
             engine_state,
             baselines,
-            pending_messages,
+            pending_messages: self.rows,
+            moved_aside: None,
         })
     }
 
-    fn pending(&self) -> Result<u64, OutboxError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
-        Ok((n as u64).saturating_sub(self.acked.len() as u64))
+    fn publish_stats(&self) {
+        let s = &self.stats;
+        s.pending.store(
+            self.rows.saturating_sub(self.acked.len() as u64),
+            Ordering::Relaxed,
+        );
+        s.bytes.store(self.bytes, Ordering::Relaxed);
+        s.max_bytes.store(self.max_bytes, Ordering::Relaxed);
+        s.inserted_bytes
+            .store(self.inserted_bytes, Ordering::Relaxed);
     }
 
-    fn serve(mut self, mut rx: mpsc::Receiver<Command>, notify: Arc<Notify>, flush: Duration) {
+    /// Re-estimates the hours of space left; called after each write.
+    fn update_buffer_left(&mut self) {
+        let now = Instant::now();
+        self.fill.sample(now, self.inserted_bytes);
+        // What the centre takes away does not fill the buffer: only a growing backlog does.
+        let growing = self.rows > self.acked.len() as u64 + 1;
+        let hours = if growing {
+            bound::hours_left(
+                self.max_bytes.saturating_sub(self.bytes),
+                self.fill.bytes_per_hour(now, self.inserted_bytes),
+            )
+        } else {
+            None
+        };
+        self.stats
+            .buffer_left_hours
+            .store(hours.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+    }
+
+    /// When acked rows should be deleted in a write of their own, if any wait.
+    fn flush_deadline(&self) -> Option<Instant> {
+        let since = self.acked_since?;
+        let earliest = self
+            .last_write
+            .map_or_else(Instant::now, |t| t + self.options.min_commit_gap);
+        let due = if self.acked.len() >= ACK_FLUSH_ROWS {
+            Instant::now()
+        } else {
+            since + self.options.ack_flush_interval
+        };
+        Some(due.max(earliest))
+    }
+
+    /// Waits, if needed, so writes stay `min_commit_gap` apart (fsyncs per second).
+    fn pace(&self) {
+        if let Some(last) = self.last_write {
+            let next = last + self.options.min_commit_gap;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+    }
+
+    fn serve(mut self, mut rx: mpsc::Receiver<Command>, notify: Arc<Notify>) {
         // A tiny runtime of this thread's own, only to wait on the channel with a deadline.
         let waiter = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -306,27 +714,22 @@ impl Db {
                 return;
             }
         };
-        let mut acked_since = None::<Instant>;
         loop {
-            // Deletions wait for the next commit, or at most `flush`.
-            let command = match acked_since {
+            let command = match self.flush_deadline() {
                 None => rx.blocking_recv(),
-                Some(since) => {
-                    let left = flush.saturating_sub(since.elapsed());
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
                     match waiter.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
                         Ok(c) => c,
                         Err(_) => {
-                            if let Err(error) = self.delete_acked() {
-                                tracing::error!(%error, "cannot delete delivered messages from the outbox; they will be sent again");
-                            }
-                            acked_since = None;
+                            self.flush_acked();
                             continue;
                         }
                     }
                 }
             };
             let Some(command) = command else {
-                let _ = self.delete_acked();
+                self.flush_acked();
                 return;
             };
             match command {
@@ -336,36 +739,45 @@ impl Db {
                         Ok(()) => Ok(()),
                         Err(error) => Err((error.to_string(), batch)),
                     };
-                    if result.is_ok() {
-                        acked_since = None;
-                        if had_messages {
-                            notify.notify_one();
-                        }
+                    if result.is_ok() && had_messages {
+                        notify.notify_one();
                     }
                     let _ = reply.send(result);
                 }
                 Command::Acked(ids) => {
-                    self.acked.extend(ids);
-                    acked_since.get_or_insert_with(Instant::now);
+                    for id in ids {
+                        if self.leased.remove(&id) {
+                            self.acked.insert(id);
+                        }
+                    }
+                    if !self.acked.is_empty() {
+                        self.acked_since.get_or_insert_with(Instant::now);
+                    }
+                    self.publish_stats();
                 }
-                Command::Fetch {
-                    after_id,
-                    limit,
-                    reply,
-                } => {
-                    let rows = self.fetch(after_id, limit).unwrap_or_else(|error| {
+                Command::Fetch { limit, reply } => {
+                    let rows = self.fetch(limit).unwrap_or_else(|error| {
                         tracing::error!(%error, "cannot read the outbox");
                         Vec::new()
                     });
                     let _ = reply.send(rows);
                 }
-                Command::Pending(reply) => {
-                    let _ = reply.send(self.pending().unwrap_or(0));
+                Command::Release => {
+                    self.leased.clear();
+                    self.cursor = 0;
+                    // Deleted now, so the next fetches need not step over them.
+                    self.flush_acked();
                 }
                 Command::Close(reply) => {
-                    if let Err(error) = self.delete_acked() {
-                        tracing::warn!(%error, "cannot delete delivered messages at shutdown; they will be sent again");
-                    }
+                    self.flush_acked();
+                    // Closing the connection checkpoints and removes the WAL: do it before
+                    // answering, so a process that exits right after leaves one tidy file.
+                    drop(self);
+                    let _ = reply.send(());
+                    return;
+                }
+                #[cfg(test)]
+                Command::Abandon(reply) => {
                     let _ = reply.send(());
                     return;
                 }
@@ -373,16 +785,91 @@ impl Db {
         }
     }
 
-    fn commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
-        let tx = self.conn.transaction()?;
-        for id in &self.acked {
-            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+    fn flush_acked(&mut self) {
+        if self.acked.is_empty() {
+            return;
         }
+        self.pace();
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let (rows, bytes) = delete_rows(&tx, self.acked.iter().copied())?;
+            tx.commit()?;
+            Ok::<_, OutboxError>((rows, bytes))
+        })();
+        self.last_write = Some(Instant::now());
+        match result {
+            Ok((rows, bytes)) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.rows -= rows;
+                self.bytes -= bytes;
+                self.acked.clear();
+                self.acked_since = None;
+            }
+            Err(error) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "cannot delete delivered messages from the outbox; retrying with the next write");
+                // Retry later, not in a tight loop.
+                self.acked_since = Some(Instant::now());
+                if error.is_disk_full() {
+                    self.disk_full();
+                }
+            }
+        }
+        self.update_buffer_left();
+        self.publish_stats();
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
+        self.pace();
+        let mut result = self.try_commit(batch);
+        if let Err(error) = &result
+            && error.is_disk_full()
+        {
+            // Make room, then try once more; if even that fails the batch goes back to the
+            // core, which keeps it in memory and tries again.
+            self.disk_full();
+            result = self.try_commit(batch);
+        }
+        self.last_write = Some(Instant::now());
+        match &result {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                if self.stats.disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max_bytes = self.max_bytes,
+                        "the outbox can write again after the disk was full; the lowered bound stays until restart"
+                    );
+                }
+            }
+            Err(_) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.update_buffer_left();
+        self.publish_stats();
+        result
+    }
+
+    fn try_commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
+        let mut rows = self.rows;
+        let mut bytes = self.bytes;
+        let mut inserted = 0u64;
+        let (high, low) = (self.high_water(), self.low_water());
+        let room = RoomRules {
+            leased: &self.leased,
+            acked: &self.acked,
+            roll_up: self.options.roll_up,
+            low,
+        };
+        let tx = self.conn.transaction()?;
+        let (deleted_rows, deleted_bytes) = delete_rows(&tx, self.acked.iter().copied())?;
+        rows -= deleted_rows;
+        bytes -= deleted_bytes;
         for m in &batch.messages {
-            tx.execute(
-                "INSERT INTO outbox (kind, topic, retain, msg_id, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![m.kind, m.topic, m.retain, m.msg_id, m.payload],
-            )?;
+            insert(&tx, None, m)?;
+            rows += 1;
+            bytes += bound::row_bytes(m);
+            inserted += bound::row_bytes(m);
         }
         if let Some(state) = &batch.engine_state {
             tx.execute(
@@ -398,109 +885,324 @@ impl Db {
                 params![id, t.inward as i64, t.outward as i64],
             )?;
         }
+        // Over the bound: make room in the same transaction, so it costs no extra fsync.
+        let mut space = Space {
+            rows,
+            bytes,
+            rolled_up: 0,
+            dropped: 0,
+        };
+        if space.bytes > high {
+            room.make_room(&tx, &mut space)?;
+        }
         tx.commit()?;
         self.acked.clear();
+        self.acked_since = None;
+        self.rows = space.rows;
+        self.bytes = space.bytes;
+        self.inserted_bytes += inserted;
+        self.account(&space);
         Ok(())
     }
 
-    fn delete_acked(&mut self) -> Result<(), OutboxError> {
-        if self.acked.is_empty() {
-            return Ok(());
-        }
+    /// Makes room under the bound in a transaction of its own.
+    fn make_room_now(&mut self) -> Result<(), OutboxError> {
+        let room = RoomRules {
+            leased: &self.leased,
+            acked: &self.acked,
+            roll_up: self.options.roll_up,
+            low: self.max_bytes / 4 * 3,
+        };
+        let mut space = Space {
+            rows: self.rows,
+            bytes: self.bytes,
+            rolled_up: 0,
+            dropped: 0,
+        };
         let tx = self.conn.transaction()?;
-        for id in &self.acked {
-            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-        }
+        room.make_room(&tx, &mut space)?;
         tx.commit()?;
-        self.acked.clear();
+        self.rows = space.rows;
+        self.bytes = space.bytes;
+        self.account(&space);
         Ok(())
     }
 
-    fn fetch(&self, after_id: i64, limit: usize) -> Result<Vec<StoredMessage>, OutboxError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, kind, topic, retain, msg_id, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after_id, limit as i64], |r| {
-            Ok(StoredMessage {
-                id: r.get(0)?,
-                message: OutMessage {
-                    kind: r.get(1)?,
-                    topic: r.get(2)?,
-                    retain: r.get(3)?,
-                    msg_id: r.get(4)?,
-                    payload: r.get(5)?,
-                },
-            })
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let row = row?;
-            if !self.acked.contains(&row.id) {
-                out.push(row);
+    fn high_water(&self) -> u64 {
+        self.max_bytes / 10 * 9
+    }
+
+    fn low_water(&self) -> u64 {
+        self.max_bytes / 4 * 3
+    }
+
+    fn account(&self, space: &Space) {
+        if space.rolled_up > 0 {
+            self.stats
+                .rolled_up
+                .fetch_add(space.rolled_up, Ordering::Relaxed);
+            tracing::warn!(
+                merged_rows = space.rolled_up,
+                bytes = space.bytes,
+                max_bytes = self.max_bytes,
+                "the outbox is near its bound; old minute bins were rolled up into coarser bins"
+            );
+        }
+        if space.dropped > 0 {
+            self.stats
+                .dropped
+                .fetch_add(space.dropped, Ordering::Relaxed);
+            tracing::error!(
+                dropped_rows = space.dropped,
+                bytes = space.bytes,
+                max_bytes = self.max_bytes,
+                "the outbox is full even after roll-ups; the oldest undelivered messages were dropped"
+            );
+        }
+    }
+
+    /// The disk is full: give back the reserve file and the WAL's space, checkpoint more often
+    /// from now on, lower the bound to below what is stored now and make room by the usual
+    /// rules (roll up, then drop). Rolled-up rows leave free pages inside the file that new
+    /// rows reuse, so the file stops growing for a good while; making room writes too, which
+    /// is what the reserve is for. The lowered bound stays until restart.
+    fn disk_full(&mut self) {
+        if !self.stats.disk_full.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                bytes = self.bytes,
+                max_bytes = self.max_bytes,
+                "the disk holding the outbox is full; using the reserve, lowering the outbox bound \
+                 and rolling up (or, if that is not enough, dropping) the oldest bins"
+            );
+        }
+        if let Some(reserve) = self.reserve.take() {
+            let _ = std::fs::remove_file(&reserve);
+        }
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        // A small WAL that is reused, rather than one that grows to 1 MiB first.
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 16);
+        let lowered = (self.bytes / 10 * 8).max(64 * 1024).min(self.max_bytes);
+        tracing::warn!(
+            bytes = self.bytes,
+            from = self.max_bytes,
+            to = lowered,
+            "outbox bound lowered to fit the disk until restart"
+        );
+        self.max_bytes = lowered;
+        match self.make_room_now() {
+            Ok(()) => {
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             }
+            Err(error) => {
+                tracing::error!(%error, "cannot make room in the outbox on a full disk; new data waits in memory and is retried");
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn fetch(&mut self, limit: usize) -> Result<Vec<StoredMessage>, OutboxError> {
+        let mut out = Vec::new();
+        {
+            let mut alerts = self.conn.prepare_cached(
+                "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE priority = 0 ORDER BY id",
+            )?;
+            for row in alerts.query_map([], read_row)? {
+                let row = row?;
+                if out.len() < limit
+                    && !self.leased.contains(&row.id)
+                    && !self.acked.contains(&row.id)
+                {
+                    out.push(row);
+                }
+            }
+        }
+        while out.len() < limit {
+            let want = limit - out.len();
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE priority = 1 AND id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let batch: Vec<StoredMessage> = stmt
+                .query_map(params![self.cursor, want as i64], read_row)?
+                .collect::<Result<_, _>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            for row in batch {
+                self.cursor = self.cursor.max(row.id);
+                if !self.leased.contains(&row.id) && !self.acked.contains(&row.id) {
+                    out.push(row);
+                }
+            }
+        }
+        for row in &out {
+            self.leased.insert(row.id);
         }
         Ok(out)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What making room may touch: never a leased or acked row.
+struct RoomRules<'a> {
+    leased: &'a HashSet<i64>,
+    acked: &'a HashSet<i64>,
+    roll_up: Option<RollUp>,
+    /// Stop once the stored bytes are at or below this.
+    low: u64,
+}
 
-    fn msg(kind: &str, id: &str) -> OutMessage {
-        OutMessage {
-            kind: kind.into(),
-            topic: format!("t/{kind}"),
-            retain: kind == "state",
-            msg_id: id.into(),
-            payload: id.as_bytes().to_vec(),
+impl RoomRules<'_> {
+    /// Rolls up, then drops, until the stored bytes are under the low-water mark.
+    fn make_room(&self, tx: &Transaction<'_>, space: &mut Space) -> Result<(), OutboxError> {
+        let low = self.low;
+        if let Some(roll_up) = self.roll_up {
+            for grain in Coarse::ALL {
+                while space.bytes > low {
+                    let metas = self.oldest_rows(tx)?;
+                    let groups = bound::plan_roll_up(&metas, grain);
+                    let mut progress = false;
+                    for (bin, ids) in groups {
+                        if space.bytes <= low {
+                            break;
+                        }
+                        let messages = load(tx, &ids)?;
+                        let Some(merged) = roll_up(&messages, grain, bin) else {
+                            continue;
+                        };
+                        let (rows, bytes) = delete_rows(tx, ids.iter().copied())?;
+                        // The merged row takes the place of the oldest it replaces, so the
+                        // backlog stays in time order.
+                        insert(tx, ids.iter().min().copied(), &merged)?;
+                        space.rows = space.rows - rows + 1;
+                        space.bytes = space.bytes - bytes + bound::row_bytes(&merged);
+                        space.rolled_up += rows.saturating_sub(1);
+                        progress = true;
+                    }
+                    if !progress {
+                        break;
+                    }
+                }
+            }
         }
+        while space.bytes > low {
+            let victims: Vec<i64> = self
+                .oldest_rows(tx)?
+                .into_iter()
+                .filter(|m| !m.busy)
+                .take(64)
+                .map(|m| m.id)
+                .collect();
+            if victims.is_empty() {
+                break;
+            }
+            let (rows, bytes) = delete_rows(tx, victims.into_iter())?;
+            space.rows -= rows;
+            space.bytes -= bytes;
+            space.dropped += rows;
+        }
+        Ok(())
     }
 
-    #[tokio::test]
-    async fn committed_rows_survive_reopen_until_acked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (outbox, restored) = Outbox::open(dir.path(), Duration::from_millis(50)).expect("open");
-        assert_eq!(restored.pending_messages, 0);
-        let mut batch = Batch {
-            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b")],
-            engine_state: Some(b"{}".to_vec()),
-            ..Batch::default()
-        };
-        batch.baselines.insert(
-            "c1".into(),
-            Totals {
-                inward: 5,
-                outward: 3,
-            },
-        );
-        outbox.commit(batch).await.map_err(|e| e.0).expect("commit");
-        outbox
-            .commit(Batch {
-                messages: vec![msg("agg_1m", "c")],
-                ..Batch::default()
-            })
-            .await
-            .map_err(|e| e.0)
-            .expect("commit");
-        let rows = outbox.fetch(0, 10).await;
-        let ids: Vec<&str> = rows.iter().map(|r| r.message.msg_id.as_str()).collect();
-        assert_eq!(ids, ["a", "b", "c"]);
-        outbox.acked(vec![rows[0].id]).await;
-        outbox.close().await;
-
-        let (outbox, restored) =
-            Outbox::open(dir.path(), Duration::from_millis(50)).expect("reopen");
-        assert_eq!(restored.pending_messages, 2);
-        assert_eq!(restored.engine_state.as_deref(), Some(&b"{}"[..]));
-        assert_eq!(restored.baselines["c1"].inward, 5);
-        let ids: Vec<String> = outbox
-            .fetch(0, 10)
-            .await
-            .into_iter()
-            .map(|r| r.message.msg_id)
-            .collect();
-        assert_eq!(ids, ["b", "c"]);
-        outbox.close().await;
+    fn oldest_rows(&self, tx: &Transaction<'_>) -> Result<Vec<RowMeta>, OutboxError> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, kind, bin_start FROM outbox WHERE priority = 1 ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([ROLL_UP_SCAN as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, bin_start) = row?;
+            out.push(RowMeta {
+                id,
+                kind,
+                bin_start,
+                busy: self.leased.contains(&id) || self.acked.contains(&id),
+            });
+        }
+        Ok(out)
     }
 }
+
+/// Rows and bytes in the table, as a transaction changes them.
+struct Space {
+    rows: u64,
+    bytes: u64,
+    rolled_up: u64,
+    dropped: u64,
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        message: OutMessage {
+            kind: r.get(1)?,
+            topic: r.get(2)?,
+            retain: r.get(3)?,
+            msg_id: r.get(4)?,
+            payload: r.get(5)?,
+            priority: Priority::from_code(r.get(6)?),
+            bin_start: r.get(7)?,
+        },
+    })
+}
+
+fn insert(tx: &Transaction<'_>, id: Option<i64>, m: &OutMessage) -> Result<(), OutboxError> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (id, kind, topic, retain, msg_id, payload, priority, bin_start)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        id,
+        m.kind,
+        m.topic,
+        m.retain,
+        m.msg_id,
+        m.payload,
+        m.priority.code(),
+        m.bin_start
+    ])?;
+    Ok(())
+}
+
+/// Deletes rows by id; returns how many rows and bytes went.
+fn delete_rows(
+    tx: &Transaction<'_>,
+    ids: impl Iterator<Item = i64>,
+) -> Result<(u64, u64), OutboxError> {
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM outbox WHERE id = ?1
+         RETURNING LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48",
+    )?;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    for id in ids {
+        if let Some(b) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+            rows += 1;
+            bytes += b as u64;
+        }
+    }
+    Ok((rows, bytes))
+}
+
+fn load(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<OutMessage>, OutboxError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = stmt.query_row([id], read_row).optional()? {
+            out.push(row.message);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

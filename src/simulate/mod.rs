@@ -17,6 +17,7 @@
 //! → at the end of the duration (or on shutdown) write the final truth line → keep serving the
 //! frozen totals until shutdown.
 
+pub mod backlog;
 pub mod registers;
 pub mod rtu;
 pub mod serial;

@@ -26,8 +26,8 @@ use crate::config::Config;
 use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
-use crate::outbox::{Batch, OutMessage, Outbox, OutboxError};
-use crate::uplink::payload::{self, DeviceHealth};
+use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
+use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
 
 /// How long shutdown may take in all (systemd's stop timeout is longer).
@@ -49,8 +49,10 @@ pub enum SupervisorError {
 
 /// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SupervisorError> {
-    let (outbox, restored) =
-        Outbox::open(&config.storage.data_dir, config.storage.commit_interval)?;
+    let (outbox, restored) = Outbox::open(
+        &config.storage.data_dir,
+        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
+    )?;
     let now = Timestamp::now();
     let engine_state = restored.engine_state.as_deref().and_then(|bytes| {
         serde_json::from_slice::<EngineState>(bytes)
@@ -69,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         data_dir = %config.storage.data_dir.display(),
         resumed,
         pending_messages = restored.pending_messages,
+        clock_synced = crate::clock::synchronised(),
         "hallgate is running"
     );
 
@@ -122,7 +125,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         );
         let wait_until = Instant::now() + UPLINK_DRAIN;
         while link.connected.load(Ordering::Relaxed)
-            && outbox.pending().await > 0
+            && outbox.pending() > 0
             && Instant::now() < wait_until
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,8 +168,10 @@ struct Core {
     last_summary: Instant,
     /// A delta-mode counter moved: its crossings exist nowhere but here, so commit soon.
     urgent: bool,
-    /// Latest time seen, so the engine's clock never runs backwards between drivers.
+    /// Latest time seen, so the engine's clock never runs backwards between drivers — nor
+    /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: Timestamp,
+    clock_synced: bool,
 }
 
 impl Core {
@@ -203,6 +208,7 @@ impl Core {
             last_summary: Instant::now(),
             urgent: false,
             now: Timestamp::now(),
+            clock_synced: crate::clock::synchronised(),
         }
     }
 
@@ -218,6 +224,7 @@ impl Core {
                 _ = shutdown.cancelled() => return,
                 Some(event) = events.recv() => self.apply(event),
                 _ = ticker.tick() => {
+                    self.check_clock();
                     self.advance(Timestamp::now());
                     self.publish_state(false);
                     self.flush(false).await;
@@ -229,15 +236,34 @@ impl Core {
         }
     }
 
+    fn check_clock(&mut self) {
+        let synced = crate::clock::synchronised();
+        if synced != self.clock_synced {
+            if synced {
+                tracing::info!(
+                    "the system clock is synchronised; figures are stamped with trusted time again"
+                );
+            } else {
+                tracing::warn!(
+                    "the system clock is not synchronised; figures are marked clock_synced=false until it is"
+                );
+            }
+            self.clock_synced = synced;
+            self.state_dirty = true;
+        }
+    }
+
     /// Moves the engine's clock to `t` (never backwards) and queues what that closed.
     fn advance(&mut self, t: Timestamp) {
         self.now = self.now.max(t);
         for output in self.engine.tick(self.now) {
             match output {
                 EngineOutput::MinuteClosed(agg) => {
-                    self.pending
-                        .messages
-                        .push(payload::minute_message(&self.config, &agg));
+                    self.pending.messages.push(payload::minute_message(
+                        &self.config,
+                        &agg,
+                        self.clock_synced,
+                    ));
                 }
                 EngineOutput::DayClosed(day) => {
                     for (room, entries, exits, residual) in &day.rooms {
@@ -308,6 +334,10 @@ impl Core {
                 self.engine.state(),
                 &self.devices,
                 &self.stats,
+                &GatewayHealth {
+                    clock_synced: self.clock_synced,
+                    outbox: self.outbox.stats().snapshot(),
+                },
                 Timestamp::now(),
             )));
             self.state_dirty = false;
@@ -366,14 +396,17 @@ impl Core {
             .iter()
             .filter(|d| d.online == Some(true))
             .count();
-        let pending = self.outbox.pending().await;
+        let outbox = self.outbox.stats().snapshot();
         tracing::info!(
             occupancy,
             visitors_today = self.engine.state().visitors,
             devices_online = %format!("{online}/{}", self.devices.len()),
             uplink_connected = self.link.connected.load(Ordering::Relaxed),
             delivered = self.link.delivered.load(Ordering::Relaxed),
-            pending,
+            pending = outbox.pending,
+            outbox_bytes = outbox.bytes,
+            buffer_left_hours = outbox.buffer_left_hours.unwrap_or(f64::INFINITY),
+            clock_synced = self.clock_synced,
             "summary"
         );
     }

@@ -1,7 +1,7 @@
 //! The uplink: the gateway's one MQTT client of the central broker.
 //!
-//! Reads undelivered messages from the outbox in order and publishes them at QoS 1, with at
-//! most `max_inflight` awaiting PUBACK. A row is deleted from the outbox only when the
+//! Leases undelivered messages from the outbox and publishes them at QoS 1, with at most
+//! `max_inflight` awaiting PUBACK and at most `max_replay_msgs_per_sec` a second. A row is deleted from the outbox only when the
 //! broker's PUBACK for its packet id arrives (rumqttc hands out packet ids as it writes the
 //! packets, in request order, so `Outgoing::Publish(pkid)` events are matched to rows in
 //! order). On any connection error the client is dropped whole and rebuilt after a capped,
@@ -10,6 +10,19 @@
 //!
 //! The retained `status` topic says `online` after each connect; the last will (and a clean
 //! shutdown) say `offline`.
+//!
+//! **Replay after an outage**: alerts first (the outbox hands them out before anything else),
+//! then the current `state` (retained, so the overview is right at once), then the backlog
+//! **oldest first**, paced. Oldest first because the live picture is already in `state`, so
+//! nothing urgent waits behind the backlog; because each aggregate topic then arrives in time
+//! order, which keeps the centre's time series and "last bin seen" watermarks simple; and
+//! because roll-ups merge from the oldest end, so the rows being merged are the next to go
+//! rather than rows in flight.
+//!
+//! **Reconnecting**: capped exponential backoff with full jitter, and the first attempt after
+//! losing an established connection also waits a random part of [`FIRST_RETRY_SPREAD`]: a
+//! city of gateways that lose the same broker at the same instant must not all knock again in
+//! the same instant.
 
 pub mod payload;
 
@@ -29,6 +42,8 @@ use crate::outbox::{OutMessage, Outbox};
 
 /// First wait before reconnecting; it doubles up to `uplink.max_reconnect_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// The first retry after losing an established connection waits up to this (jittered).
+pub const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(5);
 
 /// What the rest of the gateway may read about the link.
 #[derive(Debug, Default)]
@@ -38,6 +53,8 @@ pub struct UplinkStatus {
     /// Messages that could never be sent (over the packet size limit).
     pub dropped: AtomicU64,
     pub last_ack_ms: AtomicU64,
+    /// Connection attempts made (each a TCP connect and MQTT CONNECT).
+    pub connect_attempts: AtomicU64,
 }
 
 pub struct UplinkDriver {
@@ -86,7 +103,54 @@ impl InFlight {
 /// Why a connection ended.
 enum Ended {
     Shutdown,
-    Failed,
+    Failed { was_connected: bool },
+}
+
+/// Paces outbox publishes: a token bucket of `rate` a second holding at most one second's
+/// worth, so a replay runs at `rate` and a burst never exceeds it.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Pacer {
+            rate,
+            tokens: rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+    }
+
+    /// How many publishes may go now.
+    fn available(&mut self) -> usize {
+        self.refill();
+        self.tokens.floor().max(0.0) as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    /// How long until one more may go.
+    fn wait(&mut self) -> Duration {
+        self.refill();
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
 }
 
 impl UplinkDriver {
@@ -110,11 +174,17 @@ impl UplinkDriver {
     pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
         let mut backoff = MIN_BACKOFF;
         loop {
-            match self.connection(&shutdown, drain, &mut backoff).await {
+            self.status.connect_attempts.fetch_add(1, Ordering::Relaxed);
+            let was_connected = match self.connection(&shutdown, drain, &mut backoff).await {
                 Ended::Shutdown => return,
-                Ended::Failed => {}
-            }
+                Ended::Failed { was_connected } => was_connected,
+            };
             self.status.connected.store(false, Ordering::Relaxed);
+            if was_connected {
+                backoff = backoff
+                    .max(FIRST_RETRY_SPREAD)
+                    .min(self.config.uplink.max_reconnect_backoff);
+            }
             // Full jitter: a city of gateways that lost the same broker must not come back
             // in step.
             let wait = backoff.mul_f64(rand::rng().random_range(0.0..=1.0));
@@ -170,10 +240,13 @@ impl UplinkDriver {
         let mut state_unsent = false;
         let mut state_open = true;
         let mut connected = false;
-        let mut cursor = 0i64;
         let mut inflight = InFlight::default();
+        let mut pacer = Pacer::new(self.config.uplink.max_replay_msgs_per_sec);
+        // Set when the window had room but the pacer did not: try again when it has.
+        let mut paced = false;
         loop {
             let in_flight = inflight.len();
+            let pace_wait = pacer.wait();
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if connected {
@@ -182,6 +255,7 @@ impl UplinkDriver {
                         }
                         self.drain(&client, &mut eventloop, &mut inflight, drain).await;
                     }
+                    self.outbox.release().await;
                     return Ended::Shutdown;
                 }
                 event = eventloop.poll() => match event {
@@ -189,7 +263,9 @@ impl UplinkDriver {
                         connected = true;
                         *backoff = MIN_BACKOFF;
                         self.status.connected.store(true, Ordering::Relaxed);
-                        let pending = self.outbox.pending().await;
+                        // What the last connection leased and never saw acked goes again.
+                        self.outbox.release().await;
+                        let pending = self.outbox.pending();
                         tracing::info!(
                             broker = %format!("{}:{}", self.config.uplink.host, self.config.uplink.port),
                             pending,
@@ -201,7 +277,7 @@ impl UplinkDriver {
                         }
                         // Current state first: the broker may have restarted and forgotten it.
                         state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
-                        cursor = self.fill(&client, cursor, &mut inflight).await;
+                        paced = self.fill(&client, &mut inflight, &mut pacer).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -209,7 +285,7 @@ impl UplinkDriver {
                         if state_unsent {
                             state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
                         }
-                        cursor = self.fill(&client, cursor, &mut inflight).await;
+                        paced = self.fill(&client, &mut inflight, &mut pacer).await;
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -220,7 +296,8 @@ impl UplinkDriver {
                         } else {
                             tracing::debug!(%error, "central broker still unreachable");
                         }
-                        return Ended::Failed;
+                        self.outbox.release().await;
+                        return Ended::Failed { was_connected: connected };
                     }
                 },
                 changed = state.changed(), if connected && state_open => {
@@ -232,7 +309,10 @@ impl UplinkDriver {
                     }
                 }
                 _ = self.outbox.new_messages(), if connected && in_flight < window => {
-                    cursor = self.fill(&client, cursor, &mut inflight).await;
+                    paced = self.fill(&client, &mut inflight, &mut pacer).await;
+                }
+                _ = tokio::time::sleep(pace_wait), if connected && paced && in_flight < window => {
+                    paced = self.fill(&client, &mut inflight, &mut pacer).await;
                 }
             }
         }
@@ -281,17 +361,22 @@ impl UplinkDriver {
         }
     }
 
-    /// Publishes outbox rows after `cursor` until the in-flight window is full.
-    async fn fill(&self, client: &AsyncClient, mut cursor: i64, inflight: &mut InFlight) -> i64 {
+    /// Publishes leased outbox rows until the in-flight window is full, the pacer says wait,
+    /// or the outbox is empty. True if it stopped for the pacer (and rows may be waiting).
+    async fn fill(&self, client: &AsyncClient, inflight: &mut InFlight, pacer: &mut Pacer) -> bool {
         let window = usize::from(self.config.uplink.max_inflight);
         loop {
             let free = window.saturating_sub(inflight.len());
             if free == 0 {
-                return cursor;
+                return false;
             }
-            let rows = self.outbox.fetch(cursor, free).await;
+            let allowed = pacer.available();
+            if allowed == 0 {
+                return true;
+            }
+            let rows = self.outbox.fetch(free.min(allowed)).await;
             if rows.is_empty() {
-                return cursor;
+                return false;
             }
             for row in rows {
                 let m = &row.message;
@@ -306,7 +391,6 @@ impl UplinkDriver {
                     );
                     self.status.dropped.fetch_add(1, Ordering::Relaxed);
                     self.outbox.acked(vec![row.id]).await;
-                    cursor = row.id;
                     continue;
                 }
                 match client.try_publish(
@@ -317,11 +401,12 @@ impl UplinkDriver {
                 ) {
                     Ok(()) => {
                         inflight.queued(Some(row.id));
-                        cursor = row.id;
+                        pacer.take(1);
                     }
                     // The request queue is sized above the window, so this means the event
-                    // loop is gone; the row stays in the outbox for the next connection.
-                    Err(_) => return cursor,
+                    // loop is gone; the lease is released with the connection and the row
+                    // goes again on the next.
+                    Err(_) => return false,
                 }
             }
         }

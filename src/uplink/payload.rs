@@ -6,12 +6,12 @@
 //! never a face, a name or an identity. `docs/uplink.md` documents each with an example.
 
 use jiff::{Timestamp, Unit};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::devices::{DeviceStats, StatsSnapshot};
 use crate::occupancy::{EngineState, MinuteAggregate};
-use crate::outbox::OutMessage;
+use crate::outbox::{Coarse, OutMessage, OutboxSnapshot, Priority};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -19,6 +19,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const TOPIC_STATUS: &str = "status";
 pub const TOPIC_STATE: &str = "state";
 pub const TOPIC_AGG_1M: &str = "agg/1m";
+pub const TOPIC_AGG_15M: &str = "agg/15m";
+pub const TOPIC_AGG_1H: &str = "agg/1h";
+
+/// Message kinds of the aggregates.
+pub const KIND_AGG_1M: &str = "agg_1m";
+pub const KIND_AGG_15M: &str = "agg_15m";
+pub const KIND_AGG_1H: &str = "agg_1h";
 
 /// `{prefix}/{district}/{hall}`.
 pub fn base_topic(config: &Config) -> String {
@@ -53,8 +60,10 @@ struct StatePayload<'a> {
     district: &'a str,
     ts: String,
     day: String,
+    clock_synced: bool,
     rooms: Vec<RoomState<'a>>,
     hall: HallState,
+    outbox: &'a OutboxSnapshot,
     devices: Vec<DeviceState<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     buses: Vec<BusState<'a>>,
@@ -97,12 +106,20 @@ struct DeviceState<'a> {
     stats: StatsSnapshot,
 }
 
+/// The gateway's own health, as the state reports it.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayHealth {
+    pub clock_synced: bool,
+    pub outbox: OutboxSnapshot,
+}
+
 /// The retained `state` message: live occupancy of every room and the health of every device.
 pub fn state_message(
     config: &Config,
     engine: &EngineState,
     devices: &[DeviceHealth],
     stats: &DeviceStats,
+    gateway: &GatewayHealth,
     now: Timestamp,
 ) -> OutMessage {
     let rooms: Vec<RoomState<'_>> = engine
@@ -127,6 +144,8 @@ pub fn state_message(
         district: &config.hall.district,
         ts: rfc3339(now),
         day: engine.day.to_string(),
+        clock_synced: gateway.clock_synced,
+        outbox: &gateway.outbox,
         hall: HallState {
             occupancy: rooms.iter().map(|r| r.occupancy).sum(),
             capacity: config.rooms.iter().map(|r| u64::from(r.capacity)).sum(),
@@ -161,51 +180,79 @@ pub fn state_message(
         retain: true,
         msg_id: payload.msg_id.clone(),
         payload: to_json(&payload),
+        priority: Priority::Normal,
+        bin_start: None,
     }
 }
 
-#[derive(Debug, Serialize)]
-struct AggPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    bin_start: String,
-    bin_end: String,
-    rooms: Vec<AggRoom<'a>>,
+/// An aggregate bin: a minute (`agg_1m`) or, after a roll-up, 15 minutes (`agg_15m`) or an
+/// hour (`agg_1h`). Owned and deserialisable, because roll-ups read stored bins back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggPayload {
+    pub schema_version: u32,
+    pub msg_id: String,
+    pub kind: String,
+    pub hall_id: String,
+    pub district: String,
+    pub bin_start: String,
+    pub bin_end: String,
+    /// Minutes of data in the bin: absent (1) for a minute bin; for a roll-up, the minutes
+    /// that were not delivered on their own (a roll-up never repeats a delivered minute).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub minutes: u32,
+    /// For a roll-up: which minutes of the bin it holds, bit *i* for minute *i* from
+    /// `bin_start`, as hex. A minute delivered on its own before (an at-least-once re-send
+    /// can be merged later) is in the mask too, so the centre can subtract what it already
+    /// has and count nothing twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minute_mask: Option<String>,
+    /// Whether the gateway's clock was synchronised when the bin closed.
+    pub clock_synced: bool,
+    pub rooms: Vec<AggRoom>,
 }
 
-#[derive(Debug, Serialize)]
-struct AggRoom<'a> {
-    id: &'a str,
-    entries: u64,
-    exits: u64,
-    occupancy_mean: f64,
-    occupancy_peak: u64,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggRoom {
+    pub id: String,
+    pub entries: u64,
+    pub exits: u64,
+    pub occupancy_mean: f64,
+    pub occupancy_peak: u64,
 }
 
-/// One closed minute. The id is built from hall, kind, bin and revision only, so the same bin
-/// always has the same id; a later correction would be revision 1.
-pub fn minute_message(config: &Config, agg: &MinuteAggregate) -> OutMessage {
-    let msg_id = format!(
-        "{}:agg_1m:{}:r0",
-        config.hall.id,
-        agg.start.strftime("%Y%m%dT%H%MZ")
-    );
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// The id of an aggregate: hall, kind, bin and revision only, so the same bin always has the
+/// same id; a later correction would be revision 1.
+fn agg_msg_id(hall: &str, kind: &str, start: Timestamp) -> String {
+    format!("{hall}:{kind}:{}:r0", start.strftime("%Y%m%dT%H%MZ"))
+}
+
+/// One closed minute.
+pub fn minute_message(config: &Config, agg: &MinuteAggregate, clock_synced: bool) -> OutMessage {
+    let msg_id = agg_msg_id(&config.hall.id, KIND_AGG_1M, agg.start);
     let payload = AggPayload {
         schema_version: SCHEMA_VERSION,
         msg_id: msg_id.clone(),
-        kind: "agg_1m",
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
+        kind: KIND_AGG_1M.into(),
+        hall_id: config.hall.id.clone(),
+        district: config.hall.district.clone(),
         bin_start: rfc3339(agg.start),
         bin_end: rfc3339(agg.end),
+        minutes: 1,
+        minute_mask: None,
+        clock_synced,
         rooms: agg
             .rooms
             .iter()
             .map(|r| AggRoom {
-                id: &r.id,
+                id: r.id.clone(),
                 entries: r.entries,
                 exits: r.exits,
                 occupancy_mean: round3(r.occupancy_mean),
@@ -214,12 +261,90 @@ pub fn minute_message(config: &Config, agg: &MinuteAggregate) -> OutMessage {
             .collect(),
     };
     OutMessage {
-        kind: "agg_1m".into(),
+        kind: KIND_AGG_1M.into(),
         topic: TOPIC_AGG_1M.into(),
         retain: false,
         msg_id,
         payload: to_json(&payload),
+        priority: Priority::Normal,
+        bin_start: Some(agg.start.as_second()),
     }
+}
+
+/// Merges stored aggregate bins that fall in one coarse bin into one message of that grain
+/// (the outbox's [`crate::outbox::RollUp`]): entries and exits add up, means are weighted by
+/// the minutes behind them, peaks take the maximum, and the bin is clock-synced only if all
+/// its parts were. `None` if a part is not an aggregate of this contract.
+pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<OutMessage> {
+    let docs: Vec<AggPayload> = parts
+        .iter()
+        .map(|m| serde_json::from_slice::<AggPayload>(&m.payload))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let first = docs.first()?;
+    let (kind, topic) = match grain {
+        Coarse::Quarter => (KIND_AGG_15M, TOPIC_AGG_15M),
+        Coarse::Hour => (KIND_AGG_1H, TOPIC_AGG_1H),
+    };
+    let start = Timestamp::from_second(bin_start).ok()?;
+    let end = Timestamp::from_second(bin_start + grain.secs()).ok()?;
+    let minutes: u32 = docs.iter().map(|d| d.minutes.max(1)).sum();
+    let mut mask = 0u64;
+    for (doc, part) in docs.iter().zip(parts) {
+        let offset = (part.bin_start? - bin_start).div_euclid(60);
+        if !(0..grain.secs() / 60).contains(&offset) {
+            return None;
+        }
+        mask |= match &doc.minute_mask {
+            Some(hex) => u64::from_str_radix(hex, 16).ok()? << offset,
+            None => 1 << offset,
+        };
+    }
+    // Rooms in first-seen order; a room missing from a part (config changed) had nothing then.
+    let mut rooms: Vec<(AggRoom, f64)> = Vec::new();
+    for doc in &docs {
+        let weight = f64::from(doc.minutes.max(1));
+        for r in &doc.rooms {
+            match rooms.iter_mut().find(|(x, _)| x.id == r.id) {
+                Some((x, sum)) => {
+                    x.entries += r.entries;
+                    x.exits += r.exits;
+                    x.occupancy_peak = x.occupancy_peak.max(r.occupancy_peak);
+                    *sum += r.occupancy_mean * weight;
+                }
+                None => rooms.push((r.clone(), r.occupancy_mean * weight)),
+            }
+        }
+    }
+    let msg_id = agg_msg_id(&first.hall_id, kind, start);
+    let payload = AggPayload {
+        schema_version: SCHEMA_VERSION,
+        msg_id: msg_id.clone(),
+        kind: kind.into(),
+        hall_id: first.hall_id.clone(),
+        district: first.district.clone(),
+        bin_start: rfc3339(start),
+        bin_end: rfc3339(end),
+        minutes,
+        minute_mask: Some(format!("{mask:x}")),
+        clock_synced: docs.iter().all(|d| d.clock_synced),
+        rooms: rooms
+            .into_iter()
+            .map(|(mut r, sum)| {
+                r.occupancy_mean = round3(sum / f64::from(minutes));
+                r
+            })
+            .collect(),
+    };
+    Some(OutMessage {
+        kind: kind.into(),
+        topic: topic.into(),
+        retain: false,
+        msg_id,
+        payload: to_json(&payload),
+        priority: Priority::Normal,
+        bin_start: Some(bin_start),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -267,4 +392,92 @@ fn round3(x: f64) -> f64 {
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec(value).expect("uplink payloads are plain data and always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(start: i64, minutes: u32, synced: bool, rooms: &[(&str, u64, f64, u64)]) -> OutMessage {
+        let doc = AggPayload {
+            schema_version: SCHEMA_VERSION,
+            msg_id: format!("h1:agg_1m:{start}:r0"),
+            kind: KIND_AGG_1M.into(),
+            hall_id: "h1".into(),
+            district: "d1".into(),
+            bin_start: start.to_string(),
+            bin_end: (start + 60).to_string(),
+            minutes,
+            minute_mask: (minutes > 1).then(|| format!("{:x}", (1u64 << minutes) - 1)),
+            clock_synced: synced,
+            rooms: rooms
+                .iter()
+                .map(|(id, entries, mean, peak)| AggRoom {
+                    id: (*id).into(),
+                    entries: *entries,
+                    exits: entries / 2,
+                    occupancy_mean: *mean,
+                    occupancy_peak: *peak,
+                })
+                .collect(),
+        };
+        OutMessage {
+            kind: KIND_AGG_1M.into(),
+            topic: TOPIC_AGG_1M.into(),
+            retain: false,
+            msg_id: doc.msg_id.clone(),
+            payload: to_json(&doc),
+            priority: Priority::Normal,
+            bin_start: Some(start),
+        }
+    }
+
+    #[test]
+    fn a_roll_up_adds_counts_weights_means_by_minutes_and_keeps_peaks() {
+        // 2023-11-14T22:00:00Z.
+        let bin = 1_699_999_200;
+        let parts = [
+            part(bin, 1, true, &[("a", 4, 2.0, 3)]),
+            part(bin + 60, 1, true, &[("a", 2, 4.0, 5), ("b", 1, 1.0, 1)]),
+            // An earlier roll-up of 13 minutes, merged again into the hour.
+            part(bin + 900, 13, false, &[("a", 10, 1.0, 2)]),
+        ];
+        let merged = roll_up(&parts, Coarse::Hour, bin).expect("merges");
+        assert_eq!(merged.kind, "agg_1h");
+        assert_eq!(merged.topic, "agg/1h");
+        assert_eq!(merged.msg_id, "h1:agg_1h:20231114T2200Z:r0");
+        assert_eq!(merged.bin_start, Some(bin));
+        let doc: AggPayload = serde_json::from_slice(&merged.payload).expect("json");
+        assert_eq!(doc.minutes, 15);
+        // Minutes 0 and 1, then 13 minutes from minute 15 on.
+        assert_eq!(
+            doc.minute_mask.as_deref(),
+            Some(format!("{:x}", 0b11 | (0x1fff << 15)).as_str())
+        );
+        assert_eq!(doc.bin_start, "2023-11-14T22:00:00Z");
+        assert_eq!(doc.bin_end, "2023-11-14T23:00:00Z");
+        assert!(!doc.clock_synced, "one part had an untrusted clock");
+        let a = &doc.rooms[0];
+        assert_eq!(
+            (a.id.as_str(), a.entries, a.exits, a.occupancy_peak),
+            ("a", 16, 8, 5)
+        );
+        // (2·1 + 4·1 + 1·13) / 15
+        assert!(
+            (a.occupancy_mean - 19.0 / 15.0).abs() < 1e-3,
+            "{}",
+            a.occupancy_mean
+        );
+        let b = &doc.rooms[1];
+        assert_eq!((b.entries, b.occupancy_peak), (1, 1));
+        assert!((b.occupancy_mean - 1.0 / 15.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_aggregate_is_not_merged() {
+        let mut bad = part(0, 1, true, &[]);
+        bad.payload = b"{\"kind\":\"alert\"}".to_vec();
+        assert!(roll_up(&[part(0, 1, true, &[]), bad], Coarse::Quarter, 0).is_none());
+        assert!(roll_up(&[], Coarse::Quarter, 0).is_none());
+    }
 }

@@ -64,6 +64,9 @@ pub struct HallPlan {
     pub rooms: Vec<RoomPlan>,
     pub counters: Vec<CounterPlan>,
     pub buses: Vec<BusPlan>,
+    /// Extra `key = value` lines for the gateway's `[uplink]` and `[storage]` sections.
+    pub uplink_extra: String,
+    pub storage_extra: String,
 }
 
 impl HallPlan {
@@ -104,6 +107,8 @@ impl HallPlan {
             rooms,
             counters,
             buses: Vec::new(),
+            uplink_extra: String::new(),
+            storage_extra: String::new(),
         }
     }
 
@@ -215,15 +220,19 @@ broker = "mqtt://127.0.0.1:{broker_port}"
 keep_alive_secs = 5
 state_interval_ms = 500
 max_reconnect_backoff_ms = 1000
+{uplink_extra}
 
 [storage]
 data_dir = {data_dir}
 commit_interval_ms = 200
+{storage_extra}
 "#,
             id = quote(&self.hall_id),
             id_plain = self.hall_id,
             closing = self.closing_time,
             data_dir = quote(&data_dir.display().to_string()),
+            uplink_extra = self.uplink_extra,
+            storage_extra = self.storage_extra,
         );
         for room in &self.rooms {
             text.push_str(&format!(

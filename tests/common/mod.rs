@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod bins;
 pub mod broker;
 pub mod dead_peers;
 pub mod hall;

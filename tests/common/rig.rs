@@ -233,11 +233,18 @@ impl Rig {
         Ok(())
     }
 
-    /// Writes the gateway's config (every counter) and starts `hallgate run`.
-    pub fn start_gateway(&mut self) -> anyhow::Result<()> {
+    /// Writes the gateway's config (every counter) and returns its path.
+    pub fn write_gateway_config(&mut self) -> anyhow::Result<PathBuf> {
         let port = self.broker()?.port;
         let config = self.dir.path().join("gateway.toml");
         std::fs::write(&config, self.plan.gateway_toml(port, &self.data_dir))?;
+        Ok(config)
+    }
+
+    /// Writes the gateway's config (every counter) and starts `hallgate run`.
+    pub fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let port = self.broker()?.port;
+        let config = self.write_gateway_config()?;
         self.gateway = Some(process::gateway(
             self.dir.path(),
             &config,

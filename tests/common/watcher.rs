@@ -24,6 +24,10 @@ pub struct Seen {
     /// Distinct minute aggregates by `msg_id`.
     pub aggregates: BTreeMap<String, Value>,
     pub aggregate_messages: usize,
+    /// Distinct roll-ups (`agg/15m`, `agg/1h`) by `msg_id`.
+    pub rollups: BTreeMap<String, Value>,
+    /// Every aggregate message (re-sends included) as it arrived: when, and its `msg_id`.
+    pub arrivals: Vec<(Instant, String)>,
     /// Same `msg_id`, different content.
     pub conflicts: Vec<String>,
     /// Payloads that were not what the contract says, and connection trouble.
@@ -200,14 +204,20 @@ fn record(seen: &Mutex<Seen>, topic_base: &str, topic: &str, payload: &[u8]) {
             seen.status_history.push(status);
             seen.status = Some(value);
         }
-        "agg/1m" => {
-            seen.aggregate_messages += 1;
+        "agg/1m" | "agg/15m" | "agg/1h" => {
             let Some(msg_id) = value.get("msg_id").and_then(Value::as_str) else {
                 seen.notes.push(format!("{topic}: no msg_id in {value}"));
                 return;
             };
             let msg_id = msg_id.to_string();
-            match seen.aggregates.get(&msg_id) {
+            seen.arrivals.push((Instant::now(), msg_id.clone()));
+            let map = if kind == "agg/1m" {
+                seen.aggregate_messages += 1;
+                &mut seen.aggregates
+            } else {
+                &mut seen.rollups
+            };
+            match map.get(&msg_id) {
                 Some(first) if *first != value => {
                     let conflict =
                         format!("msg_id {msg_id} was sent as {first} and again as {value}");
@@ -215,7 +225,7 @@ fn record(seen: &Mutex<Seen>, topic_base: &str, topic: &str, payload: &[u8]) {
                 }
                 Some(_) => {}
                 None => {
-                    seen.aggregates.insert(msg_id, value);
+                    map.insert(msg_id, value);
                 }
             }
         }
