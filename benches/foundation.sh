@@ -29,23 +29,7 @@ PY
 )
 broker_port=${ports[0]}
 
-python3 - "$counters" "${ports[@]:1}" > "$work/hall.toml" <<'PY'
-import sys
-n = int(sys.argv[1]); ports = sys.argv[2:]
-profiles = ["generic-u16", "generic-u32", "generic-u32-input"]
-print('[hall]\nid = "bench-hall"\ndistrict = "bench"\nclosing_time = "03:30"\n')
-print('[uplink]\nbroker = "mqtt://127.0.0.1:1"\n')
-print('[[rooms]]\nid = "lobby"\ncapacity = 500\n')
-for i in range(1, n):
-    print(f'[[rooms]]\nid = "room-{i}"\ncapacity = 30\n')
-print('[[doors]]\nid = "entrance"\nfrom = "outside"\nto = "lobby"\n')
-for i in range(1, n):
-    print(f'[[doors]]\nid = "door-{i}"\nfrom = "lobby"\nto = "room-{i}"\n')
-for i in range(n):
-    door = "entrance" if i == 0 else f"door-{i}"
-    print(f'[[counters]]\nid = "pc-{i}"\ndoor = "{door}"\nprofile = "{profiles[i % 3]}"\n'
-          f'transport = "modbus_tcp"\naddress = "127.0.0.1:{ports[i]}"\npoll_interval_ms = 1000\n')
-PY
+python3 benches/bench_hall.py "$counters" "${ports[@]:1}" > "$work/hall.toml"
 
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' "$broker_port" > "$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" &
