@@ -7,6 +7,7 @@
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
 //!   [`devices::DeviceEvent`]s.
 //! - [`terminals`]: pure decoding of face/temperature terminal messages into passages.
+//! - [`vision`]: face counts from terminal snapshots, CenterFace in tract on its own thread.
 //! - [`occupancy`]: the pure, synchronous engine: crossings to per-room occupancy, daily totals
 //!   and per-minute aggregates; `now` is always passed in.
 //! - [`outbox`]: SQLite (WAL) owned by one thread; everything bound for the centre is written
@@ -26,3 +27,4 @@ pub mod simulate;
 pub mod supervisor;
 pub mod terminals;
 pub mod uplink;
+pub mod vision;
