@@ -13,6 +13,36 @@
 //! monotonic), so a clock step breaks no timer; see the occupancy engine for how bins treat a
 //! clock that steps backwards.
 
+use jiff::Timestamp;
+
+/// The gateway's notion of "now" for bins and days: the wall clock, but never backwards.
+///
+/// When the wall clock is stepped back (NTP correcting a box that booted with a wrong clock),
+/// bins hold still at the latest time seen until the clock catches up, so no closed minute is
+/// reopened and no bin is emitted twice; crossings meanwhile go into the open bin. A step
+/// forward is taken as it is: the engine closes the open bin and starts the next at the new
+/// time, without inventing the minutes in between.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    latest: Timestamp,
+}
+
+impl WallClock {
+    pub fn new(now: Timestamp) -> Self {
+        WallClock { latest: now }
+    }
+
+    /// Takes a reading of the wall clock; returns the time to use.
+    pub fn observe(&mut self, wall: Timestamp) -> Timestamp {
+        self.latest = self.latest.max(wall);
+        self.latest
+    }
+
+    pub fn latest(&self) -> Timestamp {
+        self.latest
+    }
+}
+
 /// The kernel's "maximum error" at or above which the clock is unsynchronised, µs.
 const MAX_ERROR_UNSYNCED_US: i64 = 16_000_000;
 
@@ -35,4 +65,28 @@ pub fn synchronised() -> bool {
 #[cfg(not(target_os = "linux"))]
 pub fn synchronised() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_stepped_back_holds_still_until_it_catches_up() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("valid");
+        let mut clock = WallClock::new(t(0));
+        assert_eq!(clock.observe(t(10)), t(10));
+        assert_eq!(
+            clock.observe(t(-3600)),
+            t(10),
+            "a step back is not followed"
+        );
+        assert_eq!(clock.observe(t(5)), t(10));
+        assert_eq!(
+            clock.observe(t(11)),
+            t(11),
+            "time moves again once caught up"
+        );
+        assert_eq!(clock.observe(t(7200)), t(7200), "a step forward is taken");
+    }
 }

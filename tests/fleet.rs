@@ -77,6 +77,7 @@ fn minutes(config: &Config, from: u32, count: u32) -> Vec<hallgate::outbox::OutM
                     exits: 0,
                     occupancy_mean: 1.0,
                     occupancy_peak: 1,
+                    passages: Default::default(),
                 }],
             };
             payload::minute_message(config, &agg, true)

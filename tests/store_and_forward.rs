@@ -1,9 +1,9 @@
 //! Store and forward, black box: a real mosquitto, `hallgate simulate` counters, `hallgate
 //! run`, and an outbox seeded with a long outage's backlog (`hallgate seed-backlog`).
 //!
-//! - A backlog plus a three-minute outage of a broker that comes back empty: every message is
-//!   delivered, the live bins add up to the ground truth, and the replay never runs faster
-//!   than `max_replay_msgs_per_sec`.
+//! - A backlog, a SIGTERM in the middle of its replay, and a three-minute outage of a broker
+//!   that comes back empty: every message is delivered, the live bins add up to the ground
+//!   truth, and the replay never runs faster than `max_replay_msgs_per_sec`.
 //! - The gateway is `kill -9`ed thirty times during heavy writes (roll-ups, replay deletions,
 //!   commits): the database passes SQLite's full integrity check after every kill and nothing
 //!   is missing at the end.
@@ -248,7 +248,7 @@ fn plan(hall: &str) -> HallPlan {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlog_and_a_three_minute_outage_are_replayed_paced_and_complete() {
+async fn a_backlog_sigterm_mid_replay_and_a_three_minute_outage_are_replayed_paced_and_complete() {
     const RATE: usize = 20;
     let mut plan = plan("t-replay");
     plan.uplink_extra = format!("max_replay_msgs_per_sec = {RATE}");
@@ -271,6 +271,22 @@ async fn a_backlog_and_a_three_minute_outage_are_replayed_paced_and_complete() {
         })?;
         let replay_started = Instant::now();
         rig.start_gateway()?;
+        // SIGTERM in the middle of the replay: the gateway stops within its deadline, what
+        // was in flight is acknowledged or stays in the outbox, and the next start goes on.
+        tokio::time::sleep(secs(8)).await;
+        let before = received(rig)?.len();
+        ensure!(
+            (10..600).contains(&before),
+            "8 s in, the replay should be under way ({before} of 600 arrived)"
+        );
+        rig.gateway()?.sigterm()?;
+        let status = rig
+            .gateway()?
+            .wait_exit(secs(12))
+            .await
+            .context("the gateway did not stop within 12 s of SIGTERM during a replay")?;
+        ensure!(status.success(), "SIGTERM during a replay: exit {status}");
+        rig.gateway()?.spawn()?;
         wait_for_seeded(rig, &ranges, seeded.entries, secs(120)).await?;
         let replay_took = replay_started.elapsed();
         // Paced: 600 messages at 20 a second cannot take much less than 29 s.

@@ -7,6 +7,7 @@
 //! indices, addresses parsed, the time zone loaded), so the rest of the gateway trusts it.
 
 pub mod profile;
+pub mod terminals;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -395,6 +396,11 @@ pub struct Config {
     pub doors: Vec<Door>,
     pub buses: Vec<Bus>,
     pub counters: Vec<Counter>,
+    /// Where terminals publish; `None` when the hall has none.
+    pub terminal_broker: Option<terminals::TerminalBroker>,
+    pub terminals: Vec<terminals::Terminal>,
+    /// Face counting in terminal snapshots; `None` when off.
+    pub vision: Option<terminals::Vision>,
 }
 
 impl Config {
@@ -466,7 +472,17 @@ impl fmt::Display for ProblemList<'_> {
 
 /// The top-level sections a hall config may have.
 const SECTIONS: &[&str] = &[
-    "hall", "uplink", "storage", "profiles", "rooms", "doors", "buses", "counters",
+    "hall",
+    "uplink",
+    "storage",
+    "profiles",
+    "rooms",
+    "doors",
+    "buses",
+    "counters",
+    "terminal_broker",
+    "terminals",
+    "vision",
 ];
 
 /// Command-line overrides applied before validation, so the same file runs on the box, in
@@ -526,6 +542,10 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let doors: Vec<Option<DoorConfig>> = v.array(root, "doors");
     let buses: Vec<Option<BusConfig>> = v.array(root, "buses");
     let counters: Vec<Option<CounterConfig>> = v.array(root, "counters");
+    let terminal_broker: Option<terminals::TerminalBrokerConfig> =
+        v.section(root, "terminal_broker", false);
+    let terminal_cfgs: Vec<Option<terminals::TerminalConfig>> = v.array(root, "terminals");
+    let vision_cfg: Option<terminals::VisionConfig> = v.section(root, "vision", false);
 
     // Hall.
     let hall = hall.and_then(|h| v.hall(root, h));
@@ -974,6 +994,21 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         }
     }
 
+    // Terminals.
+    let (terminal_broker, out_terminals, terminal_problems) = terminals::validate(
+        terminal_broker.as_ref(),
+        &terminal_cfgs,
+        &room_index,
+        base_dir,
+    );
+    let mut vision_problems = Vec::new();
+    let vision = vision_cfg
+        .as_ref()
+        .and_then(|c| terminals::validate_vision(c, base_dir, &mut vision_problems));
+    for (path, message) in terminal_problems.into_iter().chain(vision_problems) {
+        v.at(root, &path, message);
+    }
+
     match (hall, uplink) {
         (Some(hall), Some(uplink)) if v.problems.is_empty() => Ok(Config {
             hall,
@@ -983,6 +1018,9 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             doors: out_doors,
             buses: out_buses,
             counters: out_counters,
+            terminal_broker,
+            terminals: out_terminals,
+            vision,
         }),
         _ => {
             if v.problems.is_empty() {

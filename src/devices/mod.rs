@@ -12,6 +12,7 @@ pub mod modbus_tcp;
 pub mod reporter;
 pub mod serial_stream;
 pub mod stream;
+pub mod terminals;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub enum DeviceEvent {
         counter: usize,
         at: Timestamp,
         reason: String,
+    },
+    /// A face-recognition terminal recorded someone passing (a re-send is not a new one).
+    Passage {
+        /// Index into `Config::terminals`.
+        terminal: usize,
+        at: Timestamp,
+        facts: crate::occupancy::PassageFacts,
     },
 }
 

@@ -18,6 +18,7 @@
 //! The whole state is serialisable; the supervisor persists it in the outbox in the same
 //! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::civil::Date;
@@ -25,6 +26,7 @@ use jiff::{SignedDuration, Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Zone};
+use crate::terminals::MemberHash;
 
 /// The hall as the engine needs it: derived once from the validated config.
 #[derive(Debug, Clone)]
@@ -87,6 +89,77 @@ impl HallModel {
     }
 }
 
+/// What the face-recognition terminals of a room recorded: counts only, never who.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passages {
+    /// Recognition events accepted (a re-sent event counts once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub passages: u64,
+    /// People in them: a group passing in one event counts by the faces in its snapshot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub people: u64,
+    /// Passages by registered members, and by strangers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub members: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub strangers: u64,
+    /// Passages at or above the fever threshold (or flagged abnormal by the terminal).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fevers: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mask_off: u64,
+    /// Temperature readings outside the plausible range: a sensor fault, not a person.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sensor_errors: u64,
+}
+
+impl Passages {
+    pub fn is_empty(&self) -> bool {
+        *self == Passages::default()
+    }
+
+    /// Adds another bin's figures (roll-ups).
+    pub fn merge(&mut self, other: &Passages) {
+        self.passages += other.passages;
+        self.people += other.people;
+        self.members += other.members;
+        self.strangers += other.strangers;
+        self.fevers += other.fevers;
+        self.mask_off += other.mask_off;
+        self.sensor_errors += other.sensor_errors;
+    }
+
+    fn add(&mut self, p: &PassageFacts) {
+        self.passages += 1;
+        self.people += u64::from(p.people.max(1));
+        if p.member.is_some() {
+            self.members += 1;
+        } else {
+            self.strangers += 1;
+        }
+        self.fevers += u64::from(p.fever);
+        self.mask_off += u64::from(p.mask_off);
+        self.sensor_errors += u64::from(p.sensor_error);
+    }
+}
+
+fn passages_empty(p: &Passages) -> bool {
+    p.is_empty()
+}
+
+/// One accepted passage, as the engine needs it: no identity beyond a daily-salted hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassageFacts {
+    pub room: usize,
+    /// The member's hash under today's salt; `None` for a stranger.
+    pub member: Option<MemberHash>,
+    pub fever: bool,
+    pub mask_off: bool,
+    pub sensor_error: bool,
+    /// Faces in the snapshot, when it was counted (0 or 1 both mean one person).
+    pub people: u32,
+}
+
 /// One room's figures for the current day. Zero fields are left out of the serialised state:
 /// it is rewritten on every commit, and most rooms are empty most of the time (flash wear).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +178,8 @@ pub struct RoomDay {
     /// When the balance last went negative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "passages_empty")]
+    pub passages: Passages,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -133,6 +208,8 @@ pub struct BinRoom {
     /// ∫ occupancy dt over the part of the bin seen so far, in person-milliseconds.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub person_ms: u64,
+    #[serde(default, skip_serializing_if = "passages_empty")]
+    pub passages: Passages,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +236,7 @@ pub struct MinuteRoom {
     pub exits: u64,
     pub occupancy_mean: f64,
     pub occupancy_peak: u64,
+    pub passages: Passages,
 }
 
 /// The day that just closed.
@@ -184,6 +262,10 @@ pub struct EngineState {
     pub rooms: Vec<RoomDay>,
     /// People who came in from the street today.
     pub visitors: u64,
+    /// Members seen today, by their hash under today's salt (which never touches the disk,
+    /// so these are unlinkable to anyone once the process ends): the unique-visitor count.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub members_today: BTreeSet<MemberHash>,
     pub bin: MinuteBin,
     /// Bumped on every change; gives each `state` message its revision.
     pub revision: u64,
@@ -249,6 +331,7 @@ impl Engine {
                     next_close: old.next_close,
                     rooms,
                     visitors: old.visitors,
+                    members_today: old.members_today,
                     bin: MinuteBin {
                         rooms: bin_rooms,
                         ..old.bin
@@ -261,6 +344,7 @@ impl Engine {
                 next_close,
                 rooms: fresh_rooms,
                 visitors: 0,
+                members_today: BTreeSet::new(),
                 bin: fresh_bin,
                 revision: 0,
             },
@@ -325,6 +409,25 @@ impl Engine {
         if from == Zone::Outside && matches!(to, Zone::Room(_)) {
             self.state.visitors += n;
         }
+    }
+
+    /// Records one accepted terminal passage at `now`. Call [`Engine::tick`] first so it lands
+    /// in the right minute and day.
+    pub fn passage(&mut self, p: &PassageFacts, _now: Timestamp) {
+        let Some(room) = self.state.rooms.get_mut(p.room) else {
+            return;
+        };
+        room.passages.add(p);
+        self.state.bin.rooms[p.room].passages.add(p);
+        if let Some(member) = p.member {
+            self.state.members_today.insert(member);
+        }
+        self.state.revision += 1;
+    }
+
+    /// Distinct members seen today.
+    pub fn unique_members_today(&self) -> u64 {
+        self.state.members_today.len() as u64
     }
 
     /// Adds occupancy × elapsed to the open bin, up to `t` (within the bin).
@@ -421,6 +524,7 @@ impl Engine {
                 exits: b.exits,
                 occupancy_mean: b.person_ms as f64 / 60_000.0,
                 occupancy_peak: b.peak,
+                passages: b.passages,
             })
             .collect();
         MinuteAggregate { start, end, rooms }
@@ -443,6 +547,7 @@ impl Engine {
             };
         }
         self.state.visitors = 0;
+        self.state.members_today.clear();
         self.state.next_close = self.model.next_close_after(close);
         self.state.day = self.model.day_of_close(self.state.next_close);
         report
@@ -477,6 +582,53 @@ mod tests {
 
     fn occ(e: &Engine) -> Vec<u64> {
         e.state().rooms.iter().map(RoomDay::occupancy).collect()
+    }
+
+    #[test]
+    fn passages_count_members_once_a_day_and_land_in_their_minute() {
+        use crate::terminals::{MemberHasher, MemberRef};
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        let mut hasher = MemberHasher::with_salt_source(|| [7; 32]);
+        let day = e.state().day;
+        let member = |id: &str, h: &mut MemberHasher| Some(h.hash(day, &MemberRef::new(id)));
+        let facts = |room, member, fever, mask_off, people| PassageFacts {
+            room,
+            member,
+            fever,
+            mask_off,
+            sensor_error: false,
+            people,
+        };
+        e.passage(&facts(0, member("4366", &mut hasher), false, false, 1), t);
+        e.passage(&facts(0, member("4366", &mut hasher), true, false, 0), t);
+        e.passage(&facts(1, member("77", &mut hasher), false, true, 3), t);
+        e.passage(&facts(1, None, false, false, 1), t);
+        assert_eq!(e.unique_members_today(), 2);
+        let lobby = e.state().rooms[0].passages;
+        assert_eq!(
+            (lobby.passages, lobby.people, lobby.members, lobby.fevers),
+            (2, 2, 2, 1)
+        );
+        let reading = e.state().rooms[1].passages;
+        assert_eq!(
+            (
+                reading.passages,
+                reading.people,
+                reading.strangers,
+                reading.mask_off
+            ),
+            (2, 4, 1, 1)
+        );
+        let closed = e.tick(at("2026-11-22T02:01:00Z"));
+        let Some(EngineOutput::MinuteClosed(bin)) = closed.first() else {
+            panic!("the minute closes: {closed:?}");
+        };
+        assert_eq!(bin.rooms[1].passages, reading);
+        // The day closes at 21:00 Shanghai (13:00 UTC): the members are forgotten.
+        e.tick(at("2026-11-22T13:00:01Z"));
+        assert_eq!(e.unique_members_today(), 0);
+        assert!(e.state().rooms[0].passages.is_empty());
     }
 
     #[test]

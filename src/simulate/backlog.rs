@@ -80,6 +80,7 @@ pub async fn seed(
                     exits,
                     occupancy_mean: (*occ + peak) as f64 / 2.0,
                     occupancy_peak: peak,
+                    passages: Default::default(),
                 }
             })
             .collect();

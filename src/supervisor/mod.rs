@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::WallClock;
 use crate::config::Config;
 use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
@@ -45,6 +46,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(300);
 pub enum SupervisorError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Terminals(#[from] crate::devices::terminals::TerminalsError),
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
@@ -93,6 +96,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         &events_tx,
         &drivers_stop,
     );
+    let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
+    let terminals =
+        crate::devices::terminals::spawn(&config, &terminal_stats, &events_tx, &drivers_stop)?;
     drop(events_tx);
 
     let mut core = Core::new(
@@ -102,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         state_tx,
         link.clone(),
         stats.clone(),
+        terminal_stats.clone(),
     );
     let mut events = events;
     core.run(&mut events, &shutdown).await;
@@ -110,7 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
     let staged = async {
         tracing::info!(stage = "drivers", "stopping device drivers");
         drivers_stop.cancel();
-        for d in drivers {
+        for d in drivers.into_iter().chain(terminals) {
             let _ = d.await;
         }
         while let Ok(event) = events.try_recv() {
@@ -158,6 +165,7 @@ struct Core {
     state_tx: watch::Sender<Option<OutMessage>>,
     link: Arc<UplinkStatus>,
     stats: Arc<DeviceStats>,
+    terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
     devices: Vec<DeviceHealth>,
     pending: Batch,
     /// Engine revision last committed.
@@ -170,7 +178,7 @@ struct Core {
     urgent: bool,
     /// Latest time seen, so the engine's clock never runs backwards between drivers — nor
     /// when the wall clock is stepped back: bins then hold still until it catches up.
-    now: Timestamp,
+    now: WallClock,
     clock_synced: bool,
 }
 
@@ -182,6 +190,7 @@ impl Core {
         state_tx: watch::Sender<Option<OutMessage>>,
         link: Arc<UplinkStatus>,
         stats: Arc<DeviceStats>,
+        terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
     ) -> Self {
         let devices = config
             .counters
@@ -199,6 +208,7 @@ impl Core {
             state_tx,
             link,
             stats,
+            terminal_stats,
             devices,
             pending: Batch::default(),
             committed_revision: None,
@@ -207,7 +217,7 @@ impl Core {
             last_commit: Instant::now(),
             last_summary: Instant::now(),
             urgent: false,
-            now: Timestamp::now(),
+            now: WallClock::new(Timestamp::now()),
             clock_synced: crate::clock::synchronised(),
         }
     }
@@ -255,8 +265,8 @@ impl Core {
 
     /// Moves the engine's clock to `t` (never backwards) and queues what that closed.
     fn advance(&mut self, t: Timestamp) {
-        self.now = self.now.max(t);
-        for output in self.engine.tick(self.now) {
+        let now = self.now.observe(t);
+        for output in self.engine.tick(now) {
             match output {
                 EngineOutput::MinuteClosed(agg) => {
                     self.pending.messages.push(payload::minute_message(
@@ -289,11 +299,18 @@ impl Core {
                 self.advance(at);
                 let c = &self.config.counters[counter];
                 self.engine
-                    .crossings(c.door, step.inward, step.outward, self.now);
+                    .crossings(c.door, step.inward, step.outward, self.now.latest());
                 self.pending.baselines.insert(c.id.clone(), totals);
                 if c.profile.mode == CountMode::Delta && (step.inward > 0 || step.outward > 0) {
                     self.urgent = true;
                 }
+                self.state_dirty = true;
+            }
+            DeviceEvent::Passage { at, facts, .. } => {
+                self.advance(at);
+                self.engine.passage(&facts, self.now.latest());
+                // Passages exist nowhere but here: commit them soon.
+                self.urgent = true;
                 self.state_dirty = true;
             }
             DeviceEvent::DeviceOnline { counter, at } => {
@@ -337,6 +354,13 @@ impl Core {
                 &GatewayHealth {
                     clock_synced: self.clock_synced,
                     outbox: self.outbox.stats().snapshot(),
+                    terminals: self
+                        .terminal_stats
+                        .terminals
+                        .iter()
+                        .map(|t| t.snapshot())
+                        .collect(),
+                    terminals_unattributed: self.terminal_stats.unattributed.snapshot(),
                 },
                 Timestamp::now(),
             )));

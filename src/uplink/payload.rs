@@ -9,8 +9,9 @@ use jiff::{Timestamp, Unit};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::devices::terminals::TerminalStatsSnapshot;
 use crate::devices::{DeviceStats, StatsSnapshot};
-use crate::occupancy::{EngineState, MinuteAggregate};
+use crate::occupancy::{EngineState, MinuteAggregate, Passages};
 use crate::outbox::{Coarse, OutMessage, OutboxSnapshot, Priority};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -64,9 +65,25 @@ struct StatePayload<'a> {
     rooms: Vec<RoomState<'a>>,
     hall: HallState,
     outbox: &'a OutboxSnapshot,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    terminals: Vec<TerminalState<'a>>,
+    #[serde(skip_serializing_if = "is_quiet")]
+    terminals_unattributed: &'a TerminalStatsSnapshot,
     devices: Vec<DeviceState<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     buses: Vec<BusState<'a>>,
+}
+
+/// A terminal's health: counts only (no identities, no images).
+#[derive(Debug, Serialize)]
+struct TerminalState<'a> {
+    id: &'a str,
+    room: &'a str,
+    stats: &'a TerminalStatsSnapshot,
+}
+
+fn is_quiet(s: &&TerminalStatsSnapshot) -> bool {
+    **s == TerminalStatsSnapshot::default()
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +102,9 @@ struct RoomState<'a> {
     exits_today: u64,
     /// People clamped away today because exits outran entries (missed entries).
     drift_today: u64,
+    /// The room's terminals today: counts only.
+    #[serde(skip_serializing_if = "Passages::is_empty")]
+    passages_today: Passages,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +112,15 @@ struct HallState {
     occupancy: u64,
     capacity: u64,
     visitors_today: u64,
+    /// All terminals today, and the distinct members among them.
+    #[serde(skip_serializing_if = "Passages::is_empty")]
+    passages_today: Passages,
+    #[serde(skip_serializing_if = "is_zero")]
+    unique_members_today: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +140,10 @@ struct DeviceState<'a> {
 pub struct GatewayHealth {
     pub clock_synced: bool,
     pub outbox: OutboxSnapshot,
+    /// Per configured terminal, in config order.
+    pub terminals: Vec<TerminalStatsSnapshot>,
+    /// Messages no configured terminal can be named for.
+    pub terminals_unattributed: TerminalStatsSnapshot,
 }
 
 /// The retained `state` message: live occupancy of every room and the health of every device.
@@ -134,6 +167,7 @@ pub fn state_message(
             entries_today: r.entries,
             exits_today: r.exits,
             drift_today: r.clamped,
+            passages_today: r.passages,
         })
         .collect();
     let payload = StatePayload {
@@ -146,10 +180,26 @@ pub fn state_message(
         day: engine.day.to_string(),
         clock_synced: gateway.clock_synced,
         outbox: &gateway.outbox,
+        terminals: config
+            .terminals
+            .iter()
+            .zip(&gateway.terminals)
+            .map(|(t, stats)| TerminalState {
+                id: t.id.as_str(),
+                room: &config.rooms[t.room].id,
+                stats,
+            })
+            .collect(),
+        terminals_unattributed: &gateway.terminals_unattributed,
         hall: HallState {
             occupancy: rooms.iter().map(|r| r.occupancy).sum(),
             capacity: config.rooms.iter().map(|r| u64::from(r.capacity)).sum(),
             visitors_today: engine.visitors,
+            passages_today: engine.rooms.iter().fold(Passages::default(), |mut all, r| {
+                all.merge(&r.passages);
+                all
+            }),
+            unique_members_today: engine.members_today.len() as u64,
         },
         rooms,
         devices: devices
@@ -218,6 +268,9 @@ pub struct AggRoom {
     pub exits: u64,
     pub occupancy_mean: f64,
     pub occupancy_peak: u64,
+    /// Terminal figures (counts only); absent when the room's terminals saw no one.
+    #[serde(default, flatten, skip_serializing_if = "Passages::is_empty")]
+    pub passages: Passages,
 }
 
 fn one() -> u32 {
@@ -257,6 +310,7 @@ pub fn minute_message(config: &Config, agg: &MinuteAggregate, clock_synced: bool
                 exits: r.exits,
                 occupancy_mean: round3(r.occupancy_mean),
                 occupancy_peak: r.occupancy_peak,
+                passages: r.passages,
             })
             .collect(),
     };
@@ -310,6 +364,7 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
                     x.entries += r.entries;
                     x.exits += r.exits;
                     x.occupancy_peak = x.occupancy_peak.max(r.occupancy_peak);
+                    x.passages.merge(&r.passages);
                     *sum += r.occupancy_mean * weight;
                 }
                 None => rooms.push((r.clone(), r.occupancy_mean * weight)),
@@ -418,6 +473,7 @@ mod tests {
                     exits: entries / 2,
                     occupancy_mean: *mean,
                     occupancy_peak: *peak,
+                    passages: Passages::default(),
                 })
                 .collect(),
         };

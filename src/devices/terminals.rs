@@ -1,0 +1,753 @@
+//! The terminals' driver: where face-recognition terminals' MQTT messages come in, and the
+//! thin loop that turns them into passages for the core.
+//!
+//! Terminals publish to an MQTT broker on the box: hallgate's own (rumqttd, listening only on
+//! the configured address, a login per terminal, a payload size limit), or — by config — a
+//! broker already running there, which hallgate subscribes to. Either way the messages reach
+//! one loop that, per message, finds the vendor profile by topic, decodes it with
+//! [`crate::terminals::decode`], drops re-sends ([`Dedup`]), turns the member id into a
+//! daily-salted hash ([`MemberHasher`]) and hands a [`PassageFacts`] to the core. Names are
+//! never read; member ids and snapshots end here.
+//!
+//! Bad input — a payload that is not JSON, lacks a field, is too large, comes from an
+//! unknown terminal — is counted per terminal (or for the hall when the terminal cannot be
+//! told), logged once per terminal and reason as a WARN sentence, and never stops the loop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::config::terminals::{TerminalBroker, TerminalSource, Vision};
+use crate::occupancy::{HallModel, PassageFacts};
+use crate::terminals::{
+    Decoded, Dedup, MaskState, MemberHasher, TerminalId, TerminalProfile, Who, decode,
+};
+
+use crate::vision::{
+    FaceDetector, SnapshotAnalysed, SnapshotLimits, Submitted, VisionSender, VisionWorker,
+};
+
+use super::{DeviceEvent, Stats};
+
+/// Messages from the broker waiting for the decoding loop. When full, the broker's link
+/// waits (back-pressure into the broker's own queues), so nothing is dropped here.
+const MESSAGE_QUEUE: usize = 256;
+
+/// One terminal's counts since the gateway started.
+#[derive(Debug, Default)]
+pub struct TerminalStats {
+    /// Messages received (all kinds).
+    pub messages: AtomicU64,
+    /// Passages accepted (counted once).
+    pub passages: AtomicU64,
+    /// Re-sent events dropped.
+    pub duplicates: AtomicU64,
+    /// Heartbeats and other messages that are not passages.
+    pub ignored: AtomicU64,
+    /// Messages rejected as malformed, by reason.
+    pub rejected: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// Unix ms of the last message.
+    pub last_seen_ms: AtomicU64,
+}
+
+/// A copy of [`TerminalStats`], as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TerminalStatsSnapshot {
+    pub messages: u64,
+    pub passages: u64,
+    pub duplicates: u64,
+    pub ignored: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+impl TerminalStats {
+    pub fn snapshot(&self) -> TerminalStatsSnapshot {
+        TerminalStatsSnapshot {
+            messages: self.messages.load(Ordering::Relaxed),
+            passages: self.passages.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
+            rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn reject(&self, reason: &'static str) {
+        if let Ok(mut r) = self.rejected.lock() {
+            *r.entry(reason).or_default() += 1;
+        }
+    }
+}
+
+/// Counts for every configured terminal, and for messages no terminal can be named for.
+#[derive(Debug, Default)]
+pub struct TerminalsStats {
+    pub terminals: Vec<TerminalStats>,
+    /// Messages from terminals not in the config, or on topics no profile matches.
+    pub unattributed: TerminalStats,
+}
+
+impl TerminalsStats {
+    pub fn new(config: &Config) -> Arc<Self> {
+        Arc::new(TerminalsStats {
+            terminals: config
+                .terminals
+                .iter()
+                .map(|_| TerminalStats::default())
+                .collect(),
+            unattributed: TerminalStats::default(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalsError {
+    #[error("cannot listen for terminals on {listen}: {error}")]
+    Listen {
+        listen: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("the embedded terminal broker failed to start: {0}")]
+    Broker(String),
+    #[error("cannot start face counting: {0}")]
+    Vision(String),
+}
+
+/// A message as it came off the broker.
+struct Incoming {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// Starts the terminal broker (or the subscription) and the decoding loop; `None` when the
+/// hall has no terminals.
+pub fn spawn(
+    config: &Config,
+    stats: &Arc<TerminalsStats>,
+    events: &mpsc::Sender<DeviceEvent>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
+    let (Some(broker), false) = (&config.terminal_broker, config.terminals.is_empty()) else {
+        return Ok(None);
+    };
+    let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
+    let filters = topic_filters(config, broker);
+    match &broker.source {
+        TerminalSource::Embedded { listen } => {
+            start_embedded(config, broker, *listen, filters, tx)?
+        }
+        TerminalSource::External { host, port, login } => {
+            let driver = external::ExternalSubscription {
+                host: host.clone(),
+                port: *port,
+                login: login
+                    .as_ref()
+                    .map(|(u, p)| (u.clone(), p.expose().to_string())),
+                filters,
+                max_payload_bytes: broker.decode.max_payload_bytes * 2,
+                client_id: format!("hallgate-{}-terminals", config.hall.id),
+            };
+            tokio::spawn(driver.run(tx, shutdown.clone()));
+        }
+    }
+    let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
+    let ingest = Ingest::new(config, broker, stats.clone(), events.clone(), vision);
+    Ok(Some(tokio::spawn(ingest.run(rx, shutdown.clone()))))
+}
+
+/// The distinct topic filters of the profiles the configured terminals use.
+fn topic_filters(config: &Config, broker: &TerminalBroker) -> Vec<String> {
+    let mut filters: Vec<String> = config
+        .terminals
+        .iter()
+        .filter_map(|t| broker.profiles.get(&t.profile))
+        .map(|p| p.topic_filter.clone())
+        .collect();
+    filters.sort();
+    filters.dedup();
+    filters
+}
+
+/// rumqttd on `listen` only, one login per terminal, and a local link subscribed to the
+/// terminals' topics. The broker and the link block, so each has a thread of its own; they
+/// live as long as the process.
+fn start_embedded(
+    config: &Config,
+    broker: &TerminalBroker,
+    listen: SocketAddr,
+    filters: Vec<String>,
+    tx: mpsc::Sender<Incoming>,
+) -> Result<(), TerminalsError> {
+    // rumqttd binds on its own thread and only logs a failure there: try the address here
+    // first, so a taken port or a wrong interface is a clear error at start-up.
+    TcpListener::bind(listen)
+        .map(drop)
+        .map_err(|error| TerminalsError::Listen { listen, error })?;
+    let auth: std::collections::HashMap<String, String> = config
+        .terminals
+        .iter()
+        .filter_map(|t| t.login.as_ref())
+        .map(|(user, secret)| (user.clone(), secret.expose().to_string()))
+        .collect();
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        // Twice the decoder's limit: an oversized message still arrives, so it can be
+        // refused with a reason and counted against its terminal; far larger ones are cut
+        // off by the broker.
+        max_payload_size: broker.decode.max_payload_bytes * 2,
+        max_inflight_count: 100,
+        auth: Some(auth),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "terminals".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let broker_config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: (config.terminals.len() + 8).max(16),
+            max_outgoing_packet_count: 200,
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(std::collections::HashMap::from([("1".to_string(), server)])),
+        ..rumqttd::Config::default()
+    };
+    let mut embedded = rumqttd::Broker::new(broker_config);
+    let (mut link_tx, mut link_rx) = embedded
+        .link("hallgate-terminal-ingest")
+        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
+    for filter in &filters {
+        link_tx
+            .subscribe(filter.clone())
+            .map_err(|e| TerminalsError::Broker(e.to_string()))?;
+    }
+    std::thread::Builder::new()
+        .name("terminal-broker".into())
+        .spawn(move || {
+            if let Err(error) = embedded.start() {
+                tracing::error!(%error, "the embedded terminal broker stopped; terminals cannot deliver until restart");
+            }
+        })
+        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("terminal-link".into())
+        .spawn(move || {
+            // Keeps the subscriptions alive for the life of the link.
+            let _link_tx = link_tx;
+            while let Ok(notification) = link_rx.recv() {
+                if let Some(rumqttd::Notification::Forward(forward)) = notification {
+                    let message = Incoming {
+                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        payload: forward.publish.payload.to_vec(),
+                    };
+                    if tx.blocking_send(message).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
+    tracing::info!(
+        %listen,
+        terminals = config.terminals.len(),
+        topics = %filters.join(" "),
+        "embedded terminal broker listening"
+    );
+    Ok(())
+}
+
+/// The decoding loop's state.
+struct Ingest {
+    profiles: Vec<TerminalProfile>,
+    broker: TerminalBroker,
+    /// Terminal id → index into `Config::terminals` (and the stats).
+    index: BTreeMap<TerminalId, usize>,
+    rooms: Vec<usize>,
+    model: HallModel,
+    dedup: Dedup,
+    hasher: MemberHasher,
+    stats: Arc<TerminalsStats>,
+    events: mpsc::Sender<DeviceEvent>,
+    /// (terminal, reason) pairs already logged: one WARN each, then only counts.
+    warned: HashSet<(String, &'static str)>,
+    /// Face counting, when `[vision]` is configured.
+    vision: Option<VisionLink>,
+}
+
+/// The ingest's side of the vision worker. Passages whose snapshot is being counted wait in
+/// `waiting`, by tag; every one of them reaches the core exactly once: with its face count,
+/// or — dropped from a full queue, failed, or still waiting at shutdown — as one person.
+struct VisionLink {
+    sender: Option<VisionSender<u64>>,
+    results: mpsc::Receiver<SnapshotAnalysed<u64>>,
+    _worker: VisionWorker<u64>,
+    waiting: BTreeMap<u64, DeviceEvent>,
+    next_tag: u64,
+}
+
+impl VisionLink {
+    fn start(vision: &Vision) -> Result<Self, TerminalsError> {
+        let detector = FaceDetector::load(&vision.model, vision.detector.clone())
+            .map_err(|e| TerminalsError::Vision(e.to_string()))?;
+        // Room for every queued snapshot's answer, so the worker never waits on us.
+        let (tx, results) = mpsc::channel(vision.queue + 4);
+        let (worker, sender) =
+            VisionWorker::spawn(detector, SnapshotLimits::default(), vision.queue, tx)
+                .map_err(|e| TerminalsError::Vision(e.to_string()))?;
+        tracing::info!(model = %vision.model.display(), queue = vision.queue, "counting faces in terminal snapshots");
+        Ok(VisionLink {
+            sender: Some(sender),
+            results,
+            _worker: worker,
+            waiting: BTreeMap::new(),
+            next_tag: 0,
+        })
+    }
+
+    /// Sends the snapshot to be counted; the event waits here. Returns an event to pass on
+    /// now, if the queue gave one back.
+    fn submit(&mut self, event: DeviceEvent, snapshot: Vec<u8>) -> Option<DeviceEvent> {
+        let Some(sender) = &self.sender else {
+            return Some(event);
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.waiting.insert(tag, event);
+        match sender.submit(tag, snapshot) {
+            Submitted::Queued => None,
+            Submitted::QueuedDroppingOldest { dropped } => self.waiting.remove(&dropped),
+            Submitted::WorkerStopped { tag } => self.waiting.remove(&tag),
+        }
+    }
+
+    /// The waiting event of an answer, with its face count.
+    fn answered(&mut self, answer: SnapshotAnalysed<u64>) -> Option<DeviceEvent> {
+        let mut event = self.waiting.remove(&answer.tag)?;
+        if let (Ok(faces), DeviceEvent::Passage { facts, .. }) = (&answer.faces, &mut event) {
+            facts.people = u32::try_from(faces.len()).unwrap_or(u32::MAX).max(1);
+        }
+        Some(event)
+    }
+}
+
+impl Ingest {
+    fn new(
+        config: &Config,
+        broker: &TerminalBroker,
+        stats: Arc<TerminalsStats>,
+        events: mpsc::Sender<DeviceEvent>,
+        vision: Option<VisionLink>,
+    ) -> Self {
+        let mut profiles: Vec<TerminalProfile> = Vec::new();
+        for t in &config.terminals {
+            if let Some(p) = broker.profiles.get(&t.profile)
+                && !profiles.iter().any(|q| q.name == p.name)
+            {
+                profiles.push(p.clone());
+            }
+        }
+        let mut decode = broker.decode.clone();
+        // Without vision nothing looks at snapshots: leave the field unread (it is most of
+        // the bytes).
+        decode.decode_snapshot = vision.is_some();
+        Ingest {
+            profiles,
+            broker: TerminalBroker {
+                decode,
+                ..broker.clone()
+            },
+            index: config
+                .terminals
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect(),
+            rooms: config.terminals.iter().map(|t| t.room).collect(),
+            model: HallModel::from_config(config),
+            dedup: Dedup::default(),
+            hasher: MemberHasher::new(),
+            stats,
+            events,
+            warned: HashSet::new(),
+            vision,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Incoming>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(&m.topic, m.payload, Timestamp::now()),
+                    None => break,
+                },
+                Some(answer) = async {
+                    match self.vision.as_mut() {
+                        Some(v) => v.results.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.vision.as_mut().and_then(|v| v.answered(answer)),
+            };
+            if let Some(event) = event
+                && self.events.send(event).await.is_err()
+            {
+                return;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// At shutdown: let the detector answer what it has (briefly), then pass every passage
+    /// still waiting on, counted as one person — none is lost.
+    async fn finish(&mut self) {
+        let Some(vision) = self.vision.as_mut() else {
+            return;
+        };
+        vision.sender = None;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !vision.waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, vision.results.recv()).await {
+                Ok(Some(answer)) => {
+                    if let Some(event) = vision.answered(answer) {
+                        let _ = self.events.send(event).await;
+                    }
+                }
+                _ => break,
+            }
+        }
+        for (_, event) in std::mem::take(&mut vision.waiting) {
+            let _ = self.events.send(event).await;
+        }
+    }
+
+    fn warn_once(&mut self, terminal: &str, reason: &'static str, detail: &str) {
+        if self.warned.insert((terminal.to_string(), reason)) {
+            tracing::warn!(
+                terminal,
+                reason,
+                detail,
+                "a terminal message was refused and counted; further ones like it are only counted"
+            );
+        }
+    }
+
+    /// One message in; a passage for the core out, when it is one.
+    fn handle(&mut self, topic: &str, payload: Vec<u8>, now: Timestamp) -> Option<DeviceEvent> {
+        let Some((profile, matched)) = self
+            .profiles
+            .iter()
+            .find_map(|p| p.matches(topic).map(|m| (p, m)))
+        else {
+            Stats::count(&self.stats.unattributed.messages);
+            self.stats.unattributed.reject("unknown_topic");
+            self.warn_once(
+                topic,
+                "unknown_topic",
+                "no terminal profile matches this topic",
+            );
+            return None;
+        };
+        let by_topic = matched
+            .terminal
+            .as_ref()
+            .and_then(|id| self.index.get(id).copied());
+        let result = decode(profile, topic, &payload, now, &self.broker.decode);
+        drop(payload);
+        let decoded_terminal = match &result {
+            Ok(Decoded::Passage(p)) => Some(&p.terminal),
+            Ok(Decoded::Ignored(i)) => i.terminal.as_ref(),
+            Err(_) => None,
+        };
+        let terminal =
+            by_topic.or_else(|| decoded_terminal.and_then(|id| self.index.get(id).copied()));
+        let stats = match terminal {
+            Some(t) => &self.stats.terminals[t],
+            None => &self.stats.unattributed,
+        };
+        Stats::count(&stats.messages);
+        stats
+            .last_seen_ms
+            .store(now.as_millisecond().max(0) as u64, Ordering::Relaxed);
+        let name = matched
+            .terminal
+            .as_ref()
+            .map(|t| t.to_string())
+            .or_else(|| decoded_terminal.map(|t| t.to_string()))
+            .unwrap_or_else(|| "(unknown)".into());
+        let passage = match result {
+            Err(reason) => {
+                stats.reject(reason.as_str());
+                let detail = reason.to_string();
+                self.warn_once(&name, reason.as_str(), &detail);
+                return None;
+            }
+            Ok(Decoded::Ignored(_)) => {
+                Stats::count(&stats.ignored);
+                return None;
+            }
+            Ok(Decoded::Passage(p)) => p,
+        };
+        let Some(t) = terminal else {
+            stats.reject("unknown_terminal");
+            self.warn_once(
+                &name,
+                "unknown_terminal",
+                "this terminal is not in the config",
+            );
+            return None;
+        };
+        if !self.dedup.first_seen(&passage.dedup_key) {
+            Stats::count(&self.stats.terminals[t].duplicates);
+            return None;
+        }
+        Stats::count(&self.stats.terminals[t].passages);
+        // The business day the passage belongs to, which is also the salt's day.
+        let day = self
+            .model
+            .day_of_close(self.model.next_close_after(passage.at));
+        let member = match &passage.who {
+            Who::Member(m) => Some(self.hasher.hash(day, m)),
+            Who::Stranger => None,
+        };
+        let event = DeviceEvent::Passage {
+            terminal: t,
+            at: passage.at,
+            facts: PassageFacts {
+                room: self.rooms[t],
+                member,
+                fever: passage.fever,
+                mask_off: passage.mask == MaskState::Off,
+                sensor_error: passage.sensor_error,
+                people: 1,
+            },
+        };
+        match (passage.snapshot, self.vision.as_mut()) {
+            // The snapshot is decoded in memory, counted and dropped; never stored.
+            (Some(snapshot), Some(vision)) => vision.submit(event, snapshot.into_bytes()),
+            _ => Some(event),
+        }
+    }
+}
+
+/// Subscribing to a broker that is already on the box.
+mod external {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::Incoming;
+
+    pub struct ExternalSubscription {
+        pub host: String,
+        pub port: u16,
+        pub login: Option<(String, String)>,
+        pub filters: Vec<String>,
+        pub max_payload_bytes: usize,
+        pub client_id: String,
+    }
+
+    impl ExternalSubscription {
+        // The terminal side of the box, not the uplink: the one other MQTT client the gateway
+        // has, and the rule in clippy.toml is about the uplink's delivery to the centre.
+        #[allow(clippy::disallowed_methods)]
+        pub async fn run(self, tx: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
+            let mut options =
+                MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+            options.set_keep_alive(Duration::from_secs(30));
+            options.set_max_packet_size(self.max_payload_bytes + 1024, 64 * 1024);
+            if let Some((user, pass)) = &self.login {
+                options.set_credentials(user.clone(), pass.clone());
+            }
+            let (client, mut eventloop) = AsyncClient::new(options, 64);
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    e = eventloop.poll() => e,
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(broker = %format!("{}:{}", self.host, self.port), "subscribed to the terminals' local broker");
+                        for f in &self.filters {
+                            let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let message = Incoming {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                        };
+                        if tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the terminals' local broker; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Overrides, parse};
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/terminals");
+
+    fn fixture(profile: &str, name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{profile}/{name}.json")).expect("fixture exists")
+    }
+
+    /// A hall with one Hikvision terminal, `T1`, in the lobby.
+    fn ingest(dir: &Path) -> (Ingest, Arc<TerminalsStats>) {
+        std::fs::write(dir.join("t1.pass"), "s3cret\n").expect("password file");
+        let text = r#"
+[hall]
+id = "h"
+district = "d"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[terminal_broker]
+listen = "127.0.0.1:0"
+[[rooms]]
+id = "lobby"
+capacity = 10
+[[terminals]]
+id = "T1"
+profile = "hikvision-acs"
+room = "lobby"
+username = "t1"
+password_file = "t1.pass"
+"#;
+        let config = parse(text, dir, &Overrides::default()).expect("valid config");
+        let broker = config.terminal_broker.clone().expect("terminal broker");
+        let stats = TerminalsStats::new(&config);
+        let (tx, _rx) = mpsc::channel(8);
+        (
+            Ingest::new(&config, &broker, stats.clone(), tx, None),
+            stats,
+        )
+    }
+
+    const TOPIC: &str = "terminals/hikvision/T1/events";
+
+    #[test]
+    fn a_member_passage_counts_once_however_often_it_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ingest, stats) = ingest(dir.path());
+        let now = Timestamp::now();
+        let first = ingest.handle(TOPIC, fixture("hikvision-acs", "member_pass"), now);
+        let Some(DeviceEvent::Passage {
+            terminal, facts, ..
+        }) = first
+        else {
+            panic!("a passage, not {first:?}");
+        };
+        assert_eq!((terminal, facts.room, facts.people), (0, 0, 1));
+        assert!(facts.member.is_some() && !facts.fever && !facts.mask_off);
+        assert!(
+            ingest
+                .handle(TOPIC, fixture("hikvision-acs", "member_pass"), now)
+                .is_none(),
+            "a re-send is not a new passage"
+        );
+        let s = stats.terminals[0].snapshot();
+        assert_eq!((s.messages, s.passages, s.duplicates), (2, 1, 1));
+    }
+
+    #[test]
+    fn fevers_and_masks_are_facts_and_a_heartbeat_is_not_a_passage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ingest, stats) = ingest(dir.path());
+        let now = Timestamp::now();
+        let fever = ingest.handle(TOPIC, fixture("hikvision-acs", "fever"), now);
+        assert!(matches!(fever, Some(DeviceEvent::Passage { facts, .. }) if facts.fever));
+        let mask = ingest.handle(TOPIC, fixture("hikvision-acs", "mask_off"), now);
+        assert!(matches!(mask, Some(DeviceEvent::Passage { facts, .. }) if facts.mask_off));
+        assert!(
+            ingest
+                .handle(TOPIC, fixture("hikvision-acs", "heartbeat"), now)
+                .is_none()
+        );
+        assert_eq!(stats.terminals[0].snapshot().ignored, 1);
+    }
+
+    #[test]
+    fn bad_messages_and_strangers_terminals_are_counted_not_passed_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ingest, stats) = ingest(dir.path());
+        let now = Timestamp::now();
+        assert!(ingest.handle(TOPIC, b"{not json".to_vec(), now).is_none());
+        assert!(ingest.handle(TOPIC, vec![0xff, 0xfe, 0x00], now).is_none());
+        let rejected = stats.terminals[0].snapshot().rejected;
+        assert_eq!(rejected.values().sum::<u64>(), 2, "{rejected:?}");
+        // A terminal that is not in the config, and a topic no profile knows.
+        let other = "terminals/hikvision/T9/events";
+        assert!(
+            ingest
+                .handle(other, fixture("hikvision-acs", "member_pass"), now)
+                .is_none()
+        );
+        assert!(
+            ingest
+                .handle("somewhere/else", b"{}".to_vec(), now)
+                .is_none()
+        );
+        let u = stats.unattributed.snapshot();
+        assert_eq!(u.messages, 2);
+        assert_eq!(u.rejected.get("unknown_terminal"), Some(&1));
+        assert_eq!(u.rejected.get("unknown_topic"), Some(&1));
+    }
+
+    #[test]
+    fn an_embedded_broker_admits_nobody_without_a_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = r#"
+[hall]
+id = "h"
+district = "d"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[terminal_broker]
+listen = "127.0.0.1:1884"
+[[rooms]]
+id = "lobby"
+capacity = 10
+[[terminals]]
+id = "T1"
+profile = "hikvision-acs"
+room = "lobby"
+"#;
+        let problems = parse(text, dir.path(), &Overrides::default()).expect_err("invalid");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "terminals[0].username" && p.message.contains("login")),
+            "{problems:?}"
+        );
+    }
+}
