@@ -401,6 +401,8 @@ pub struct Config {
     pub terminals: Vec<terminals::Terminal>,
     /// Face counting in terminal snapshots; `None` when off.
     pub vision: Option<terminals::Vision>,
+    /// Room cameras whose head counts re-anchor occupancy.
+    pub cameras: Vec<terminals::Camera>,
 }
 
 impl Config {
@@ -483,6 +485,7 @@ const SECTIONS: &[&str] = &[
     "terminal_broker",
     "terminals",
     "vision",
+    "cameras",
 ];
 
 /// Command-line overrides applied before validation, so the same file runs on the box, in
@@ -546,6 +549,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         v.section(root, "terminal_broker", false);
     let terminal_cfgs: Vec<Option<terminals::TerminalConfig>> = v.array(root, "terminals");
     let vision_cfg: Option<terminals::VisionConfig> = v.section(root, "vision", false);
+    let camera_cfgs: Vec<Option<terminals::CameraConfig>> = v.array(root, "cameras");
 
     // Hall.
     let hall = hall.and_then(|h| v.hall(root, h));
@@ -1005,6 +1009,14 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let vision = vision_cfg
         .as_ref()
         .and_then(|c| terminals::validate_vision(c, base_dir, &mut vision_problems));
+    let out_cameras = terminals::validate_cameras(
+        &camera_cfgs,
+        &room_index,
+        base_dir,
+        vision.is_some(),
+        terminal_broker.as_ref(),
+        &mut vision_problems,
+    );
     for (path, message) in terminal_problems.into_iter().chain(vision_problems) {
         v.at(root, &path, message);
     }
@@ -1021,6 +1033,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             terminal_broker,
             terminals: out_terminals,
             vision,
+            cameras: out_cameras,
         }),
         _ => {
             if v.problems.is_empty() {

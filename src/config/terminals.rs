@@ -142,6 +142,117 @@ pub struct TerminalConfig {
     pub password_file: Option<PathBuf>,
 }
 
+/// `[[cameras]]` as written: a room camera that publishes a JPEG snapshot now and then to
+/// `cameras/{id}/snapshot` on the embedded broker; its head count re-anchors the room's
+/// occupancy. Needs `[vision]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: String,
+    pub room: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// One validated room camera.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub id: String,
+    /// Index into `Config::rooms`.
+    pub room: usize,
+    pub login: Option<(String, Secret)>,
+}
+
+/// The topic a camera publishes its snapshots to.
+pub fn camera_topic(id: &str) -> String {
+    format!("cameras/{id}/snapshot")
+}
+
+/// Validates `[[cameras]]`.
+pub fn validate_cameras(
+    cameras: &[Option<CameraConfig>],
+    room_index: &HashMap<&str, usize>,
+    base_dir: &Path,
+    vision: bool,
+    broker: Option<&TerminalBroker>,
+    problems: &mut Problems,
+) -> Vec<Camera> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, c) in cameras.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let path = format!("cameras[{i}]");
+        if !vision {
+            problems.push((
+                path.clone(),
+                "a room camera needs [vision] to count heads".into(),
+            ));
+        }
+        if broker.is_none() {
+            problems.push((
+                path.clone(),
+                "a room camera publishes to the terminal broker: add [terminal_broker]".into(),
+            ));
+        }
+        if TerminalId::new(&c.id).is_none() {
+            problems.push((
+                format!("{path}.id"),
+                format!(
+                    "\"{}\" must be 1 to 64 printable characters without spaces, '/', '+' or '#'",
+                    c.id
+                ),
+            ));
+        }
+        if let Some(first) = seen.insert(c.id.clone(), i) {
+            problems.push((
+                format!("{path}.id"),
+                format!("\"{}\" is already cameras[{first}]", c.id),
+            ));
+        }
+        let room = room_index.get(c.room.as_str()).copied();
+        if room.is_none() {
+            problems.push((
+                format!("{path}.room"),
+                format!("unknown room \"{}\"", c.room),
+            ));
+        }
+        let login = match (&c.username, &c.password_file) {
+            (Some(user), Some(file)) => {
+                read_secret(base_dir, file, &format!("{path}.password_file"), problems)
+                    .map(|s| (user.clone(), s))
+            }
+            (None, None) => {
+                if matches!(
+                    broker.map(|b| &b.source),
+                    Some(TerminalSource::Embedded { .. })
+                ) {
+                    problems.push((
+                        format!("{path}.username"),
+                        "a camera on the embedded broker needs `username` and `password_file`"
+                            .into(),
+                    ));
+                }
+                None
+            }
+            _ => {
+                problems.push((
+                    format!("{path}.password_file"),
+                    "`username` and `password_file` go together".into(),
+                ));
+                None
+            }
+        };
+        if let Some(room) = room {
+            out.push(Camera {
+                id: c.id.clone(),
+                room,
+                login,
+            });
+        }
+    }
+    out
+}
+
 /// A password read from a file: never printed, never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

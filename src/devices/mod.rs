@@ -53,6 +53,14 @@ pub enum DeviceEvent {
         at: Timestamp,
         facts: crate::occupancy::PassageFacts,
     },
+    /// A room camera's snapshot was counted.
+    HeadCount {
+        /// Index into `Config::cameras`.
+        camera: usize,
+        at: Timestamp,
+        room: usize,
+        heads: u64,
+    },
 }
 
 /// Capacity of the drivers → core channel. A few seconds of reads of a large hall.

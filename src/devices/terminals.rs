@@ -134,9 +134,12 @@ pub fn spawn(
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
-    let (Some(broker), false) = (&config.terminal_broker, config.terminals.is_empty()) else {
+    let Some(broker) = &config.terminal_broker else {
         return Ok(None);
     };
+    if config.terminals.is_empty() && config.cameras.is_empty() {
+        return Ok(None);
+    }
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
     let filters = topic_filters(config, broker);
     match &broker.source {
@@ -170,6 +173,9 @@ fn topic_filters(config: &Config, broker: &TerminalBroker) -> Vec<String> {
         .filter_map(|t| broker.profiles.get(&t.profile))
         .map(|p| p.topic_filter.clone())
         .collect();
+    if !config.cameras.is_empty() {
+        filters.push(crate::config::terminals::camera_topic("+"));
+    }
     filters.sort();
     filters.dedup();
     filters
@@ -194,6 +200,7 @@ fn start_embedded(
         .terminals
         .iter()
         .filter_map(|t| t.login.as_ref())
+        .chain(config.cameras.iter().filter_map(|c| c.login.as_ref()))
         .map(|(user, secret)| (user.clone(), secret.expose().to_string()))
         .collect();
     let connections = rumqttd::ConnectionSettings {
@@ -279,6 +286,8 @@ struct Ingest {
     /// Terminal id → index into `Config::terminals` (and the stats).
     index: BTreeMap<TerminalId, usize>,
     rooms: Vec<usize>,
+    /// Camera id → (index into `Config::cameras`, room).
+    cameras: BTreeMap<String, (usize, usize)>,
     model: HallModel,
     dedup: Dedup,
     hasher: MemberHasher,
@@ -329,18 +338,29 @@ impl VisionLink {
         let tag = self.next_tag;
         self.next_tag += 1;
         self.waiting.insert(tag, event);
-        match sender.submit(tag, snapshot) {
+        let handed_back = match sender.submit(tag, snapshot) {
             Submitted::Queued => None,
             Submitted::QueuedDroppingOldest { dropped } => self.waiting.remove(&dropped),
             Submitted::WorkerStopped { tag } => self.waiting.remove(&tag),
-        }
+        };
+        // An uncounted passage still counts as one person; an uncounted camera snapshot
+        // says nothing (the next one will).
+        handed_back.filter(|e| matches!(e, DeviceEvent::Passage { .. }))
     }
 
     /// The waiting event of an answer, with its face count.
     fn answered(&mut self, answer: SnapshotAnalysed<u64>) -> Option<DeviceEvent> {
         let mut event = self.waiting.remove(&answer.tag)?;
-        if let (Ok(faces), DeviceEvent::Passage { facts, .. }) = (&answer.faces, &mut event) {
-            facts.people = u32::try_from(faces.len()).unwrap_or(u32::MAX).max(1);
+        match (&answer.faces, &mut event) {
+            (Ok(faces), DeviceEvent::Passage { facts, .. }) => {
+                facts.people = u32::try_from(faces.len()).unwrap_or(u32::MAX).max(1);
+            }
+            (Ok(faces), DeviceEvent::HeadCount { heads, .. }) => *heads = faces.len() as u64,
+            (Err(error), DeviceEvent::HeadCount { camera, .. }) => {
+                tracing::debug!(camera = *camera, %error, "a camera snapshot could not be counted");
+                return None;
+            }
+            _ => {}
         }
         Some(event)
     }
@@ -379,6 +399,12 @@ impl Ingest {
                 .map(|(i, t)| (t.id.clone(), i))
                 .collect(),
             rooms: config.terminals.iter().map(|t| t.room).collect(),
+            cameras: config
+                .cameras
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.clone(), (i, c.room)))
+                .collect(),
             model: HallModel::from_config(config),
             dedup: Dedup::default(),
             hasher: MemberHasher::new(),
@@ -432,8 +458,33 @@ impl Ingest {
             }
         }
         for (_, event) in std::mem::take(&mut vision.waiting) {
-            let _ = self.events.send(event).await;
+            if matches!(event, DeviceEvent::Passage { .. }) {
+                let _ = self.events.send(event).await;
+            }
         }
+    }
+
+    /// A room camera's JPEG: counted by the detector, then a head count for the core.
+    fn camera_snapshot(
+        &mut self,
+        camera: &str,
+        jpeg: Vec<u8>,
+        now: Timestamp,
+    ) -> Option<DeviceEvent> {
+        let Some(&(index, room)) = self.cameras.get(camera) else {
+            Stats::count(&self.stats.unattributed.messages);
+            self.stats.unattributed.reject("unknown_camera");
+            self.warn_once(camera, "unknown_camera", "this camera is not in the config");
+            return None;
+        };
+        let vision = self.vision.as_mut()?;
+        let event = DeviceEvent::HeadCount {
+            camera: index,
+            at: now,
+            room,
+            heads: 0,
+        };
+        vision.submit(event, jpeg)
     }
 
     fn warn_once(&mut self, terminal: &str, reason: &'static str, detail: &str) {
@@ -449,6 +500,12 @@ impl Ingest {
 
     /// One message in; a passage for the core out, when it is one.
     fn handle(&mut self, topic: &str, payload: Vec<u8>, now: Timestamp) -> Option<DeviceEvent> {
+        if let Some(camera) = topic
+            .strip_prefix("cameras/")
+            .and_then(|t| t.strip_suffix("/snapshot"))
+        {
+            return self.camera_snapshot(camera, payload, now);
+        }
         let Some((profile, matched)) = self
             .profiles
             .iter()
@@ -612,6 +669,7 @@ mod external {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use super::*;
     use crate::config::{Overrides, parse};
@@ -748,6 +806,93 @@ room = "lobby"
                 .iter()
                 .any(|p| p.path == "terminals[0].username" && p.message.contains("login")),
             "{problems:?}"
+        );
+    }
+
+    /// Three copies of the public-domain astronaut portrait side by side, as a JPEG.
+    fn three_people_jpeg() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/images/astronaut.jpg"
+        );
+        let one = image::open(path).expect("fixture decodes").to_rgb8();
+        let mut canvas = image::RgbImage::new(one.width() * 3, one.height());
+        for i in 0..3 {
+            image::imageops::replace(&mut canvas, &one, i64::from(one.width() * i), 0);
+        }
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+            .encode_image(&canvas)
+            .expect("encodes");
+        jpeg
+    }
+
+    #[tokio::test]
+    async fn a_room_camera_snapshot_becomes_a_head_count_of_the_faces_in_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cam.pass"), "pw").expect("password file");
+        let text = format!(
+            r#"
+[hall]
+id = "h"
+district = "d"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[terminal_broker]
+listen = "127.0.0.1:0"
+[vision]
+model = "{}/models/centerface.onnx"
+input_width_px = 640
+input_height_px = 384
+[[rooms]]
+id = "lobby"
+capacity = 10
+[[rooms]]
+id = "reading"
+capacity = 10
+[[cameras]]
+id = "cam-reading"
+room = "reading"
+username = "cam"
+password_file = "cam.pass"
+"#,
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let config = parse(&text, dir.path(), &Overrides::default()).expect("valid config");
+        let broker = config.terminal_broker.clone().expect("terminal broker");
+        let vision = VisionLink::start(config.vision.as_ref().expect("vision")).expect("loads");
+        let (tx, _rx) = mpsc::channel(8);
+        let stats = TerminalsStats::new(&config);
+        let mut ingest = Ingest::new(&config, &broker, stats, tx, Some(vision));
+        let now = Timestamp::now();
+        assert!(
+            ingest
+                .handle("cameras/cam-reading/snapshot", three_people_jpeg(), now)
+                .is_none(),
+            "the count comes when the detector answers"
+        );
+        let vision = ingest.vision.as_mut().expect("vision");
+        let answer = tokio::time::timeout(Duration::from_secs(120), vision.results.recv())
+            .await
+            .expect("the detector answers")
+            .expect("an answer");
+        let event = vision.answered(answer);
+        assert!(
+            matches!(
+                event,
+                Some(DeviceEvent::HeadCount {
+                    room: 1,
+                    heads: 3,
+                    ..
+                })
+            ),
+            "{event:?}"
+        );
+        // A camera that is not configured is counted, not trusted.
+        assert!(
+            ingest
+                .handle("cameras/cam-x/snapshot", three_people_jpeg(), now)
+                .is_none()
         );
     }
 }

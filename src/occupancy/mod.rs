@@ -180,6 +180,10 @@ pub struct RoomDay {
     pub negative_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "passages_empty")]
     pub passages: Passages,
+    /// People added (or, negative, removed) today by room-camera head counts: what the
+    /// counting lines missed.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub camera_correction: i64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -425,6 +429,28 @@ impl Engine {
         self.state.revision += 1;
     }
 
+    /// A room camera counted `heads` people in `room` at `now`: a direct count beats lines
+    /// that drift, so the room's occupancy is re-anchored to it, and the difference is kept
+    /// as the day's camera correction. Call [`Engine::tick`] first.
+    pub fn head_count(&mut self, room: usize, heads: u64, now: Timestamp) {
+        if room >= self.state.rooms.len() {
+            return;
+        }
+        self.integrate_to(now);
+        let r = &mut self.state.rooms[room];
+        let target = i64::try_from(heads).unwrap_or(i64::MAX);
+        let correction = target - r.balance.max(0);
+        if correction == 0 && r.balance >= 0 {
+            return;
+        }
+        r.camera_correction += correction;
+        r.balance = target;
+        r.negative_since = None;
+        let bin = &mut self.state.bin.rooms[room];
+        bin.peak = bin.peak.max(heads);
+        self.state.revision += 1;
+    }
+
     /// Distinct members seen today.
     pub fn unique_members_today(&self) -> u64 {
         self.state.members_today.len() as u64
@@ -629,6 +655,25 @@ mod tests {
         e.tick(at("2026-11-22T13:00:01Z"));
         assert_eq!(e.unique_members_today(), 0);
         assert!(e.state().rooms[0].passages.is_empty());
+    }
+
+    #[test]
+    fn a_camera_head_count_re_anchors_a_drifting_room_and_records_the_correction() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        e.crossings(0, 5, 0, t);
+        e.crossings(1, 4, 0, t);
+        // The lines say 4 in the reading room; the camera sees 6 (two came in unseen).
+        e.head_count(1, 6, t);
+        assert_eq!(occ(&e), vec![1, 6, 0]);
+        assert_eq!(e.state().rooms[1].camera_correction, 2);
+        // Then 7 leave by the lines: the balance goes below zero only by what the lines
+        // miss from now on, and a later count of 0 brings it back.
+        e.crossings(1, 0, 7, t);
+        e.head_count(1, 0, t);
+        assert_eq!(occ(&e), vec![8, 0, 0]);
+        assert_eq!(e.state().rooms[1].camera_correction, 2);
+        assert_eq!(e.state().rooms[1].balance, 0);
     }
 
     #[test]

@@ -313,6 +313,13 @@ impl Core {
                 self.urgent = true;
                 self.state_dirty = true;
             }
+            DeviceEvent::HeadCount {
+                at, room, heads, ..
+            } => {
+                self.advance(at);
+                self.engine.head_count(room, heads, self.now.latest());
+                self.state_dirty = true;
+            }
             DeviceEvent::DeviceOnline { counter, at } => {
                 let d = &mut self.devices[counter];
                 d.online = Some(true);

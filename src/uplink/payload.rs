@@ -102,6 +102,9 @@ struct RoomState<'a> {
     exits_today: u64,
     /// People clamped away today because exits outran entries (missed entries).
     drift_today: u64,
+    /// People added (negative: removed) today by room-camera head counts.
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    camera_correction_today: i64,
     /// The room's terminals today: counts only.
     #[serde(skip_serializing_if = "Passages::is_empty")]
     passages_today: Passages,
@@ -120,6 +123,10 @@ struct HallState {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
     *n == 0
 }
 
@@ -168,6 +175,7 @@ pub fn state_message(
             exits_today: r.exits,
             drift_today: r.clamped,
             passages_today: r.passages,
+            camera_correction_today: r.camera_correction,
         })
         .collect();
     let payload = StatePayload {

@@ -67,6 +67,8 @@ pub struct HallPlan {
     /// Extra `key = value` lines for the gateway's `[uplink]` and `[storage]` sections.
     pub uplink_extra: String,
     pub storage_extra: String,
+    /// Whole sections appended to the gateway's config (terminals, vision).
+    pub extra_sections: String,
 }
 
 impl HallPlan {
@@ -109,6 +111,7 @@ impl HallPlan {
             buses: Vec::new(),
             uplink_extra: String::new(),
             storage_extra: String::new(),
+            extra_sections: String::new(),
         }
     }
 
@@ -190,7 +193,9 @@ impl HallPlan {
 
     /// The gateway's config: every door and counter.
     pub fn gateway_toml(&self, broker_port: u16, data_dir: &Path) -> String {
-        self.toml(broker_port, data_dir, |_| true)
+        let mut text = self.toml(broker_port, data_dir, |_| true);
+        text.push_str(&self.extra_sections);
+        text
     }
 
     /// The simulator's config: only the counters it serves.

@@ -30,6 +30,8 @@ pub struct Seen {
     pub arrivals: Vec<(Instant, String)>,
     /// Same `msg_id`, different content.
     pub conflicts: Vec<String>,
+    /// Every payload received, raw, for tests that search them (privacy).
+    pub raw: Vec<(String, Vec<u8>)>,
     /// Payloads that were not what the contract says, and connection trouble.
     pub notes: Vec<String>,
     pub subscribed: bool,
@@ -173,6 +175,7 @@ fn lock(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
 
 fn record(seen: &Mutex<Seen>, topic_base: &str, topic: &str, payload: &[u8]) {
     let mut seen = lock(seen);
+    seen.raw.push((topic.to_string(), payload.to_vec()));
     let Some(kind) = topic
         .strip_prefix(topic_base)
         .and_then(|rest| rest.strip_prefix('/'))
