@@ -73,6 +73,48 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         serial_noise_bytes_per_sec: u32,
     },
+    /// Play the config's face-recognition terminals against the terminal broker (passages,
+    /// re-sends, malformed messages, heartbeats; QoS 1), with ground truth.
+    SimulateTerminals {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Terminal broker to connect to, overriding the config's `[terminal_broker]` address.
+        #[arg(long, value_name = "HOST:PORT")]
+        broker: Option<String>,
+        /// Seed of the random passages; the same seed gives the same events.
+        #[arg(long)]
+        seed: u64,
+        /// How many distinct passages to play.
+        #[arg(long, value_name = "N")]
+        passages: u64,
+        /// Passages per second, over all terminals.
+        #[arg(long, value_name = "R")]
+        rate_per_sec: f64,
+        /// Write the ground truth here as JSON lines (one per message, then the totals).
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+        /// After a passage, how often an earlier one is sent again (must count once).
+        #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+        resend_share: f64,
+        /// After a passage, how often a malformed message follows (must be rejected).
+        #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
+        bad_share: f64,
+        /// Members to draw from, so members come back.
+        #[arg(long, value_name = "N", default_value_t = 40)]
+        member_pool: u32,
+        /// Share of strangers at terminals that report them (not Hikvision).
+        #[arg(long, value_name = "SHARE", default_value_t = 0.2)]
+        stranger_share: f64,
+        /// Share of fevers (37.5 °C and above).
+        #[arg(long, value_name = "SHARE", default_value_t = 0.03)]
+        fever_share: f64,
+        /// Share without a mask at terminals that check (not HTTPv2).
+        #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+        mask_off_share: f64,
+        /// A JPEG to attach, base64, to passages of profiles with a snapshot field.
+        #[arg(long, value_name = "FILE.jpg")]
+        snapshot: Option<PathBuf>,
+    },
     /// Write a synthetic backlog of minute bins into the outbox, as a long outage would leave
     /// it (for benchmarks and tests of store-and-forward). The gateway must not be running.
     SeedBacklog {
@@ -180,6 +222,45 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async move {
                 let shutdown = shutdown_on_signals();
                 hallgate::simulate::run(&cfg, options, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SimulateTerminals {
+            config: path,
+            broker,
+            seed,
+            passages,
+            rate_per_sec,
+            truth,
+            resend_share,
+            bad_share,
+            member_pool,
+            stranger_share,
+            fever_share,
+            mask_off_share,
+            snapshot,
+        } => {
+            use hallgate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
+            let cfg = config::load(&path, &Overrides::default())?;
+            let options = SimulateTerminalsOptions {
+                broker,
+                script: ScriptOptions {
+                    seed,
+                    passages,
+                    rate_per_sec,
+                    resend_share,
+                    bad_share,
+                    member_pool,
+                    stranger_share,
+                    fever_share,
+                    mask_off_share,
+                },
+                truth,
+                snapshot,
+            };
+            runtime()?.block_on(async move {
+                let shutdown = shutdown_on_signals();
+                hallgate::simulate::terminals::run(&cfg, options, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -52,6 +52,9 @@ pub enum DeviceEvent {
         terminal: usize,
         at: Timestamp,
         facts: crate::occupancy::PassageFacts,
+        /// The event's identity at its terminal: the core counts each key once, and keeps
+        /// the keys with the counts, so a re-send — even after a restart — counts once.
+        key: crate::terminals::DedupKey,
     },
     /// A room camera's snapshot was counted.
     HeadCount {

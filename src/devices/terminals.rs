@@ -5,9 +5,10 @@
 //! the configured address, a login per terminal, a payload size limit), or — by config — a
 //! broker already running there, which hallgate subscribes to. Either way the messages reach
 //! one loop that, per message, finds the vendor profile by topic, decodes it with
-//! [`crate::terminals::decode`], drops re-sends ([`Dedup`]), turns the member id into a
-//! daily-salted hash ([`MemberHasher`]) and hands a [`PassageFacts`] to the core. Names are
-//! never read; member ids and snapshots end here.
+//! [`crate::terminals::decode`], turns the member id into a daily-salted hash
+//! ([`MemberHasher`]) and hands a [`PassageFacts`] with the event's key to the core, which
+//! drops re-sends (it keeps the keys with the counts, so that holds across restarts). Names
+//! are never read; member ids and snapshots end here.
 //!
 //! Bad input — a payload that is not JSON, lacks a field, is too large, comes from an
 //! unknown terminal — is counted per terminal (or for the hall when the terminal cannot be
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::config::terminals::{TerminalBroker, TerminalSource, Vision};
 use crate::occupancy::{HallModel, PassageFacts};
 use crate::terminals::{
-    Decoded, Dedup, MaskState, MemberHasher, TerminalId, TerminalProfile, Who, decode,
+    Decoded, MaskState, MemberHasher, TerminalId, TerminalProfile, Who, decode,
 };
 
 use crate::vision::{
@@ -45,9 +46,9 @@ const MESSAGE_QUEUE: usize = 256;
 pub struct TerminalStats {
     /// Messages received (all kinds).
     pub messages: AtomicU64,
-    /// Passages accepted (counted once).
+    /// Passages counted (once each; counted by the core).
     pub passages: AtomicU64,
-    /// Re-sent events dropped.
+    /// Re-sent events dropped (by the core).
     pub duplicates: AtomicU64,
     /// Heartbeats and other messages that are not passages.
     pub ignored: AtomicU64,
@@ -289,7 +290,6 @@ struct Ingest {
     /// Camera id → (index into `Config::cameras`, room).
     cameras: BTreeMap<String, (usize, usize)>,
     model: HallModel,
-    dedup: Dedup,
     hasher: MemberHasher,
     stats: Arc<TerminalsStats>,
     events: mpsc::Sender<DeviceEvent>,
@@ -406,7 +406,6 @@ impl Ingest {
                 .map(|(i, c)| (c.id.clone(), (i, c.room)))
                 .collect(),
             model: HallModel::from_config(config),
-            dedup: Dedup::default(),
             hasher: MemberHasher::new(),
             stats,
             events,
@@ -569,11 +568,6 @@ impl Ingest {
             );
             return None;
         };
-        if !self.dedup.first_seen(&passage.dedup_key) {
-            Stats::count(&self.stats.terminals[t].duplicates);
-            return None;
-        }
-        Stats::count(&self.stats.terminals[t].passages);
         // The business day the passage belongs to, which is also the salt's day.
         let day = self
             .model
@@ -584,6 +578,7 @@ impl Ingest {
         };
         let event = DeviceEvent::Passage {
             terminal: t,
+            key: passage.dedup_key,
             at: passage.at,
             facts: PassageFacts {
                 room: self.rooms[t],
@@ -714,27 +709,36 @@ password_file = "t1.pass"
     const TOPIC: &str = "terminals/hikvision/T1/events";
 
     #[test]
-    fn a_member_passage_counts_once_however_often_it_is_sent() {
+    fn a_member_passage_and_its_re_send_carry_the_same_event_key_and_member_hash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ingest, stats) = ingest(dir.path());
         let now = Timestamp::now();
         let first = ingest.handle(TOPIC, fixture("hikvision-acs", "member_pass"), now);
         let Some(DeviceEvent::Passage {
-            terminal, facts, ..
+            terminal,
+            facts,
+            key,
+            ..
         }) = first
         else {
             panic!("a passage, not {first:?}");
         };
         assert_eq!((terminal, facts.room, facts.people), (0, 0, 1));
         assert!(facts.member.is_some() && !facts.fever && !facts.mask_off);
-        assert!(
-            ingest
-                .handle(TOPIC, fixture("hikvision-acs", "member_pass"), now)
-                .is_none(),
-            "a re-send is not a new passage"
-        );
-        let s = stats.terminals[0].snapshot();
-        assert_eq!((s.messages, s.passages, s.duplicates), (2, 1, 1));
+        // A re-send carries the same key (the core counts each key once, across restarts),
+        // and the same member hash (the same person, the same day).
+        let again = ingest.handle(TOPIC, fixture("hikvision-acs", "member_pass"), now);
+        let Some(DeviceEvent::Passage {
+            key: key_again,
+            facts: facts_again,
+            ..
+        }) = again
+        else {
+            panic!("a passage, not {again:?}");
+        };
+        assert_eq!(key, key_again);
+        assert_eq!(facts.member, facts_again.member);
+        assert_eq!(stats.terminals[0].snapshot().messages, 2);
     }
 
     #[test]

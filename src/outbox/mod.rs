@@ -110,7 +110,14 @@ pub struct Batch {
     pub engine_state: Option<Vec<u8>>,
     /// Counter id → last totals read.
     pub baselines: BTreeMap<String, Totals>,
+    /// Terminal events counted in this batch, (terminal, event key, Unix seconds): kept for
+    /// two days so a re-send after a restart is still known, committed with the counts they
+    /// went into.
+    pub passage_keys: Vec<(String, String, i64)>,
 }
+
+/// How long counted terminal event keys are kept.
+const PASSAGE_KEYS_KEPT_SECS: i64 = 2 * 86_400;
 
 /// What the database held at start-up.
 #[derive(Debug, Default)]
@@ -118,6 +125,8 @@ pub struct Restored {
     pub engine_state: Option<Vec<u8>>,
     pub baselines: BTreeMap<String, Totals>,
     pub pending_messages: u64,
+    /// Terminal event keys counted recently, oldest first.
+    pub passage_keys: Vec<(String, String)>,
     /// Where a damaged database was moved, if one was found.
     pub moved_aside: Option<PathBuf>,
 }
@@ -551,7 +560,13 @@ impl Db {
                  counter_id TEXT PRIMARY KEY,
                  inward INTEGER NOT NULL,
                  outward INTEGER NOT NULL
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS passage_key (
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 at INTEGER NOT NULL,
+                 PRIMARY KEY (terminal, event)
+             ) WITHOUT ROWID;",
         )
         .map_err(open_err)?;
         let version: i64 = conn
@@ -645,10 +660,18 @@ impl Db {
             );
         }
         drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT terminal, event FROM passage_key ORDER BY at")?;
+        let passage_keys = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
         Ok(Restored {
             engine_state,
             baselines,
             pending_messages: self.rows,
+            passage_keys,
             moved_aside: None,
         })
     }
@@ -891,6 +914,16 @@ impl Db {
                  ON CONFLICT(counter_id) DO UPDATE SET inward = excluded.inward, outward = excluded.outward",
                 params![id, t.inward as i64, t.outward as i64],
             )?;
+        }
+        if let Some(newest) = batch.passage_keys.iter().map(|k| k.2).max() {
+            for (terminal, event, at) in &batch.passage_keys {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO passage_key (terminal, event, at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![terminal, event, at])?;
+            }
+            tx.prepare_cached("DELETE FROM passage_key WHERE at < ?1")?
+                .execute([newest - PASSAGE_KEYS_KEPT_SECS])?;
         }
         // Over the bound: make room in the same transaction, so it costs no extra fsync.
         let mut space = Space {

@@ -503,3 +503,56 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn counted_terminal_event_keys_survive_reopen_and_old_ones_are_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, _) = Outbox::open(dir.path(), options()).expect("open");
+    let day = 86_400;
+    outbox
+        .commit(Batch {
+            passage_keys: vec![
+                ("T1".into(), "85793".into(), 1_800_000_000),
+                ("T1".into(), "85794".into(), 1_800_000_010),
+            ],
+            ..Batch::default()
+        })
+        .await
+        .map_err(|e| e.0)
+        .expect("commit");
+    // Three days later: the first two are older than two days and go.
+    outbox
+        .commit(Batch {
+            passage_keys: vec![("T2".into(), "9".into(), 1_800_000_000 + 3 * day)],
+            ..Batch::default()
+        })
+        .await
+        .map_err(|e| e.0)
+        .expect("commit");
+    outbox.close().await;
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        restored.passage_keys,
+        vec![("T2".to_string(), "9".to_string())]
+    );
+    outbox.close().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, _) = Outbox::open(dir.path(), options()).expect("open");
+    outbox
+        .commit(Batch {
+            passage_keys: vec![("T1".into(), "b".into(), 20), ("T1".into(), "a".into(), 10)],
+            ..Batch::default()
+        })
+        .await
+        .map_err(|e| e.0)
+        .expect("commit");
+    outbox.close().await;
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        restored.passage_keys,
+        vec![("T1".into(), "a".into()), ("T1".into(), "b".into())],
+        "oldest first"
+    );
+    outbox.close().await;
+}

@@ -16,12 +16,15 @@
 //! counter or bus) → serve unchanging counters for the warm-up → play the traffic in real time
 //! → at the end of the duration (or on shutdown) write the final truth line → keep serving the
 //! frozen totals until shutdown.
+//!
+//! [`terminals`] (`hallgate simulate-terminals`) plays the face/temperature terminals over MQTT.
 
 pub mod backlog;
 pub mod registers;
 pub mod rtu;
 pub mod serial;
 pub mod stream;
+pub mod terminals;
 pub mod traffic;
 mod truth;
 

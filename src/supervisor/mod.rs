@@ -28,6 +28,7 @@ use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
 use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
+use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
 
@@ -110,6 +111,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
         stats.clone(),
         terminal_stats.clone(),
     );
+    for (terminal, event) in &restored.passage_keys {
+        if let Some(terminal) = TerminalId::new(terminal) {
+            core.passage_keys.first_seen(&DedupKey {
+                terminal,
+                event: event.clone(),
+            });
+        }
+    }
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
@@ -166,6 +175,8 @@ struct Core {
     link: Arc<UplinkStatus>,
     stats: Arc<DeviceStats>,
     terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
+    /// Terminal events already counted, restored from the outbox at start.
+    passage_keys: Dedup,
     devices: Vec<DeviceHealth>,
     pending: Batch,
     /// Engine revision last committed.
@@ -209,6 +220,7 @@ impl Core {
             link,
             stats,
             terminal_stats,
+            passage_keys: Dedup::default(),
             devices,
             pending: Batch::default(),
             committed_revision: None,
@@ -306,9 +318,25 @@ impl Core {
                 }
                 self.state_dirty = true;
             }
-            DeviceEvent::Passage { at, facts, .. } => {
+            DeviceEvent::Passage {
+                terminal,
+                at,
+                facts,
+                key,
+            } => {
+                let stats = &self.terminal_stats.terminals[terminal];
+                if !self.passage_keys.first_seen(&key) {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                stats.passages.fetch_add(1, Ordering::Relaxed);
                 self.advance(at);
                 self.engine.passage(&facts, self.now.latest());
+                self.pending.passage_keys.push((
+                    key.terminal.to_string(),
+                    key.event,
+                    at.as_second(),
+                ));
                 // Passages exist nowhere but here: commit them soon.
                 self.urgent = true;
                 self.state_dirty = true;
@@ -406,6 +434,7 @@ impl Core {
                     // Keep order: what failed goes before what came since.
                     returned.messages.append(&mut self.pending.messages);
                     returned.baselines.append(&mut self.pending.baselines);
+                    returned.passage_keys.append(&mut self.pending.passage_keys);
                     returned.engine_state = None;
                     self.pending = returned;
                 }
