@@ -96,7 +96,8 @@ enum Command {
         /// After a passage, how often an earlier one is sent again (must count once).
         #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
         resend_share: f64,
-        /// After a passage, how often a malformed message follows (must be rejected).
+        /// After a passage, how often a malformed message follows (must be rejected); a few
+        /// passages carry a broken snapshot instead (they still count).
         #[arg(long, value_name = "SHARE", default_value_t = 0.05)]
         bad_share: f64,
         /// Members to draw from, so members come back.

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::config::terminals::{TerminalBroker, TerminalSource, Vision};
 use crate::occupancy::{HallModel, PassageFacts};
 use crate::terminals::{
-    Decoded, MaskState, MemberHasher, TerminalId, TerminalProfile, Who, decode,
+    Decoded, MaskState, MemberHasher, PassageVerdict, TerminalId, TerminalProfile, Who, decode,
 };
 
 use crate::vision::{
@@ -54,6 +54,8 @@ pub struct TerminalStats {
     pub ignored: AtomicU64,
     /// Messages rejected as malformed, by reason.
     pub rejected: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// Passages whose snapshot could not be used (counted as one person).
+    pub bad_snapshots: AtomicU64,
     /// Unix ms of the last message.
     pub last_seen_ms: AtomicU64,
 }
@@ -67,6 +69,12 @@ pub struct TerminalStatsSnapshot {
     pub ignored: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected: BTreeMap<&'static str, u64>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bad_snapshots: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TerminalStats {
@@ -77,6 +85,7 @@ impl TerminalStats {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
+            bad_snapshots: self.bad_snapshots.load(Ordering::Relaxed),
         }
     }
 
@@ -532,9 +541,10 @@ impl Ingest {
         };
         let terminal =
             by_topic.or_else(|| decoded_terminal.and_then(|id| self.index.get(id).copied()));
+        let all = Arc::clone(&self.stats);
         let stats = match terminal {
-            Some(t) => &self.stats.terminals[t],
-            None => &self.stats.unattributed,
+            Some(t) => &all.terminals[t],
+            None => &all.unattributed,
         };
         Stats::count(&stats.messages);
         stats
@@ -559,6 +569,16 @@ impl Ingest {
             }
             Ok(Decoded::Passage(p)) => p,
         };
+        if let Some(reason) = &passage.snapshot_error {
+            Stats::count(&stats.bad_snapshots);
+            let detail = reason.to_string();
+            self.warn_once(&name, "bad_snapshot", &detail);
+        }
+        // A failed recognition is usually retried at once: not a visit by itself.
+        if passage.verdict == PassageVerdict::Fail {
+            Stats::count(&stats.ignored);
+            return None;
+        }
         let Some(t) = terminal else {
             stats.reject("unknown_terminal");
             self.warn_once(
@@ -755,7 +775,13 @@ password_file = "t1.pass"
                 .handle(TOPIC, fixture("hikvision-acs", "heartbeat"), now)
                 .is_none()
         );
-        assert_eq!(stats.terminals[0].snapshot().ignored, 1);
+        // A failed recognition is retried at once by the person: not a visit.
+        assert!(
+            ingest
+                .handle(TOPIC, fixture("hikvision-acs", "face_failed"), now)
+                .is_none()
+        );
+        assert_eq!(stats.terminals[0].snapshot().ignored, 2);
     }
 
     #[test]

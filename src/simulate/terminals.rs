@@ -13,19 +13,21 @@
 //! bytes), [`Tally`] (the totals the gateway must arrive at) and [`check_decoded`] (what
 //! [`terminals::decode`](crate::terminals::decode) must make of a message: the unit tests run
 //! it over whole scripts, and [`run`] over samples against the config's own profiles before
-//! it starts). The async shell — [`run`] — owns the MQTT connections, the pacing and the truth
-//! file.
+//! it starts). The async shell — [`run`] — owns the MQTT connections (one driver task per
+//! terminal), the pacing and the truth file.
 //!
 //! ```text
-//! Script ─► Step { offset, messages } ─► Encoder ─► terminal's client.publish(QoS 1) ─► PUBACK
-//!                                    └─► Tally + truth line            (counted per terminal)
+//! Script ─► Step { offset, messages } ─► Encoder ─► outbox ─► drive (QoS 1) ─► PUBACK
+//!                                    └─► Tally + truth line
 //! ```
 //!
 //! A run goes: check the options, the snapshot and the config's profiles → connect as every
 //! terminal (or fail naming it) → play the script in real time → wait for every PUBACK →
-//! write the final truth line → disconnect.
+//! write the final truth line → disconnect. A lost connection is made again and what it had
+//! not got acknowledged is sent again; the final line says how many such messages the broker
+//! may have seen twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -39,10 +41,10 @@ use jiff::Timestamp;
 use jiff::tz::Offset;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -76,7 +78,8 @@ const HEARTBEAT_EVERY_MS: i64 = 30_000;
 const RESEND_WINDOW: usize = 64;
 /// Member ids are the hall's membership numbers from here on, the same on every terminal
 /// (members are enrolled on all of them), so one member seen in two rooms is one visitor.
-const MEMBER_ID_BASE: u64 = 1001;
+/// Twelve digits: a test searching the gateway's output for them cannot hit one by chance.
+const MEMBER_ID_BASE: u64 = 880_000_001_001;
 const MAX_MEMBER_POOL: u32 = 1_000_000;
 const MAX_RATE_PER_SEC: f64 = 10_000.0;
 /// A longer run is a typo in `--passages` or `--rate-per-sec`.
@@ -110,6 +113,9 @@ const GBK_MARKER: &str = "@@gbk-name@@";
 /// A JPEG header in the URL-safe base64 alphabet (`-`, `_`), which a snapshot field must not
 /// use: a firmware with the wrong encoder.
 const URL_SAFE_SNAPSHOT: &str = "/9j/4AAQSkZJRgABAQ-_-_";
+/// Of the `--bad-share`, the part spent on passages with a broken snapshot instead: the
+/// gateway loses the picture but counts the passage, so these are passages, not bad payloads.
+const BROKEN_SNAPSHOT_PART: f64 = 1.0 / 6.0;
 /// Where an oversized payload's bulk goes for vendors without a snapshot field: a firmware
 /// stuffing something large into its record.
 const PADDING_FIELD: &str = "padding";
@@ -264,6 +270,9 @@ pub struct Passage {
     pub fever: bool,
     pub sensor_error: bool,
     pub mask_off: bool,
+    /// The snapshot field holds something that is not base64 (only where the gateway reads
+    /// snapshots): the passage still counts, without its picture.
+    pub broken_snapshot: bool,
 }
 
 impl Passage {
@@ -285,18 +294,15 @@ pub enum BadPayload {
     WrongType,
     /// One byte over `max_payload_bytes`.
     Oversized,
-    /// A snapshot in the URL-safe base64 alphabet.
-    BadBase64,
 }
 
 impl BadPayload {
-    pub const ALL: [BadPayload; 6] = [
+    pub const ALL: [BadPayload; 5] = [
         BadPayload::InvalidJson,
         BadPayload::InvalidUtf8,
         BadPayload::MissingField,
         BadPayload::WrongType,
         BadPayload::Oversized,
-        BadPayload::BadBase64,
     ];
 
     /// The [`RejectReason::as_str`] label the gateway must reject it with.
@@ -307,16 +313,13 @@ impl BadPayload {
             BadPayload::MissingField => "missing_field",
             BadPayload::WrongType => "wrong_type",
             BadPayload::Oversized => "oversized",
-            BadPayload::BadBase64 => "bad_base64",
         }
     }
+}
 
-    /// Whether a terminal of `vendor` can send this kind to a gateway decoding with
-    /// `options`: a bad snapshot needs a snapshot field that the gateway reads.
-    fn possible(self, vendor: Vendor, options: &DecodeOptions) -> bool {
-        self != BadPayload::BadBase64
-            || (vendor.snapshot_field().is_some() && options.decode_snapshot)
-    }
+/// Whether the gateway reads `vendor`'s snapshot field, so that a broken one shows.
+fn snapshot_read(vendor: Vendor, options: &DecodeOptions) -> bool {
+    vendor.snapshot_field().is_some() && options.decode_snapshot
 }
 
 /// One published message.
@@ -518,6 +521,9 @@ impl Script {
         };
         let mask_off =
             self.rng.random::<f64>() < self.options.mask_off_share && vendor.reports_mask();
+        let broken_snapshot = self.rng.random::<f64>()
+            < self.options.bad_share * BROKEN_SNAPSHOT_PART
+            && snapshot_read(vendor, &self.decode);
         let (fever, sensor_error) = judge(temperature_tenths, &self.decode);
         Passage {
             terminal,
@@ -528,17 +534,13 @@ impl Script {
             fever,
             sensor_error,
             mask_off,
+            broken_snapshot,
         }
     }
 
     fn draw_bad(&mut self, at_ms: i64) -> Message {
         let terminal = self.any_terminal();
-        let vendor = self.vendors[terminal];
-        let kinds: Vec<BadPayload> = BadPayload::ALL
-            .into_iter()
-            .filter(|k| k.possible(vendor, &self.decode))
-            .collect();
-        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        let kind = BadPayload::ALL[self.rng.random_range(0..BadPayload::ALL.len())];
         Message::Bad(self.draw_passage(terminal, at_ms), kind)
     }
 }
@@ -693,6 +695,7 @@ impl Encoder {
                 if let Some(s) = snapshot {
                     set(&mut doc, &["Picture"], s.base64.as_str().into());
                 }
+                break_snapshot(&mut doc, t.vendor, p);
                 doc
             }
             Vendor::UniubiUface => {
@@ -718,6 +721,7 @@ impl Encoder {
                 if let Some(s) = snapshot {
                     set(&mut doc, &["imgBase64"], s.base64.as_str().into());
                 }
+                break_snapshot(&mut doc, t.vendor, p);
                 doc
             }
         }
@@ -762,12 +766,14 @@ impl Encoder {
                 set(&mut doc, &[field], "A".repeat(fill).into());
                 to_bytes(&doc)
             }
-            BadPayload::BadBase64 => {
-                let field = vendor.snapshot_field().unwrap_or(PADDING_FIELD);
-                set(&mut doc, &[field], URL_SAFE_SNAPSHOT.into());
-                to_bytes(&doc)
-            }
         }
+    }
+}
+
+/// A broken snapshot replaces the picture (or stands alone without `--snapshot`).
+fn break_snapshot(doc: &mut Value, vendor: Vendor, p: &Passage) {
+    if let (true, Some(field)) = (p.broken_snapshot, vendor.snapshot_field()) {
+        set(doc, &[field], URL_SAFE_SNAPSHOT.into());
     }
 }
 
@@ -993,10 +999,15 @@ pub fn check_decoded(
     if d.dedup_key.event != p.serial.to_string() {
         wrong.push(format!("dedup key ({})", d.dedup_key));
     }
-    let expected_snapshot =
-        snapshot.filter(|_| vendor.snapshot_field().is_some() && options.decode_snapshot);
+    let read = snapshot_read(vendor, options);
+    let expected_snapshot = snapshot.filter(|_| read && !p.broken_snapshot);
     if d.snapshot.as_ref().map(|s| s.bytes()) != expected_snapshot {
         wrong.push(format!("snapshot ({:?})", d.snapshot));
+    }
+    let snapshot_error = d.snapshot_error.as_ref().map(RejectReason::as_str);
+    let expected_error = (read && p.broken_snapshot).then_some("bad_base64");
+    if snapshot_error != expected_error {
+        wrong.push(format!("snapshot error ({snapshot_error:?})"));
     }
     if wrong.is_empty() {
         Ok(())
@@ -1025,6 +1036,7 @@ pub fn sample_messages(vendor: Vendor, options: &DecodeOptions, at_ms: i64) -> V
             fever,
             sensor_error,
             mask_off,
+            broken_snapshot: false,
         }
     };
     let mut samples = vec![
@@ -1040,11 +1052,16 @@ pub fn sample_messages(vendor: Vendor, options: &DecodeOptions, at_ms: i64) -> V
     if vendor.reports_strangers() {
         samples.push(Message::Passage(passage(None, 362, false)));
     }
+    if snapshot_read(vendor, options) {
+        let broken = Passage {
+            broken_snapshot: true,
+            ..passage(Some(8), 363, false)
+        };
+        samples.push(Message::Passage(broken));
+    }
     let base = passage(Some(9), 364, false);
     for kind in BadPayload::ALL {
-        if kind.possible(vendor, options) {
-            samples.push(Message::Bad(base.clone(), kind));
-        }
+        samples.push(Message::Bad(base.clone(), kind));
     }
     samples
 }
@@ -1087,6 +1104,8 @@ pub struct Totals {
     pub fevers: u64,
     pub sensor_errors: u64,
     pub mask_off: u64,
+    /// Passages whose snapshot the gateway cannot use (they count all the same).
+    pub bad_snapshots: u64,
     /// Messages repeating an earlier passage.
     pub resends: u64,
     /// Malformed messages the gateway must reject.
@@ -1116,6 +1135,7 @@ impl RoomTally {
                 t.fevers += u64::from(p.fever);
                 t.sensor_errors += u64::from(p.sensor_error);
                 t.mask_off += u64::from(p.mask_off);
+                t.bad_snapshots += u64::from(p.broken_snapshot);
             }
             Message::Resend(_) => t.resends += 1,
             Message::Bad(..) => t.bad += 1,
@@ -1177,6 +1197,7 @@ pub struct PassageFacts {
     pub fever: bool,
     pub sensor_error: bool,
     pub mask_off: bool,
+    pub bad_snapshot: bool,
 }
 
 /// One truth line per published message.
@@ -1209,6 +1230,7 @@ impl<'a> MessageLine<'a> {
             fever: p.fever,
             sensor_error: p.sensor_error,
             mask_off: p.mask_off,
+            bad_snapshot: p.broken_snapshot,
         };
         let (event, passage, reject) = match message {
             Message::Passage(p) => (Some(p.serial), Some(facts(p)), None),
@@ -1229,12 +1251,16 @@ impl<'a> MessageLine<'a> {
     }
 }
 
-/// `{"final": true, "totals": {"hall": {…}, "rooms": {"lobby": {…}, …}}}`.
+/// `{"final": true, "totals": {"hall": {…}, "rooms": {"lobby": {…}, …}}, "redelivered": 0}`.
 #[derive(Debug, Serialize)]
 pub struct FinalLine<'a> {
     #[serde(rename = "final")]
     pub is_final: bool,
     pub totals: FinalTotals<'a>,
+    /// Publishes sent again after a lost connection (0 on a clean run): the broker may have
+    /// had them already, so the gateway may have seen up to this many messages twice — a
+    /// passage is deduplicated, a heartbeat or bad payload is then counted twice.
+    pub redelivered: u64,
 }
 
 /// Every room of the config appears, with zeros where no terminal stands, so a test never has
@@ -1246,9 +1272,10 @@ pub struct FinalTotals<'a> {
 }
 
 impl<'a> FinalLine<'a> {
-    pub fn new(rooms: &[&'a str], tally: &Tally) -> Self {
+    pub fn new(rooms: &[&'a str], tally: &Tally, redelivered: u64) -> Self {
         FinalLine {
             is_final: true,
+            redelivered,
             totals: FinalTotals {
                 hall: tally.hall(),
                 rooms: rooms
@@ -1274,9 +1301,9 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const DISCONNECT_WITHIN: Duration = Duration::from_secs(2);
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Publishes queued per client before `publish` waits: the playback blocks, nothing is
-/// dropped.
-const REQUEST_QUEUE: usize = 64;
+/// Publishes queued per terminal before the playback waits: when the broker is slow the
+/// playback blocks; nothing is dropped.
+const OUTBOX_CAPACITY: usize = 64;
 /// Unacknowledged publishes per connection.
 const INFLIGHT: u16 = 32;
 /// Room in a packet for the topic and the MQTT header above the payload limit (an oversized
@@ -1323,7 +1350,7 @@ pub enum SimulateTerminalsError {
     #[error("snapshot {path} is not a JPEG (it does not start with FF D8 FF)")]
     SnapshotNotJpeg { path: PathBuf },
     #[error(
-        "snapshot {path} makes a {profile} passage of {bytes} bytes, over the terminal broker's max_payload_bytes ({limit}); use a smaller JPEG"
+        "snapshot {path} makes passages of {bytes} bytes at {profile} terminals, over the terminal broker's max_payload_bytes ({limit}); use a smaller JPEG"
     )]
     SnapshotTooLarge {
         path: PathBuf,
@@ -1432,26 +1459,18 @@ pub async fn run(
         None => None,
     };
 
-    let broker_name = format!("{host}:{port}");
-    let max_packet = decode_options.max_payload_bytes + PACKET_OVERHEAD;
-    let logins: Vec<Option<&(String, Secret)>> =
-        config.terminals.iter().map(|t| t.login.as_ref()).collect();
-    let Some(links) = connect_all(
-        &terminals,
-        &logins,
-        &host,
+    let target = BrokerTarget {
+        host,
         port,
-        max_packet,
-        &broker_name,
-        &shutdown,
-    )
-    .await?
-    else {
+        max_packet: decode_options.max_payload_bytes + PACKET_OVERHEAD,
+    };
+    let logins = config.terminals.iter().map(|t| t.login.clone()).collect();
+    let Some(links) = connect_all(&terminals, logins, &target, &shutdown).await? else {
         tracing::info!("stopped before the terminals were connected; nothing was published");
         return Ok(());
     };
     tracing::info!(
-        broker = %broker_name,
+        broker = %format!("{}:{}", target.host, target.port),
         terminals = terminals.len(),
         seed = options.script.seed,
         passages = options.script.passages,
@@ -1473,7 +1492,7 @@ pub async fn run(
     if !completed {
         tracing::info!("stopping early; waiting for the broker to acknowledge what was sent");
     }
-    player.await_acks().await?;
+    let redelivered = player.await_acks().await?;
     let Player {
         links,
         tally,
@@ -1481,7 +1500,7 @@ pub async fn run(
         ..
     } = player;
     if let Some(truth) = truth {
-        truth.line(&FinalLine::new(&rooms, &tally))?;
+        truth.line(&FinalLine::new(&rooms, &tally, redelivered))?;
         truth.flush()?;
     }
     let hall = tally.hall();
@@ -1494,15 +1513,11 @@ pub async fn run(
         resends = hall.resends,
         bad = hall.bad,
         heartbeats = hall.heartbeats,
+        redelivered,
         "every publish acknowledged; terminals done"
     );
-    for link in &links {
-        // The queue is empty once everything is acknowledged; a full one only skips the
-        // polite goodbye.
-        let _ = link.client.try_disconnect();
-    }
-    for mut link in links {
-        let _ = timeout(DISCONNECT_WITHIN, &mut link.pump).await;
+    for link in links {
+        link.close().await;
     }
     Ok(())
 }
@@ -1587,28 +1602,151 @@ fn broker_address(
     }
 }
 
-/// What a connection's pump reports; the latest value is all anyone needs.
+/// Where to connect and how: the same for every terminal but the login.
+#[derive(Debug, Clone)]
+struct BrokerTarget {
+    host: String,
+    port: u16,
+    max_packet: usize,
+}
+
+/// What a terminal's connection driver reports; the latest value is all anyone needs.
 #[derive(Debug, Clone, Default)]
 struct LinkState {
     connected: bool,
-    /// PUBACKs received for publishes in flight.
+    /// Publishes the broker has acknowledged.
     acked: u64,
+    /// Publishes written before a connection was lost and sent again on the next one: the
+    /// broker may have had them already, so the gateway may see them twice.
+    redelivered: u64,
     last_error: Option<String>,
+    /// The broker turned the login down: retrying will not help.
+    refused: bool,
 }
 
-/// One terminal's MQTT connection.
+/// The player's end of one terminal's connection.
 struct Link {
-    client: AsyncClient,
+    /// Payloads to publish; bounded, so the playback waits when the broker is slow. `None`
+    /// once closed.
+    outbox: Option<mpsc::Sender<Vec<u8>>>,
     state: watch::Receiver<LinkState>,
-    /// Drives the connection; see [`pump`].
-    pump: JoinHandle<()>,
-    /// Publishes handed to the client.
+    driver: JoinHandle<()>,
+    /// Payloads handed to the driver.
     published: u64,
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.pump.abort();
+        self.driver.abort();
+    }
+}
+
+impl Link {
+    fn open(
+        terminal: &SimTerminal,
+        login: Option<(String, Secret)>,
+        target: &BrokerTarget,
+    ) -> Self {
+        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let (report, state) = watch::channel(LinkState::default());
+        let driver = tokio::spawn(drive(
+            terminal.id.clone(),
+            terminal.topic.clone(),
+            login,
+            target.clone(),
+            rx,
+            report,
+        ));
+        Link {
+            outbox: Some(outbox),
+            state,
+            driver,
+            published: 0,
+        }
+    }
+
+    /// Closes the outbox, so the driver disconnects once everything is acknowledged, and
+    /// gives it a moment to say goodbye.
+    async fn close(mut self) {
+        self.outbox = None;
+        let _ = timeout(DISCONNECT_WITHIN, &mut self.driver).await;
+    }
+}
+
+/// One terminal's publishes that are not acknowledged yet, oldest first.
+///
+/// Every connection is a new client: a lost one takes rumqttc's session state (packet ids,
+/// queued requests, buffered events) with it, and what it had not got acknowledged goes
+/// again, in order, on the next — as the uplink does, and as terminals re-send records
+/// their server did not confirm.
+#[derive(Debug, Default)]
+struct Unacked {
+    /// Waiting for a connection or for room in the window.
+    waiting: VecDeque<Vec<u8>>,
+    /// Handed to the client, packet id not known yet: rumqttc numbers packets as it writes
+    /// them, in the order they were handed over.
+    handed: VecDeque<Vec<u8>>,
+    /// Written, waiting for the PUBACK, by packet id, with their place in the order.
+    written: BTreeMap<u16, (u64, Vec<u8>)>,
+    /// The order of writing, to put lost publishes back in sequence.
+    next_place: u64,
+}
+
+impl Unacked {
+    fn in_flight(&self) -> usize {
+        self.handed.len() + self.written.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.in_flight() == 0
+    }
+
+    /// Hands waiting publishes to the client while the window has room.
+    fn fill(&mut self, client: &AsyncClient, topic: &str) {
+        while self.in_flight() < usize::from(INFLIGHT) {
+            let Some(payload) = self.waiting.pop_front() else {
+                return;
+            };
+            // The client's queue is larger than the window, so this only fails when the
+            // connection is already going; the payload then waits for the next one.
+            match client.try_publish(topic, QoS::AtLeastOnce, false, payload.clone()) {
+                Ok(()) => self.handed.push_back(payload),
+                Err(_) => {
+                    self.waiting.push_front(payload);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn written(&mut self, pkid: u16) {
+        if let Some(payload) = self.handed.pop_front() {
+            self.written.insert(pkid, (self.next_place, payload));
+            self.next_place += 1;
+        }
+    }
+
+    /// Whether `pkid` was one of ours (a duplicate PUBACK is not).
+    fn acked(&mut self, pkid: u16) -> bool {
+        self.written.remove(&pkid).is_some()
+    }
+
+    /// The connection is gone: everything in flight waits again, in the original order.
+    /// Returns how many had been written (and may have reached the broker).
+    fn requeue(&mut self) -> u64 {
+        let mut written: Vec<(u64, Vec<u8>)> =
+            std::mem::take(&mut self.written).into_values().collect();
+        written.sort_by_key(|(place, _)| *place);
+        let redelivered = written.len() as u64;
+        let again: Vec<Vec<u8>> = written
+            .into_iter()
+            .map(|(_, payload)| payload)
+            .chain(self.handed.drain(..))
+            .collect();
+        for payload in again.into_iter().rev() {
+            self.waiting.push_front(payload);
+        }
+        redelivered
     }
 }
 
@@ -1616,115 +1754,141 @@ impl Drop for Link {
 // terminal with its login, not the gateway's uplink, which the clippy.toml rule keeps in
 // `src/uplink`.
 #[allow(clippy::disallowed_methods)]
-fn open_link(
-    terminal: &SimTerminal,
+fn terminal_client(
+    id: &TerminalId,
     login: Option<&(String, Secret)>,
-    host: &str,
-    port: u16,
-    max_packet: usize,
-) -> Link {
-    let mut options = MqttOptions::new(terminal.id.as_str(), host, port);
+    target: &BrokerTarget,
+) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id.as_str(), target.host.as_str(), target.port);
     options.set_keep_alive(KEEP_ALIVE);
-    // A kept session makes rumqttc re-send unacknowledged publishes after a reconnect
-    // (with a clean one it drops them), so a dropped connection costs no message.
-    options.set_clean_session(false);
+    // Redelivery is ours (see `Unacked`), so no broker session is needed.
+    options.set_clean_session(true);
     options.set_inflight(INFLIGHT);
-    options.set_max_packet_size(max_packet, max_packet);
+    options.set_max_packet_size(target.max_packet, target.max_packet);
     if let Some((user, password)) = login {
         options.set_credentials(user.as_str(), password.expose());
     }
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
-    let (report, state) = watch::channel(LinkState::default());
-    let pump = tokio::spawn(pump(eventloop, report, terminal.id.clone()));
-    Link {
-        client,
-        state,
-        pump,
-        published: 0,
-    }
+    // Room above the window for the DISCONNECT.
+    AsyncClient::new(options, usize::from(INFLIGHT) + 4)
 }
 
-/// Polls one connection for as long as it lives: reconnects after errors, counts PUBACKs.
-/// Ends when the client has sent its DISCONNECT.
-async fn pump(mut eventloop: EventLoop, report: watch::Sender<LinkState>, terminal: TerminalId) {
-    // Packet ids written and not yet acknowledged; an ack for anything else (a duplicate) is
-    // not counted again.
-    let mut in_flight: HashSet<u16> = HashSet::new();
+/// Owns one terminal's connection: publishes what arrives on `outbox`, counts PUBACKs,
+/// reconnects after errors and sends again what was not acknowledged. Ends once `outbox` is
+/// closed and everything is acknowledged (or aborted by its [`Link`]).
+async fn drive(
+    id: TerminalId,
+    topic: String,
+    login: Option<(String, Secret)>,
+    target: BrokerTarget,
+    mut outbox: mpsc::Receiver<Vec<u8>>,
+    report: watch::Sender<LinkState>,
+) {
+    let mut unacked = Unacked::default();
+    let mut open = true;
+    let mut ever_connected = false;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => report.send_modify(|s| {
-                if s.last_error.is_some() {
-                    tracing::info!(terminal = %terminal, "connected to the terminal broker again");
-                }
-                s.connected = true;
-                s.last_error = None;
-            }),
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                in_flight.insert(pkid);
+        let (client, mut eventloop) = terminal_client(&id, login.as_ref(), &target);
+        let mut connected = false;
+        let error = loop {
+            // Take more only while little waits, so memory stays bounded by the outbox.
+            let room = unacked.waiting.len() < OUTBOX_CAPACITY;
+            tokio::select! {
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        if ever_connected {
+                            tracing::info!(terminal = %id, "connected to the terminal broker again");
+                        }
+                        ever_connected = true;
+                        report.send_modify(|s| {
+                            s.connected = true;
+                            s.last_error = None;
+                        });
+                        unacked.fill(&client, &topic);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => unacked.written(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if unacked.acked(ack.pkid) {
+                            report.send_modify(|s| s.acked += 1);
+                        }
+                        unacked.fill(&client, &topic);
+                        if !open && unacked.is_empty() {
+                            let _ = client.try_disconnect();
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(error) => break error,
+                },
+                payload = outbox.recv(), if open && room => match payload {
+                    Some(payload) => {
+                        unacked.waiting.push_back(payload);
+                        if connected {
+                            unacked.fill(&client, &topic);
+                        }
+                    }
+                    None => {
+                        open = false;
+                        if unacked.is_empty() {
+                            if !connected {
+                                return;
+                            }
+                            let _ = client.try_disconnect();
+                        }
+                    }
+                },
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if in_flight.remove(&ack.pkid) {
-                    report.send_modify(|s| s.acked += 1);
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(error) => {
-                if report.borrow().connected {
-                    tracing::warn!(
-                        terminal = %terminal,
-                        error = %error,
-                        in_flight = in_flight.len(),
-                        "lost the terminal broker; reconnecting, unacknowledged publishes go again (the gateway may see those twice)"
-                    );
-                }
-                report.send_modify(|s| {
-                    s.connected = false;
-                    s.last_error = Some(error.to_string());
-                });
-                if report.is_closed() {
-                    return;
-                }
-                sleep(RECONNECT_DELAY).await;
-            }
+        };
+        let redelivered = unacked.requeue();
+        if connected {
+            tracing::warn!(
+                terminal = %id,
+                error = %error,
+                redelivered,
+                "lost the terminal broker; reconnecting, unacknowledged publishes go again (the gateway may see the written ones twice)"
+            );
         }
+        let refused = matches!(error, ConnectionError::ConnectionRefused(_));
+        report.send_modify(|s| {
+            s.connected = false;
+            s.refused |= refused;
+            s.redelivered += redelivered;
+            s.last_error = Some(error.to_string());
+        });
+        if !open && unacked.is_empty() {
+            return;
+        }
+        sleep(RECONNECT_DELAY).await;
     }
 }
 
 /// Connects as every terminal and waits until each is accepted; `None` on shutdown.
 async fn connect_all(
     terminals: &[SimTerminal],
-    logins: &[Option<&(String, Secret)>],
-    host: &str,
-    port: u16,
-    max_packet: usize,
-    broker: &str,
+    logins: Vec<Option<(String, Secret)>>,
+    target: &BrokerTarget,
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<Link>>, SimulateTerminalsError> {
     let mut links: Vec<Link> = terminals
         .iter()
         .zip(logins)
-        .map(|(t, login)| open_link(t, *login, host, port, max_packet))
+        .map(|(t, login)| Link::open(t, login, target))
         .collect();
     let deadline = Instant::now() + CONNECT_WITHIN;
     for (link, terminal) in links.iter_mut().zip(terminals) {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            answer = timeout_at(deadline, link.state.wait_for(|s| s.connected)) => {
-                matches!(answer, Ok(Ok(_)))
+            answer = timeout_at(deadline, link.state.wait_for(|s| s.connected || s.refused)) => {
+                matches!(answer, Ok(Ok(state)) if state.connected)
             }
         };
         if !connected {
-            let error = link
-                .state
-                .borrow()
-                .last_error
-                .clone()
-                .unwrap_or_else(|| format!("no answer within {} s", CONNECT_WITHIN.as_secs()));
+            let error = link.state.borrow().last_error.clone();
             return Err(SimulateTerminalsError::Connect {
-                broker: broker.to_string(),
+                broker: format!("{}:{}", target.host, target.port),
                 terminal: terminal.id.to_string(),
-                error,
+                error: error
+                    .unwrap_or_else(|| format!("no answer within {} s", CONNECT_WITHIN.as_secs())),
             });
         }
         tracing::info!(
@@ -1815,12 +1979,12 @@ impl Player<'_> {
     }
 
     /// Waits until the broker has acknowledged every publish, or fails saying how many it
-    /// did not.
-    async fn await_acks(&mut self) -> Result<(), SimulateTerminalsError> {
+    /// did not. Returns how many were sent again after a lost connection.
+    async fn await_acks(&mut self) -> Result<u64, SimulateTerminalsError> {
         let deadline = Instant::now() + ACK_WITHIN;
         for link in &mut self.links {
             let target = link.published;
-            // Timing out (or a pump that ended) is counted below.
+            // Timing out (or a driver that ended) is counted below.
             let _ = timeout_at(deadline, link.state.wait_for(|s| s.acked >= target)).await;
         }
         let total: u64 = self.links.iter().map(|l| l.published).sum();
@@ -1836,36 +2000,40 @@ impl Player<'_> {
                 secs: ACK_WITHIN.as_secs(),
             });
         }
-        Ok(())
+        Ok(self
+            .links
+            .iter()
+            .map(|l| l.state.borrow().redelivered)
+            .sum())
     }
 }
 
-/// Hands one publish (QoS 1) to the terminal's client; `Ok(false)` on shutdown.
+/// Hands one publish to the terminal's connection; `Ok(false)` on shutdown.
 async fn publish(
     link: &mut Link,
     terminal: &SimTerminal,
     payload: Vec<u8>,
     shutdown: &CancellationToken,
 ) -> Result<bool, SimulateTerminalsError> {
-    let send = link
-        .client
-        .publish(terminal.topic.as_str(), QoS::AtLeastOnce, false, payload);
     let stalled = |why: String| SimulateTerminalsError::Stalled {
         terminal: terminal.id.to_string(),
         secs: STALL_AFTER.as_secs(),
         why,
     };
+    let Some(outbox) = &link.outbox else {
+        return Err(stalled("its connection is closed".to_string()));
+    };
     let sent = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(false),
-        sent = timeout(STALL_AFTER, send) => sent,
+        sent = timeout(STALL_AFTER, outbox.send(payload)) => sent,
     };
     match sent {
         Ok(Ok(())) => {
             link.published += 1;
             Ok(true)
         }
-        Ok(Err(error)) => Err(stalled(format!("the client has stopped ({error})"))),
+        Ok(Err(_)) => Err(stalled("its connection has ended".to_string())),
         Err(_) => {
             let why = link.state.borrow().last_error.clone();
             Err(stalled(why.unwrap_or_else(|| {
@@ -1927,6 +2095,8 @@ impl TruthFile {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::terminals::profile::parse_terminal_profile;
     use crate::terminals::{Dedup, TerminalProfiles};
@@ -2044,6 +2214,7 @@ mod tests {
         assert_eq!(bad_kinds.len(), BadPayload::ALL.len(), "{bad_kinds:?}");
         assert!(hall.fevers > 400 && hall.sensor_errors > 5, "{hall:?}");
         assert!(hall.mask_off > 300 && hall.strangers > 200, "{hall:?}");
+        assert!(hall.bad_snapshots > 50, "{hall:?}");
     }
 
     #[test]
@@ -2141,6 +2312,7 @@ mod tests {
             fever: false,
             sensor_error: false,
             mask_off: true,
+            broken_snapshot: false,
         };
         let json = |t: &SimTerminal| -> Value {
             serde_json::from_slice(&encoder.encode(t, &Message::Passage(p.clone()))).expect("json")
@@ -2148,7 +2320,10 @@ mod tests {
         let hik = json(&terminals[0]);
         assert_eq!(hik["dateTime"], "2024-03-05T09:12:33+08:00");
         assert_eq!(hik["AccessControllerEvent"]["currTemperature"], 36.5);
-        assert_eq!(hik["AccessControllerEvent"]["employeeNoString"], "1003");
+        assert_eq!(
+            hik["AccessControllerEvent"]["employeeNoString"],
+            member_id(2)
+        );
         assert_eq!(hik["AccessControllerEvent"]["name"], "李娜");
         assert_eq!(hik["AccessControllerEvent"]["mask"], "no");
         let httpv2 = json(&terminals[1]);
@@ -2211,22 +2386,51 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_snapshot_is_only_sent_where_the_gateway_reads_snapshots() {
+    fn a_broken_snapshot_costs_the_picture_but_the_passage_counts() {
+        let terminals = terminals();
+        let encoder = Encoder::new(256 * 1024, Some(JPEG.to_vec()));
+        let defaults = DecodeOptions::default();
+        for t in &terminals[1..] {
+            let broken = Passage {
+                terminal: 0,
+                serial: 9,
+                at_ms: START_MS,
+                member: Some(1),
+                temperature_tenths: 364,
+                fever: false,
+                sensor_error: false,
+                mask_off: false,
+                broken_snapshot: true,
+            };
+            let payload = encoder.encode(t, &Message::Passage(broken));
+            let now = timestamp(START_MS + 1000);
+            let Ok(Decoded::Passage(p)) =
+                decode(&profile(t.vendor), &t.topic, &payload, now, &defaults)
+            else {
+                panic!(
+                    "{}: a broken snapshot must not cost the passage",
+                    t.vendor.profile_name()
+                );
+            };
+            assert!(p.snapshot.is_none());
+            assert_eq!(p.snapshot_error.map(|e| e.as_str()), Some("bad_base64"));
+        }
+        // Where the gateway does not read snapshots, nothing can be broken.
         let off = DecodeOptions {
             decode_snapshot: false,
             ..DecodeOptions::default()
         };
-        for vendor in Vendor::ALL {
-            let kinds: Vec<BadPayload> = sample_messages(vendor, &off, START_MS)
-                .into_iter()
-                .filter_map(|m| match m {
-                    Message::Bad(_, kind) => Some(kind),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(kinds.len(), 5);
-            assert!(!kinds.contains(&BadPayload::BadBase64));
-        }
+        let vendors = terminals.iter().map(|t| t.vendor).collect();
+        let heavy = ScriptOptions {
+            bad_share: 1.0,
+            ..options(4, 300)
+        };
+        let script = Script::new(vendors, &heavy, &off, START_MS, 1).expect("valid");
+        let broken = script
+            .flat_map(|step| step.messages)
+            .filter(|m| matches!(m, Message::Passage(p) if p.broken_snapshot))
+            .count();
+        assert_eq!(broken, 0);
     }
 
     #[test]
@@ -2247,7 +2451,7 @@ mod tests {
                 truth.push_str(&serde_json::to_string(&line).expect("serialises"));
             }
         }
-        truth.push_str(&serde_json::to_string(&FinalLine::new(&rooms, &tally)).expect("final"));
+        truth.push_str(&serde_json::to_string(&FinalLine::new(&rooms, &tally, 0)).expect("final"));
         assert!(names_sent > 150, "{names_sent}");
         for name in FAKE_NAMES {
             assert!(!truth.contains(name), "{name} in the truth");
@@ -2266,6 +2470,7 @@ mod tests {
             fever: true,
             sensor_error: false,
             mask_off: false,
+            broken_snapshot: false,
         };
         let step = Step {
             offset: Duration::from_millis(1500),
@@ -2277,7 +2482,7 @@ mod tests {
         };
         assert_eq!(
             line(&Message::Passage(p.clone())),
-            r#"{"kind":"passage","terminal":"T2-84E0F420","room":"health","t_ms":1709601154500,"offset_ms":1500,"event":"77","member":null,"stranger":true,"temperature_c":38.1,"fever":true,"sensor_error":false,"mask_off":false}"#
+            r#"{"kind":"passage","terminal":"T2-84E0F420","room":"health","t_ms":1709601154500,"offset_ms":1500,"event":"77","member":null,"stranger":true,"temperature_c":38.1,"fever":true,"sensor_error":false,"mask_off":false,"bad_snapshot":false}"#
         );
         assert_eq!(
             line(&Message::Resend(p.clone())),
@@ -2303,8 +2508,9 @@ mod tests {
             },
         );
         let value =
-            serde_json::to_value(FinalLine::new(&["lobby", "health"], &tally)).expect("final");
+            serde_json::to_value(FinalLine::new(&["lobby", "health"], &tally, 0)).expect("final");
         assert_eq!(value["final"], true);
+        assert_eq!(value["redelivered"], 0);
         assert_eq!(value["totals"]["hall"]["heartbeats"], 1);
         assert_eq!(value["totals"]["rooms"]["health"]["heartbeats"], 1);
         assert_eq!(value["totals"]["rooms"]["lobby"]["passages"], 0);
@@ -2317,6 +2523,7 @@ mod tests {
             keys,
             [
                 "bad",
+                "bad_snapshots",
                 "fevers",
                 "heartbeats",
                 "mask_off",

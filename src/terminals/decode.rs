@@ -233,6 +233,9 @@ pub struct PassageRecorded {
     /// The terminal plus its event serial, for [`Dedup`](super::Dedup).
     pub dedup_key: DedupKey,
     pub snapshot: Option<Snapshot>,
+    /// Why the snapshot field could not be used (not base64, not a string); the passage
+    /// stands without it.
+    pub snapshot_error: Option<RejectReason>,
 }
 
 /// Why a well-formed message is not a passage.
@@ -492,9 +495,13 @@ pub fn decode(
         event,
     };
 
-    let snapshot = match (&profile.snapshot, options.decode_snapshot) {
-        (Some(path), true) => read_snapshot(&root, path)?,
-        _ => None,
+    // A broken picture loses the picture, not the passage: the person did pass.
+    let (snapshot, snapshot_error) = match (&profile.snapshot, options.decode_snapshot) {
+        (Some(path), true) => match read_snapshot(&root, path) {
+            Ok(snapshot) => (snapshot, None),
+            Err(reason) => (None, Some(reason)),
+        },
+        _ => (None, None),
     };
 
     Ok(Decoded::Passage(PassageRecorded {
@@ -510,6 +517,7 @@ pub fn decode(
         direction,
         dedup_key,
         snapshot,
+        snapshot_error,
     }))
 }
 
@@ -996,14 +1004,16 @@ mod tests {
             r(with("ms", "soon".into())).map(|e| e.as_str()),
             Some("wrong_type")
         );
+        // A broken picture is reported beside the passage, which stands.
+        let snapshot_error = |doc: serde_json::Value| match run(doc) {
+            Ok(Decoded::Passage(p)) => p.snapshot_error.map(|e| e.as_str()),
+            other => panic!("a passage without its picture, not {other:?}"),
+        };
         assert_eq!(
-            r(with("pic", "@@@@".into())).map(|e| e.as_str()),
+            snapshot_error(with("pic", "@@@@".into())),
             Some("bad_base64")
         );
-        assert_eq!(
-            r(with("pic", 5.into())).map(|e| e.as_str()),
-            Some("wrong_type")
-        );
+        assert_eq!(snapshot_error(with("pic", 5.into())), Some("wrong_type"));
         assert_eq!(
             r(with("serial", "x".repeat(65).into())).map(|e| e.as_str()),
             Some("bad_value")
