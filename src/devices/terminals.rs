@@ -236,8 +236,9 @@ fn start_embedded(
         router: rumqttd::RouterConfig {
             max_connections: (config.terminals.len() + 8).max(16),
             max_outgoing_packet_count: 200,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
+            // Room for a few of the largest messages; more only costs the box memory.
+            max_segment_size: (broker.decode.max_payload_bytes * 4).max(256 * 1024),
+            max_segment_count: 2,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

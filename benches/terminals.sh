@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Terminal ingest figures: `hallgate run` with its embedded terminal broker and 10 simulated
+# terminals (`hallgate simulate-terminals`, HTTPv2 and Uniubi, each passage carrying a ~23 KB
+# JPEG snapshot), vision off and on. Prints, per run: passages sent and counted (no loss means
+# equal), the gateway's CPU seconds per 1000 events and % of one core, and its peak RSS.
+#
+#   benches/terminals.sh [PASSAGES=3000] [RATE_PER_SEC=100]
+#
+# A measurement, not a test: run it on a quiet machine and read the figures as such.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+passages=${1:-3000}
+rate=${2:-100}
+command -v mosquitto >/dev/null || { echo "mosquitto is missing: run scripts/test.sh once (it installs it)"; exit 1; }
+command -v mosquitto_sub >/dev/null || { echo "mosquitto_sub is missing: apt-get install mosquitto-clients"; exit 1; }
+
+cargo build --release --quiet
+bin=target/release/hallgate
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+snapshot=tests/fixtures/images/astronaut_640x480.jpg
+
+read -r broker_port terminal_port < <(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' "$broker_port" > "$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" &
+sleep 0.5
+
+hall() {  # $1 = vision on|off
+  cat <<TOML
+[hall]
+id = "bench-terminals"
+district = "bench"
+closing_time = "03:30"
+[uplink]
+broker = "mqtt://127.0.0.1:$broker_port"
+[terminal_broker]
+listen = "127.0.0.1:$terminal_port"
+[[rooms]]
+id = "lobby"
+capacity = 500
+TOML
+  if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
+  for i in $(seq 0 9); do
+    profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
+    echo "pw-$i" > "$work/t$i.pass"
+    printf '[[terminals]]\nid = "BENCH-T%02d"\nprofile = "%s"\nroom = "lobby"\nusername = "t%d"\npassword_file = "%s"\n' \
+      "$i" "$profile" "$i" "$work/t$i.pass"
+  done
+}
+
+run() {  # $1 = vision on|off
+  hall "$1" > "$work/hall-$1.toml"
+  RUST_LOG=warn "$bin" run --config "$work/hall-$1.toml" --data-dir "$work/data-$1" 2>"$work/gw-$1.log" &
+  local gw=$!
+  sleep 1.5
+  local tck; tck=$(getconf CLK_TCK)
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$gw/stat")
+  local t0; t0=$(date +%s.%N)
+  "$bin" simulate-terminals --config "$work/hall-$1.toml" --seed 1 --passages "$passages" \
+    --rate-per-sec "$rate" --resend-share 0 --bad-share 0 --snapshot "$snapshot" \
+    --truth "$work/truth-$1.jsonl" 2>"$work/sim-$1.log"
+  local sent; sent=$(tail -1 "$work/truth-$1.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"]["hall"]["passages"])')
+  # Wait (up to 60 s) until the gateway has counted them all: with vision on, snapshots still
+  # queued for the detector are not lost, only late.
+  for _ in $(seq 60); do
+    n=$(mosquitto_sub -p "$broker_port" -t "hallgate/bench/bench-terminals/state" -C 1 \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["hall"].get("passages_today",{}).get("passages",0))')
+    [ "$n" -ge "$sent" ] && break
+    sleep 1
+  done
+  local t1; t1=$(date +%s.%N)
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$gw/stat")
+  local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$gw/status")
+  local counted; counted=$(mosquitto_sub -p "$broker_port" -t "hallgate/bench/bench-terminals/state" -C 1 \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["hall"].get("passages_today",{}).get("passages",0), s["hall"].get("passages_today",{}).get("people",0))')
+  kill -TERM "$gw"; wait "$gw" || true
+  read -r c_pass c_people <<<"$counted"
+  python3 -c "
+cpu = ($u1 + $s1 - $u0 - $s0) / $tck
+wall = $t1 - $t0
+print(f'| vision $1 | $sent | $c_pass | $c_people | {cpu:.2f} | {1000 * cpu / $sent:.2f} | {100 * cpu / wall:.1f} % | $((hwm / 1024)) MiB |')"
+}
+
+echo "$passages passages at $rate/s over 10 terminals, each with a $(stat -c %s $snapshot)-byte JPEG snapshot"
+echo
+echo "| run | passages sent | counted | people | gateway CPU s | CPU s per 1000 events | % of one core | peak RSS |"
+echo "|---|---|---|---|---|---|---|---|"
+run off
+run on
