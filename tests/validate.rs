@@ -293,3 +293,49 @@ fn every_problem_in_a_config_is_reported_at_once() {
         "unknown field",
     );
 }
+
+#[test]
+fn the_shipped_example_hall_with_terminals_validates() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/examples/hall-terminals.toml");
+    let out = validate_file(&path, dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the example should validate; stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
+fn terminal_mistakes_are_named_with_their_key_paths_and_the_password_is_never_printed() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    std::fs::write(dir.path().join("ok.pass"), "hunter2-secret\n").expect("password file");
+    let text = format!(
+        "{}\n[terminal_broker]\nlisten = \"127.0.0.1:1884\"\n\n\
+         [[terminals]]\nid = \"T 1\"\nprofile = \"acme-face\"\nroom = \"attic\"\n\
+         username = \"t1\"\npassword_file = \"missing.pass\"\n\n\
+         [[terminals]]\nid = \"T2\"\nprofile = \"hikvision-acs\"\nroom = \"lobby\"\n\
+         username = \"t2\"\npassword_file = \"ok.pass\"\n",
+        example()
+    );
+    let path = dir.path().join("hall.toml");
+    std::fs::write(&path, &text).expect("the config can be written");
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(&out, "terminals[0].id", None, "not a terminal id");
+    assert_problem(
+        &out,
+        "terminals[0].profile",
+        None,
+        "unknown terminal profile",
+    );
+    assert_problem(&out, "terminals[0].room", None, "unknown room");
+    assert_problem(&out, "terminals[0].password_file", None, "cannot read");
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        "a password must never be printed"
+    );
+}

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::terminals::TerminalSource;
 use crate::config::{self, Config, CounterTransport, Overrides, Zone};
+use crate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
 use crate::simulate::{self, SimulateOptions, Simulation};
 use crate::supervisor;
 
@@ -123,6 +125,18 @@ pub async fn run(
         }
     }
 
+    // Terminals publish to the gateway's own broker, moved to a free loopback port.
+    let terminal_broker_port = match &mut config.terminal_broker {
+        Some(broker) if !config.terminals.is_empty() => {
+            let port = free_port()?;
+            broker.source = TerminalSource::Embedded {
+                listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            };
+            Some(port)
+        }
+        _ => None,
+    };
+
     let latest = Arc::new(Mutex::new(None::<StateView>));
     start_broker(broker_port, &config, latest.clone())?;
 
@@ -140,6 +154,37 @@ pub async fn run(
     let sim_stop = CancellationToken::new();
     let sim = tokio::spawn(simulation.run(sim_stop.clone()));
     let gateway = tokio::spawn(supervisor::run(config.clone(), shutdown.clone()));
+    if let Some(port) = terminal_broker_port {
+        println!(
+            "{} simulated face-recognition terminals publish to the gateway's broker on 127.0.0.1:{port}\n",
+            config.terminals.len()
+        );
+        let config = config.clone();
+        let stop = sim_stop.clone();
+        tokio::spawn(async move {
+            // Give the gateway a moment to open its terminal broker.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let options = SimulateTerminalsOptions {
+                broker: None,
+                script: ScriptOptions {
+                    seed,
+                    passages: 1_000_000,
+                    rate_per_sec: 0.7,
+                    resend_share: 0.05,
+                    bad_share: 0.02,
+                    member_pool: 60,
+                    stranger_share: 0.2,
+                    fever_share: 0.03,
+                    mask_off_share: 0.1,
+                },
+                truth: None,
+                snapshot: None,
+            };
+            if let Err(error) = simulate::terminals::run(&config, options, stop).await {
+                tracing::error!(%error, "the simulated terminals stopped");
+            }
+        });
+    }
 
     let mut ticker = tokio::time::interval(REFRESH);
     loop {
@@ -186,6 +231,22 @@ struct RoomView {
 struct HallView {
     occupancy: u64,
     visitors_today: u64,
+    #[serde(default)]
+    passages_today: Option<PassagesView>,
+    #[serde(default)]
+    unique_members_today: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PassagesView {
+    #[serde(default)]
+    passages: u64,
+    #[serde(default)]
+    strangers: u64,
+    #[serde(default)]
+    fevers: u64,
+    #[serde(default)]
+    mask_off: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +346,12 @@ fn print_table(config: &Config, view: Option<&StateView>) {
         "── {} · {local_time} ({}) · {} inside · {} visitors today ──\n",
         config.hall.id, config.hall.time_zone_name, view.hall.occupancy, view.hall.visitors_today
     ));
+    if let Some(p) = &view.hall.passages_today {
+        out.push_str(&format!(
+            "   terminals: {} passages · {} members (unique) · {} strangers · {} fever alerts · {} without mask\n",
+            p.passages, view.hall.unique_members_today, p.strangers, p.fevers, p.mask_off
+        ));
+    }
     out.push_str(&format!(
         "{} {:>9}  {:<20} {:>8}  {}\n",
         pad("room", 34),
