@@ -16,27 +16,12 @@ cd "$(dirname "$0")/.."
 
 counters=${1:-64}
 duration=${2:-300}
-command -v mosquitto >/dev/null || { echo "mosquitto is missing: run scripts/test.sh once (it installs it)"; exit 1; }
-command -v mosquitto_sub >/dev/null || { echo "mosquitto_sub is missing: apt-get install mosquitto-clients"; exit 1; }
-
-cargo build --release --quiet
-bin=target/release/hallgate
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-
-read -r -a ports < <(python3 - "$((counters + 1))" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+. benches/common.sh
+need mosquitto_sub "apt-get install mosquitto-clients"
+read -r -a ports < <(free_ports "$((counters + 1))")
 broker_port=${ports[0]}
 base="hallgate/bench/bench-hall"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nmax_queued_messages 100000\n' "$broker_port" > "$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" &
-sleep 0.5
+start_mosquitto "$broker_port"
 
 # 1. Drain a day's backlog as fast as the gateway can (pacing lifted, a wide window).
 python3 benches/bench_hall.py "$counters" "${ports[@]:1}" \

@@ -12,25 +12,11 @@ cd "$(dirname "$0")/.."
 
 passages=${1:-3000}
 rate=${2:-100}
-command -v mosquitto >/dev/null || { echo "mosquitto is missing: run scripts/test.sh once (it installs it)"; exit 1; }
-command -v mosquitto_sub >/dev/null || { echo "mosquitto_sub is missing: apt-get install mosquitto-clients"; exit 1; }
-
-cargo build --release --quiet
-bin=target/release/hallgate
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+. benches/common.sh
+need mosquitto_sub "apt-get install mosquitto-clients"
 snapshot=tests/fixtures/images/astronaut_640x480.jpg
-
-read -r broker_port terminal_port < <(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' "$broker_port" > "$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" &
-sleep 0.5
+read -r broker_port terminal_port < <(free_ports 2)
+start_mosquitto "$broker_port"
 
 hall() {  # $1 = vision on|off
   cat <<TOML

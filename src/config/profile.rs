@@ -274,31 +274,8 @@ impl ProfileSet {
         for (file, text) in BUILTIN {
             set.add_text(&format!("built-in profile {file}"), text, &mut problems);
         }
-        for dir in dirs {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(error) => {
-                    problems.push((
-                        dir.display().to_string(),
-                        format!("cannot read profile directory: {error}"),
-                    ));
-                    continue;
-                }
-            };
-            let mut paths: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => set.add_text(&path.display().to_string(), &text, &mut problems),
-                    Err(error) => problems.push((
-                        path.display().to_string(),
-                        format!("cannot read profile: {error}"),
-                    )),
-                }
-            }
+        for (origin, text) in read_profile_dirs(dirs, "profile", &mut problems) {
+            set.add_text(&origin, &text, &mut problems);
         }
         (set, problems)
     }
@@ -322,6 +299,44 @@ impl ProfileSet {
     pub fn get(&self, name: &str) -> Option<&CounterProfile> {
         self.profiles.get(name)
     }
+}
+
+/// The `*.toml` files of `dirs`, in name order, as (path, text); what cannot be read is a
+/// `(where, message)` problem naming the `kind` of profile. Shared by every kind of profile
+/// that a hall can extend from a directory.
+pub fn read_profile_dirs(
+    dirs: &[&Path],
+    kind: &str,
+    problems: &mut Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                problems.push((
+                    dir.display().to_string(),
+                    format!("cannot read {kind} directory: {error}"),
+                ));
+                continue;
+            }
+        };
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((path.display().to_string(), text)),
+                Err(error) => problems.push((
+                    path.display().to_string(),
+                    format!("cannot read {kind}: {error}"),
+                )),
+            }
+        }
+    }
+    files
 }
 
 #[cfg(test)]

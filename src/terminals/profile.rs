@@ -700,31 +700,10 @@ impl TerminalProfiles {
                 &mut problems,
             );
         }
-        for dir in dirs {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(error) => {
-                    problems.push((
-                        dir.display().to_string(),
-                        format!("cannot read terminal profile directory: {error}"),
-                    ));
-                    continue;
-                }
-            };
-            let mut paths: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => set.add_text(&path.display().to_string(), &text, &mut problems),
-                    Err(error) => problems.push((
-                        path.display().to_string(),
-                        format!("cannot read terminal profile: {error}"),
-                    )),
-                }
-            }
+        for (origin, text) in
+            crate::config::profile::read_profile_dirs(dirs, "terminal profile", &mut problems)
+        {
+            set.add_text(&origin, &text, &mut problems);
         }
         (set, problems)
     }
