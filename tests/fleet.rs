@@ -252,9 +252,11 @@ async fn a_hundred_gateways_lose_their_broker_together_reconnect_spread_out_and_
             "fleet: broker out 15 s; {total} connection attempts in all, peak {peak} in one second \
              ({FLEET} gateways); all {want} messages delivered {drained:?} after the broker returned"
         );
-        // In step, the whole fleet would knock within the same second, again and again.
+        // In step, the whole fleet would knock within the same millisecond, again and again
+        // (a peak of 100); spread by the jitter the peak is ~40. The bound leaves room for a
+        // stall of this shared machine bunching the timers that fire after it.
         ensure!(
-            peak < (FLEET as u64) * 6 / 10,
+            peak < (FLEET as u64) * 8 / 10,
             "{peak} of {FLEET} gateways tried to connect within one second: not spread out"
         );
         let connected = fleet
