@@ -71,6 +71,9 @@ pub struct TerminalStatsSnapshot {
     pub rejected: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "is_zero")]
     pub bad_snapshots: u64,
+    /// Unix ms of the last message of any kind (heartbeats too): is the terminal alive.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub last_seen_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -86,6 +89,7 @@ impl TerminalStats {
             ignored: self.ignored.load(Ordering::Relaxed),
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
             bad_snapshots: self.bad_snapshots.load(Ordering::Relaxed),
+            last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
         }
     }
 
