@@ -18,6 +18,12 @@ const WARM_UP: usize = 5;
 const SNAPSHOT: &str = "tests/fixtures/images/astronaut_640x480.jpg";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `cargo test --all-targets` runs bench targets too, unoptimised: figures from that would
+    // mean nothing and take many minutes. `cargo bench` passes `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("vision bench: skipped (run it with `cargo bench --bench vision`)");
+        return Ok(());
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let jpeg = std::fs::read(root.join(SNAPSHOT))?;
     let limits = SnapshotLimits::default();
