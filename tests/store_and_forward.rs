@@ -47,7 +47,8 @@ struct Seeded {
     entries: u64,
 }
 
-/// Seeds `minutes` minute bins ending `end_ago` before now into the data dir of `config`.
+/// Seeds `minutes` minute bins, the last one ending before `end_unix`, into the data dir of
+/// `config` (with `hallgate seed-backlog`, while the gateway is not running).
 fn seed(config: &Path, minutes: u32, end_unix: i64, seed: u64) -> anyhow::Result<Seeded> {
     let out = Command::new(HALLGATE)
         .args(["seed-backlog", "--config"])

@@ -790,7 +790,7 @@ password_file = "t1.pass"
     }
 
     #[test]
-    fn bad_messages_and_strangers_terminals_are_counted_not_passed_on() {
+    fn bad_messages_and_unknown_terminals_are_counted_not_passed_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ingest, stats) = ingest(dir.path());
         let now = Timestamp::now();

@@ -415,9 +415,9 @@ impl Engine {
         }
     }
 
-    /// Records one accepted terminal passage at `now`. Call [`Engine::tick`] first so it lands
-    /// in the right minute and day.
-    pub fn passage(&mut self, p: &PassageFacts, _now: Timestamp) {
+    /// Records one accepted terminal passage. Call [`Engine::tick`] with its time first, so it
+    /// lands in the right minute and day.
+    pub fn passage(&mut self, p: &PassageFacts) {
         let Some(room) = self.state.rooms.get_mut(p.room) else {
             return;
         };
@@ -626,10 +626,10 @@ mod tests {
             sensor_error: false,
             people,
         };
-        e.passage(&facts(0, member("4366", &mut hasher), false, false, 1), t);
-        e.passage(&facts(0, member("4366", &mut hasher), true, false, 0), t);
-        e.passage(&facts(1, member("77", &mut hasher), false, true, 3), t);
-        e.passage(&facts(1, None, false, false, 1), t);
+        e.passage(&facts(0, member("4366", &mut hasher), false, false, 1));
+        e.passage(&facts(0, member("4366", &mut hasher), true, false, 0));
+        e.passage(&facts(1, member("77", &mut hasher), false, true, 3));
+        e.passage(&facts(1, None, false, false, 1));
         assert_eq!(e.unique_members_today(), 2);
         let lobby = e.state().rooms[0].passages;
         assert_eq!(

@@ -166,8 +166,6 @@ pub struct OutboxStats {
     pub bytes: AtomicU64,
     /// The bound in force (lower than configured after the disk filled up).
     pub max_bytes: AtomicU64,
-    /// Bytes of messages ever inserted: the fill rate's basis.
-    pub inserted_bytes: AtomicU64,
     /// Write transactions, each one fsync of the write-ahead log.
     pub commits: AtomicU64,
     /// Rows merged away into coarser bins.
@@ -600,7 +598,6 @@ impl Db {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(open_err)?;
-        stats.max_bytes.store(options.max_bytes, Ordering::Relaxed);
         stats
             .buffer_left_hours
             .store(f64::NAN.to_bits(), Ordering::Relaxed);
@@ -684,8 +681,6 @@ impl Db {
         );
         s.bytes.store(self.bytes, Ordering::Relaxed);
         s.max_bytes.store(self.max_bytes, Ordering::Relaxed);
-        s.inserted_bytes
-            .store(self.inserted_bytes, Ordering::Relaxed);
     }
 
     /// Re-estimates the hours of space left; called after each write.

@@ -331,7 +331,7 @@ impl Core {
                 }
                 stats.passages.fetch_add(1, Ordering::Relaxed);
                 self.advance(at);
-                self.engine.passage(&facts, self.now.latest());
+                self.engine.passage(&facts);
                 self.pending.passage_keys.push((
                     key.terminal.to_string(),
                     key.event,
