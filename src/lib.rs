@@ -14,6 +14,8 @@
 //!   here first, in batches, together with the engine state and counter baselines.
 //! - [`uplink`]: the one MQTT client of the central broker; a row leaves the outbox on PUBACK.
 //! - [`supervisor`]: wires the stages, owns shutdown.
+//! - [`status`]: the local status page, JSON API, `/metrics` and `/healthz`, from snapshots
+//!   the core loop publishes; `hallgate status` reads the API.
 //! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
@@ -24,6 +26,7 @@ pub mod devices;
 pub mod occupancy;
 pub mod outbox;
 pub mod simulate;
+pub mod status;
 pub mod supervisor;
 pub mod terminals;
 pub mod uplink;

@@ -41,6 +41,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Print the running gateway's status (rooms, devices, link, today's alerts), read from
+    /// its status page at the config's `[status] listen`; exit 1 if it does not answer.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Serve simulated people counters for every counter in the config, with ground truth.
     Simulate {
         #[arg(long, value_name = "FILE")]
@@ -188,6 +194,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 hallgate::supervisor::run(cfg, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config: path } => {
+            let cfg = config::load(&path, &Overrides::default())?;
+            let fetched = runtime()?.block_on(hallgate::status::client::fetch(cfg.status.as_ref()));
+            match fetched {
+                Ok(view) => {
+                    print!("{}", hallgate::status::text::render(&view));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("hallgate status: {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Simulate {
             config: path,

@@ -7,6 +7,7 @@
 //! indices, addresses parsed, the time zone loaded), so the rest of the gateway trusts it.
 
 pub mod profile;
+pub mod status;
 pub mod terminals;
 
 use std::collections::HashMap;
@@ -403,6 +404,8 @@ pub struct Config {
     pub vision: Option<terminals::Vision>,
     /// Room cameras whose head counts re-anchor occupancy.
     pub cameras: Vec<terminals::Camera>,
+    /// The local status page; `None` when turned off.
+    pub status: Option<status::Status>,
 }
 
 impl Config {
@@ -486,6 +489,7 @@ const SECTIONS: &[&str] = &[
     "terminals",
     "vision",
     "cameras",
+    "status",
 ];
 
 /// Command-line overrides applied before validation, so the same file runs on the box, in
@@ -550,6 +554,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let terminal_cfgs: Vec<Option<terminals::TerminalConfig>> = v.array(root, "terminals");
     let vision_cfg: Option<terminals::VisionConfig> = v.section(root, "vision", false);
     let camera_cfgs: Vec<Option<terminals::CameraConfig>> = v.array(root, "cameras");
+    let status_cfg: status::StatusConfig = v.section(root, "status", false).unwrap_or_default();
 
     // Hall.
     let hall = hall.and_then(|h| v.hall(root, h));
@@ -1017,7 +1022,13 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         terminal_broker.as_ref(),
         &mut vision_problems,
     );
-    for (path, message) in terminal_problems.into_iter().chain(vision_problems) {
+    let mut status_problems = Vec::new();
+    let status = status::validate_status(&status_cfg, base_dir, &mut status_problems);
+    for (path, message) in terminal_problems
+        .into_iter()
+        .chain(vision_problems)
+        .chain(status_problems)
+    {
         v.at(root, &path, message);
     }
 
@@ -1034,6 +1045,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             terminals: out_terminals,
             vision,
             cameras: out_cameras,
+            status,
         }),
         _ => {
             if v.problems.is_empty() {

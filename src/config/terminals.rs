@@ -305,7 +305,12 @@ pub struct Terminal {
 /// What the validation of these sections reports: (key path, message) pairs.
 pub type Problems = Vec<(String, String)>;
 
-fn read_secret(base_dir: &Path, file: &Path, key: &str, problems: &mut Problems) -> Option<Secret> {
+pub(super) fn read_secret(
+    base_dir: &Path,
+    file: &Path,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Secret> {
     let path = base_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => {

@@ -137,6 +137,11 @@ pub async fn run(
         _ => None,
     };
 
+    // The status page moves to a free loopback port too: a gateway may already be on 8080.
+    if let Some(status) = &mut config.status {
+        status.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    }
+
     let latest = Arc::new(Mutex::new(None::<StateView>));
     start_broker(broker_port, &config, latest.clone())?;
 
@@ -146,6 +151,17 @@ pub async fn run(
         config.rooms.len(),
         config.counters.len()
     );
+    if let Some(status) = &config.status {
+        println!(
+            "the status page for facilities staff is at http://{}/{}",
+            status.listen,
+            if status.token.is_some() {
+                " (with ?token=… from status.token_file)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "data in {} (removed on exit). Ctrl-C to stop.\n",
         data_dir.display()

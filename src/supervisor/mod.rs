@@ -28,6 +28,7 @@ use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
 use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
+use crate::status::{Snapshot, StatusServer};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
@@ -49,10 +50,17 @@ pub enum SupervisorError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Terminals(#[from] crate::devices::terminals::TerminalsError),
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SupervisorError> {
+    // Bound first: a taken address is a startup error, before anything else has started.
+    let status_server = match &config.status {
+        Some(status) => Some(StatusServer::bind(status.listen).await?),
+        None => None,
+    };
     let (outbox, restored) = Outbox::open(
         &config.storage.data_dir,
         OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
@@ -119,11 +127,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
             });
         }
     }
+    let status_stop = CancellationToken::new();
+    let status = status_server.map(|server| {
+        tokio::spawn(server.serve(
+            core.config.clone(),
+            core.status_tx.subscribe(),
+            status_stop.clone(),
+        ))
+    });
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
     // Staged shutdown, each stage named in the log, all under one deadline.
     let staged = async {
+        tracing::info!(stage = "status", "closing the status page");
+        status_stop.cancel();
+        if let Some(status) = status {
+            let _ = status.await;
+        }
         tracing::info!(stage = "drivers", "stopping device drivers");
         drivers_stop.cancel();
         for d in drivers.into_iter().chain(terminals) {
@@ -178,6 +199,10 @@ struct Core {
     /// Terminal events already counted, restored from the outbox at start.
     passage_keys: Dedup,
     devices: Vec<DeviceHealth>,
+    /// When each counter last counted someone, for the status page's stale rule.
+    last_counted: Vec<Option<Timestamp>>,
+    /// The status page's latest snapshot, replaced once a tick (never blocks).
+    status_tx: watch::Sender<Arc<Snapshot>>,
     pending: Batch,
     /// Engine revision last committed.
     committed_revision: Option<u64>,
@@ -211,7 +236,21 @@ impl Core {
                 kind: "people_counter",
                 ..DeviceHealth::default()
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let last_counted = vec![None; devices.len()];
+        let (status_tx, _) = watch::channel(Arc::new(Snapshot::capture(
+            &crate::status::Sources {
+                engine: engine.state(),
+                devices: &devices,
+                last_counted: &last_counted,
+                stats: &stats,
+                terminals: &terminal_stats,
+                outbox: outbox.stats().snapshot(),
+                link: &link,
+                clock_synced: crate::clock::synchronised(),
+            },
+            Timestamp::now(),
+        )));
         Core {
             config,
             engine,
@@ -222,6 +261,8 @@ impl Core {
             terminal_stats,
             passage_keys: Dedup::default(),
             devices,
+            last_counted,
+            status_tx,
             pending: Batch::default(),
             committed_revision: None,
             state_dirty: true,
@@ -249,6 +290,7 @@ impl Core {
                     self.check_clock();
                     self.advance(Timestamp::now());
                     self.publish_state(false);
+                    self.publish_status();
                     self.flush(false).await;
                     if self.last_summary.elapsed() >= SUMMARY_EVERY {
                         self.summary().await;
@@ -315,6 +357,9 @@ impl Core {
                 self.pending.baselines.insert(c.id.clone(), totals);
                 if c.profile.mode == CountMode::Delta && (step.inward > 0 || step.outward > 0) {
                     self.urgent = true;
+                }
+                if step.inward > 0 || step.outward > 0 {
+                    self.last_counted[counter] = Some(at);
                 }
                 self.state_dirty = true;
             }
@@ -469,5 +514,28 @@ impl Core {
             clock_synced = self.clock_synced,
             "summary"
         );
+    }
+}
+
+impl Core {
+    /// Hands the status page a fresh snapshot; replacing a watch value never waits.
+    fn publish_status(&self) {
+        if self.status_tx.is_closed() {
+            // The status page is turned off: nobody to copy the figures for.
+            return;
+        }
+        self.status_tx.send_replace(Arc::new(Snapshot::capture(
+            &crate::status::Sources {
+                engine: self.engine.state(),
+                devices: &self.devices,
+                last_counted: &self.last_counted,
+                stats: &self.stats,
+                terminals: &self.terminal_stats,
+                outbox: self.outbox.stats().snapshot(),
+                link: &self.link,
+                clock_synced: self.clock_synced,
+            },
+            Timestamp::now(),
+        )));
     }
 }
