@@ -99,7 +99,12 @@ profile = "ascii-in-out"
 transport = "serial_stream"
 port = "{ascii}"
 baud = 9600
+
+[status]
+# Never the default 8080, which tests running side by side would share.
+listen = "127.0.0.1:{status_port}"
 "#,
+        status_port = common::free_port(),
         closing = common::hall::closing_time_about_12_hours_from_now(),
         data = dir.join("data").display(),
         terabee = terabee.display(),

@@ -339,3 +339,110 @@ fn terminal_mistakes_are_named_with_their_key_paths_and_the_password_is_never_pr
         "a password must never be printed"
     );
 }
+
+#[test]
+fn a_status_page_open_to_the_network_without_a_token_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"0.0.0.0:8080\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "status.listen",
+        Some(line_of(&text, "listen = \"0.0.0.0:8080\"")),
+        "the status page would be open to the hall's network; set status.token_file",
+    );
+}
+
+#[test]
+fn a_status_listen_that_is_not_ip_and_port_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"localhost:8080\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "status.listen",
+        Some(line_of(&text, "listen = \"localhost:8080\"")),
+        "is not IP:PORT",
+    );
+}
+
+#[test]
+fn an_unknown_status_key_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nport = 8080\n",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "status.port",
+        Some(line_of(&text, "port = 8080")),
+        "unknown field",
+    );
+}
+
+#[test]
+fn status_token_mistakes_are_named_and_the_token_is_never_printed() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let check = |token_file: &str, words: &str| {
+        let text = edit(
+            &example(),
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"192.168.50.2:8080\"\ntoken_file = \"{token_file}\""),
+        );
+        let path = dir.path().join("hall.toml");
+        std::fs::write(&path, &text).expect("the config can be written");
+        let out = validate_file(&path, dir.path());
+        assert_rejected(&out);
+        assert_problem(
+            &out,
+            "status.token_file",
+            Some(line_of(&text, "token_file = ")),
+            words,
+        );
+        out
+    };
+    check("missing.token", "cannot read");
+    std::fs::write(dir.path().join("short.token"), "hunter2\n").expect("token file");
+    let out = check("short.token", "at least 16 characters");
+    std::fs::write(dir.path().join("spaces.token"), "hunter2 hunter2 hunter2\n")
+        .expect("token file");
+    let out2 = check("spaces.token", "only letters, digits");
+    for out in [out, out2] {
+        assert!(
+            !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+            "a token must never be printed:\n{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_status_page_on_the_network_with_a_token_validates() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    std::fs::write(dir.path().join("status.token"), "s3cret-status-token-42\n").expect("token");
+    let text = edit(
+        &example(),
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"192.168.50.2:8080\"\ntoken_file = \"status.token\"",
+    );
+    let path = dir.path().join("hall.toml");
+    std::fs::write(&path, &text).expect("the config can be written");
+    let out = validate_file(&path, dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a LAN status page with a token should validate; stderr:\n{}",
+        out.stderr
+    );
+}

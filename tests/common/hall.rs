@@ -69,6 +69,11 @@ pub struct HallPlan {
     pub storage_extra: String,
     /// Whole sections appended to the gateway's config (terminals, vision).
     pub extra_sections: String,
+    /// Where the gateway's status page listens (a free loopback port: never the default
+    /// 8080, which tests running side by side would share).
+    pub status_port: u16,
+    /// Extra `key = value` lines for the gateway's `[status]` section (`token_file`).
+    pub status_extra: String,
 }
 
 impl HallPlan {
@@ -112,6 +117,8 @@ impl HallPlan {
             uplink_extra: String::new(),
             storage_extra: String::new(),
             extra_sections: String::new(),
+            status_port: free_port(),
+            status_extra: String::new(),
         }
     }
 
@@ -186,6 +193,11 @@ impl HallPlan {
             .collect()
     }
 
+    /// The gateway's status page.
+    pub fn status_address(&self) -> SocketAddr {
+        loopback(self.status_port)
+    }
+
     /// `{prefix}/{district}/{hall_id}`, under which the gateway publishes.
     pub fn topic_base(&self) -> String {
         format!("{TOPIC_PREFIX}/{DISTRICT}/{}", self.hall_id)
@@ -195,6 +207,10 @@ impl HallPlan {
     pub fn gateway_toml(&self, broker_port: u16, data_dir: &Path) -> String {
         let mut text = self.toml(broker_port, data_dir, |_| true);
         text.push_str(&self.extra_sections);
+        text.push_str(&format!(
+            "\n[status]\nlisten = \"127.0.0.1:{}\"\n{}\n",
+            self.status_port, self.status_extra
+        ));
         text
     }
 

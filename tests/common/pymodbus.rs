@@ -308,7 +308,12 @@ max_reconnect_backoff_ms = 1000
 [storage]
 data_dir = {data_dir}
 commit_interval_ms = 200
+
+[status]
+# Never the default 8080, which tests running side by side would share.
+listen = "127.0.0.1:{status_port}"
 "#,
+            status_port = super::free_port(),
             id = toml_string(&self.hall_id),
             closing = closing_time_about_12_hours_from_now(),
             data_dir = toml_string(&data_dir.display().to_string()),
