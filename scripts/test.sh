@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat), then checks formatting, lints and runs every test,
-# including the black-box tests that start real mosquitto, simulator and gateway processes and
-# join them over socat pty pairs for the RS-485 buses.
+# peers that are missing (mosquitto, socat, chromium), then checks formatting, lints and runs
+# every test, including the black-box tests that start real mosquitto, simulator and gateway
+# processes, join them over socat pty pairs for the RS-485 buses, and read the status page in
+# a headless chromium.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,8 +34,13 @@ fi
 if ! command -v socat >/dev/null 2>&1; then
     missing+=(socat)
 fi
+# The status page test (tests/status_page.rs) renders the page in a real browser; the CJK font
+# makes the Chinese terms readable in the screenshot it saves.
+if ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium fonts-wqy-microhei)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]} (the black-box tests' broker and serial lines)"
+    step "installing ${missing[*]} (the black-box tests' broker, serial lines and browser)"
     as_root apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
@@ -56,6 +62,17 @@ if ! python3 -c 'import pymodbus, serial' >/dev/null 2>&1; then
     fi
     python3 -m pip install --quiet 'pymodbus[serial]==3.*' ||
         python3 -m pip install --quiet --break-system-packages 'pymodbus[serial]==3.*'
+fi
+
+# prometheus_client, whose parser reads the gateway's /metrics in tests/status_page.rs.
+if ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+    step "installing prometheus-client (the metrics test's exposition-format parser)"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        as_root apt-get update
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-pip
+    fi
+    python3 -m pip install --quiet 'prometheus-client==0.*' ||
+        python3 -m pip install --quiet --break-system-packages 'prometheus-client==0.*'
 fi
 
 step "cargo test --all-targets"

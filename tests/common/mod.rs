@@ -3,7 +3,8 @@
 //! A test builds a hall ([`hall::HallPlan`]), starts a real mosquitto ([`broker::Mosquitto`]),
 //! subscribes to the hall's topics ([`watcher::Watcher`]), starts `hallgate simulate` and
 //! `hallgate run` as child processes ([`process`]) and compares what reaches the broker with the
-//! simulator's ground truth ([`truth`]); RS-485 buses run over socat pty pairs ([`serial`]).
+//! simulator's ground truth ([`truth`]); RS-485 buses run over socat pty pairs ([`serial`]);
+//! [`http`] is a plain client for the status page.
 //! [`rig::Rig`] strings these together and, when a test fails or hangs, prints expected against
 //! got and the last lines of every process log.
 //!
@@ -16,6 +17,7 @@ pub mod bins;
 pub mod broker;
 pub mod dead_peers;
 pub mod hall;
+pub mod http;
 pub mod process;
 pub mod pymodbus;
 pub mod rig;
