@@ -767,3 +767,62 @@ fn hallgate_status_says_so_in_a_sentence_and_exits_1_when_nothing_listens() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_the_page_stays_available() {
+    use tokio::io::AsyncReadExt;
+    let plan = HallPlan::lobby_with_function_rooms("t-bounds", 1);
+    let rig = Rig::new("status-bounds", plan).expect("a test directory");
+    rig.run(Duration::from_secs(120), async |rig| {
+        rig.start_broker().await?;
+        rig.start_gateway()?;
+        wait_for_status_page(rig).await?;
+        let addr = rig.plan.status_address();
+
+        // Twice as many connections as the server serves at once, none of which ever sends
+        // a request (a broken or hostile client): the server must close every one by itself
+        // (beyond its limit at once, the others when their request head does not come), and
+        // then answer again.
+        let mut silent = Vec::new();
+        for _ in 0..(2 * 16) {
+            silent.push(tokio::net::TcpStream::connect(addr).await?);
+        }
+        for (i, stream) in silent.iter_mut().enumerate() {
+            let mut buf = [0u8; 256];
+            let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf))
+                .await
+                .with_context(|| format!("silent connection {i} was never closed by the server"))?;
+            // A closed connection reads as the end (or a reset); a 408 answer is fine too.
+            if let Ok(n) = read {
+                ensure!(
+                    n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                    "silent connection {i} got {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                );
+            }
+        }
+        let healthz = get(addr, "/healthz", &[]).await?;
+        ensure!(
+            healthz.status == 200,
+            "after the silent connections the page should answer again: {}",
+            healthz.status
+        );
+
+        // A request head beyond the bound is refused, not buffered.
+        let big = "a".repeat(32 * 1024);
+        let answer = get(addr, "/healthz", &[("X-Padding", &big)]).await;
+        ensure!(
+            answer.as_ref().map_or(true, |a| a.status == 431),
+            "a 32 KiB request head should be refused with 431: {:?}",
+            answer.map(|a| a.status)
+        );
+        let head = http::request(addr, "HEAD", "/healthz", &[])?;
+        ensure!(
+            head.status == 200,
+            "HEAD /healthz should be 200, is {}",
+            head.status
+        );
+        Ok(())
+    })
+    .await;
+}
