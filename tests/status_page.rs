@@ -826,3 +826,36 @@ async fn silent_connections_are_closed_and_the_page_stays_available() {
     })
     .await;
 }
+
+#[test]
+fn a_gateway_whose_status_address_is_taken_stops_at_once_naming_the_address() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let plan = HallPlan::lobby_with_function_rooms("t-taken", 1);
+    // Something else already listens where the status page should.
+    let _squatter =
+        std::net::TcpListener::bind(plan.status_address()).expect("the plan's status port is free");
+    let config = dir.path().join("gateway.toml");
+    let data_dir = dir.path().join("data");
+    std::fs::write(&config, plan.gateway_toml(1, &data_dir)).expect("the config can be written");
+    let mut command = Command::new(common::HALLGATE);
+    command.arg("run").arg("--config").arg(&config);
+    let out = run_to_completion(command, dir.path(), "gateway", Duration::from_secs(30))
+        .expect("the gateway should stop by itself, not run on without its status page");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a taken status address is a startup failure; stderr:\n{}",
+        out.stderr
+    );
+    let address = plan.status_address().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen for the status page on {address}")),
+        "the error should name the address {address}:\n{}",
+        out.stderr
+    );
+    assert!(
+        !data_dir.exists(),
+        "nothing else should have started (no outbox created) before the status page bound"
+    );
+}

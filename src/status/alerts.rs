@@ -242,8 +242,16 @@ impl Observer {
         self.link = Some((connected, since));
         let mut view = view::build(config, snap, self.started, Some(since));
         for alert in self.memory.step(&view, &config.hall.time_zone) {
-            if alert.kind.is_trouble() {
-                tracing::info!(kind = ?alert.kind, message = %alert.message, "status alert");
+            // The other alerts' causes are logged where they happen (drivers, uplink,
+            // outbox, clock); a full room is news only here.
+            if alert.kind == AlertKind::RoomOverCapacity {
+                tracing::info!(
+                    room = alert.subject.as_deref().unwrap_or_default(),
+                    message = %alert.message,
+                    "a room is over capacity"
+                );
+            } else {
+                tracing::debug!(kind = alert.kind.as_str(), message = %alert.message, "status alert");
             }
         }
         view.alerts = self.memory.alerts().cloned().collect();

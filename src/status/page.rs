@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::text::{buffer_left_words, bytes_words};
+use super::text::{backlog_words, buffer_left_words};
 use super::view::{
     AlertView, Condition, DeviceView, LinkView, RoomView, StateView, duration_words,
 };
@@ -279,11 +279,11 @@ fn link(h: &mut String, l: &LinkView) {
     let _ = write!(
         h,
         "<dt>Last upload (最近上传)</dt><dd>{}</dd>\n\
-         <dt>Backlog (待上传)</dt><dd><b id=\"backlog\">{}</b> messages waiting ({})</dd>\n\
+         <dt>Backlog (待上传)</dt><dd id=\"backlog\" data-messages=\"{}\">{}</dd>\n\
          <dt>Offline buffer left (离线缓存剩余)</dt><dd id=\"buffer-left\">{}</dd>\n",
         escape(&upload),
         l.backlog_messages,
-        bytes_words(l.backlog_bytes),
+        escape(&backlog_words(l)),
         escape(&buffer_left_words(l)),
     );
     if l.dropped_messages > 0 {

@@ -6,6 +6,28 @@ use std::fmt::Write;
 use super::page::attention;
 use super::view::{Condition, LinkView, StateView, duration_words};
 
+/// Columns `text` takes in a terminal: East Asian wide characters (Chinese room names,
+/// fullwidth brackets) take two.
+pub fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
 /// "20.0 KiB", "64.0 MiB".
 pub fn bytes_words(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
@@ -19,6 +41,15 @@ pub fn bytes_words(bytes: u64) -> String {
         format!("{bytes} bytes")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// "17 messages waiting (20.0 KiB)", or "none waiting".
+pub fn backlog_words(l: &LinkView) -> String {
+    match l.backlog_messages {
+        0 => "none waiting".into(),
+        1 => format!("1 message waiting ({})", bytes_words(l.backlog_bytes)),
+        n => format!("{n} messages waiting ({})", bytes_words(l.backlog_bytes)),
     }
 }
 
@@ -72,11 +103,11 @@ pub fn render(view: &StateView) -> String {
     let width = view
         .rooms
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|r| display_width(&r.name))
         .max()
         .unwrap_or(0);
     for r in &view.rooms {
-        let pad = width - r.name.chars().count();
+        let pad = width - display_width(&r.name);
         let _ = writeln!(
             t,
             "  {}{}  {:>5} of {:<5} {:>4.0} %{}",
@@ -100,7 +131,7 @@ pub fn render(view: &StateView) -> String {
     let width = view
         .devices
         .iter()
-        .map(|d| d.id.chars().count())
+        .map(|d| display_width(&d.id))
         .max()
         .unwrap_or(0);
     for d in &view.devices {
@@ -114,7 +145,7 @@ pub fn render(view: &StateView) -> String {
             Condition::Stale => "STALE",
             Condition::Waiting => "waiting",
         };
-        let pad = width - d.id.chars().count();
+        let pad = width - display_width(&d.id);
         let _ = writeln!(
             t,
             "  {}{}  {:<14} {state}{since}: {}",
@@ -147,12 +178,7 @@ pub fn render(view: &StateView) -> String {
             _ => "nothing yet since the gateway started".into(),
         }
     );
-    let _ = writeln!(
-        t,
-        "  backlog: {} messages waiting ({})",
-        l.backlog_messages,
-        bytes_words(l.backlog_bytes)
-    );
+    let _ = writeln!(t, "  backlog: {}", backlog_words(l));
     let _ = writeln!(t, "  offline buffer left: {}", buffer_left_words(l));
     if l.dropped_messages > 0 {
         let _ = writeln!(
@@ -179,6 +205,13 @@ pub fn render(view: &StateView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chinese_characters_take_two_columns() {
+        assert_eq!(display_width("Lobby"), 5);
+        assert_eq!(display_width("Lobby (大厅)"), 12);
+        assert_eq!(display_width("阅览室"), 6);
+    }
 
     #[test]
     fn sizes_read_in_binary_units() {
