@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat), then checks formatting, lints and runs every test,
-# including the black-box tests that start real mosquitto, simulator and gateway processes and
+# peers that are missing (mosquitto, socat, systemd-analyze), then checks formatting, lints and
+# runs every test, including the black-box tests that start real mosquitto, simulator and gateway processes and
 # join them over socat pty pairs for the RS-485 buses.
 set -euo pipefail
 
@@ -32,6 +32,10 @@ if ! have_mosquitto; then
 fi
 if ! command -v socat >/dev/null 2>&1; then
     missing+=(socat)
+fi
+# systemd-analyze checks the unit file (tests/systemd.rs); no systemd needs to run.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=(systemd)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]} (the black-box tests' broker and serial lines)"

@@ -11,6 +11,12 @@
 //! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
 //! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
 //! the outbox closes.
+//!
+//! Under systemd the supervisor says `READY=1` once everything is up and pings the watchdog
+//! from the core loop ([`notify`]); `main` handles the signals (stop, and reload by
+//! re-executing the gateway once the new config has validated).
+
+pub mod notify;
 
 use std::mem;
 use std::sync::Arc;
@@ -31,6 +37,7 @@ use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
+use notify::Notifier;
 
 /// How long shutdown may take in all (systemd's stop timeout is longer).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -51,8 +58,13 @@ pub enum SupervisorError {
     Terminals(#[from] crate::devices::terminals::TerminalsError),
 }
 
-/// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SupervisorError> {
+/// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages. `notifier`
+/// hears `READY=1` once every stage is up, and watchdog pings from the core loop.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    notifier: Notifier,
+) -> Result<(), SupervisorError> {
     let (outbox, restored) = Outbox::open(
         &config.storage.data_dir,
         OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
@@ -119,6 +131,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
             });
         }
     }
+    notifier.ready(&format!(
+        "hall {}: {} rooms, {} counters, {} terminals; uplink {}:{}",
+        core.config.hall.id,
+        core.config.rooms.len(),
+        core.config.counters.len(),
+        core.config.terminals.len(),
+        core.config.uplink.host,
+        core.config.uplink.port
+    ));
+    if let Some(every) = notifier.watchdog_interval() {
+        tracing::info!(
+            ping_every_ms = every.as_millis() as u64,
+            "systemd watchdog is on; the core loop pings it"
+        );
+    }
+    core.notifier = notifier;
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
@@ -191,6 +219,8 @@ struct Core {
     /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: WallClock,
     clock_synced: bool,
+    /// systemd's notify socket: the tick pings its watchdog.
+    notifier: Notifier,
 }
 
 impl Core {
@@ -231,6 +261,7 @@ impl Core {
             urgent: false,
             now: WallClock::new(Timestamp::now()),
             clock_synced: crate::clock::synchronised(),
+            notifier: Notifier::disabled(),
         }
     }
 
@@ -250,6 +281,8 @@ impl Core {
                     self.advance(Timestamp::now());
                     self.publish_state(false);
                     self.flush(false).await;
+                    // After the flush: a tick stuck on the outbox must starve the watchdog.
+                    self.ping_watchdog();
                     if self.last_summary.elapsed() >= SUMMARY_EVERY {
                         self.summary().await;
                     }
@@ -440,6 +473,32 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Pings systemd's watchdog (when it is on) with a one-line status for `systemctl status`.
+    fn ping_watchdog(&mut self) {
+        let Core {
+            notifier,
+            engine,
+            devices,
+            link,
+            outbox,
+            ..
+        } = self;
+        notifier.watchdog(Instant::now(), || {
+            let occupancy: u64 = engine.state().rooms.iter().map(|r| r.occupancy()).sum();
+            let online = devices.iter().filter(|d| d.online == Some(true)).count();
+            let uplink = if link.connected.load(Ordering::Relaxed) {
+                "connected"
+            } else {
+                "not connected"
+            };
+            format!(
+                "{occupancy} people in the hall; {online}/{} devices online; uplink {uplink}; {} messages waiting",
+                devices.len(),
+                outbox.pending()
+            )
+        });
     }
 
     async fn summary(&mut self) {
