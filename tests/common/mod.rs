@@ -20,6 +20,7 @@ pub mod process;
 pub mod pymodbus;
 pub mod rig;
 pub mod serial;
+pub mod sockets;
 pub mod truth;
 pub mod watcher;
 
