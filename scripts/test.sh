@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat, chromium), then checks formatting, lints and runs
-# every test, including the black-box tests that start real mosquitto, simulator and gateway
-# processes, join them over socat pty pairs for the RS-485 buses, and read the status page in
-# a headless chromium.
+# peers that are missing (mosquitto, socat, systemd-analyze, chromium), then checks formatting,
+# lints and runs every test, including the black-box tests that start real mosquitto,
+# simulator and gateway processes, join them over socat pty pairs for the RS-485 buses, and
+# read the status page in a headless chromium.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +33,10 @@ if ! have_mosquitto; then
 fi
 if ! command -v socat >/dev/null 2>&1; then
     missing+=(socat)
+fi
+# systemd-analyze checks the unit file (tests/systemd.rs); no systemd needs to run.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=(systemd)
 fi
 # The status page test (tests/status_page.rs) renders the page in a real browser; the CJK font
 # makes the Chinese terms readable in the screenshot it saves.

@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hallgate::config::{self, ConfigError, EXIT_BAD_CONFIG, Overrides};
+use hallgate::supervisor::notify::Notifier;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -188,11 +191,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             uplink,
             data_dir,
         } => {
-            let cfg = config::load(&path, &Overrides { uplink, data_dir })?;
-            runtime()?.block_on(async move {
-                let shutdown = shutdown_on_signals();
-                hallgate::supervisor::run(cfg, shutdown).await
+            let overrides = Overrides { uplink, data_dir };
+            let cfg = config::load(&path, &overrides)?;
+            let reload = runtime()?.block_on(async move {
+                let signals = daemon_signals(path, overrides);
+                hallgate::supervisor::run(cfg, signals.shutdown, Notifier::from_env()).await?;
+                anyhow::Ok(signals.reload.load(Ordering::SeqCst))
             })?;
+            if reload {
+                return Err(reexec());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config: path } => {
@@ -344,6 +352,108 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// What the daemon's signals do: [`DaemonSignals::shutdown`] is cancelled by SIGINT or
+/// SIGTERM (stop), or by a SIGHUP whose new config validated (`reload` is then set).
+struct DaemonSignals {
+    shutdown: CancellationToken,
+    reload: Arc<AtomicBool>,
+}
+
+/// SIGHUP reloads the config at `path`: it is validated first, and a bad one is logged and
+/// ignored — the gateway keeps running on the config it has. A good one stops the gateway in
+/// its usual stages and `main` re-executes it (see [`reexec`]). SIGINT and SIGTERM stop it;
+/// a second one exits at once.
+fn daemon_signals(path: PathBuf, overrides: Overrides) -> DaemonSignals {
+    let token = CancellationToken::new();
+    let reload = Arc::new(AtomicBool::new(false));
+    let signals = DaemonSignals {
+        shutdown: token.clone(),
+        reload: reload.clone(),
+    };
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+            return;
+        };
+        let notifier = Notifier::from_env();
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+                _ = hup.recv() => {
+                    // Reading and checking a hall config is quick and pure; the core loop
+                    // keeps running meanwhile on its own task.
+                    match config::load(&path, &overrides) {
+                        Ok(_) => {
+                            tracing::info!(
+                                config = %path.display(),
+                                signal = "SIGHUP",
+                                "the new config is valid; restarting the gateway with it"
+                            );
+                            notifier.reloading();
+                            reload.store(true, Ordering::SeqCst);
+                        }
+                        Err(error) => {
+                            tracing::error!(
+                                config = %path.display(),
+                                signal = "SIGHUP",
+                                problems = %error,
+                                "the new config is rejected; still running on the old one — fix the file and reload again"
+                            );
+                            notifier.status("config reload rejected (still running on the old config); see the journal");
+                            continue;
+                        }
+                    }
+                }
+            }
+            break;
+        }
+        if !reload.load(Ordering::SeqCst) {
+            notifier.stopping();
+        }
+        token.cancel();
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting without waiting for a clean shutdown");
+        std::process::exit(130);
+    });
+    signals
+}
+
+/// Replaces this process with a fresh `hallgate` of the same arguments, which loads the new
+/// config. The gateway has already stopped in its stages (state committed, outbox closed).
+/// A fresh image rather than restarting the stages in place: the embedded terminal broker
+/// (rumqttd) cannot be stopped and its port freed in-process, and a new image is certain to
+/// start from nothing but the config and the outbox — just as after a systemd restart. The
+/// PID stays, so systemd sees one service that reloaded (`RELOADING=1`, then `READY=1`).
+/// Only returns on failure.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `current_exe` names the running binary even when started through a relative path;
+    // after a package upgrade replaced it on disk, it reads "… (deleted)": use argv[0] then.
+    let program = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .or_else(|| args.first().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("hallgate"));
+    tracing::info!(program = %program.display(), "re-executing with the new config");
+    let error = std::process::Command::new(&program)
+        .args(args.iter().skip(1))
+        .exec();
+    anyhow::anyhow!(
+        "cannot re-execute {} to reload the config: {error}; the gateway has stopped",
+        program.display()
+    )
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.

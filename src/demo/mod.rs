@@ -169,7 +169,11 @@ pub async fn run(
 
     let sim_stop = CancellationToken::new();
     let sim = tokio::spawn(simulation.run(sim_stop.clone()));
-    let gateway = tokio::spawn(supervisor::run(config.clone(), shutdown.clone()));
+    let gateway = tokio::spawn(supervisor::run(
+        config.clone(),
+        shutdown.clone(),
+        supervisor::notify::Notifier::disabled(),
+    ));
     if let Some(port) = terminal_broker_port {
         println!(
             "{} simulated face-recognition terminals publish to the gateway's broker on 127.0.0.1:{port}\n",

@@ -11,6 +11,12 @@
 //! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
 //! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
 //! the outbox closes.
+//!
+//! Under systemd the supervisor says `READY=1` once everything is up and pings the watchdog
+//! from the core loop ([`notify`]); `main` handles the signals (stop, and reload by
+//! re-executing the gateway once the new config has validated).
+
+pub mod notify;
 
 use std::mem;
 use std::sync::Arc;
@@ -32,6 +38,7 @@ use crate::status::{Snapshot, StatusServer};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
+use notify::Notifier;
 
 /// How long shutdown may take in all (systemd's stop timeout is longer).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -54,8 +61,13 @@ pub enum SupervisorError {
     Status(#[from] crate::status::StatusError),
 }
 
-/// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SupervisorError> {
+/// Runs the gateway until `shutdown` is cancelled, then shuts it down in stages. `notifier`
+/// hears `READY=1` once every stage is up, and watchdog pings from the core loop.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    notifier: Notifier,
+) -> Result<(), SupervisorError> {
     // Bound first: a taken address is a startup error, before anything else has started.
     let status_server = match &config.status {
         Some(status) => Some(StatusServer::bind(status.listen).await?),
@@ -135,6 +147,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Supe
             status_stop.clone(),
         ))
     });
+    notifier.ready(&format!(
+        "hall {}: {} rooms, {} counters, {} terminals; uplink {}:{}",
+        core.config.hall.id,
+        core.config.rooms.len(),
+        core.config.counters.len(),
+        core.config.terminals.len(),
+        core.config.uplink.host,
+        core.config.uplink.port
+    ));
+    if let Some(every) = notifier.watchdog_interval() {
+        tracing::info!(
+            ping_every_ms = every.as_millis() as u64,
+            "systemd watchdog is on; the core loop pings it"
+        );
+    }
+    core.notifier = notifier;
     let mut events = events;
     core.run(&mut events, &shutdown).await;
 
@@ -216,6 +244,8 @@ struct Core {
     /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: WallClock,
     clock_synced: bool,
+    /// systemd's notify socket: the tick pings its watchdog.
+    notifier: Notifier,
 }
 
 impl Core {
@@ -272,6 +302,7 @@ impl Core {
             urgent: false,
             now: WallClock::new(Timestamp::now()),
             clock_synced: crate::clock::synchronised(),
+            notifier: Notifier::disabled(),
         }
     }
 
@@ -292,6 +323,8 @@ impl Core {
                     self.publish_state(false);
                     self.publish_status();
                     self.flush(false).await;
+                    // After the flush: a tick stuck on the outbox must starve the watchdog.
+                    self.ping_watchdog();
                     if self.last_summary.elapsed() >= SUMMARY_EVERY {
                         self.summary().await;
                     }
@@ -485,6 +518,32 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Pings systemd's watchdog (when it is on) with a one-line status for `systemctl status`.
+    fn ping_watchdog(&mut self) {
+        let Core {
+            notifier,
+            engine,
+            devices,
+            link,
+            outbox,
+            ..
+        } = self;
+        notifier.watchdog(Instant::now(), || {
+            let occupancy: u64 = engine.state().rooms.iter().map(|r| r.occupancy()).sum();
+            let online = devices.iter().filter(|d| d.online == Some(true)).count();
+            let uplink = if link.connected.load(Ordering::Relaxed) {
+                "connected"
+            } else {
+                "not connected"
+            };
+            format!(
+                "{occupancy} people in the hall; {online}/{} devices online; uplink {uplink}; {} messages waiting",
+                devices.len(),
+                outbox.pending()
+            )
+        });
     }
 
     async fn summary(&mut self) {

@@ -22,6 +22,7 @@ pub mod process;
 pub mod pymodbus;
 pub mod rig;
 pub mod serial;
+pub mod sockets;
 pub mod truth;
 pub mod watcher;
 

@@ -22,6 +22,8 @@ pub struct Process {
     program: PathBuf,
     args: Vec<OsString>,
     log: PathBuf,
+    /// Extra environment for the child (e.g. systemd's `NOTIFY_SOCKET`).
+    envs: Vec<(OsString, OsString)>,
     child: Option<Child>,
     starts: u32,
 }
@@ -34,11 +36,23 @@ impl Process {
         program: impl Into<PathBuf>,
         args: Vec<OsString>,
     ) -> anyhow::Result<Self> {
+        Process::start_with_env(name, dir, program, args, Vec::new())
+    }
+
+    /// As [`Process::start`], with extra environment variables.
+    pub fn start_with_env(
+        name: &str,
+        dir: &Path,
+        program: impl Into<PathBuf>,
+        args: Vec<OsString>,
+        envs: Vec<(OsString, OsString)>,
+    ) -> anyhow::Result<Self> {
         let mut process = Process {
             name: name.to_string(),
             program: program.into(),
             args,
             log: dir.join(format!("{name}.log")),
+            envs,
             child: None,
             starts: 0,
         };
@@ -86,6 +100,7 @@ impl Process {
                 "RUST_LOG",
                 std::env::var("HALLGATE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("cannot start {} ({})", self.name, self.program.display()))?;
         self.child = Some(child);
@@ -136,15 +151,20 @@ impl Process {
 
     /// Sends SIGTERM, as systemd does on `systemctl stop`.
     pub fn sigterm(&mut self) -> anyhow::Result<()> {
+        self.signal("TERM")
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, …) with kill(1).
+    pub fn signal(&mut self, name: &str) -> anyhow::Result<()> {
         let pid = self
             .pid()
             .with_context(|| format!("{} is not running", self.name))?;
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .context("cannot run kill")?;
         if !status.success() {
-            bail!("kill -TERM {pid} ({}) failed: {status}", self.name);
+            bail!("kill -{name} {pid} ({}) failed: {status}", self.name);
         }
         Ok(())
     }
