@@ -47,6 +47,24 @@ pub const HEALTHY_TICK_AGE: Duration = Duration::from_secs(10);
 /// What open connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// The server's bounds; [`Limits::default`] is what the gateway uses (the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub head_read_timeout: Duration,
+    pub max_connection_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            head_read_timeout: HEAD_READ_TIMEOUT,
+            max_connection_lifetime: MAX_CONNECTION_LIFETIME,
+        }
+    }
+}
+
 /// The cookie that carries the token after `/?token=…`.
 pub const TOKEN_COOKIE: &str = "hallgate_token";
 
@@ -99,6 +117,18 @@ impl StatusServer {
     pub async fn serve(
         self,
         config: Config,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        stop: CancellationToken,
+    ) {
+        self.serve_within(Limits::default(), config, snapshots, stop)
+            .await;
+    }
+
+    /// As [`StatusServer::serve`], within `limits`.
+    pub async fn serve_within(
+        self,
+        limits: Limits,
+        config: Config,
         mut snapshots: watch::Receiver<Arc<Snapshot>>,
         stop: CancellationToken,
     ) {
@@ -142,10 +172,10 @@ impl StatusServer {
             config,
             current: current_rx,
         });
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS as usize));
+        let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(HEAD_READ_TIMEOUT)
+            .header_read_timeout(limits.head_read_timeout)
             .max_buf_size(MAX_HEAD_BYTES)
             .keep_alive(true);
         let http = Arc::new(http);
@@ -178,7 +208,7 @@ impl StatusServer {
                 let ended = tokio::select! {
                     result = connection.as_mut() => Some(result),
                     _ = stop.cancelled() => None,
-                    _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => None,
+                    _ = tokio::time::sleep(limits.max_connection_lifetime) => None,
                 };
                 let result = match ended {
                     Some(result) => result,
@@ -198,7 +228,7 @@ impl StatusServer {
         // Let open connections finish what they were sending, briefly.
         let _ = tokio::time::timeout(
             SHUTDOWN_GRACE + Duration::from_millis(200),
-            permits.acquire_many(MAX_CONNECTIONS),
+            permits.acquire_many(limits.max_connections),
         )
         .await;
         let _ = observe.await;
@@ -451,6 +481,98 @@ mod tests {
             check("/", &[("cookie", "xhallgate_token=correct-horse-battery")]),
             None
         );
+    }
+
+    /// A one-room hall's config and a snapshot of it, for a server in this process.
+    fn hall() -> (Config, Snapshot) {
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n",
+            std::path::Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let snapshot = Snapshot {
+            taken: std::time::Instant::now(),
+            at: Timestamp::now(),
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![crate::status::RoomFigures::default()],
+            visitors_today: 0,
+            clock_synced: true,
+            counters: Vec::new(),
+            buses: Vec::new(),
+            terminals: Vec::new(),
+            terminals_unattributed: Default::default(),
+            outbox: Default::default(),
+            uplink: Default::default(),
+        };
+        (config, snapshot)
+    }
+
+    /// Sends `GET /healthz` on a fresh connection; the answer's first line, or "" when the
+    /// server closed the connection without one.
+    async fn healthz(addr: SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_unanswered_until_one_is_free() {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            let (config, snapshot) = hall();
+            let server = StatusServer::bind("127.0.0.1:0".parse().expect("an address"))
+                .await
+                .expect("binds");
+            let addr = server.local_addr();
+            let (_tx, rx) = watch::channel(Arc::new(snapshot));
+            let stop = CancellationToken::new();
+            // Head reads never time out here, so silent connections hold their places.
+            let limits = Limits {
+                max_connections: 2,
+                head_read_timeout: Duration::from_secs(3600),
+                max_connection_lifetime: Duration::from_secs(3600),
+            };
+            let task = tokio::spawn(server.serve_within(limits, config, rx, stop.clone()));
+
+            let mut first = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects");
+            let _second = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects");
+            // Accepted in order: the two silent ones hold both places, the third is closed.
+            assert_eq!(
+                healthz(addr).await,
+                "",
+                "a third connection must get no answer"
+            );
+
+            // One silent client goes away; its place is free again soon after.
+            drop(first);
+            loop {
+                match healthz(addr).await.as_str() {
+                    "HTTP/1.1 200 OK" => break,
+                    "" => tokio::task::yield_now().await,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            stop.cancel();
+            task.await.expect("the server stops");
+        })
+        .await;
+        outcome.expect("the test finishes within 30 s");
     }
 
     #[test]
