@@ -71,6 +71,13 @@ pub fn validate_status(
         return None;
     }
     let listen = match s.listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => {
+            problems.push((
+                "status.listen".into(),
+                format!("\"{}\" has port 0; name the port staff will open", s.listen),
+            ));
+            None
+        }
         Ok(addr) => Some(addr),
         Err(_) => {
             problems.push((
