@@ -546,7 +546,7 @@ mod tests {
             };
             let task = tokio::spawn(server.serve_within(limits, config, rx, stop.clone()));
 
-            let mut first = tokio::net::TcpStream::connect(addr)
+            let first = tokio::net::TcpStream::connect(addr)
                 .await
                 .expect("connects");
             let _second = tokio::net::TcpStream::connect(addr)
