@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rumqttc::{ConnectionError, StateError, TlsError as RumqttcTlsError};
+use rumqttc::ConnectionError;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -228,17 +228,12 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
-    /// The TLS failure behind a connection error, if it was one.
+    /// The TLS failure behind a connection error, if it was one. rumqttc wraps it in
+    /// different ways depending on when it surfaces (during the handshake, or — TLS 1.3 —
+    /// at the first read after it, as a refused client certificate does), so the whole
+    /// chain of sources is searched, looking inside I/O errors too.
     pub fn of(error: &ConnectionError) -> Option<Self> {
-        let rustls_error = match error {
-            ConnectionError::Tls(RumqttcTlsError::TLS(e)) => Some(e),
-            ConnectionError::Tls(RumqttcTlsError::Io(io))
-            | ConnectionError::Io(io)
-            | ConnectionError::MqttState(StateError::Io(io)) => io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-            _ => None,
-        }?;
+        let rustls_error = find_rustls_error(error)?;
         Some(match rustls_error {
             rustls::Error::InvalidCertificate(cert) => TlsFailure::Untrusted {
                 reason: certificate_problem(cert),
@@ -267,6 +262,27 @@ impl fmt::Display for TlsFailure {
             TlsFailure::Handshake { error } => write!(f, "TLS handshake failed: {error}"),
         }
     }
+}
+
+fn find_rustls_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // An I/O error's `source` skips the error it wraps; look at that one itself.
+        if let Some(found) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(found);
+        }
+        next = error.source();
+    }
+    None
 }
 
 fn certificate_problem(error: &rustls::CertificateError) -> String {
@@ -416,5 +432,43 @@ C2/E1G73R3DkhQGy2MDSYx67F07WBv5FPSHHdA==
         let text = error.to_string();
         assert!(!text.contains("c2VjcmV0"), "{text}");
         assert!(!text.contains("secret-bytes"), "{text}");
+    }
+
+    fn io_wrapping(error: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, error)
+    }
+
+    #[test]
+    fn an_unknown_issuer_in_the_handshake_is_an_untrusted_broker() {
+        let error = ConnectionError::Tls(rumqttc::TlsError::Io(io_wrapping(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        )));
+        let failure = TlsFailure::of(&error).expect("a TLS failure");
+        assert!(matches!(failure, TlsFailure::Untrusted { .. }), "{failure}");
+        assert!(failure.to_string().contains("uplink.ca_file"), "{failure}");
+    }
+
+    #[test]
+    fn an_alert_after_the_handshake_is_found_deep_in_the_mqtt_error() {
+        // TLS 1.3: a broker that wants a client certificate says so at the first read.
+        let error = ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::Io(io_wrapping(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired,
+            ))),
+        ));
+        let failure = TlsFailure::of(&error).expect("a TLS failure");
+        assert_eq!(
+            failure,
+            TlsFailure::RefusedByBroker {
+                alert: "CertificateRequired".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_tcp_connection_is_not_a_tls_failure() {
+        let error =
+            ConnectionError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(TlsFailure::of(&error), None);
     }
 }

@@ -16,6 +16,7 @@ pub mod bins;
 pub mod broker;
 pub mod dead_peers;
 pub mod hall;
+pub mod pki;
 pub mod process;
 pub mod pymodbus;
 pub mod rig;
