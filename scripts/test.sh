@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat), then checks formatting, lints and runs every test,
+# peers that are missing (mosquitto, socat, openssl), then checks formatting, lints and runs every test,
 # including the black-box tests that start real mosquitto, simulator and gateway processes and
 # join them over socat pty pairs for the RS-485 buses.
 set -euo pipefail
@@ -32,6 +32,10 @@ if ! have_mosquitto; then
 fi
 if ! command -v socat >/dev/null 2>&1; then
     missing+=(socat)
+fi
+# The TLS tests (tests/tls.rs) make their CAs and certificates with the openssl CLI.
+if ! command -v openssl >/dev/null 2>&1; then
+    missing+=(openssl)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]} (the black-box tests' broker and serial lines)"

@@ -1572,12 +1572,14 @@ impl Validator<'_> {
         let client_paths = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         match crate::uplink::tls::UplinkTls::load(&ca, client_paths) {
             Ok(tls) => (wants_tls.then_some(tls), true),
-            Err(error) => {
-                self.at(
-                    root,
-                    &format!("uplink.{}", error.file().key()),
-                    error.to_string(),
-                );
+            Err(errors) => {
+                for error in errors {
+                    self.at(
+                        root,
+                        &format!("uplink.{}", error.file().key()),
+                        error.to_string(),
+                    );
+                }
                 (None, false)
             }
         }

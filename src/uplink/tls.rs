@@ -73,6 +73,8 @@ pub enum TlsLoadError {
         index: usize,
         error: rustls::Error,
     },
+    #[error("{} is not the private key of the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("the client certificate and key cannot be used together: {error}")]
     ClientAuth { error: rustls::Error },
     #[error("the ring provider cannot be set up for TLS 1.2 and 1.3: {error}")]
@@ -87,7 +89,9 @@ impl TlsLoadError {
             | TlsLoadError::Pem { file, .. }
             | TlsLoadError::Missing { file, .. } => *file,
             TlsLoadError::BadCa { .. } | TlsLoadError::Provider { .. } => TlsFile::Ca,
-            TlsLoadError::ClientAuth { .. } => TlsFile::ClientKey,
+            TlsLoadError::ClientAuth { .. } | TlsLoadError::KeyMismatch { .. } => {
+                TlsFile::ClientKey
+            }
         }
     }
 }
@@ -116,36 +120,44 @@ impl UplinkTls {
     /// Reads the CA bundle at `ca` and, when given, the client certificate chain and key, and
     /// builds the client configuration. The broker's certificate is checked against these CAs
     /// and against the host name in the broker URL (rustls does both on every handshake).
-    pub fn load(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Self, TlsLoadError> {
-        let cas = read_certificates(TlsFile::Ca, ca)?;
-        let mut roots = RootCertStore::empty();
-        for (i, cert) in cas.iter().enumerate() {
-            roots
-                .add(cert.clone())
-                .map_err(|error| TlsLoadError::BadCa {
-                    path: ca.to_path_buf(),
-                    index: i + 1,
-                    error,
-                })?;
-        }
+    /// Every file is read even when another is bad, so all their problems come out at once.
+    pub fn load(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Self, Vec<TlsLoadError>> {
+        let mut errors = Vec::new();
+        let roots = read_certificates(TlsFile::Ca, ca)
+            .and_then(|cas| trust_anchors(ca, cas))
+            .map_err(|error| errors.push(error))
+            .ok();
+        let identity = client.and_then(|(cert, key)| {
+            let chain = read_certificates(TlsFile::ClientCert, cert).map_err(|e| errors.push(e));
+            let key = read_private_key(key).map_err(|e| errors.push(e));
+            Some((chain.ok()?, key.ok()?))
+        });
+        let (Some((roots, trusted_cas)), true) = (roots, errors.is_empty()) else {
+            return Err(errors);
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|error| TlsLoadError::Provider { error })?
+            .map_err(|error| vec![TlsLoadError::Provider { error }])?
             .with_root_certificates(roots);
-        let client_config = match client {
+        let client_config = match identity {
             None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = read_certificates(TlsFile::ClientCert, cert)?;
-                let key = read_private_key(key)?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|error| TlsLoadError::ClientAuth { error })?
-            }
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|error| {
+                vec![match (error, client) {
+                    (
+                        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+                        Some((cert, key)),
+                    ) => TlsLoadError::KeyMismatch {
+                        cert: cert.to_path_buf(),
+                        key: key.to_path_buf(),
+                    },
+                    (error, _) => TlsLoadError::ClientAuth { error },
+                }]
+            })?,
         };
         Ok(UplinkTls {
             client_config: Arc::new(client_config),
-            trusted_cas: cas.len(),
+            trusted_cas,
             client_certificate: client.is_some(),
         })
     }
@@ -154,6 +166,23 @@ impl UplinkTls {
     pub fn client_config(&self) -> Arc<ClientConfig> {
         Arc::clone(&self.client_config)
     }
+}
+
+/// The CA certificates as a root store, and how many there are.
+fn trust_anchors(
+    path: &Path,
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<(RootCertStore, usize), TlsLoadError> {
+    let mut roots = RootCertStore::empty();
+    let count = cas.len();
+    for (i, cert) in cas.into_iter().enumerate() {
+        roots.add(cert).map_err(|error| TlsLoadError::BadCa {
+            path: path.to_path_buf(),
+            index: i + 1,
+            error,
+        })?;
+    }
+    Ok((roots, count))
 }
 
 fn read_file(file: TlsFile, path: &Path) -> Result<Vec<u8>, TlsLoadError> {
@@ -334,7 +363,9 @@ C2/E1G73R3DkhQGy2MDSYx67F07WBv5FPSHHdA==
     }
 
     fn load_err(ca: &Path, client: Option<(&Path, &Path)>) -> TlsLoadError {
-        UplinkTls::load(ca, client).expect_err("the files should be refused")
+        let mut errors = UplinkTls::load(ca, client).expect_err("the files should be refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors.remove(0)
     }
 
     #[test]
@@ -400,6 +431,21 @@ C2/E1G73R3DkhQGy2MDSYx67F07WBv5FPSHHdA==
         assert!(
             matches!(error, TlsLoadError::BadCa { index: 1, .. }),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn every_bad_file_is_reported_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = write(dir.path(), "ca.pem", "no certificates here\n");
+        let key = write(dir.path(), "client.key", "no key either\n");
+        let errors = UplinkTls::load(&ca, Some((&dir.path().join("absent.pem"), &key)))
+            .expect_err("the files should be refused");
+        let files: Vec<TlsFile> = errors.iter().map(TlsLoadError::file).collect();
+        assert_eq!(
+            files,
+            [TlsFile::Ca, TlsFile::ClientCert, TlsFile::ClientKey],
+            "{errors:?}"
         );
     }
 
