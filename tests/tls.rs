@@ -12,7 +12,8 @@
 //! log; a wrong password is refused, said once and retried, and nothing is delivered; a broker
 //! whose certificate comes from another CA is refused, said once, and the outbox keeps every
 //! message for when the CA is right; a broker that demands client certificates turns away a
-//! gateway without one and accepts it with one.
+//! gateway without one and accepts it with one; a login over plain MQTT works, with a
+//! warning that the password goes in clear.
 //!
 //! Run with `bash scripts/test.sh` or `cargo test --test tls` (needs mosquitto,
 //! mosquitto_passwd and openssl). A failure prints the logs and keeps the directory.
@@ -497,6 +498,54 @@ async fn a_broker_that_requires_client_certificates_accepts_the_gateway_only_wit
                 rig.watcher()?.state().is_some(),
                 "the retained state should follow the status"
             );
+            Ok(())
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_over_plain_mqtt_works_with_a_warning_that_the_password_goes_in_clear() {
+    let plan = HallPlan::lobby_with_function_rooms("t-plain-login", 1);
+    rig("plain-login", plan)
+        .run(Duration::from_secs(60), async |rig| {
+            let password = fresh_password();
+            let passwd = password_file(rig.dir(), USERNAME, &password)?;
+            let gateway_password = rig.dir().join("uplink.pass");
+            std::fs::write(&gateway_password, format!("{password}\n"))?;
+            let plain_port = free_port();
+            let config = |login_port: u16| {
+                format!(
+                    "# Written by tests/tls.rs.\n\
+                     user root\n\
+                     per_listener_settings true\n\
+                     persistence false\n\
+                     log_dest stderr\n\
+                     connection_messages true\n\
+                     listener {login_port} 127.0.0.1\n\
+                     allow_anonymous false\n\
+                     password_file {}\n\
+                     listener {plain_port} 127.0.0.1\n\
+                     allow_anonymous true\n",
+                    passwd.display()
+                )
+            };
+            rig.broker = Some(Mosquitto::start_with_config(rig.dir(), "mosquitto", config).await?);
+            start_watcher(rig, plain_port).await?;
+            rig.plan.uplink_extra = format!(
+                "username = \"{USERNAME}\"\npassword_file = {}\n",
+                toml_path(&gateway_password)
+            );
+            // The harness's usual gateway: `--uplink mqtt://127.0.0.1:PORT`.
+            rig.start_gateway()?;
+            rig.wait_for_status("online", Duration::from_secs(15))
+                .await
+                .context("the gateway should log in over plain MQTT")?;
+            rig.wait_for_gateway_log(
+                "the uplink password goes over plain TCP",
+                Duration::from_secs(5),
+            )
+            .await?;
+            password_not_logged(rig, &password)?;
             Ok(())
         })
         .await;
