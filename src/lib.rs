@@ -12,7 +12,8 @@
 //!   and per-minute aggregates; `now` is always passed in.
 //! - [`outbox`]: SQLite (WAL) owned by one thread; everything bound for the centre is written
 //!   here first, in batches, together with the engine state and counter baselines.
-//! - [`uplink`]: the one MQTT client of the central broker; a row leaves the outbox on PUBACK.
+//! - [`uplink`]: the one MQTT client of the central broker (TLS for `mqtts://`); a row leaves
+//!   the outbox on PUBACK.
 //! - [`supervisor`]: wires the stages, owns shutdown.
 //! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).

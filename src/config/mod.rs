@@ -1943,6 +1943,34 @@ unit_id = 3
     }
 
     #[test]
+    fn the_tls_keys_are_used_over_mqtts_and_checked_but_unused_over_plain_mqtt() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), crate::uplink::tls::TEST_CA_PEM)
+            .expect("CA file");
+        let text = GOOD.replace(
+            "broker = \"mqtt://127.0.0.1:1883\"",
+            "broker = \"mqtts://broker.city\"\nca_file = \"ca.pem\"",
+        );
+        let cfg = parse(&text, dir.path(), &Overrides::default()).expect("valid");
+        assert_eq!(cfg.uplink.port, 8883);
+        assert_eq!(cfg.uplink.tls.as_ref().map(|t| t.trusted_cas), Some(1));
+        assert!(!cfg.uplink.tls_files_unused);
+
+        let plain = Overrides {
+            uplink: Some("mqtt://127.0.0.1:1883".into()),
+            data_dir: None,
+        };
+        let cfg = parse(&text, dir.path(), &plain).expect("valid");
+        assert!(cfg.uplink.tls.is_none());
+        assert!(cfg.uplink.tls_files_unused);
+
+        // Checked even when unused: a damaged CA file is a problem either way.
+        std::fs::write(dir.path().join("ca.pem"), "garbage").expect("CA file");
+        let p = parse(&text, dir.path(), &plain).expect_err("a damaged CA file is refused");
+        assert!(p.iter().any(|p| p.path == "uplink.ca_file"), "{p:#?}");
+    }
+
+    #[test]
     fn a_username_needs_a_password_file() {
         let text = GOOD.replace(
             "broker = \"mqtt://127.0.0.1:1883\"",

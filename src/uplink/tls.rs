@@ -337,13 +337,11 @@ fn certificate_problem(error: &rustls::CertificateError) -> String {
     }
 }
 
+/// A self-signed CA made once with `openssl req -x509 -newkey ec -pkeyopt
+/// ec_paramgen_curve:P-256 -nodes -days 36500 -subj /CN=hallgate-unit-test-ca`, for unit tests
+/// here and in `config`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A self-signed CA made once with `openssl req -x509 -newkey ec -pkeyopt
-    /// ec_paramgen_curve:P-256 -nodes -days 36500 -subj /CN=hallgate-unit-test-ca`.
-    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+pub(crate) const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIBmDCCAT2gAwIBAgIUDQOmie1HO7AlJDykvPf4YNj4C0MwCgYIKoZIzj0EAwIw
 IDEeMBwGA1UEAwwVaGFsbGdhdGUtdW5pdC10ZXN0LWNhMCAXDTI2MTIwMTA4MDg0
 MVoYDzIxMjYxMTA3MDgwODQxWjAgMR4wHAYDVQQDDBVoYWxsZ2F0ZS11bml0LXRl
@@ -355,6 +353,12 @@ AgNJADBGAiEA2V/dByzLZ6m3Uo0REdQXZUQDWGrwxKRTwZlhlll6IfgCIQCfvvcS
 C2/E1G73R3DkhQGy2MDSYx67F07WBv5FPSHHdA==
 -----END CERTIFICATE-----
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CA_PEM: &str = TEST_CA_PEM;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
