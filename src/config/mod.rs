@@ -1429,6 +1429,19 @@ impl Validator<'_> {
             None => (file.broker.as_str(), "uplink.broker"),
         };
         let broker = match parse_broker_url(url) {
+            // rustls checks the certificate against this name; one it cannot hold is a
+            // config error, not a failure at every connection.
+            Ok(b) if b.tls && rustls::pki_types::ServerName::try_from(b.host.as_str()).is_err() => {
+                self.at(
+                    root,
+                    key,
+                    format!(
+                        "\"{}\" is not a DNS name or IP address a TLS certificate can be issued for",
+                        b.host
+                    ),
+                );
+                None
+            }
             Ok(b) => Some(b),
             Err(message) => {
                 self.at(root, key, message);
@@ -1902,6 +1915,20 @@ unit_id = 3
         assert!(parse_broker_url("mqtts://").is_err());
         assert!(parse_broker_url("mqtts://:8883").is_err());
         assert!(parse_broker_url("ssl://h:8883").is_err());
+    }
+
+    #[test]
+    fn an_mqtts_host_no_certificate_can_name_is_a_problem_on_the_broker_key() {
+        let o = Overrides {
+            uplink: Some("mqtts://bad_host!:8883".into()),
+            data_dir: None,
+        };
+        let p = parse(GOOD, Path::new("."), &o).expect_err("refused");
+        assert!(
+            p.iter()
+                .any(|p| p.path == "--uplink" && p.message.contains("TLS certificate")),
+            "{p:#?}"
+        );
     }
 
     #[test]

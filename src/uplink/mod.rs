@@ -223,7 +223,7 @@ impl UplinkDriver {
     /// Runs until `shutdown`; then spends at most `drain` delivering what is in flight and
     /// saying `offline`, and returns.
     pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
-        self.warn_about_plain_links();
+        self.log_link_security();
         let mut backoff = MIN_BACKOFF;
         // What the current outage has already logged, so each kind is said once.
         let mut logged: Vec<Trouble> = Vec::new();
@@ -257,8 +257,9 @@ impl UplinkDriver {
         }
     }
 
-    /// Says once, at start, what in the configuration leaves the link less safe than it looks.
-    fn warn_about_plain_links(&self) {
+    /// Says once, at start, how the link is secured, and warns when it is less safe than the
+    /// configuration may suggest.
+    fn log_link_security(&self) {
         let up = &self.config.uplink;
         let broker = format!("mqtt://{}:{}", up.host, up.port);
         if up.tls.is_none() && up.login.is_some() {

@@ -262,7 +262,16 @@ impl TlsFailure {
     /// at the first read after it, as a refused client certificate does), so the whole
     /// chain of sources is searched, looking inside I/O errors too.
     pub fn of(error: &ConnectionError) -> Option<Self> {
-        let rustls_error = find_rustls_error(error)?;
+        let Some(rustls_error) = find_rustls_error(error) else {
+            // The TCP connection stood, and the TLS layer failed without a TLS error: the
+            // peer hung up mid-handshake, as a plain MQTT listener does on a ClientHello.
+            return match error {
+                ConnectionError::Tls(error) => Some(TlsFailure::Handshake {
+                    error: format!("{error} (is the port a TLS listener?)"),
+                }),
+                _ => None,
+            };
+        };
         Some(match rustls_error {
             rustls::Error::InvalidCertificate(cert) => TlsFailure::Untrusted {
                 reason: certificate_problem(cert),
@@ -513,6 +522,16 @@ mod tests {
                 alert: "CertificateRequired".into()
             }
         );
+    }
+
+    #[test]
+    fn a_peer_hanging_up_mid_handshake_is_a_handshake_failure() {
+        let error = ConnectionError::Tls(rumqttc::TlsError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "tls handshake eof",
+        )));
+        let failure = TlsFailure::of(&error).expect("a TLS failure");
+        assert!(matches!(failure, TlsFailure::Handshake { .. }), "{failure}");
     }
 
     #[test]
