@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat, systemd-analyze, chromium), then checks formatting,
-# lints and runs every test, including the black-box tests that start real mosquitto,
-# simulator and gateway processes, join them over socat pty pairs for the RS-485 buses, and
-# read the status page in a headless chromium.
+# peers that are missing (mosquitto, socat, openssl, systemd-analyze, chromium), then checks
+# formatting, lints and runs every test, including the black-box tests that start real
+# mosquitto, simulator and gateway processes, join them over socat pty pairs for the RS-485
+# buses, and read the status page in a headless chromium.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,8 +43,12 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium fonts-wqy-microhei)
 fi
+# The TLS tests (tests/tls.rs) make their CAs and certificates with the openssl CLI.
+if ! command -v openssl >/dev/null 2>&1; then
+    missing+=(openssl)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]} (the black-box tests' broker, serial lines and browser)"
+    step "installing ${missing[*]} (the black-box tests' broker, serial lines, certificates and browser)"
     as_root apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi

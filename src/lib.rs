@@ -12,7 +12,8 @@
 //!   and per-minute aggregates; `now` is always passed in.
 //! - [`outbox`]: SQLite (WAL) owned by one thread; everything bound for the centre is written
 //!   here first, in batches, together with the engine state and counter baselines.
-//! - [`uplink`]: the one MQTT client of the central broker; a row leaves the outbox on PUBACK.
+//! - [`uplink`]: the one MQTT client of the central broker (TLS for `mqtts://`); a row leaves
+//!   the outbox on PUBACK.
 //! - [`supervisor`]: wires the stages, owns shutdown.
 //! - [`status`]: the local status page, JSON API, `/metrics` and `/healthz`, from snapshots
 //!   the core loop publishes; `hallgate status` reads the API.

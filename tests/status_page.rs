@@ -472,6 +472,8 @@ async fn metrics_parse_as_prometheus_text_and_hold_the_outbox_device_and_uplink_
             ("hallgate_uplink_delivered", "counter"),
             ("hallgate_uplink_dropped", "counter"),
             ("hallgate_uplink_connect_attempts", "counter"),
+            ("hallgate_uplink_tls_failures", "counter"),
+            ("hallgate_uplink_login_refusals", "counter"),
             ("hallgate_uplink_last_ack_timestamp_seconds", "gauge"),
             ("hallgate_terminal_messages", "counter"),
             ("hallgate_terminal_rejected", "counter"),

@@ -446,3 +446,176 @@ fn a_status_page_on_the_network_with_a_token_validates() {
         out.stderr
     );
 }
+
+/// The example hall switched to `mqtts://` with every TLS key of its `[uplink]` uncommented
+/// (the example's own lines, paths relative to the config), written to `dir`.
+fn example_with_tls_keys(dir: &Path) -> PathBuf {
+    let mut text = edit(
+        &example(),
+        "broker = \"mqtt://overview.city.example:1883\"",
+        "broker = \"mqtts://overview.city.example\"",
+    );
+    for key in [
+        "ca_file",
+        "client_cert_file",
+        "client_key_file",
+        "username",
+        "password_file",
+    ] {
+        text = edit(&text, &format!("# {key} = "), &format!("{key} = "));
+    }
+    let path = dir.join("hall.toml");
+    std::fs::write(&path, text).expect("the config can be written");
+    path
+}
+
+/// The files the example's TLS keys name, made with openssl in `dir`: a CA, a client
+/// certificate signed by it and its key, and the password file.
+fn make_example_tls_files(dir: &Path) {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    std::fs::create_dir_all(dir.join("secrets")).expect("secrets dir");
+    let ca = common::pki::Ca::create(&tls, "city-ca").expect("openssl makes a CA");
+    let client = ca
+        .issue_client("hall-client", "xh-tianlin-01")
+        .expect("openssl makes a client certificate");
+    std::fs::rename(&client.cert, tls.join("xh-tianlin-01.crt")).expect("rename");
+    std::fs::rename(&client.key, tls.join("xh-tianlin-01.key")).expect("rename");
+    std::fs::write(dir.join("secrets/uplink.pass"), "hunter2-uplink\n").expect("password");
+}
+
+#[test]
+fn the_example_hall_over_tls_with_a_client_certificate_and_a_login_validates() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    make_example_tls_files(dir.path());
+    let path = example_with_tls_keys(dir.path());
+    let out = validate_file(&path, dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the example over TLS should validate; stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        "a password must never be printed"
+    );
+}
+
+#[test]
+fn an_mqtts_broker_without_a_ca_file_is_named_on_uplink_ca_file() {
+    let text = edit(
+        &example(),
+        "broker = \"mqtt://overview.city.example:1883\"",
+        "broker = \"mqtts://overview.city.example:8883\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(&out, "uplink.ca_file", None, "mqtts:// needs `ca_file`");
+}
+
+#[test]
+fn unreadable_and_damaged_tls_files_are_all_named_by_key_and_line_without_their_contents() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    make_example_tls_files(dir.path());
+    let tls = dir.path().join("tls");
+    // The CA bundle cut short, the client certificate gone, the key's base64 damaged.
+    let ca = std::fs::read_to_string(tls.join("city-ca.pem")).expect("CA");
+    std::fs::write(tls.join("city-ca.pem"), &ca[..ca.len() / 2]).expect("cut the CA");
+    std::fs::remove_file(tls.join("xh-tianlin-01.crt")).expect("remove the certificate");
+    std::fs::write(
+        tls.join("xh-tianlin-01.key"),
+        "-----BEGIN PRIVATE KEY-----\nSECRETKEYMATERIAL!!\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("damage the key");
+    let path = example_with_tls_keys(dir.path());
+    let text = std::fs::read_to_string(&path).expect("config");
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "uplink.ca_file",
+        Some(line_of(&text, "ca_file = ")),
+        "\"-----END\" line",
+    );
+    assert_problem(
+        &out,
+        "uplink.client_cert_file",
+        Some(line_of(&text, "client_cert_file = ")),
+        "cannot read",
+    );
+    assert_problem(
+        &out,
+        "uplink.client_key_file",
+        Some(line_of(&text, "client_key_file = ")),
+        "base64",
+    );
+    assert!(
+        !out.stderr.contains("SECRETKEYMATERIAL") && !out.stderr.contains("BEGIN CERTIFICATE"),
+        "file contents must never be printed:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_client_key_that_is_not_the_certificates_own_is_named_on_client_key_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    make_example_tls_files(dir.path());
+    let tls = dir.path().join("tls");
+    let other = common::pki::Ca::create(&tls, "other-ca")
+        .and_then(|ca| ca.issue_client("someone-else", "someone-else"))
+        .expect("openssl makes another client certificate");
+    std::fs::rename(&other.key, tls.join("xh-tianlin-01.key")).expect("swap the key");
+    let path = example_with_tls_keys(dir.path());
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "uplink.client_key_file",
+        None,
+        "is not the private key of the certificate",
+    );
+}
+
+#[test]
+fn tls_and_login_keys_that_go_in_pairs_are_named_when_one_is_missing() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    make_example_tls_files(dir.path());
+    let path = example_with_tls_keys(dir.path());
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = edit(&text, "client_key_file = ", "# client_key_file = ");
+    let text = edit(&text, "password_file = ", "# password_file = ");
+    std::fs::write(&path, text).expect("the config can be written");
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "uplink.client_key_file",
+        None,
+        "needs `client_key_file`",
+    );
+    assert_problem(&out, "uplink.password_file", None, "needs `password_file`");
+}
+
+#[test]
+fn an_inline_uplink_password_is_rejected_as_unknown_and_never_printed() {
+    let text = edit(
+        &example(),
+        "broker = \"mqtt://overview.city.example:1883\"",
+        "broker = \"mqtt://overview.city.example:1883\"\nusername = \"hall\"\npassword = \"hunter2-inline\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "uplink.password",
+        Some(line_of(&text, "password = ")),
+        "unknown field",
+    );
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        "a password must never be printed:\n{}",
+        out.stderr
+    );
+}

@@ -54,8 +54,21 @@ pub struct HallSectionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    /// The central broker, `mqtt://HOST:PORT`.
+    /// The central broker: `mqtts://HOST:PORT` (TLS, port 8883 by default) or
+    /// `mqtt://HOST:PORT` (plain TCP, port 1883 by default).
     pub broker: String,
+    /// PEM bundle of the CAs that may sign the broker's certificate, relative to the config
+    /// file. Required with `mqtts://`: only these are trusted (the box has no CA store that
+    /// can be relied on).
+    pub ca_file: Option<PathBuf>,
+    /// The gateway's own certificate chain and private key (PEM), for a broker that asks
+    /// for client certificates; both or neither.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Login on the broker; the password is read from `password_file` (relative to the
+    /// config file, never inline). Both or neither.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
     /// MQTT client id; `hallgate-{hall.id}` when absent.
@@ -305,6 +318,13 @@ pub struct Hall {
 pub struct Uplink {
     pub host: String,
     pub port: u16,
+    /// TLS (`mqtts://`), its files read and checked at load; `None` for plain `mqtt://`.
+    pub tls: Option<crate::uplink::tls::UplinkTls>,
+    /// TLS files are configured but the broker URL is plain `mqtt://` (a `--uplink`
+    /// override, a test): they are checked, not used, and the start-up log says so.
+    pub tls_files_unused: bool,
+    /// Username and password on the broker.
+    pub login: Option<(String, terminals::Secret)>,
     pub topic_prefix: String,
     pub client_id: String,
     pub keep_alive: Duration,
@@ -560,7 +580,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let hall = hall.and_then(|h| v.hall(root, h));
 
     // Uplink, with the command line winning over the file.
-    let uplink = v.uplink(root, uplink, overrides, hall.as_ref());
+    let uplink = v.uplink(root, uplink, overrides, hall.as_ref(), base_dir);
 
     // Storage.
     if storage.commit_interval_ms < 100 || storage.commit_interval_ms > 600_000 {
@@ -1113,15 +1133,36 @@ fn resolve_socket_addr(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Parses `mqtt://HOST:PORT` (port 1883 when left out).
-pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
+/// A broker address as written in a config: `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// `mqtts://`: MQTT over TLS.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `mqtt://HOST:PORT` (port 1883 when left out; `tcp://` is the same) and
+/// `mqtts://HOST:PORT` (TLS, port 8883 when left out).
+pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("\"{url}\" must start with mqtt://"))?;
+    {
+        (false, rest)
+    } else {
+        return Err(format!(
+            "\"{url}\" must start with mqtts:// (TLS) or mqtt:// (plain TCP)"
+        ));
+    };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-        return Err(format!("\"{url}\" must be mqtt://HOST:PORT"));
+        return Err(format!(
+            "\"{url}\" must be mqtt://HOST:PORT or mqtts://HOST:PORT"
+        ));
     }
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
         let (host, tail) = v6
@@ -1129,20 +1170,24 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
             .ok_or_else(|| format!("\"{url}\" has an unclosed [ in its host"))?;
         let port = match tail.strip_prefix(':') {
             Some(p) => parse_port(p, url)?,
-            None if tail.is_empty() => 1883,
-            None => return Err(format!("\"{url}\" must be mqtt://HOST:PORT")),
+            None if tail.is_empty() => default_port,
+            None => {
+                return Err(format!(
+                    "\"{url}\" must be mqtt://HOST:PORT or mqtts://HOST:PORT"
+                ));
+            }
         };
         (host.to_string(), port)
     } else {
         match rest.split_once(':') {
             Some((host, p)) => (host.to_string(), parse_port(p, url)?),
-            None => (rest.to_string(), 1883),
+            None => (rest.to_string(), default_port),
         }
     };
     if host.is_empty() {
         return Err(format!("\"{url}\" has no host"));
     }
-    Ok((host, port))
+    Ok(BrokerUrl { tls, host, port })
 }
 
 fn parse_port(text: &str, url: &str) -> Result<u16, String> {
@@ -1373,9 +1418,15 @@ impl Validator<'_> {
         file: Option<UplinkConfig>,
         overrides: &Overrides,
         hall: Option<&Hall>,
+        base_dir: &Path,
     ) -> Option<Uplink> {
         let file = file.unwrap_or(UplinkConfig {
             broker: String::new(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password_file: None,
             topic_prefix: default_topic_prefix(),
             client_id: None,
             keep_alive_secs: default_keep_alive_secs(),
@@ -1390,6 +1441,19 @@ impl Validator<'_> {
             None => (file.broker.as_str(), "uplink.broker"),
         };
         let broker = match parse_broker_url(url) {
+            // rustls checks the certificate against this name; one it cannot hold is a
+            // config error, not a failure at every connection.
+            Ok(b) if b.tls && rustls::pki_types::ServerName::try_from(b.host.as_str()).is_err() => {
+                self.at(
+                    root,
+                    key,
+                    format!(
+                        "\"{}\" is not a DNS name or IP address a TLS certificate can be issued for",
+                        b.host
+                    ),
+                );
+                None
+            }
             Ok(b) => Some(b),
             Err(message) => {
                 self.at(root, key, message);
@@ -1450,12 +1514,18 @@ impl Validator<'_> {
             );
             ok = false;
         }
-        let ((host, port), hall, true) = (broker?, hall?, ok) else {
+        let (tls, tls_ok) = self.uplink_tls(root, &file, broker.as_ref(), base_dir);
+        let (login, login_ok) = self.uplink_login(root, &file, base_dir);
+        let (broker, hall, true, true, true) = (broker?, hall?, ok, tls_ok, login_ok) else {
             return None;
         };
         Some(Uplink {
-            host,
-            port,
+            tls_files_unused: !broker.tls
+                && (file.ca_file.is_some() || file.client_cert_file.is_some()),
+            host: broker.host,
+            port: broker.port,
+            tls,
+            login,
             client_id: file
                 .client_id
                 .clone()
@@ -1468,6 +1538,121 @@ impl Validator<'_> {
             max_packet_bytes: file.max_packet_bytes,
             max_replay_msgs_per_sec: file.max_replay_msgs_per_sec,
         })
+    }
+
+    /// `ca_file` and the client certificate: read and parsed now, so a missing or damaged
+    /// file is a config problem with its key, not a failure at the first connection. The
+    /// files are checked even when the broker URL is plain (they are used once it is not).
+    /// Returns the TLS setup when the broker is `mqtts://`, and whether all was well.
+    fn uplink_tls(
+        &mut self,
+        root: &DeTable<'_>,
+        file: &UplinkConfig,
+        broker: Option<&BrokerUrl>,
+        base_dir: &Path,
+    ) -> (Option<crate::uplink::tls::UplinkTls>, bool) {
+        let wants_tls = broker.is_some_and(|b| b.tls);
+        let client = match (&file.client_cert_file, &file.client_key_file) {
+            (Some(cert), Some(key)) => Some((base_dir.join(cert), base_dir.join(key))),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.at(
+                    root,
+                    "uplink.client_key_file",
+                    "`client_cert_file` needs `client_key_file` (the certificate's private key)",
+                );
+                return (None, false);
+            }
+            (None, Some(_)) => {
+                self.at(
+                    root,
+                    "uplink.client_cert_file",
+                    "`client_key_file` needs `client_cert_file` (the certificate it belongs to)",
+                );
+                return (None, false);
+            }
+        };
+        let Some(ca) = &file.ca_file else {
+            if wants_tls {
+                self.at(
+                    root,
+                    "uplink.ca_file",
+                    "mqtts:// needs `ca_file`, a PEM file of the CAs that sign the central \
+                     broker's certificate: only those are trusted, since the box has no CA \
+                     store to rely on",
+                );
+                return (None, false);
+            }
+            if client.is_some() {
+                self.at(
+                    root,
+                    "uplink.ca_file",
+                    "a client certificate is only used over TLS, which needs `ca_file`",
+                );
+                return (None, false);
+            }
+            return (None, true);
+        };
+        let ca = base_dir.join(ca);
+        let client_paths = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        match crate::uplink::tls::UplinkTls::load(&ca, client_paths) {
+            Ok(tls) => (wants_tls.then_some(tls), true),
+            Err(errors) => {
+                for error in errors {
+                    self.at(
+                        root,
+                        &format!("uplink.{}", error.file().key()),
+                        error.to_string(),
+                    );
+                }
+                (None, false)
+            }
+        }
+    }
+
+    /// `username` and `password_file`, both or neither.
+    fn uplink_login(
+        &mut self,
+        root: &DeTable<'_>,
+        file: &UplinkConfig,
+        base_dir: &Path,
+    ) -> (Option<(String, terminals::Secret)>, bool) {
+        match (&file.username, &file.password_file) {
+            (None, None) => (None, true),
+            (Some(user), Some(password_file)) => {
+                let mut problems = terminals::Problems::new();
+                let secret = terminals::read_secret(
+                    base_dir,
+                    password_file,
+                    "uplink.password_file",
+                    &mut problems,
+                );
+                let mut ok = problems.is_empty();
+                for (path, message) in problems {
+                    self.at(root, &path, message);
+                }
+                if user.is_empty() {
+                    self.at(root, "uplink.username", "must not be empty");
+                    ok = false;
+                }
+                match (secret, ok) {
+                    (Some(secret), true) => (Some((user.clone(), secret)), true),
+                    _ => (None, false),
+                }
+            }
+            (Some(_), None) => {
+                self.at(
+                    root,
+                    "uplink.password_file",
+                    "`username` needs `password_file`, a file holding the password (never inline)",
+                );
+                (None, false)
+            }
+            (None, Some(_)) => {
+                self.at(root, "uplink.username", "`password_file` needs `username`");
+                (None, false)
+            }
+        }
     }
 }
 
@@ -1703,14 +1888,134 @@ unit_id = 3
         assert_eq!(p[0].position.map(|(l, _)| l), Some(3), "{p:?}");
     }
 
+    fn url(tls: bool, host: &str, port: u16) -> Result<BrokerUrl, String> {
+        Ok(BrokerUrl {
+            tls,
+            host: host.into(),
+            port,
+        })
+    }
+
     #[test]
     fn broker_urls_parse() {
         assert_eq!(
             parse_broker_url("mqtt://broker.city:8883"),
-            Ok(("broker.city".into(), 8883))
+            url(false, "broker.city", 8883)
         );
-        assert_eq!(parse_broker_url("mqtt://h"), Ok(("h".into(), 1883)));
+        assert_eq!(parse_broker_url("mqtt://h"), url(false, "h", 1883));
+        assert_eq!(parse_broker_url("tcp://h:1884/"), url(false, "h", 1884));
         assert!(parse_broker_url("http://h:1").is_err());
         assert!(parse_broker_url("mqtt://h:99999").is_err());
+        assert!(parse_broker_url("mqtt://user:pw@h:1883").is_err());
+    }
+
+    #[test]
+    fn mqtts_urls_select_tls_with_port_8883_by_default() {
+        assert_eq!(
+            parse_broker_url("mqtts://overview.city.example"),
+            url(true, "overview.city.example", 8883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://overview.city.example:18883"),
+            url(true, "overview.city.example", 18883)
+        );
+        assert_eq!(parse_broker_url("mqtts://[::1]"), url(true, "::1", 8883));
+        assert_eq!(
+            parse_broker_url("mqtts://10.0.0.5:8884"),
+            url(true, "10.0.0.5", 8884)
+        );
+        assert!(parse_broker_url("mqtts://").is_err());
+        assert!(parse_broker_url("mqtts://:8883").is_err());
+        assert!(parse_broker_url("ssl://h:8883").is_err());
+    }
+
+    #[test]
+    fn an_mqtts_host_no_certificate_can_name_is_a_problem_on_the_broker_key() {
+        let o = Overrides {
+            uplink: Some("mqtts://bad_host!:8883".into()),
+            data_dir: None,
+        };
+        let p = parse(GOOD, Path::new("."), &o).expect_err("refused");
+        assert!(
+            p.iter()
+                .any(|p| p.path == "--uplink" && p.message.contains("TLS certificate")),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn mqtts_without_a_ca_file_is_a_problem_on_ca_file() {
+        let text = GOOD.replace("mqtt://127.0.0.1:1883", "mqtts://broker.city");
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.path == "uplink.ca_file" && p.message.contains("needs `ca_file`")),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn client_certificate_and_key_go_together() {
+        let text = GOOD.replace(
+            "broker = \"mqtt://127.0.0.1:1883\"",
+            "broker = \"mqtts://broker.city\"\nca_file = \"ca.pem\"\nclient_cert_file = \"c.pem\"",
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter().any(|p| p.path == "uplink.client_key_file"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn an_inline_uplink_password_is_an_unknown_key_and_is_not_echoed() {
+        let text = GOOD.replace(
+            "broker = \"mqtt://127.0.0.1:1883\"",
+            "broker = \"mqtt://127.0.0.1:1883\"\nusername = \"hall\"\npassword = \"hunter2-inline\"",
+        );
+        let p = problems(&text);
+        assert!(p.iter().any(|p| p.path == "uplink.password"), "{p:#?}");
+        assert!(
+            p.iter().all(|p| !p.to_string().contains("hunter2-inline")),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn the_tls_keys_are_used_over_mqtts_and_checked_but_unused_over_plain_mqtt() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), crate::uplink::tls::TEST_CA_PEM)
+            .expect("CA file");
+        let text = GOOD.replace(
+            "broker = \"mqtt://127.0.0.1:1883\"",
+            "broker = \"mqtts://broker.city\"\nca_file = \"ca.pem\"",
+        );
+        let cfg = parse(&text, dir.path(), &Overrides::default()).expect("valid");
+        assert_eq!(cfg.uplink.port, 8883);
+        assert_eq!(cfg.uplink.tls.as_ref().map(|t| t.trusted_cas), Some(1));
+        assert!(!cfg.uplink.tls_files_unused);
+
+        let plain = Overrides {
+            uplink: Some("mqtt://127.0.0.1:1883".into()),
+            data_dir: None,
+        };
+        let cfg = parse(&text, dir.path(), &plain).expect("valid");
+        assert!(cfg.uplink.tls.is_none());
+        assert!(cfg.uplink.tls_files_unused);
+
+        // Checked even when unused: a damaged CA file is a problem either way.
+        std::fs::write(dir.path().join("ca.pem"), "garbage").expect("CA file");
+        let p = parse(&text, dir.path(), &plain).expect_err("a damaged CA file is refused");
+        assert!(p.iter().any(|p| p.path == "uplink.ca_file"), "{p:#?}");
+    }
+
+    #[test]
+    fn a_username_needs_a_password_file() {
+        let text = GOOD.replace(
+            "broker = \"mqtt://127.0.0.1:1883\"",
+            "broker = \"mqtt://127.0.0.1:1883\"\nusername = \"hall\"",
+        );
+        let p = problems(&text);
+        assert!(p.iter().any(|p| p.path == "uplink.password_file"), "{p:#?}");
     }
 }

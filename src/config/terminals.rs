@@ -463,7 +463,17 @@ fn validate_broker(
             }
         },
         (None, Some(url)) => match super::parse_broker_url(url) {
-            Ok((host, port)) => {
+            Ok(broker) if broker.tls => {
+                problems.push((
+                    "terminal_broker.external".into(),
+                    format!(
+                        "\"{url}\": a broker on the box is reached over plain mqtt://; \
+                         mqtts:// is for the central broker"
+                    ),
+                ));
+                None
+            }
+            Ok(super::BrokerUrl { host, port, .. }) => {
                 let login = match (&b.username, &b.password_file) {
                     (Some(user), Some(file)) => {
                         read_secret(base_dir, file, "terminal_broker.password_file", problems)

@@ -117,6 +117,10 @@ pub async fn run(
     let broker_port = free_port()?;
     config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
     config.uplink.port = broker_port;
+    // The embedded broker is plain MQTT on loopback: no TLS, no login.
+    config.uplink.tls = None;
+    config.uplink.tls_files_unused = false;
+    config.uplink.login = None;
     for (id, address) in simulation.counter_addresses() {
         for counter in config.counters.iter_mut().filter(|c| c.id == id) {
             if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {

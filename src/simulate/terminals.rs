@@ -1592,7 +1592,10 @@ fn broker_address(
         value: text.to_string(),
     };
     if text.contains("://") {
-        return crate::config::parse_broker_url(text).map_err(|_| bad());
+        return match crate::config::parse_broker_url(text) {
+            Ok(broker) if !broker.tls => Ok((broker.host, broker.port)),
+            _ => Err(bad()),
+        };
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

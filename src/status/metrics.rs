@@ -205,6 +205,18 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
         "Connection attempts to the central broker.",
         u.connect_attempts as f64,
     );
+    e.single(
+        "hallgate_uplink_tls_failures_total",
+        Counter,
+        "Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).",
+        u.tls_failures as f64,
+    );
+    e.single(
+        "hallgate_uplink_login_refusals_total",
+        Counter,
+        "Connections the central broker refused for the login (bad username or password, not authorised).",
+        u.login_refusals as f64,
+    );
     e.family(
         "hallgate_uplink_last_ack_timestamp_seconds",
         Gauge,

@@ -82,6 +82,10 @@ pub struct LinkSnapshot {
     pub delivered: u64,
     pub dropped: u64,
     pub connect_attempts: u64,
+    /// Failed TLS handshakes (untrusted broker certificate, refused client certificate).
+    pub tls_failures: u64,
+    /// Connections the broker refused for the login (bad username or password).
+    pub login_refusals: u64,
     /// Unix ms of the last PUBACK; 0 before the first.
     pub last_ack_ms: u64,
 }
@@ -145,6 +149,8 @@ impl Snapshot {
                 delivered: link.delivered.load(Ordering::Relaxed),
                 dropped: link.dropped.load(Ordering::Relaxed),
                 connect_attempts: link.connect_attempts.load(Ordering::Relaxed),
+                tls_failures: link.tls_failures.load(Ordering::Relaxed),
+                login_refusals: link.login_refusals.load(Ordering::Relaxed),
                 last_ack_ms: link.last_ack_ms.load(Ordering::Relaxed),
             },
         }

@@ -23,8 +23,17 @@
 //! losing an established connection also waits a random part of [`FIRST_RETRY_SPREAD`]: a
 //! city of gateways that lose the same broker at the same instant must not all knock again in
 //! the same instant.
+//!
+//! **Security**: `mqtts://` brokers are reached over TLS ([`tls`]: rustls, ring, only the CAs
+//! of `uplink.ca_file` trusted, the certificate checked against the broker's host name), with
+//! an optional client certificate and an optional username and password (read from a file at
+//! load; never logged). A failure that a person has to fix — a broker certificate the gateway
+//! does not trust, a broker that refuses the gateway's certificate or login — is logged at
+//! ERROR, once per outage and kind, and counted in [`UplinkStatus`]; the gateway keeps retrying
+//! with backoff meanwhile, and messages wait in the outbox.
 
 pub mod payload;
+pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,7 +42,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +67,12 @@ pub struct UplinkStatus {
     pub last_ack_ms: AtomicU64,
     /// Connection attempts made (each a TCP connect and MQTT CONNECT).
     pub connect_attempts: AtomicU64,
+    /// Connection attempts that failed in the TLS handshake (an untrusted broker
+    /// certificate, a refused client certificate, …): a person has to act.
+    pub tls_failures: AtomicU64,
+    /// Connection attempts the broker refused for the login (bad username or password, not
+    /// authorised): a person has to act.
+    pub login_refusals: AtomicU64,
 }
 
 pub struct UplinkDriver {
@@ -104,6 +122,39 @@ impl InFlight {
 enum Ended {
     Shutdown,
     Failed { was_connected: bool },
+}
+
+/// Why a connection attempt failed, sorted by what the log should say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Trouble {
+    /// Network, DNS, a broker that is down: the usual outage, recovered by retrying.
+    Unreachable,
+    /// The TLS handshake failed; someone has to fix a certificate or the configuration.
+    Tls(tls::TlsFailure),
+    /// The broker answered CONNECT with this refusal.
+    Refused(ConnectReturnCode),
+}
+
+impl Trouble {
+    fn of(error: &ConnectionError) -> Self {
+        if let Some(failure) = tls::TlsFailure::of(error) {
+            return Trouble::Tls(failure);
+        }
+        match error {
+            ConnectionError::ConnectionRefused(code) => Trouble::Refused(*code),
+            _ => Trouble::Unreachable,
+        }
+    }
+
+    /// The login was refused: only a person can fix that.
+    fn is_login(&self) -> bool {
+        matches!(
+            self,
+            Trouble::Refused(
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+            )
+        )
+    }
 }
 
 /// Paces outbox publishes: a token bucket of `rate` a second holding at most one second's
@@ -172,10 +223,16 @@ impl UplinkDriver {
     /// Runs until `shutdown`; then spends at most `drain` delivering what is in flight and
     /// saying `offline`, and returns.
     pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
+        self.log_link_security();
         let mut backoff = MIN_BACKOFF;
+        // What the current outage has already logged, so each kind is said once.
+        let mut logged: Vec<Trouble> = Vec::new();
         loop {
             self.status.connect_attempts.fetch_add(1, Ordering::Relaxed);
-            let was_connected = match self.connection(&shutdown, drain, &mut backoff).await {
+            let was_connected = match self
+                .connection(&shutdown, drain, &mut backoff, &mut logged)
+                .await
+            {
                 Ended::Shutdown => return,
                 Ended::Failed { was_connected } => was_connected,
             };
@@ -200,9 +257,47 @@ impl UplinkDriver {
         }
     }
 
+    /// Says once, at start, how the link is secured, and warns when it is less safe than the
+    /// configuration may suggest.
+    fn log_link_security(&self) {
+        let up = &self.config.uplink;
+        let broker = format!("mqtt://{}:{}", up.host, up.port);
+        if up.tls.is_none() && up.login.is_some() {
+            tracing::warn!(
+                %broker,
+                "the uplink password goes over plain TCP, readable by anyone on the path; use an mqtts:// broker URL"
+            );
+        }
+        if up.tls_files_unused {
+            tracing::warn!(
+                %broker,
+                "uplink.ca_file and the client certificate are set but the broker URL is plain mqtt://, so they are not used and the link is not encrypted"
+            );
+        }
+        if let Some(tls) = &up.tls {
+            tracing::info!(
+                broker = %format!("mqtts://{}:{}", up.host, up.port),
+                trusted_cas = tls.trusted_cas,
+                client_certificate = tls.client_certificate,
+                login = up.login.is_some(),
+                "the uplink uses TLS; the broker's certificate must be signed by a CA in uplink.ca_file and issued for its host name"
+            );
+        }
+    }
+
     fn options(&self) -> MqttOptions {
         let up = &self.config.uplink;
         let mut options = MqttOptions::new(up.client_id.clone(), up.host.clone(), up.port);
+        if let Some(tls) = &up.tls {
+            // The ClientConfig was built once when the config was loaded; every connection
+            // shares it. rumqttc checks the certificate against `up.host`.
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.client_config(),
+            )));
+        }
+        if let Some((username, password)) = &up.login {
+            options.set_credentials(username.clone(), password.expose());
+        }
         options.set_keep_alive(up.keep_alive);
         // Delivery is tracked in the outbox, not in a broker session: every connection starts
         // clean and re-sends what the outbox still holds.
@@ -231,6 +326,7 @@ impl UplinkDriver {
         shutdown: &CancellationToken,
         drain: Duration,
         backoff: &mut Duration,
+        logged: &mut Vec<Trouble>,
     ) -> Ended {
         let window = usize::from(self.config.uplink.max_inflight);
         // Room above the window for the status and state messages, which are not windowed.
@@ -262,6 +358,7 @@ impl UplinkDriver {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         *backoff = MIN_BACKOFF;
+                        logged.clear();
                         self.status.connected.store(true, Ordering::Relaxed);
                         // What the last connection leased and never saw acked goes again.
                         self.outbox.release().await;
@@ -291,10 +388,10 @@ impl UplinkDriver {
                     Err(error) => {
                         if connected {
                             tracing::warn!(%error, in_flight, "lost the central broker; undelivered messages stay in the outbox and are re-sent after reconnecting");
-                        } else if *backoff == MIN_BACKOFF {
-                            tracing::warn!(%error, "cannot reach the central broker; retrying with backoff, messages wait in the outbox");
+                            // That says the outage has begun; a first failed retry adds nothing.
+                            logged.push(Trouble::Unreachable);
                         } else {
-                            tracing::debug!(%error, "central broker still unreachable");
+                            self.failed_to_connect(&error, logged);
                         }
                         self.outbox.release().await;
                         return Ended::Failed { was_connected: connected };
@@ -316,6 +413,58 @@ impl UplinkDriver {
                 }
             }
         }
+    }
+
+    /// A connection attempt failed: counted, and logged as a sentence once per outage and
+    /// kind of failure (later repeats at debug), at ERROR when a person has to act.
+    fn failed_to_connect(&self, error: &ConnectionError, logged: &mut Vec<Trouble>) {
+        let trouble = Trouble::of(error);
+        match &trouble {
+            Trouble::Tls(_) => {
+                self.status.tls_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            t if t.is_login() => {
+                self.status.login_refusals.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if logged.contains(&trouble) {
+            tracing::debug!(%error, "central broker still not connected");
+            return;
+        }
+        let up = &self.config.uplink;
+        let broker = format!("{}:{}", up.host, up.port);
+        match &trouble {
+            Trouble::Tls(failure @ tls::TlsFailure::Untrusted { .. }) => tracing::error!(
+                %broker,
+                problem = %failure,
+                %error,
+                "action needed: the gateway does not trust the central broker's TLS certificate and will not send to it; fix uplink.ca_file or the broker's certificate. Retrying with backoff, messages wait in the outbox"
+            ),
+            Trouble::Tls(failure) => tracing::error!(
+                %broker,
+                problem = %failure,
+                %error,
+                "action needed: the TLS handshake with the central broker failed; check the broker's TLS listener and uplink.client_cert_file. Retrying with backoff, messages wait in the outbox"
+            ),
+            Trouble::Refused(code) if trouble.is_login() => tracing::error!(
+                %broker,
+                username = up.login.as_ref().map_or("(none)", |(user, _)| user.as_str()),
+                reason = ?code,
+                "action needed: the central broker refused the gateway's login; check uplink.username and the password in uplink.password_file. Retrying with backoff, messages wait in the outbox"
+            ),
+            Trouble::Refused(code) => tracing::warn!(
+                %broker,
+                reason = ?code,
+                "the central broker refused the connection; retrying with backoff, messages wait in the outbox"
+            ),
+            Trouble::Unreachable => tracing::warn!(
+                %broker,
+                %error,
+                "cannot reach the central broker; retrying with backoff, messages wait in the outbox"
+            ),
+        }
+        logged.push(trouble);
     }
 
     /// The broker acknowledged a publish: its outbox row, if it had one, can go.

@@ -49,13 +49,23 @@ impl Mosquitto {
         name: &str,
         bridge: Option<(&str, u16)>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_config(dir, name, |port| config_text(port, bridge)).await
+    }
+
+    /// Starts a broker whose whole config is `config(port)`, for tests that need listeners
+    /// of their own (TLS, logins); it is up once it accepts connections on `port`.
+    pub async fn start_with_config(
+        dir: &Path,
+        name: &str,
+        config: impl Fn(u16) -> String,
+    ) -> anyhow::Result<Self> {
         let program = find_mosquitto()?;
         let mut last_error = None;
         // A free port can be taken by someone else before mosquitto binds it; try a few.
         for _ in 0..3 {
             let port = free_port();
             let conf = dir.join(format!("{name}.conf"));
-            std::fs::write(&conf, config_text(port, bridge))
+            std::fs::write(&conf, config(port))
                 .with_context(|| format!("cannot write {}", conf.display()))?;
             let process =
                 Process::start(name, dir, &program, vec!["-c".into(), conf.clone().into()])?;

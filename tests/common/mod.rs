@@ -18,6 +18,7 @@ pub mod broker;
 pub mod dead_peers;
 pub mod hall;
 pub mod http;
+pub mod pki;
 pub mod process;
 pub mod pymodbus;
 pub mod rig;
