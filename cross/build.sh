@@ -178,7 +178,7 @@ build() {
     # cannot build std for these targets. RUSTC_BOOTSTRAP unlocks -Z build-std on a stable
     # compiler; panic_abort is built too because std needs it even with panic = "unwind".
     local env=(env RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO=/usr/bin/cargo CARGO_TARGET_DIR="$target_dir")
-    local args=(--release --locked --bin hallgate -Z build-std=std,panic_abort)
+    local args=(--release --locked --bin hallgate -Z "build-std=std,panic_abort")
     local t0=$SECONDS
     if [ "$linker" = zig ]; then
         step "$t: cargo zigbuild --target $triple.$glibc (release, std from rust-web-src)"
