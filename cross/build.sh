@@ -310,10 +310,11 @@ smoke() {
     grep -q 'hall.closing_time' <<<"$out" || smoke_fail "validate did not name hall.closing_time"
 
     step "$t smoke (c): ARM simulator + ARM gateway + mosquitto, until a retained state has live traffic"
-    local broker_port p1 p2 hall mosquitto closing
+    local broker_port p1 p2 status_port hall mosquitto closing
     broker_port=$(free_port)
     p1=$(free_port)
     p2=$(free_port)
+    status_port=$(free_port)
     hall="cross-smoke-$t-$$"
     mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
     # Twelve hours from now in Asia/Shanghai (UTC+8, no DST), so no daily reset falls inside.
@@ -341,6 +342,9 @@ max_reconnect_backoff_ms = 1000
 [storage]
 data_dir = "$smoke_dir/data"
 commit_interval_ms = 200
+
+[status]
+listen = "127.0.0.1:$status_port"
 
 [[rooms]]
 id = "lobby"
@@ -436,6 +440,18 @@ EOF
         sleep 1
     done
     note "retained state after $((SECONDS - t0)) s: $verdict"
+
+    # The status page (hyper) of the ARM gateway: /healthz, and `hallgate status` reading it.
+    local health
+    health=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())' \
+        "http://127.0.0.1:$status_port/healthz" 2>&1) || smoke_fail "GET /healthz failed: $health"
+    [ "$health" = ok ] || smoke_fail "GET /healthz answered \"$health\", not ok"
+    note "GET http://127.0.0.1:$status_port/healthz: $health"
+    status=0
+    out=$("${arm[@]}" status --config "$smoke_dir/hall.toml" 2>&1) || status=$?
+    printf '%s\n' "$out" | sed 's/^/  | /'
+    [ "$status" -eq 0 ] || smoke_fail "hallgate status exited $status"
+    grep -q 'reading' <<<"$out" || smoke_fail "hallgate status did not show the reading room"
 
     # SIGTERM: the gateway shuts down cleanly (exit 0) within its 10 s deadline, with margin
     # for qemu; a panic or an ERROR logged on the way (data loss, action needed) fails.
