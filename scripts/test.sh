@@ -60,28 +60,28 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-# pymodbus, the independent Modbus implementation the interoperability tests
-# (tests/interop_pymodbus.rs) run the gateway against, for the python3 on the PATH (the one the
-# tests start). Debian's python3 refuses plain pip installs (PEP 668); a pyenv one takes them.
-if ! python3 -c 'import pymodbus, serial' >/dev/null 2>&1; then
-    step "installing pymodbus (the interoperability tests' Modbus peer)"
+# Python packages for the python3 on the PATH (the one the tests start). Debian's python3
+# refuses plain pip installs (PEP 668); a pyenv one takes them.
+pip_install() {
     if ! python3 -m pip --version >/dev/null 2>&1; then
         as_root apt-get update
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-pip
     fi
-    python3 -m pip install --quiet 'pymodbus[serial]==3.*' ||
-        python3 -m pip install --quiet --break-system-packages 'pymodbus[serial]==3.*'
+    python3 -m pip install --quiet "$@" ||
+        python3 -m pip install --quiet --break-system-packages "$@"
+}
+
+# pymodbus, the independent Modbus implementation the interoperability tests
+# (tests/interop_pymodbus.rs) run the gateway against.
+if ! python3 -c 'import pymodbus, serial' >/dev/null 2>&1; then
+    step "installing pymodbus (the interoperability tests' Modbus peer)"
+    pip_install 'pymodbus[serial]==3.*'
 fi
 
 # prometheus_client, whose parser reads the gateway's /metrics in tests/status_page.rs.
 if ! python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
     step "installing prometheus-client (the metrics test's exposition-format parser)"
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        as_root apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-pip
-    fi
-    python3 -m pip install --quiet 'prometheus-client==0.*' ||
-        python3 -m pip install --quiet --break-system-packages 'prometheus-client==0.*'
+    pip_install 'prometheus-client==0.*'
 fi
 
 step "cargo test --all-targets"
