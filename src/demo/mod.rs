@@ -20,6 +20,7 @@ use crate::config::terminals::TerminalSource;
 use crate::config::{self, Config, CounterTransport, Overrides, Zone};
 use crate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
 use crate::simulate::{self, SimulateOptions, Simulation};
+use crate::status::text::{char_width, display_width};
 use crate::supervisor;
 
 /// The shipped example hall, compiled in so the demo runs from any directory.
@@ -427,26 +428,13 @@ fn print_table(config: &Config, view: Option<&StateView>) {
     let _ = stdout.flush();
 }
 
-/// Terminal columns a character takes: CJK and full-width forms take two.
-fn columns(c: char) -> usize {
-    match c as u32 {
-        0x1100..=0x115F
-        | 0x2E80..=0xA4CF
-        | 0xAC00..=0xD7A3
-        | 0xF900..=0xFAFF
-        | 0xFF00..=0xFF60
-        | 0xFFE0..=0xFFE6 => 2,
-        _ => 1,
-    }
-}
-
 /// `s` cut or padded to exactly `width` terminal columns (room names are often Chinese).
 fn pad(s: &str, width: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
     for c in s.chars() {
-        let w = columns(c);
-        if used + w > width.saturating_sub(1) && s.chars().map(columns).sum::<usize>() > width {
+        let w = char_width(c);
+        if used + w > width.saturating_sub(1) && display_width(s) > width {
             out.push('…');
             used += 1;
             break;
