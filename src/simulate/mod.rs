@@ -20,6 +20,7 @@
 //! [`terminals`] (`hallgate simulate-terminals`) plays the face/temperature terminals over MQTT.
 
 pub mod backlog;
+pub mod day;
 pub mod registers;
 pub mod rtu;
 pub mod serial;

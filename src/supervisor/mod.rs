@@ -5,7 +5,8 @@
 //!                                   └──────── latest state (watch) ────────────┘
 //! ```
 //!
-//! The core loop is the only owner of the occupancy engine. It applies device events, ticks
+//! The core loop is the only owner of the occupancy engine. It puts device events back in time
+//! order ([`reorder`]) and applies them, ticks
 //! the engine once a second (closing minute bins and days), hands the uplink the latest
 //! retained `state` at most once per `state_interval`, and hands the outbox batches — new
 //! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
@@ -15,8 +16,15 @@
 //! Under systemd the supervisor says `READY=1` once everything is up and pings the watchdog
 //! from the core loop ([`notify`]); `main` handles the signals (stop, and reload by
 //! re-executing the gateway once the new config has validated).
+//!
+//! [`replay`] drives the same core under a virtual clock: a recorded or simulated day in
+//! seconds, for the venue-day test and `hallgate replay-day`.
 
 pub mod notify;
+pub mod reorder;
+pub mod replay;
+#[cfg(test)]
+mod shuffle_tests;
 
 use std::mem;
 use std::sync::Arc;
@@ -39,12 +47,14 @@ use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::{UplinkDriver, UplinkStatus};
 use notify::Notifier;
+use reorder::{REORDER_WINDOW, Reorder};
 
 /// How long shutdown may take in all (systemd's stop timeout is longer).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Of which the uplink may spend this delivering what is left.
 const UPLINK_DRAIN: Duration = Duration::from_secs(3);
-/// How often the engine's clock advances (bins close within this of the minute).
+/// How often the engine's clock advances (bins close within this plus the reorder window of
+/// the minute).
 const TICK: Duration = Duration::from_secs(1);
 /// Longest time between two retained `state` messages.
 const STATE_HEARTBEAT: Duration = Duration::from_secs(60);
@@ -130,6 +140,7 @@ pub async fn run(
         link.clone(),
         stats.clone(),
         terminal_stats.clone(),
+        now,
     );
     for (terminal, event) in &restored.passage_keys {
         if let Some(terminal) = TerminalId::new(terminal) {
@@ -179,6 +190,9 @@ pub async fn run(
             let _ = d.await;
         }
         while let Ok(event) = events.try_recv() {
+            core.receive(event);
+        }
+        for event in core.reorder.drain() {
             core.apply(event);
         }
         tracing::info!(stage = "state", "committing the final state");
@@ -219,6 +233,8 @@ struct Core {
     config: Config,
     engine: Engine,
     outbox: Outbox,
+    /// Events held until stragglers from other devices are in (see [`reorder`]).
+    reorder: Reorder,
     /// The latest retained `state`, for the uplink.
     state_tx: watch::Sender<Option<OutMessage>>,
     link: Arc<UplinkStatus>,
@@ -257,6 +273,7 @@ impl Core {
         link: Arc<UplinkStatus>,
         stats: Arc<DeviceStats>,
         terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
+        now: Timestamp,
     ) -> Self {
         let devices = config
             .counters
@@ -279,12 +296,13 @@ impl Core {
                 link: &link,
                 clock_synced: crate::clock::synchronised(),
             },
-            Timestamp::now(),
+            now,
         )));
         Core {
             config,
             engine,
             outbox,
+            reorder: Reorder::new(REORDER_WINDOW),
             state_tx,
             link,
             stats,
@@ -300,7 +318,7 @@ impl Core {
             last_commit: Instant::now(),
             last_summary: Instant::now(),
             urgent: false,
-            now: WallClock::new(Timestamp::now()),
+            now: WallClock::new(now),
             clock_synced: crate::clock::synchronised(),
             notifier: Notifier::disabled(),
         }
@@ -316,10 +334,10 @@ impl Core {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(event) = events.recv() => self.apply(event),
+                Some(event) = events.recv() => self.receive(event),
                 _ = ticker.tick() => {
                     self.check_clock();
-                    self.advance(Timestamp::now());
+                    self.step(Timestamp::now());
                     self.publish_state(false);
                     self.publish_status();
                     self.flush(false).await;
@@ -348,6 +366,24 @@ impl Core {
             self.clock_synced = synced;
             self.state_dirty = true;
         }
+    }
+
+    /// An event from a driver: held for reordering (a full buffer hands one back at once).
+    fn receive(&mut self, event: DeviceEvent) {
+        if let Some(early) = self.reorder.push(event) {
+            self.apply(early);
+        }
+    }
+
+    /// One tick at `now`: applies the events whose reorder window has passed, in time order,
+    /// then moves the engine's clock to the same horizon, so no bin closes while an event
+    /// stamped inside it may still be on its way.
+    fn step(&mut self, now: Timestamp) {
+        let horizon = self.reorder.horizon(now);
+        for event in self.reorder.release(horizon) {
+            self.apply(event);
+        }
+        self.advance(horizon);
     }
 
     /// Moves the engine's clock to `t` (never backwards) and queues what that closed.
