@@ -796,11 +796,15 @@ impl Sim<'_> {
                 for _ in 0..20 {
                     let start = self.opening_ms
                         + 40 * 60_000
-                        + self.uniform_ms(0.0, ((self.out_by() - self.opening_ms) / 1000) as f64 * 0.8);
+                        + self.uniform_ms(
+                            0.0,
+                            ((self.out_by() - self.opening_ms) / 1000) as f64 * 0.8,
+                        );
                     let end = start + length;
-                    let clear = self.slots.iter().filter(|s| s.room == room).all(|s| {
-                        end + 20 * 60_000 < s.start_ms || start > s.end_ms + 20 * 60_000
-                    }) && end + 20 * 60_000 < self.out_by();
+                    let clear =
+                        self.slots.iter().filter(|s| s.room == room).all(|s| {
+                            end + 20 * 60_000 < s.start_ms || start > s.end_ms + 20 * 60_000
+                        }) && end + 20 * 60_000 < self.out_by();
                     if clear {
                         placed = Some(start);
                         break;
@@ -1423,7 +1427,11 @@ mod tests {
             .map(crate::supervisor::reorder::stamp_of)
             .collect();
         assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
-        assert!(day.truth.day_figures.hall.entries > 300, "{:?}", day.truth.day_figures.hall);
+        assert!(
+            day.truth.day_figures.hall.entries > 300,
+            "{:?}",
+            day.truth.day_figures.hall
+        );
         assert_eq!(
             day.truth.day_figures.hall.entries,
             day.truth.day_figures.hall.exits

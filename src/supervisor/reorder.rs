@@ -162,7 +162,10 @@ mod tests {
         assert!(r.push(online(0, 4)).is_none());
         assert!(r.push(online(2, 4)).is_none());
         assert!(r.release(r.horizon(at(5))).is_empty());
-        assert_eq!(r.release(r.horizon(at(6))), vec![online(0, 4), online(2, 4)]);
+        assert_eq!(
+            r.release(r.horizon(at(6))),
+            vec![online(0, 4), online(2, 4)]
+        );
         assert_eq!(r.len(), 1);
         assert_eq!(r.drain(), vec![online(1, 5)]);
         assert!(r.is_empty());

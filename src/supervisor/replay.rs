@@ -41,7 +41,9 @@ pub enum ReplayError {
     Outbox(#[from] OutboxError),
     #[error("the outbox already holds {0} messages; replay into an empty data directory")]
     NotEmpty(u64),
-    #[error("arrival {index} at {at} comes before the one before it; arrivals must be in time order")]
+    #[error(
+        "arrival {index} at {at} comes before the one before it; arrivals must be in time order"
+    )]
     ArrivalOrder { index: usize, at: Timestamp },
 }
 
@@ -116,13 +118,17 @@ pub async fn replay_arrivals(
     for (at, event) in arrivals {
         while next_tick <= at {
             tick(&mut core, next_tick).await;
-            next_tick = next_tick.checked_add(VIRTUAL_TICK).unwrap_or(Timestamp::MAX);
+            next_tick = next_tick
+                .checked_add(VIRTUAL_TICK)
+                .unwrap_or(Timestamp::MAX);
         }
         core.receive(event);
     }
     while next_tick <= until {
         tick(&mut core, next_tick).await;
-        next_tick = next_tick.checked_add(VIRTUAL_TICK).unwrap_or(Timestamp::MAX);
+        next_tick = next_tick
+            .checked_add(VIRTUAL_TICK)
+            .unwrap_or(Timestamp::MAX);
     }
     // As at shutdown: whatever is still held goes in, then a final commit.
     for event in core.reorder.drain() {
