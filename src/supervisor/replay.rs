@@ -13,7 +13,8 @@
 //! is taken as synchronised. A day of a busy hall replays in seconds. The uplink, the drivers
 //! and the status page are not started.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, HallModel};
 use crate::outbox::{OutMessage, Outbox, OutboxError, OutboxOptions};
+use crate::simulate::day::{self, DayError, DayOptions};
 use crate::uplink::UplinkStatus;
 use crate::uplink::payload;
 
@@ -45,6 +47,13 @@ pub enum ReplayError {
         "arrival {index} at {at} comes before the one before it; arrivals must be in time order"
     )]
     ArrivalOrder { index: usize, at: Timestamp },
+    #[error(transparent)]
+    Day(#[from] DayError),
+    #[error("cannot write {path}: {error}")]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Replays `events` (in time order) and returns every message the outbox then holds. The
@@ -151,4 +160,86 @@ async fn tick(core: &mut Core, now: Timestamp) {
 
 fn window() -> SignedDuration {
     SignedDuration::try_from(REORDER_WINDOW).unwrap_or(SignedDuration::ZERO)
+}
+
+/// What [`replay_day`] wrote.
+#[derive(Debug, Clone)]
+pub struct DayReport {
+    pub day: String,
+    pub events: usize,
+    pub messages: usize,
+    /// One JSON line per message: `{"topic": full topic, "payload": the payload}`.
+    pub payloads: PathBuf,
+    /// The simulator's ground truth ([`day::DayTruth`]).
+    pub truth: PathBuf,
+    /// The day's bookings as the centre's downlink would carry them.
+    pub bookings: PathBuf,
+}
+
+/// Simulates a day of the hall in `config` ([`day::generate`]), replays it, and writes the
+/// payloads, the truth and the bookings into `out` (the replay's outbox goes in
+/// `out/outbox`, made afresh).
+pub async fn replay_day(
+    config: Config,
+    options: &DayOptions,
+    out: &Path,
+) -> Result<DayReport, ReplayError> {
+    let write_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| ReplayError::Write { path, error }
+    };
+    let day = day::generate(&config, options)?;
+    let data_dir = out.join("outbox");
+    if data_dir.exists() {
+        // Our own scratch database from an earlier run: a replay starts from nothing.
+        std::fs::remove_dir_all(&data_dir).map_err(write_error(&data_dir))?;
+    }
+    let base = payload::base_topic(&config);
+    let hall_id = config.hall.id.clone();
+    let events = day.events.len();
+    let messages = replay(config, day.events, &data_dir).await?;
+
+    let payloads = out.join("payloads.jsonl");
+    let mut text = String::new();
+    for m in &messages {
+        // Payloads are JSON the gateway wrote itself; one that is not would be a bug worth
+        // seeing in the file, so it goes in as a string rather than being dropped.
+        let value = serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&m.payload).into())
+        });
+        let line = serde_json::json!({ "topic": format!("{base}/{}", m.topic), "payload": value });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    write_file(&payloads, text.as_bytes()).map_err(write_error(&payloads))?;
+
+    let truth = out.join("truth.json");
+    let json = serde_json::to_vec_pretty(&day.truth).expect("the truth is plain data");
+    write_file(&truth, &json).map_err(write_error(&truth))?;
+
+    let bookings = out.join("bookings.json");
+    let downlink = serde_json::json!({
+        "schema_version": 1,
+        "hall_id": hall_id,
+        "bookings": day.bookings,
+    });
+    write_file(&bookings, downlink.to_string().as_bytes()).map_err(write_error(&bookings))?;
+
+    Ok(DayReport {
+        day: day.truth.day.clone(),
+        events,
+        messages: messages.len(),
+        payloads,
+        truth,
+        bookings,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
