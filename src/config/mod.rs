@@ -49,6 +49,10 @@ pub struct HallSectionConfig {
     /// Local time ("HH:MM") at which the day closes: occupancy is reset and daily totals restart.
     #[serde(default = "default_closing_time")]
     pub closing_time: String,
+    /// Local time ("HH:MM") the hall opens: the day's figures (means, shares) are over
+    /// opening_time..closing_time.
+    #[serde(default = "default_opening_time")]
+    pub opening_time: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +147,10 @@ pub struct RoomConfig {
     pub name: String,
     /// Most people the room may hold (fire code or seats).
     pub capacity: u32,
+    /// What counts as a service visit (服务人次) in this room: `entries` (crossings into
+    /// it), `passages` (accepted passages at its terminals) or `none`.
+    #[serde(default = "default_service_visits")]
+    pub service_visits: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +243,12 @@ fn default_time_zone() -> String {
 fn default_closing_time() -> String {
     "21:00".into()
 }
+fn default_opening_time() -> String {
+    "08:00".into()
+}
+fn default_service_visits() -> String {
+    "entries".into()
+}
 fn default_topic_prefix() -> String {
     "hallgate".into()
 }
@@ -312,6 +326,9 @@ pub struct Hall {
     pub time_zone_name: String,
     pub time_zone: jiff::tz::TimeZone,
     pub closing_time: jiff::civil::Time,
+    /// When the hall opens; the open time is the last `opening_time` before each close up to
+    /// that close (so a hall closing after midnight opens the evening before).
+    pub opening_time: jiff::civil::Time,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +366,30 @@ pub struct Room {
     pub id: String,
     pub name: String,
     pub capacity: u32,
+    pub service_visits: ServiceVisits,
+}
+
+/// What counts as a service visit (服务人次) in a room; the hall's are the sum over its rooms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServiceVisits {
+    /// Every crossing into the room.
+    #[default]
+    Entries,
+    /// Every accepted passage at the room's terminals.
+    Passages,
+    /// The room gives no service visits (a corridor, the lobby of a hall counted at rooms).
+    None,
+}
+
+impl ServiceVisits {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "entries" => Some(ServiceVisits::Entries),
+            "passages" => Some(ServiceVisits::Passages),
+            "none" => Some(ServiceVisits::None),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -657,10 +698,22 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 "capacity must be at least 1",
             );
         }
+        let service_visits = ServiceVisits::parse(&room.service_visits).unwrap_or_else(|| {
+            v.at(
+                root,
+                &format!("{path}.service_visits"),
+                format!(
+                    "\"{}\" is not one of \"entries\", \"passages\", \"none\"",
+                    room.service_visits
+                ),
+            );
+            ServiceVisits::default()
+        });
         room_index
             .entry(room.id.as_str())
             .or_insert(out_rooms.len());
         out_rooms.push(Room {
+            service_visits,
             id: room.id.clone(),
             name: if room.name.is_empty() {
                 room.id.clone()
@@ -1395,7 +1448,33 @@ impl Validator<'_> {
                 None
             }
         };
-        let (Some(time_zone), Some(closing_time), true) = (time_zone, closing_time, ok) else {
+        let opening_time = match parse_hh_mm(&h.opening_time) {
+            Some(t) => Some(t),
+            None => {
+                self.at(
+                    root,
+                    "hall.opening_time",
+                    format!("\"{}\" is not a time of day HH:MM", h.opening_time),
+                );
+                None
+            }
+        };
+        if let (Some(open), Some(close)) = (opening_time, closing_time)
+            && !opening_fits(open, close)
+        {
+            self.at(
+                root,
+                "hall.opening_time",
+                format!(
+                    "\"{}\" must be before closing_time \"{}\" (a closing time before noon is taken as after midnight, and may follow an opening the evening before)",
+                    h.opening_time, h.closing_time
+                ),
+            );
+            ok = false;
+        }
+        let (Some(time_zone), Some(closing_time), Some(opening_time), true) =
+            (time_zone, closing_time, opening_time, ok)
+        else {
             return None;
         };
         Some(Hall {
@@ -1409,6 +1488,7 @@ impl Validator<'_> {
             time_zone_name: h.time_zone,
             time_zone,
             closing_time,
+            opening_time,
         })
     }
 
@@ -1673,6 +1753,17 @@ fn check_topic_safe_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether a hall opening at `open` and closing at `close` has a sensible open time. Like the
+/// day's label (`HallModel::day_of_close`), a closing time before noon is "after midnight":
+/// the hall may then open the evening before (22:00..02:00) or the same morning. A closing
+/// time from noon on must follow the opening on the same day.
+fn opening_fits(open: jiff::civil::Time, close: jiff::civil::Time) -> bool {
+    if open == close {
+        return false;
+    }
+    close.hour() < 12 || open < close
 }
 
 fn parse_hh_mm(text: &str) -> Option<jiff::civil::Time> {

@@ -15,6 +15,9 @@
 //! resets to zero, what was left is reported as the day's residual drift, and daily totals
 //! restart.
 //!
+//! **Figures.** The 15-minute and day aggregates of the hall's situation, drift and its
+//! correction live in [`situation`]; they are fed from here and closed by [`Engine::tick`].
+//!
 //! The whole state is serialisable; the supervisor persists it in the outbox in the same
 //! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
 
@@ -22,11 +25,18 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::civil::Date;
-use jiff::{SignedDuration, Timestamp, ToSpan, Zoned};
+use jiff::{Timestamp, ToSpan, Zoned};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Zone};
+use crate::config::{Config, ServiceVisits, Zone};
 use crate::terminals::MemberHash;
+
+pub mod situation;
+
+pub use situation::{
+    Corrected, CorrectedHall, CorrectedRoom, DayFigures, DoorDay, HallFigures, QuarterClosed,
+    RoomDrift, RoomFigures, Scaled, Situation,
+};
 
 /// The hall as the engine needs it: derived once from the validated config.
 #[derive(Debug, Clone)]
@@ -39,6 +49,10 @@ pub struct HallModel {
     pub closing_time: jiff::civil::Time,
     /// How long a negative balance may last before it is clamped.
     pub settle: Duration,
+    /// When the hall opens (the day's means and shares are over the open time).
+    pub opening_time: jiff::civil::Time,
+    /// Per room, what counts as a service visit; a room missing here counts entries.
+    pub service_visits: Vec<ServiceVisits>,
 }
 
 impl HallModel {
@@ -57,6 +71,8 @@ impl HallModel {
             time_zone: config.hall.time_zone.clone(),
             closing_time: config.hall.closing_time,
             settle: (slowest * 3).max(Duration::from_secs(3)),
+            opening_time: config.hall.opening_time,
+            service_visits: config.rooms.iter().map(|r| r.service_visits).collect(),
         }
     }
 
@@ -249,12 +265,17 @@ pub struct DayClosed {
     pub day: Date,
     /// Per room: (id, entries, exits, residual occupancy left at close).
     pub rooms: Vec<(String, u64, u64, u64)>,
+    /// The day's situation figures, drift and correction (`situation/day`); `None` for a
+    /// day the gateway did not see at all.
+    pub figures: Option<Box<DayFigures>>,
 }
 
 /// What the engine tells the supervisor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineOutput {
     MinuteClosed(MinuteAggregate),
+    /// A 15-minute bin of the hall's situation closed (`situation/15m`).
+    QuarterClosed(Box<QuarterClosed>),
     DayClosed(DayClosed),
 }
 
@@ -273,6 +294,10 @@ pub struct EngineState {
     pub bin: MinuteBin,
     /// Bumped on every change; gives each `state` message its revision.
     pub revision: u64,
+    /// The open 15-minute bin and day of the situation figures; absent from a state saved
+    /// before they existed (the engine then opens them when it resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub situation: Option<Situation>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +355,19 @@ impl Engine {
                             .unwrap_or_default()
                     })
                     .collect();
+                let old_ids: Vec<String> = old.rooms.iter().map(|r| r.id.clone()).collect();
+                let situation = match old.situation {
+                    Some(mut situation) => {
+                        situation.remap(&old_ids, &model);
+                        situation
+                    }
+                    None => Situation::open(
+                        &model,
+                        now,
+                        situation::quarter_floor(&model.time_zone, now),
+                        old.next_close,
+                    ),
+                };
                 EngineState {
                     day: old.day,
                     next_close: old.next_close,
@@ -341,6 +379,7 @@ impl Engine {
                         ..old.bin
                     },
                     revision: old.revision,
+                    situation: Some(situation),
                 }
             }
             None => EngineState {
@@ -351,6 +390,12 @@ impl Engine {
                 members_today: BTreeSet::new(),
                 bin: fresh_bin,
                 revision: 0,
+                situation: Some(Situation::open(
+                    &model,
+                    now,
+                    situation::quarter_floor(&model.time_zone, now),
+                    next_close,
+                )),
             },
         };
         Engine { model, state }
@@ -374,15 +419,18 @@ impl Engine {
         if inward == 0 && outward == 0 {
             return;
         }
-        self.integrate_to(now);
+        self.advance_to(now);
         // IN before OUT: a person who came in and left within one poll never makes the room
         // look negative.
-        self.move_people(from, to, inward, now);
-        self.move_people(to, from, outward, now);
+        self.move_people(from, to, inward);
+        self.move_people(to, from, outward);
+        self.count_crossings(door, inward, outward);
         self.state.revision += 1;
     }
 
-    fn move_people(&mut self, from: Zone, to: Zone, n: u64, now: Timestamp) {
+    /// Moves `n` people. Whether a balance below zero lasts is judged when time moves on
+    /// ([`Engine::advance_to`]), not here: same-instant reads can come in any order.
+    fn move_people(&mut self, from: Zone, to: Zone, n: u64) {
         if n == 0 {
             return;
         }
@@ -392,9 +440,6 @@ impl Engine {
             room.balance = room.balance.saturating_add(signed);
             room.entries += n;
             self.state.bin.rooms[r].entries += n;
-            if room.balance >= 0 {
-                room.negative_since = None;
-            }
             let occ = room.occupancy();
             let bin = &mut self.state.bin.rooms[r];
             bin.peak = bin.peak.max(occ);
@@ -406,9 +451,6 @@ impl Engine {
             room.balance = room.balance.saturating_sub(signed);
             room.exits += n;
             self.state.bin.rooms[r].exits += n;
-            if room.balance < 0 && room.negative_since.is_none() {
-                room.negative_since = Some(now);
-            }
         }
         if from == Zone::Outside && matches!(to, Zone::Room(_)) {
             self.state.visitors += n;
@@ -426,6 +468,7 @@ impl Engine {
         if let Some(member) = p.member {
             self.state.members_today.insert(member);
         }
+        self.count_passage(p);
         self.state.revision += 1;
     }
 
@@ -436,7 +479,7 @@ impl Engine {
         if room >= self.state.rooms.len() {
             return;
         }
-        self.integrate_to(now);
+        self.advance_to(now);
         let r = &mut self.state.rooms[room];
         let target = i64::try_from(heads).unwrap_or(i64::MAX);
         let correction = target - r.balance.max(0);
@@ -471,48 +514,54 @@ impl Engine {
         self.state.bin.integrated_to = t;
     }
 
+    /// Moves the engine's clock to `t`: the minute bin's and the situation windows'
+    /// integrals, and the clamping of balances that stayed below zero.
+    fn advance_to(&mut self, t: Timestamp) {
+        self.integrate_to(t);
+        self.advance_situation(t);
+    }
+
     /// Advances time to `now`: clamps balances that stayed negative, closes finished minute
-    /// bins and, at closing time, the day.
+    /// and 15-minute bins and, at closing time, the day — in time order; on a tie the minute
+    /// first, then the 15-minute bin, then the day.
     pub fn tick(&mut self, now: Timestamp) -> Vec<EngineOutput> {
         let mut out = Vec::new();
-        // Close the open minute (and the day, if it ended first) in time order.
-        while minute_of(now) > self.state.bin.minute || now >= self.state.next_close {
-            let bin_end = minute_start(self.state.bin.minute + 1);
-            if self.state.next_close < bin_end && now >= self.state.next_close {
-                let close = self.state.next_close;
-                self.integrate_to(close);
+        loop {
+            let minute_end = minute_start(self.state.bin.minute + 1);
+            let close = self.state.next_close;
+            let close_due = now >= close;
+            let quarter_end = self.quarter_end().filter(|&end| now >= end && end < close);
+            let minute_due = minute_of(now) > self.state.bin.minute
+                && quarter_end.is_none_or(|end| minute_end <= end)
+                && (!close_due || minute_end <= close);
+            if minute_due {
+                self.advance_to(minute_end);
+                out.push(EngineOutput::MinuteClosed(self.close_bin()));
+                // A gap (the gateway was stopped) starts the next bin at `now`, not at the old
+                // end, and the situation windows see none of the gap either.
+                let next = if minute_of(now) > self.state.bin.minute + 1 {
+                    self.skip_situation_to(now);
+                    now
+                } else {
+                    minute_end
+                };
+                self.open_bin(next);
+            } else if let Some(end) = quarter_end {
+                self.advance_to(end);
+                if let Some(quarter) = self.close_quarter() {
+                    out.push(EngineOutput::QuarterClosed(Box::new(quarter)));
+                }
+            } else if close_due {
+                self.advance_to(close);
+                if let Some(quarter) = self.close_quarter() {
+                    out.push(EngineOutput::QuarterClosed(Box::new(quarter)));
+                }
                 out.push(EngineOutput::DayClosed(self.close_day(close)));
-                continue;
-            }
-            self.integrate_to(bin_end);
-            out.push(EngineOutput::MinuteClosed(self.close_bin()));
-            // A gap (the gateway was stopped) starts the next bin at `now`, not at the old end.
-            let next = if minute_of(now) > self.state.bin.minute + 1 {
-                now
             } else {
-                bin_end
-            };
-            self.open_bin(next);
-        }
-        self.integrate_to(now);
-        let settle = SignedDuration::try_from(self.model.settle).unwrap_or(SignedDuration::MAX);
-        for room in self.state.rooms.iter_mut() {
-            if let Some(since) = room.negative_since
-                && room.balance < 0
-                && now.duration_since(since) >= settle
-            {
-                let missing = room.balance.unsigned_abs();
-                tracing::info!(
-                    room = %room.id,
-                    missing,
-                    "room balance stayed below zero: an entry was missed; clamping to zero and counting it as drift"
-                );
-                room.clamped += missing;
-                room.balance = 0;
-                room.negative_since = None;
-                self.state.revision += 1;
+                break;
             }
         }
+        self.advance_to(now);
         if !out.is_empty() {
             self.state.revision += 1;
         }
@@ -558,6 +607,7 @@ impl Engine {
 
     fn close_day(&mut self, close: Timestamp) -> DayClosed {
         let report = DayClosed {
+            figures: self.day_figures(close).map(Box::new),
             day: self.state.day,
             rooms: self
                 .state
@@ -576,6 +626,7 @@ impl Engine {
         self.state.members_today.clear();
         self.state.next_close = self.model.next_close_after(close);
         self.state.day = self.model.day_of_close(self.state.next_close);
+        self.open_day_windows(close);
         report
     }
 }
@@ -599,6 +650,8 @@ mod tests {
             time_zone: jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Shanghai"),
             closing_time: time(21, 0, 0, 0),
             settle: Duration::from_secs(3),
+            opening_time: time(8, 0, 0, 0),
+            service_visits: Vec::new(),
         }
     }
 

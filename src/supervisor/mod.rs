@@ -45,6 +45,7 @@ use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
 use crate::status::{Snapshot, StatusServer};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
+use crate::uplink::situation;
 use crate::uplink::{UplinkDriver, UplinkStatus};
 use notify::Notifier;
 use reorder::{REORDER_WINDOW, Reorder};
@@ -398,12 +399,35 @@ impl Core {
                         self.clock_synced,
                     ));
                 }
+                EngineOutput::QuarterClosed(quarter) => {
+                    self.pending.messages.push(situation::quarter_message(
+                        &self.config,
+                        &quarter,
+                        self.clock_synced,
+                    ));
+                }
                 EngineOutput::DayClosed(day) => {
                     for (room, entries, exits, residual) in &day.rooms {
                         tracing::info!(
                             day = %day.day, %room, entries, exits, residual,
                             "day closed; occupancy reset (a non-zero residual is counter drift)"
                         );
+                    }
+                    if let Some(figures) = &day.figures {
+                        tracing::info!(
+                            day = %day.day,
+                            service_visits = figures.hall.service_visits,
+                            unique_visitors = figures.hall.unique_visitors,
+                            person_minutes = figures.hall.person_minutes.round(),
+                            corrected_person_minutes = figures.corrected.hall.person_minutes.round(),
+                            peak_hour = figures.peak_hour.as_deref().unwrap_or("none"),
+                            "the day's situation figures are queued for the centre"
+                        );
+                        self.pending.messages.push(situation::day_message(
+                            &self.config,
+                            figures,
+                            self.clock_synced,
+                        ));
                     }
                     self.state_dirty = true;
                 }
@@ -468,6 +492,7 @@ impl Core {
                 d.since = Some(at);
                 d.reason = None;
                 self.state_dirty = true;
+                self.report_devices(at);
             }
             DeviceEvent::DeviceOffline {
                 counter,
@@ -479,8 +504,22 @@ impl Core {
                 d.since = Some(at);
                 d.reason = Some(reason);
                 self.state_dirty = true;
+                self.report_devices(at);
             }
         }
+    }
+
+    /// Tells the engine how many counters answer, for the device online ratio (a counter
+    /// not heard from yet counts as offline).
+    fn report_devices(&mut self, at: Timestamp) {
+        self.advance(at);
+        let online = self.devices.iter().filter(|d| d.online == Some(true)).count();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.engine.devices_online(
+            count(online),
+            count(self.devices.len()),
+            self.now.latest(),
+        );
     }
 
     /// Hands the uplink a fresh retained `state`, at most once per `state_interval` unless

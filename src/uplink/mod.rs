@@ -33,6 +33,7 @@
 //! with backoff meanwhile, and messages wait in the outbox.
 
 pub mod payload;
+pub mod situation;
 pub mod tls;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,0 +1,349 @@
+//! The situation payloads, contract v1: `situation/15m` and `situation/day`.
+//!
+//! The engine closes a 15-minute bin or a day ([`QuarterClosed`], [`DayFigures`]); the
+//! supervisor turns it here into an [`OutMessage`] for the outbox, which the uplink publishes
+//! under the hall's base topic. This is the allowlist of what those messages say: counts,
+//! means and ratios (rounded to 3 decimals), and zone and counter ids from the config — never
+//! an identity (unique visitors are a count of hashes, the hashes stay on the box). The
+//! `msg_id` comes from the hall, the kind, the bin (or day) and revision `r0` only, so a
+//! re-send is identical. `docs/uplink.md` and `docs/schema/situation_*.schema.json` document
+//! each field.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::payload::{SCHEMA_VERSION, rfc3339};
+use crate::config::Config;
+use crate::occupancy::{
+    CorrectedRoom, DayFigures, HallFigures, QuarterClosed, RoomFigures, Scaled,
+};
+use crate::outbox::{OutMessage, Priority};
+
+pub const TOPIC_SITUATION_15M: &str = "situation/15m";
+pub const TOPIC_SITUATION_DAY: &str = "situation/day";
+pub const KIND_SITUATION_15M: &str = "situation_15m";
+pub const KIND_SITUATION_DAY: &str = "situation_day";
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Debug, Serialize)]
+struct HallPayload {
+    entries: u64,
+    exits: u64,
+    service_visits: u64,
+    unique_visitors: u64,
+    member_visits: u64,
+    stranger_visits: u64,
+    fevers: u64,
+    mask_off: u64,
+    occupancy_mean: f64,
+    occupancy_peak: u64,
+    /// Day only: when the peak first held (null when the hall stayed empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    occupancy_peak_at: Option<Option<String>>,
+    person_minutes: f64,
+    utilisation_mean: f64,
+    utilisation_peak: f64,
+    device_online_ratio: Option<f64>,
+}
+
+impl HallPayload {
+    fn new(h: &HallFigures, with_peak_at: bool) -> Self {
+        HallPayload {
+            entries: h.entries,
+            exits: h.exits,
+            service_visits: h.service_visits,
+            unique_visitors: h.unique_visitors,
+            member_visits: h.member_visits,
+            stranger_visits: h.stranger_visits,
+            fevers: h.fevers,
+            mask_off: h.mask_off,
+            occupancy_mean: round3(h.occupancy_mean),
+            occupancy_peak: h.occupancy_peak,
+            occupancy_peak_at: with_peak_at.then(|| h.occupancy_peak_at.map(rfc3339)),
+            person_minutes: round3(h.person_minutes),
+            utilisation_mean: round3(h.utilisation_mean),
+            utilisation_peak: round3(h.utilisation_peak),
+            device_online_ratio: h.device_online_ratio.map(round3),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RoomPayload<'a> {
+    id: &'a str,
+    capacity: u32,
+    entries: u64,
+    exits: u64,
+    service_visits: u64,
+    unique_visitors: u64,
+    member_visits: u64,
+    stranger_visits: u64,
+    fevers: u64,
+    mask_off: u64,
+    occupancy_mean: f64,
+    occupancy_peak: u64,
+    person_minutes: f64,
+    utilisation_mean: f64,
+    utilisation_peak: f64,
+    occupied_share: f64,
+    dwell_minutes_mean: Option<f64>,
+    hotspot_rank: u32,
+}
+
+impl<'a> RoomPayload<'a> {
+    fn new(r: &'a RoomFigures) -> Self {
+        RoomPayload {
+            id: &r.id,
+            capacity: r.capacity,
+            entries: r.entries,
+            exits: r.exits,
+            service_visits: r.service_visits,
+            unique_visitors: r.unique_visitors,
+            member_visits: r.member_visits,
+            stranger_visits: r.stranger_visits,
+            fevers: r.fevers,
+            mask_off: r.mask_off,
+            occupancy_mean: round3(r.occupancy_mean),
+            occupancy_peak: r.occupancy_peak,
+            person_minutes: round3(r.person_minutes),
+            utilisation_mean: round3(r.utilisation_mean),
+            utilisation_peak: round3(r.utilisation_peak),
+            occupied_share: round3(r.occupied_share),
+            dwell_minutes_mean: r.dwell_minutes_mean.map(round3),
+            hotspot_rank: r.hotspot_rank,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct QuarterPayload<'a> {
+    schema_version: u32,
+    msg_id: String,
+    kind: &'static str,
+    hall_id: &'a str,
+    district: &'a str,
+    clock_synced: bool,
+    bin_start: String,
+    bin_end: String,
+    day: String,
+    open_minutes: u32,
+    hall: HallPayload,
+    rooms: Vec<RoomPayload<'a>>,
+}
+
+/// `{hall}:{kind}:{bin start, YYYYMMDDTHHMMZ}:r0`.
+fn quarter_msg_id(hall: &str, start: Timestamp) -> String {
+    format!(
+        "{hall}:{KIND_SITUATION_15M}:{}:r0",
+        start.strftime("%Y%m%dT%H%MZ")
+    )
+}
+
+/// One closed 15-minute bin, for `situation/15m`.
+pub fn quarter_message(config: &Config, q: &QuarterClosed, clock_synced: bool) -> OutMessage {
+    let msg_id = quarter_msg_id(&config.hall.id, q.start);
+    let payload = QuarterPayload {
+        schema_version: SCHEMA_VERSION,
+        msg_id: msg_id.clone(),
+        kind: KIND_SITUATION_15M,
+        hall_id: &config.hall.id,
+        district: &config.hall.district,
+        clock_synced,
+        bin_start: rfc3339(q.start),
+        bin_end: rfc3339(q.end),
+        day: q.day.to_string(),
+        open_minutes: q.open_minutes,
+        hall: HallPayload::new(&q.hall, false),
+        rooms: q.rooms.iter().map(RoomPayload::new).collect(),
+    };
+    OutMessage {
+        kind: KIND_SITUATION_15M.into(),
+        topic: TOPIC_SITUATION_15M.into(),
+        retain: false,
+        msg_id,
+        payload: to_json(&payload),
+        priority: Priority::Normal,
+        bin_start: Some(q.start.as_second()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DriftRoom<'a> {
+    id: &'a str,
+    residual: u64,
+    clamped: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct DriftLine<'a> {
+    counter: String,
+    from: &'a str,
+    to: &'a str,
+    #[serde(rename = "in")]
+    inward: u64,
+    out: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Drift<'a> {
+    rooms: Vec<DriftRoom<'a>>,
+    lines: Vec<DriftLine<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct CorrectedRoomPayload<'a> {
+    id: &'a str,
+    scaled: &'static str,
+    factor: f64,
+    entries: u64,
+    exits: u64,
+    person_minutes: f64,
+    occupancy_mean: f64,
+    utilisation_mean: f64,
+    dwell_minutes_mean: Option<f64>,
+}
+
+impl<'a> CorrectedRoomPayload<'a> {
+    fn new(r: &'a CorrectedRoom) -> Self {
+        CorrectedRoomPayload {
+            id: &r.id,
+            scaled: match r.scaled {
+                Scaled::Exits => "exits",
+                Scaled::Entries => "entries",
+                Scaled::None => "none",
+            },
+            factor: round3(r.factor),
+            entries: r.entries,
+            exits: r.exits,
+            person_minutes: round3(r.person_minutes),
+            occupancy_mean: round3(r.occupancy_mean),
+            utilisation_mean: round3(r.utilisation_mean),
+            dwell_minutes_mean: r.dwell_minutes_mean.map(round3),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CorrectedHallPayload {
+    person_minutes: f64,
+    occupancy_mean: f64,
+    utilisation_mean: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct CorrectedPayload<'a> {
+    method: &'static str,
+    rooms: Vec<CorrectedRoomPayload<'a>>,
+    hall: CorrectedHallPayload,
+}
+
+#[derive(Debug, Serialize)]
+struct DayPayload<'a> {
+    schema_version: u32,
+    msg_id: String,
+    kind: &'static str,
+    hall_id: &'a str,
+    district: &'a str,
+    clock_synced: bool,
+    day: String,
+    open_from: String,
+    open_to: String,
+    peak_hour: Option<&'a str>,
+    hall: HallPayload,
+    rooms: Vec<RoomPayload<'a>>,
+    drift: Drift<'a>,
+    corrected: CorrectedPayload<'a>,
+}
+
+/// The counting lines of the day: one per door that has a counter, named by its counter (by
+/// all of them, joined with `+`, on the rare door that two counters watch: the engine counts
+/// per door).
+fn drift_lines<'a>(config: &'a Config, d: &DayFigures) -> Vec<DriftLine<'a>> {
+    d.drift_doors
+        .iter()
+        .filter_map(|door| {
+            let counters: Vec<&str> = config
+                .counters
+                .iter()
+                .filter(|c| c.door == door.door)
+                .map(|c| c.id.as_str())
+                .collect();
+            if counters.is_empty() {
+                return None;
+            }
+            Some(DriftLine {
+                counter: counters.join("+"),
+                from: config.zone_name(door.from),
+                to: config.zone_name(door.to),
+                inward: door.inward,
+                out: door.outward,
+            })
+        })
+        .collect()
+}
+
+/// The closed day, for `situation/day`.
+pub fn day_message(config: &Config, d: &DayFigures, clock_synced: bool) -> OutMessage {
+    let day = d.day.to_string();
+    let msg_id = format!("{}:{KIND_SITUATION_DAY}:{day}:r0", config.hall.id);
+    let payload = DayPayload {
+        schema_version: SCHEMA_VERSION,
+        msg_id: msg_id.clone(),
+        kind: KIND_SITUATION_DAY,
+        hall_id: &config.hall.id,
+        district: &config.hall.district,
+        clock_synced,
+        day,
+        open_from: rfc3339(d.open_from),
+        open_to: rfc3339(d.open_to),
+        peak_hour: d.peak_hour.as_deref(),
+        hall: HallPayload::new(&d.hall, true),
+        rooms: d.rooms.iter().map(RoomPayload::new).collect(),
+        drift: Drift {
+            rooms: d
+                .drift_rooms
+                .iter()
+                .map(|r| DriftRoom {
+                    id: &r.id,
+                    residual: r.residual,
+                    clamped: r.clamped,
+                })
+                .collect(),
+            lines: drift_lines(config, d),
+        },
+        corrected: CorrectedPayload {
+            method: match d.corrected.method {
+                Scaled::Entries => "scale_entries",
+                Scaled::Exits | Scaled::None => "scale_exits",
+            },
+            rooms: d
+                .corrected
+                .rooms
+                .iter()
+                .map(CorrectedRoomPayload::new)
+                .collect(),
+            hall: CorrectedHallPayload {
+                person_minutes: round3(d.corrected.hall.person_minutes),
+                occupancy_mean: round3(d.corrected.hall.occupancy_mean),
+                utilisation_mean: round3(d.corrected.hall.utilisation_mean),
+            },
+        },
+    };
+    OutMessage {
+        kind: KIND_SITUATION_DAY.into(),
+        topic: TOPIC_SITUATION_DAY.into(),
+        retain: false,
+        msg_id,
+        payload: to_json(&payload),
+        priority: Priority::Normal,
+        bin_start: Some(d.open_from.as_second()),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs of strings and numbers cannot fail.
+    serde_json::to_vec(value).expect("uplink payloads are plain data and always serialise")
+}
