@@ -147,9 +147,7 @@ pub enum Rejection {
     MissingField(&'static str),
     #[error("field {0} has the wrong type")]
     WrongType(&'static str),
-    #[error(
-        "the id must be 1 to {MAX_ID_CHARS} characters of letters, digits, '-', '_' and '.'"
-    )]
+    #[error("the id must be 1 to {MAX_ID_CHARS} characters of letters, digits, '-', '_' and '.'")]
     BadId,
     #[error("the id is already used by an earlier booking in the message")]
     DuplicateId,
@@ -308,7 +306,10 @@ pub fn parse(bytes: &[u8], rules: &Rules, now: Timestamp) -> Result<Parsed, Mess
         Some(_) => return Err(MessageRejected::Malformed("hall_id is not a string".into())),
         None => return Err(MessageRejected::Malformed("hall_id is missing".into())),
     }
-    if let Some(key) = message.keys().find(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
+    if let Some(key) = message
+        .keys()
+        .find(|k| !MESSAGE_FIELDS.contains(&k.as_str()))
+    {
         return Err(MessageRejected::Malformed(format!(
             "unknown field {}",
             safe_text(key, 40)
@@ -316,7 +317,11 @@ pub fn parse(bytes: &[u8], rules: &Rules, now: Timestamp) -> Result<Parsed, Mess
     }
     let bookings = match message.get("bookings") {
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(MessageRejected::Malformed("bookings is not an array".into())),
+        Some(_) => {
+            return Err(MessageRejected::Malformed(
+                "bookings is not an array".into(),
+            ));
+        }
         None => return Err(MessageRejected::Malformed("bookings is missing".into())),
     };
     if bookings.len() > MAX_BOOKINGS {
@@ -459,6 +464,126 @@ fn short(text: &str, max: usize) -> String {
 
 impl fmt::Display for Booking {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, {} – {})", self.id, self.room, self.start, self.end)
+        write!(
+            f,
+            "{} ({}, {} – {})",
+            self.id, self.room, self.start, self.end
+        )
+    }
+}
+
+/// Bookings received since start, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookingCounts {
+    /// Messages accepted as a whole.
+    pub messages_accepted: u64,
+    /// Messages rejected as a whole, by [`MessageRejected::label`].
+    pub messages_rejected: BTreeMap<&'static str, u64>,
+    /// Bookings accepted (summed over messages).
+    pub accepted: u64,
+    /// Bookings rejected, by [`Rejection::label`].
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Bookings in the stored set now.
+    pub stored: u64,
+}
+
+/// The core loop's bookings: the rules from the config, the tracker (with the accepted set)
+/// and the counts. It logs, as the engine does; it does no I/O.
+#[derive(Debug, Clone)]
+pub struct Bookings {
+    rules: Rules,
+    settings: TrackerSettings,
+    tracker: BookingTracker,
+    counts: BookingCounts,
+}
+
+impl Bookings {
+    /// Resumes from the stored tracker, when there is one and it reads.
+    pub fn new(config: &Config, stored: Option<&[u8]>) -> Self {
+        let tracker = stored
+            .and_then(|bytes| {
+                serde_json::from_slice::<BookingTracker>(bytes)
+                    .map_err(|error| {
+                        tracing::error!(
+                            %error,
+                            "the stored bookings are unreadable; they are gone until the centre's retained bookings arrive again"
+                        );
+                    })
+                    .ok()
+            })
+            .unwrap_or_default();
+        let counts = BookingCounts {
+            stored: tracker.bookings().len() as u64,
+            ..BookingCounts::default()
+        };
+        Bookings {
+            rules: Rules::from_config(config),
+            settings: TrackerSettings::from_config(config),
+            tracker,
+            counts,
+        }
+    }
+
+    pub fn tracker(&self) -> &BookingTracker {
+        &self.tracker
+    }
+
+    pub fn counts(&self) -> &BookingCounts {
+        &self.counts
+    }
+
+    /// The tracker as stored in the outbox.
+    pub fn stored_form(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.tracker).expect("the bookings tracker is plain data")
+    }
+
+    /// One downlink message: validated, logged, counted; an accepted message replaces the
+    /// set. True when the set changed.
+    pub fn receive(&mut self, bytes: &[u8], now: Timestamp) -> bool {
+        match parse(bytes, &self.rules, now) {
+            Ok(parsed) => {
+                parsed.log();
+                self.counts.messages_accepted += 1;
+                self.counts.accepted += parsed.accepted.len() as u64;
+                for (reason, n) in parsed.counts() {
+                    *self.counts.rejected.entry(reason).or_insert(0) += n;
+                }
+                for id in self.tracker.replace(parsed.accepted) {
+                    tracing::info!(
+                        booking_id = %id,
+                        "a booking whose slot was in progress is no longer in the centre's set (cancelled or moved); it will not be reported"
+                    );
+                }
+                self.counts.stored = self.tracker.bookings().len() as u64;
+                true
+            }
+            Err(MessageRejected::Empty) => {
+                tracing::info!(
+                    stored = self.tracker.bookings().len(),
+                    "the centre cleared its retained bookings message; the stored bookings stay until a new set arrives"
+                );
+                false
+            }
+            Err(error) => {
+                *self.counts.messages_rejected.entry(error.label()).or_insert(0) += 1;
+                tracing::warn!(
+                    %error,
+                    reason = error.label(),
+                    stored = self.tracker.bookings().len(),
+                    "rejected a bookings message from the centre as a whole; the stored bookings stay"
+                );
+                false
+            }
+        }
+    }
+
+    /// A closed minute; what it ended.
+    pub fn minute(&mut self, agg: &crate::occupancy::MinuteAggregate) -> Vec<SituationReport> {
+        self.tracker.minute(agg, &self.settings)
+    }
+
+    /// The day closed at `at`; the unbooked episodes it ended.
+    pub fn day_closed(&mut self, at: Timestamp) -> Vec<SituationReport> {
+        self.tracker.day_closed(at, &self.settings)
     }
 }

@@ -134,7 +134,13 @@ fn each_kind_of_bad_booking_is_rejected_with_its_reason() {
         Rejection::SlotTooLong
     );
     assert_eq!(
-        reason_of(booking("b1", "lecture", 14 * 24 * 60 + 1, 14 * 24 * 60 + 60, 10)),
+        reason_of(booking(
+            "b1",
+            "lecture",
+            14 * 24 * 60 + 1,
+            14 * 24 * 60 + 60,
+            10
+        )),
         Rejection::TooFarAhead
     );
     assert!(matches!(
@@ -145,7 +151,11 @@ fn each_kind_of_bad_booking_is_rejected_with_its_reason() {
         reason_of(booking("b1", "lecture", 0, 60, 601)),
         Rejection::BadAttendance { got: 601, .. }
     ));
-    assert!(parse_ok(vec![booking("b1", "lecture", 0, 60, 600)]).rejected.is_empty());
+    assert!(
+        parse_ok(vec![booking("b1", "lecture", 0, 60, 600)])
+            .rejected
+            .is_empty()
+    );
     assert_eq!(
         reason_of(booking("b 1", "lecture", 0, 60, 10)),
         Rejection::BadId
@@ -154,7 +164,10 @@ fn each_kind_of_bad_booking_is_rejected_with_its_reason() {
         reason_of(booking(&"x".repeat(65), "lecture", 0, 60, 10)),
         Rejection::BadId
     );
-    assert_eq!(reason_of(booking("", "lecture", 0, 60, 10)), Rejection::BadId);
+    assert_eq!(
+        reason_of(booking("", "lecture", 0, 60, 10)),
+        Rejection::BadId
+    );
     let mut b = booking("b1", "lecture", 0, 60, 10);
     b["title"] = json!("t".repeat(201));
     assert_eq!(reason_of(b), Rejection::TitleTooLong);
@@ -434,7 +447,11 @@ fn a_booking_whose_attendance_reaches_the_share_is_held_with_its_start_delay() {
     assert!((r.attendance_share - 0.7).abs() < 1e-9);
     assert_eq!(r.start_delay_minutes, Some(7));
     let mean = (7.0 * 3.0 + 13.0 * 10.0 + 10.0 * 14.0) / 30.0;
-    assert!((r.occupancy_mean - mean).abs() < 1e-9, "{}", r.occupancy_mean);
+    assert!(
+        (r.occupancy_mean - mean).abs() < 1e-9,
+        "{}",
+        r.occupancy_mean
+    );
     assert!(unbooked_reports(&out).is_empty());
 }
 
@@ -454,7 +471,10 @@ fn the_report_comes_with_the_minute_in_which_the_slot_ends_and_only_once() {
     let mut t = BookingTracker::default();
     t.replace(vec![slot("b1", "lecture", 0, 3, 2)]);
     assert!(run(&mut t, 0, 2, "lecture", |_| 2).is_empty());
-    assert_eq!(booking_reports(&run(&mut t, 2, 3, "lecture", |_| 2)).len(), 1);
+    assert_eq!(
+        booking_reports(&run(&mut t, 2, 3, "lecture", |_| 2)).len(),
+        1
+    );
     // The centre re-publishes the same set: the booking is not reported again.
     t.replace(vec![slot("b1", "lecture", 0, 3, 2)]);
     assert!(booking_reports(&run(&mut t, 3, 10, "lecture", |_| 0)).is_empty());
@@ -574,7 +594,10 @@ fn a_day_that_closes_with_an_open_episode_reports_it_at_the_close() {
 #[test]
 fn the_tracker_round_trips_through_its_stored_form() {
     let mut t = BookingTracker::default();
-    t.replace(vec![slot("b1", "lecture", 0, 30, 20), slot("b2", "elderly", 40, 50, 3)]);
+    t.replace(vec![
+        slot("b1", "lecture", 0, 30, 20),
+        slot("b2", "elderly", 40, 50, 3),
+    ]);
     run(&mut t, 0, 10, "lecture", |_| 7);
     run(&mut t, 10, 12, "elderly", |_| 1);
     let stored = serde_json::to_vec(&t).expect("serialises");

@@ -67,7 +67,9 @@ impl TrackerSettings {
     /// Least attendance that counts as held for `expected`.
     pub fn threshold(&self, expected: u32) -> u64 {
         // A hair below, so 0.1 × 30 (3.0000000000000004 in floating point) asks for 3.
-        ((self.held_share * f64::from(expected)) - 1e-9).ceil().max(1.0) as u64
+        ((self.held_share * f64::from(expected)) - 1e-9)
+            .ceil()
+            .max(1.0) as u64
     }
 }
 
@@ -246,7 +248,11 @@ impl BookingTracker {
 
     /// The day closed at `at`: open episodes end with it (the occupancy was just reset), and
     /// long-past reported ids are forgotten.
-    pub fn day_closed(&mut self, at: Timestamp, settings: &TrackerSettings) -> Vec<SituationReport> {
+    pub fn day_closed(
+        &mut self,
+        at: Timestamp,
+        settings: &TrackerSettings,
+    ) -> Vec<SituationReport> {
         let episodes = std::mem::take(&mut self.episodes);
         let out = episodes
             .into_iter()
