@@ -565,7 +565,11 @@ impl Bookings {
                 false
             }
             Err(error) => {
-                *self.counts.messages_rejected.entry(error.label()).or_insert(0) += 1;
+                *self
+                    .counts
+                    .messages_rejected
+                    .entry(error.label())
+                    .or_insert(0) += 1;
                 tracing::warn!(
                     %error,
                     reason = error.label(),

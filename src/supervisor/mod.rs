@@ -289,6 +289,7 @@ impl Core {
                 outbox: outbox.stats().snapshot(),
                 link: &link,
                 clock_synced: crate::clock::synchronised(),
+                bookings: bookings.counts(),
             },
             Timestamp::now(),
         )));
@@ -562,8 +563,11 @@ impl Core {
                     returned.baselines.append(&mut self.pending.baselines);
                     returned.passage_keys.append(&mut self.pending.passage_keys);
                     returned.engine_state = None;
-                    returned.bookings_state =
-                        self.pending.bookings_state.take().or(returned.bookings_state);
+                    returned.bookings_state = self
+                        .pending
+                        .bookings_state
+                        .take()
+                        .or(returned.bookings_state);
                     self.pending = returned;
                 }
             }
@@ -643,6 +647,7 @@ impl Core {
                 outbox: self.outbox.stats().snapshot(),
                 link: &self.link,
                 clock_synced: self.clock_synced,
+                bookings: self.bookings.counts(),
             },
             Timestamp::now(),
         )));

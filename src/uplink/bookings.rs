@@ -182,7 +182,12 @@ bookable = true
         assert_eq!(m.msg_id, "h1:booking_report:b-17:r0");
         assert_eq!(m.topic, "situation/booking");
         let v: Value = serde_json::from_slice(&m.payload).expect("json");
-        let mut keys: Vec<&str> = v.as_object().expect("object").keys().map(|k| k.as_str()).collect();
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
@@ -207,7 +212,11 @@ bookable = true
         );
         assert_eq!(v["start"], "2026-12-01T06:00:00Z");
         assert_eq!(v["occupancy_mean"], 15.123);
-        assert_eq!(booking_message(&config(), &report, true), m, "same report, same bytes");
+        assert_eq!(
+            booking_message(&config(), &report, true),
+            m,
+            "same report, same bytes"
+        );
     }
 
     #[test]
