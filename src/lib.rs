@@ -2,6 +2,8 @@
 //!
 //! Module map, in data-flow order (see `../shared/ARCHITECTURE.md`):
 //!
+//! - [`bookings`]: the centre's room bookings (downlink), validated and stored; held and
+//!   unbooked-use reports per booking.
 //! - [`clock`]: whether the system clock can be trusted (`clock_synced` in payloads).
 //! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
@@ -20,6 +22,7 @@
 //! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
+pub mod bookings;
 pub mod clock;
 pub mod config;
 pub mod demo;

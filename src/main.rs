@@ -154,9 +154,9 @@ enum Command {
         /// The hall's local date to simulate.
         #[arg(long, default_value = "2026-12-01")]
         date: jiff::civil::Date,
-        /// Opening time (local), until the config has `hall.opening_time`.
-        #[arg(long, default_value = "08:00")]
-        opening_time: jiff::civil::Time,
+        /// Opening time (local), instead of the config's `hall.opening_time`.
+        #[arg(long)]
+        opening_time: Option<jiff::civil::Time>,
         /// Walk-in parties over the day.
         #[arg(long, default_value_t = 260)]
         parties: u32,
@@ -165,7 +165,7 @@ enum Command {
         miss_in: f64,
         #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
         miss_out: f64,
-        /// A room that takes bookings (repeat), until the config has `rooms[].bookable`.
+        /// A room that takes bookings (repeat), instead of the config's `rooms[].bookable`.
         #[arg(long = "bookable", value_name = "ROOM")]
         bookable: Vec<String>,
     },
@@ -356,11 +356,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             bookable,
         } => {
             let cfg = config::load(&path, &Overrides::default())?;
-            let mut options = hallgate::simulate::day::DayOptions::new(seed, date);
-            options.opening_time = opening_time;
+            let mut options = hallgate::simulate::day::DayOptions::for_config(seed, date, &cfg);
+            options.opening_time = opening_time.unwrap_or(options.opening_time);
             options.parties = parties;
             options.miss_in = miss_in;
             options.miss_out = miss_out;
+            if !bookable.is_empty() {
+                options.bookable.clear();
+            }
             for room in bookable {
                 let index = cfg.rooms.iter().position(|r| r.id == room);
                 options

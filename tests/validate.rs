@@ -619,3 +619,67 @@ fn an_inline_uplink_password_is_rejected_as_unknown_and_never_printed() {
         out.stderr
     );
 }
+
+#[test]
+fn a_held_share_above_one_is_named_with_its_key_path_and_line() {
+    let text = edit(&example(), "held_share = 0.5", "held_share = 1.5");
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "situation.held_share",
+        Some(line_of(&text, "held_share = 1.5")),
+        "must be above 0 and at most 1",
+    );
+}
+
+#[test]
+fn an_unbooked_minimum_of_zero_minutes_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "unbooked_min_minutes = 15",
+        "unbooked_min_minutes = 0",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "situation.unbooked_min_minutes",
+        Some(line_of(&text, "unbooked_min_minutes = 0")),
+        "between 1 and 1440",
+    );
+}
+
+#[test]
+fn a_bookings_topic_with_a_wildcard_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "bookings_topic = \"bookings\"",
+        "bookings_topic = \"bookings/#\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "situation.bookings_topic",
+        Some(line_of(&text, "bookings_topic = \"bookings/#\"")),
+        "without wildcards",
+    );
+}
+
+#[test]
+fn an_unknown_situation_key_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "held_share = 0.5\n",
+        "held_share = 0.5\nheld_ratio = 0.5\n",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "situation.held_ratio",
+        Some(line_of(&text, "held_ratio = 0.5")),
+        "unknown field",
+    );
+}

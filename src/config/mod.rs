@@ -7,6 +7,7 @@
 //! indices, addresses parsed, the time zone loaded), so the rest of the gateway trusts it.
 
 pub mod profile;
+pub mod situation;
 pub mod status;
 pub mod terminals;
 
@@ -151,6 +152,10 @@ pub struct RoomConfig {
     /// it), `passages` (accepted passages at its terminals) or `none`.
     #[serde(default = "default_service_visits")]
     pub service_visits: String,
+    /// Whether the centre's bookings may name this room; only bookable rooms have
+    /// unbooked-use episodes reported.
+    #[serde(default)]
+    pub bookable: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +372,7 @@ pub struct Room {
     pub name: String,
     pub capacity: u32,
     pub service_visits: ServiceVisits,
+    pub bookable: bool,
 }
 
 /// What counts as a service visit (服务人次) in a room; the hall's are the sum over its rooms.
@@ -467,6 +473,8 @@ pub struct Config {
     pub cameras: Vec<terminals::Camera>,
     /// The local status page; `None` when turned off.
     pub status: Option<status::Status>,
+    /// Held activities and unbooked use: thresholds and the bookings topic.
+    pub situation: situation::Situation,
 }
 
 impl Config {
@@ -551,6 +559,7 @@ const SECTIONS: &[&str] = &[
     "vision",
     "cameras",
     "status",
+    "situation",
 ];
 
 /// Command-line overrides applied before validation, so the same file runs on the box, in
@@ -616,6 +625,8 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let vision_cfg: Option<terminals::VisionConfig> = v.section(root, "vision", false);
     let camera_cfgs: Vec<Option<terminals::CameraConfig>> = v.array(root, "cameras");
     let status_cfg: status::StatusConfig = v.section(root, "status", false).unwrap_or_default();
+    let situation_cfg: situation::SituationConfig =
+        v.section(root, "situation", false).unwrap_or_default();
 
     // Hall.
     let hall = hall.and_then(|h| v.hall(root, h));
@@ -721,6 +732,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 room.name.clone()
             },
             capacity: room.capacity,
+            bookable: room.bookable,
         });
     }
     if rooms.is_empty() {
@@ -1097,6 +1109,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     );
     let mut status_problems = Vec::new();
     let status = status::validate_status(&status_cfg, base_dir, &mut status_problems);
+    let situation = situation::validate_situation(&situation_cfg, &mut status_problems);
     for (path, message) in terminal_problems
         .into_iter()
         .chain(vision_problems)
@@ -1105,8 +1118,8 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         v.at(root, &path, message);
     }
 
-    match (hall, uplink) {
-        (Some(hall), Some(uplink)) if v.problems.is_empty() => Ok(Config {
+    match (hall, uplink, situation) {
+        (Some(hall), Some(uplink), Some(situation)) if v.problems.is_empty() => Ok(Config {
             hall,
             uplink,
             storage,
@@ -1119,6 +1132,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             vision,
             cameras: out_cameras,
             status,
+            situation,
         }),
         _ => {
             if v.problems.is_empty() {

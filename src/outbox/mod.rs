@@ -114,6 +114,9 @@ pub struct Batch {
     /// two days so a re-send after a restart is still known, committed with the counts they
     /// went into.
     pub passage_keys: Vec<(String, String, i64)>,
+    /// Serialised bookings tracker (the centre's accepted bookings and what their slots have
+    /// seen), when it changed; committed with the messages it produced.
+    pub bookings_state: Option<Vec<u8>>,
 }
 
 /// How long counted terminal event keys are kept.
@@ -127,6 +130,8 @@ pub struct Restored {
     pub pending_messages: u64,
     /// Terminal event keys counted recently, oldest first.
     pub passage_keys: Vec<(String, String)>,
+    /// The bookings tracker as last committed.
+    pub bookings_state: Option<Vec<u8>>,
     /// Where a damaged database was moved, if one was found.
     pub moved_aside: Option<PathBuf>,
 }
@@ -564,7 +569,11 @@ impl Db {
                  event TEXT NOT NULL,
                  at INTEGER NOT NULL,
                  PRIMARY KEY (terminal, event)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS bookings_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );",
         )
         .map_err(open_err)?;
         let version: i64 = conn
@@ -635,6 +644,12 @@ impl Db {
                 r.get::<_, Vec<u8>>(0)
             })
             .optional()?;
+        let bookings_state = self
+            .conn
+            .query_row("SELECT state FROM bookings_state WHERE id = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?;
         let mut baselines = BTreeMap::new();
         let mut stmt = self
             .conn
@@ -669,6 +684,7 @@ impl Db {
             baselines,
             pending_messages: self.rows,
             passage_keys,
+            bookings_state,
             moved_aside: None,
         })
     }
@@ -899,6 +915,13 @@ impl Db {
         if let Some(state) = &batch.engine_state {
             tx.execute(
                 "INSERT INTO engine_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                [state],
+            )?;
+        }
+        if let Some(state) = &batch.bookings_state {
+            tx.execute(
+                "INSERT INTO bookings_state (id, state) VALUES (1, ?1)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state",
                 [state],
             )?;

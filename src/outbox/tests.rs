@@ -556,3 +556,37 @@ async fn counted_terminal_event_keys_survive_reopen_and_old_ones_are_pruned() {
     );
     outbox.close().await;
 }
+
+#[tokio::test]
+async fn the_bookings_state_survives_reopen_and_an_older_database_gains_its_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("open");
+    assert_eq!(restored.bookings_state, None);
+    outbox.close().await;
+    // A database from before bookings existed: no bookings_state table.
+    {
+        #[allow(clippy::disallowed_methods)]
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        conn.execute_batch("DROP TABLE bookings_state;")
+            .expect("drop");
+    }
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("an older database opens");
+    assert_eq!(restored.bookings_state, None);
+    outbox
+        .commit(Batch {
+            messages: vec![msg("booking_report", "r1")],
+            bookings_state: Some(b"{\"bookings\":[]}".to_vec()),
+            ..Batch::default()
+        })
+        .await
+        .map_err(|e| e.0)
+        .expect("commit");
+    outbox.close().await;
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        restored.bookings_state.as_deref(),
+        Some(&b"{\"bookings\":[]}"[..])
+    );
+    assert_eq!(restored.pending_messages, 1);
+    outbox.close().await;
+}

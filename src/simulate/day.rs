@@ -41,7 +41,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::profile::CountMode;
-use crate::config::{Config, Zone};
+use crate::config::{Config, ServiceVisits, Zone};
 use crate::devices::DeviceEvent;
 use crate::devices::counter::{CounterTracker, Totals};
 use crate::occupancy::PassageFacts;
@@ -58,22 +58,13 @@ const OUT_BY: SignedDuration = SignedDuration::from_mins(2);
 /// a person's crossings survives the counters' quantisation to polls.
 const MIN_STEP_MS: i64 = 2_000;
 
-/// What counts as a service visit (服务人次) in a room; the default is its entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceVisits {
-    Entries,
-    Passages,
-    None,
-}
-
 /// How the day goes.
 #[derive(Debug, Clone)]
 pub struct DayOptions {
     pub seed: u64,
     /// The hall's business day (local date).
     pub date: Date,
-    /// Until `hall.opening_time` is in the config.
+    /// From `hall.opening_time`.
     pub opening_time: Time,
     /// Walk-in parties over the day.
     pub parties: u32,
@@ -87,17 +78,33 @@ pub struct DayOptions {
     /// Share of IN and of OUT crossings the counters miss.
     pub miss_in: f64,
     pub miss_out: f64,
-    /// Rooms (indices) that take bookings; until `rooms[].bookable` is in the config.
+    /// Rooms (indices) that take bookings (`rooms[].bookable`).
     pub bookable: Vec<usize>,
-    /// Per room; until `rooms[].service_visits` is in the config. Missing rooms: entries.
+    /// Per room (`rooms[].service_visits`); a room left out counts its entries.
     pub service_visits: Vec<ServiceVisits>,
-    /// A booking is held when its attendance reaches this share of the expected.
+    /// A booking is held when its attendance reaches this share of the expected
+    /// (`situation.held_share`).
     pub held_share: f64,
-    /// Shortest unbooked-use episode reported.
+    /// Shortest unbooked-use episode reported (`situation.unbooked_min_minutes`).
     pub unbooked_min_minutes: i64,
 }
 
 impl DayOptions {
+    /// [`DayOptions::new`] with the hall's own opening time, bookable rooms, service-visit
+    /// rules and booking thresholds from `config`.
+    pub fn for_config(seed: u64, date: Date, config: &Config) -> Self {
+        DayOptions {
+            opening_time: config.hall.opening_time,
+            bookable: (0..config.rooms.len())
+                .filter(|&r| config.rooms[r].bookable)
+                .collect(),
+            service_visits: config.rooms.iter().map(|r| r.service_visits).collect(),
+            held_share: config.situation.held_share,
+            unbooked_min_minutes: i64::from(config.situation.unbooked_min_minutes),
+            ..DayOptions::new(seed, date)
+        }
+    }
+
     /// A busy ordinary day: 260 parties, a third of them groups, counters that miss nothing.
     pub fn new(seed: u64, date: Date) -> Self {
         DayOptions {
@@ -780,9 +787,10 @@ impl Sim<'_> {
     /// reported) or a short one (below the minimum, not reported).
     fn unbooked_groups(&mut self, entrance: usize) {
         let _ = entrance;
-        for room in self.options.bookable.clone() {
+        for (i, room) in self.options.bookable.clone().into_iter().enumerate() {
             for long in [true, false] {
-                if !self.rng.random_bool(0.6) {
+                // The first bookable room always has a long one, so every day has one.
+                if !(long && i == 0) && !self.rng.random_bool(0.6) {
                     continue;
                 }
                 let minutes = if long {
@@ -793,7 +801,7 @@ impl Sim<'_> {
                 let length = (minutes * 60_000.0) as i64;
                 // A start well clear of every slot of the room (20 min either side).
                 let mut placed = None;
-                for _ in 0..20 {
+                for _ in 0..200 {
                     let start = self.opening_ms
                         + 40 * 60_000
                         + self.uniform_ms(

@@ -401,6 +401,46 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
         );
     }
 
+    // Bookings from the centre (reasons are a closed list).
+    let b = &snap.bookings;
+    e.single(
+        "hallgate_bookings_stored",
+        Gauge,
+        "Bookings from the centre in the stored set now.",
+        b.stored as f64,
+    );
+    e.single(
+        "hallgate_bookings_accepted_total",
+        Counter,
+        "Bookings accepted from the centre's downlink messages.",
+        b.accepted as f64,
+    );
+    e.family(
+        "hallgate_bookings_rejected_total",
+        Counter,
+        "Bookings rejected one by one (the others in their message stand), by reason.",
+    );
+    for reason in crate::bookings::Rejection::LABELS {
+        let n = b.rejected.get(reason).copied().unwrap_or(0);
+        e.sample(
+            "hallgate_bookings_rejected_total",
+            &[("reason", reason)],
+            n as f64,
+        );
+    }
+    e.family(
+        "hallgate_bookings_messages_rejected_total",
+        Counter,
+        "Bookings messages rejected as a whole (the stored set stays), by reason.",
+    );
+    for (reason, n) in &b.messages_rejected {
+        e.sample(
+            "hallgate_bookings_messages_rejected_total",
+            &[("reason", reason)],
+            *n as f64,
+        );
+    }
+
     // Rooms.
     type RoomField = fn(&super::view::RoomView) -> f64;
     let rooms: [(&str, &str, RoomField); 4] = [

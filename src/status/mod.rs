@@ -58,6 +58,8 @@ pub struct Snapshot {
     pub terminals_unattributed: TerminalStatsSnapshot,
     pub outbox: OutboxSnapshot,
     pub uplink: LinkSnapshot,
+    /// Bookings from the centre: accepted, rejected by reason, stored.
+    pub bookings: crate::bookings::BookingCounts,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,6 +104,7 @@ pub struct Sources<'a> {
     pub outbox: OutboxSnapshot,
     pub link: &'a UplinkStatus,
     pub clock_synced: bool,
+    pub bookings: &'a crate::bookings::BookingCounts,
 }
 
 impl Snapshot {
@@ -153,6 +156,7 @@ impl Snapshot {
                 login_refusals: link.login_refusals.load(Ordering::Relaxed),
                 last_ack_ms: link.last_ack_ms.load(Ordering::Relaxed),
             },
+            bookings: sources.bookings.clone(),
         }
     }
 }

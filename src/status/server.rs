@@ -505,6 +505,7 @@ mod tests {
             terminals_unattributed: Default::default(),
             outbox: Default::default(),
             uplink: Default::default(),
+            bookings: Default::default(),
         };
         (config, snapshot)
     }

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::bookings::{Bookings, SituationReport};
 use crate::clock::WallClock;
 use crate::config::Config;
 use crate::config::profile::CountMode;
@@ -97,6 +98,7 @@ pub async fn run(
             .ok()
     });
     let resumed = engine_state.is_some();
+    let bookings = Bookings::new(&config, restored.bookings_state.as_deref());
     let engine = Engine::new(HallModel::from_config(&config), engine_state, now);
     tracing::info!(
         hall = %config.hall.id,
@@ -105,6 +107,7 @@ pub async fn run(
         uplink = %format!("{}:{}", config.uplink.host, config.uplink.port),
         data_dir = %config.storage.data_dir.display(),
         resumed,
+        bookings = bookings.tracker().bookings().len(),
         pending_messages = restored.pending_messages,
         clock_synced = crate::clock::synchronised(),
         "hallgate is running"
@@ -113,8 +116,10 @@ pub async fn run(
     let link = Arc::new(UplinkStatus::default());
     let (state_tx, state_rx) = watch::channel(None);
     let uplink_stop = CancellationToken::new();
+    let (downlink_tx, mut downlink) = mpsc::channel(crate::uplink::DOWNLINK_CAPACITY);
     let uplink = tokio::spawn(
         UplinkDriver::new(config.clone(), outbox.clone(), state_rx, link.clone())
+            .with_downlink(downlink_tx)
             .run(uplink_stop.clone(), UPLINK_DRAIN),
     );
 
@@ -142,6 +147,7 @@ pub async fn run(
         stats.clone(),
         terminal_stats.clone(),
         now,
+        bookings,
     );
     for (terminal, event) in &restored.passage_keys {
         if let Some(terminal) = TerminalId::new(terminal) {
@@ -176,7 +182,7 @@ pub async fn run(
     }
     core.notifier = notifier;
     let mut events = events;
-    core.run(&mut events, &shutdown).await;
+    core.run(&mut events, &mut downlink, &shutdown).await;
 
     // Staged shutdown, each stage named in the log, all under one deadline.
     let staged = async {
@@ -263,6 +269,10 @@ struct Core {
     clock_synced: bool,
     /// systemd's notify socket: the tick pings its watchdog.
     notifier: Notifier,
+    /// The centre's bookings and their tracker; `bookings_committed` is its stored form as
+    /// last queued, so an unchanged tracker costs no write.
+    bookings: Bookings,
+    bookings_committed: Vec<u8>,
 }
 
 impl Core {
@@ -275,6 +285,7 @@ impl Core {
         stats: Arc<DeviceStats>,
         terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
         now: Timestamp,
+        bookings: Bookings,
     ) -> Self {
         let devices = config
             .counters
@@ -296,6 +307,7 @@ impl Core {
                 outbox: outbox.stats().snapshot(),
                 link: &link,
                 clock_synced: crate::clock::synchronised(),
+                bookings: bookings.counts(),
             },
             now,
         )));
@@ -322,12 +334,15 @@ impl Core {
             now: WallClock::new(now),
             clock_synced: crate::clock::synchronised(),
             notifier: Notifier::disabled(),
+            bookings_committed: bookings.stored_form(),
+            bookings,
         }
     }
 
     async fn run(
         &mut self,
         events: &mut mpsc::Receiver<DeviceEvent>,
+        downlink: &mut mpsc::Receiver<Vec<u8>>,
         shutdown: &CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(TICK);
@@ -336,6 +351,7 @@ impl Core {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 Some(event) = events.recv() => self.receive(event),
+                Some(bytes) = downlink.recv() => self.downlink(&bytes),
                 _ = ticker.tick() => {
                     self.check_clock();
                     self.step(Timestamp::now());
@@ -369,6 +385,13 @@ impl Core {
         }
     }
 
+    /// A message from the centre (the bookings downlink).
+    fn downlink(&mut self, bytes: &[u8]) {
+        if self.bookings.receive(bytes, self.now.latest()) {
+            self.queue_bookings_state();
+        }
+    }
+
     /// An event from a driver: held for reordering (a full buffer hands one back at once).
     fn receive(&mut self, event: DeviceEvent) {
         if let Some(early) = self.reorder.push(event) {
@@ -398,6 +421,8 @@ impl Core {
                         &agg,
                         self.clock_synced,
                     ));
+                    let reports = self.bookings.minute(&agg);
+                    self.situation_reports(reports);
                 }
                 EngineOutput::QuarterClosed(quarter) => {
                     self.pending.messages.push(situation::quarter_message(
@@ -430,8 +455,33 @@ impl Core {
                         ));
                     }
                     self.state_dirty = true;
+                    let reports = self.bookings.day_closed(now);
+                    self.situation_reports(reports);
                 }
             }
+        }
+    }
+
+    /// Queues the bookings tracker's reports for the centre, with the tracker that made them.
+    fn situation_reports(&mut self, reports: Vec<SituationReport>) {
+        for report in &reports {
+            self.pending
+                .messages
+                .push(crate::uplink::bookings::report_message(
+                    &self.config,
+                    report,
+                    self.clock_synced,
+                ));
+        }
+        self.queue_bookings_state();
+    }
+
+    /// Queues the tracker for the next commit, if it changed since last queued.
+    fn queue_bookings_state(&mut self) {
+        let stored = self.bookings.stored_form();
+        if stored != self.bookings_committed {
+            self.pending.bookings_state = Some(stored.clone());
+            self.bookings_committed = stored;
         }
     }
 
@@ -513,13 +563,14 @@ impl Core {
     /// not heard from yet counts as offline).
     fn report_devices(&mut self, at: Timestamp) {
         self.advance(at);
-        let online = self.devices.iter().filter(|d| d.online == Some(true)).count();
+        let online = self
+            .devices
+            .iter()
+            .filter(|d| d.online == Some(true))
+            .count();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        self.engine.devices_online(
-            count(online),
-            count(self.devices.len()),
-            self.now.latest(),
-        );
+        self.engine
+            .devices_online(count(online), count(self.devices.len()), self.now.latest());
     }
 
     /// Hands the uplink a fresh retained `state`, at most once per `state_interval` unless
@@ -566,8 +617,10 @@ impl Core {
         let engine_changed =
             self.committed_revision != Some(revision) || !self.pending.baselines.is_empty();
         let due = self.last_commit.elapsed() >= self.config.storage.commit_interval;
-        let worth =
-            !self.pending.messages.is_empty() || (engine_changed && (due || self.urgent || force));
+        // New bookings are committed at once: the centre sends them rarely.
+        let worth = !self.pending.messages.is_empty()
+            || self.pending.bookings_state.is_some()
+            || (engine_changed && (due || self.urgent || force));
         if !worth {
             return;
         }
@@ -589,6 +642,11 @@ impl Core {
                     returned.baselines.append(&mut self.pending.baselines);
                     returned.passage_keys.append(&mut self.pending.passage_keys);
                     returned.engine_state = None;
+                    returned.bookings_state = self
+                        .pending
+                        .bookings_state
+                        .take()
+                        .or(returned.bookings_state);
                     self.pending = returned;
                 }
             }
@@ -668,6 +726,7 @@ impl Core {
                 outbox: self.outbox.stats().snapshot(),
                 link: &self.link,
                 clock_synced: self.clock_synced,
+                bookings: self.bookings.counts(),
             },
             Timestamp::now(),
         )));

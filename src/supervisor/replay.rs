@@ -64,8 +64,26 @@ pub async fn replay(
     events: Vec<DeviceEvent>,
     data_dir: &Path,
 ) -> Result<Vec<OutMessage>, ReplayError> {
+    replay_with_downlink(config, Vec::new(), events, data_dir).await
+}
+
+/// [`replay`], with messages from the centre (the bookings downlink's payloads), each handed
+/// to the core at its time as the uplink would hand it over.
+pub async fn replay_with_downlink(
+    config: Config,
+    downlink: Vec<(Timestamp, Vec<u8>)>,
+    events: Vec<DeviceEvent>,
+    data_dir: &Path,
+) -> Result<Vec<OutMessage>, ReplayError> {
     let Some(last) = events.iter().map(stamp_of).max() else {
-        return replay_arrivals(config, Vec::new(), data_dir, Timestamp::UNIX_EPOCH).await;
+        return replay_arrivals(
+            config,
+            downlink,
+            Vec::new(),
+            data_dir,
+            Timestamp::UNIX_EPOCH,
+        )
+        .await;
     };
     let close = HallModel::from_config(&config).next_close_after(last);
     let arrivals = events.into_iter().map(|e| (stamp_of(&e), e)).collect();
@@ -73,14 +91,16 @@ pub async fn replay(
     let until = close
         .checked_add(window() + VIRTUAL_TICK)
         .unwrap_or(Timestamp::MAX);
-    replay_arrivals(config, arrivals, data_dir, until).await
+    replay_arrivals(config, downlink, arrivals, data_dir, until).await
 }
 
 /// Replays events as they reached the core: `(arrival, event)` in arrival order, where an
 /// event may arrive after events stamped later (a slow bus). Ticks run every virtual second
-/// from the first arrival to `until`; an arrival at the instant of a tick comes after it.
+/// from the first arrival to `until`; an arrival at the instant of a tick comes after it, and
+/// a downlink message before the device events of its instant.
 pub async fn replay_arrivals(
     mut config: Config,
+    downlink: Vec<(Timestamp, Vec<u8>)>,
     arrivals: Vec<(Timestamp, DeviceEvent)>,
     data_dir: &Path,
     until: Timestamp,
@@ -104,7 +124,14 @@ pub async fn replay_arrivals(
         outbox.close().await;
         return Err(ReplayError::NotEmpty(restored.pending_messages));
     }
-    let start = arrivals.first().map_or(until, |(at, _)| *at);
+    let start = arrivals
+        .first()
+        .map(|(at, _)| *at)
+        .into_iter()
+        .chain(downlink.first().map(|(at, _)| *at))
+        .min()
+        .unwrap_or(until);
+    let bookings = crate::bookings::Bookings::new(&config, None);
     let engine = Engine::new(HallModel::from_config(&config), None, start);
     let (state_tx, _) = watch::channel(None);
     let stats = DeviceStats::new(&config);
@@ -118,12 +145,14 @@ pub async fn replay_arrivals(
         stats,
         terminal_stats,
         start,
+        bookings,
     );
     core.clock_synced = true;
 
     // The first tick is the first whole second after the start, as an interval timer started
     // then would fire (give or take its phase, which the figures do not depend on).
     let mut next_tick = start.checked_add(VIRTUAL_TICK).unwrap_or(start);
+    let mut downlink = downlink.into_iter().peekable();
     for (at, event) in arrivals {
         while next_tick <= at {
             tick(&mut core, next_tick).await;
@@ -131,7 +160,13 @@ pub async fn replay_arrivals(
                 .checked_add(VIRTUAL_TICK)
                 .unwrap_or(Timestamp::MAX);
         }
+        while let Some((_, bytes)) = downlink.next_if(|(t, _)| *t <= at) {
+            core.downlink(&bytes);
+        }
         core.receive(event);
+    }
+    for (_, bytes) in downlink {
+        core.downlink(&bytes);
     }
     while next_tick <= until {
         tick(&mut core, next_tick).await;
@@ -197,7 +232,22 @@ pub async fn replay_day(
     let base = payload::base_topic(&config);
     let hall_id = config.hall.id.clone();
     let events = day.events.len();
-    let messages = replay(config, day.events, &data_dir).await?;
+    // The centre publishes the day's bookings (retained) before the hall opens.
+    let published = day
+        .events
+        .first()
+        .map(stamp_of)
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let downlink_bytes = bookings_downlink(&hall_id, &day.bookings)
+        .to_string()
+        .into_bytes();
+    let messages = replay_with_downlink(
+        config,
+        vec![(published, downlink_bytes)],
+        day.events,
+        &data_dir,
+    )
+    .await?;
 
     let payloads = out.join("payloads.jsonl");
     let mut text = String::new();
@@ -218,11 +268,7 @@ pub async fn replay_day(
     write_file(&truth, &json).map_err(write_error(&truth))?;
 
     let bookings = out.join("bookings.json");
-    let downlink = serde_json::json!({
-        "schema_version": 1,
-        "hall_id": hall_id,
-        "bookings": day.bookings,
-    });
+    let downlink = bookings_downlink(&hall_id, &day.bookings);
     write_file(&bookings, downlink.to_string().as_bytes()).map_err(write_error(&bookings))?;
 
     Ok(DayReport {
@@ -242,4 +288,13 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// The centre's bookings message for the hall (the downlink's format).
+fn bookings_downlink(hall_id: &str, bookings: &[day::Booking]) -> serde_json::Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "hall_id": hall_id,
+        "bookings": bookings,
+    })
 }

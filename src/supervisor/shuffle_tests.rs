@@ -126,7 +126,7 @@ fn run(config: &Config, arrivals: Vec<(Timestamp, DeviceEvent)>) -> Vec<OutMessa
     runtime.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(60),
-            replay_arrivals(config.clone(), arrivals, dir.path(), until),
+            replay_arrivals(config.clone(), Vec::new(), arrivals, dir.path(), until),
         )
         .await
         .expect("a replay of minutes ends in seconds")

@@ -11,6 +11,12 @@
 //! The retained `status` topic says `online` after each connect; the last will (and a clean
 //! shutdown) say `offline`.
 //!
+//! **Downlink**: the one topic the gateway reads from the centre is the retained bookings
+//! topic (`situation.bookings_topic`). It is subscribed at QoS 1 after *every* CONNACK (a
+//! clean session forgets subscriptions), and each message on it is handed to the core loop
+//! through a bounded channel ([`DOWNLINK_CAPACITY`]); one over
+//! [`crate::bookings::MAX_MESSAGE_BYTES`] is dropped with a WARN before anything parses it.
+//!
 //! **Replay after an outage**: alerts first (the outbox hands them out before anything else),
 //! then the current `state` (retained, so the overview is right at once), then the backlog
 //! **oldest first**, paced. Oldest first because the live picture is already in `state`, so
@@ -32,6 +38,7 @@
 //! ERROR, once per outage and kind, and counted in [`UplinkStatus`]; the gateway keeps retrying
 //! with backoff meanwhile, and messages wait in the outbox.
 
+pub mod bookings;
 pub mod payload;
 pub mod situation;
 pub mod tls;
@@ -47,7 +54,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
     Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -57,6 +64,10 @@ use crate::outbox::{OutMessage, Outbox};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The first retry after losing an established connection waits up to this (jittered).
 pub const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(5);
+/// Downlink messages waiting for the core loop. Each bookings message replaces the last, and
+/// the core takes them at once; when full, the newest is dropped with a WARN (the retained
+/// message comes again with the next connection).
+pub const DOWNLINK_CAPACITY: usize = 8;
 
 /// What the rest of the gateway may read about the link.
 #[derive(Debug, Default)]
@@ -85,6 +96,8 @@ pub struct UplinkDriver {
     state: watch::Receiver<Option<OutMessage>>,
     status: Arc<UplinkStatus>,
     started: Timestamp,
+    /// Where bookings from the centre go; `None`: the downlink is not read.
+    downlink: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 /// Publishes handed to rumqttc and not yet acknowledged. Entries are outbox row ids; `None`
@@ -218,6 +231,42 @@ impl UplinkDriver {
             state,
             status,
             started: Timestamp::now(),
+            downlink: None,
+        }
+    }
+
+    /// Reads the bookings topic and hands each message to `tx`.
+    pub fn with_downlink(mut self, tx: mpsc::Sender<Vec<u8>>) -> Self {
+        self.downlink = Some(tx);
+        self
+    }
+
+    /// The full bookings topic.
+    pub fn bookings_topic(&self) -> String {
+        self.topic(&self.config.situation.bookings_topic)
+    }
+
+    /// A publish arrived: bookings go to the core, oversize ones are dropped first.
+    fn downlink_publish(&self, publish: &rumqttc::Publish) {
+        let Some(tx) = &self.downlink else { return };
+        if publish.topic != self.bookings_topic() {
+            return;
+        }
+        let bytes = publish.payload.len();
+        if bytes > crate::bookings::MAX_MESSAGE_BYTES {
+            tracing::warn!(
+                topic = %publish.topic,
+                bytes,
+                max_bytes = crate::bookings::MAX_MESSAGE_BYTES,
+                "dropped a bookings message from the centre that is over the size limit, unread; the stored bookings stay"
+            );
+            return;
+        }
+        if tx.try_send(publish.payload.to_vec()).is_err() {
+            tracing::warn!(
+                topic = %publish.topic,
+                "dropped a bookings message from the centre: the core loop is behind; the stored bookings stay and the retained message comes again on the next connection"
+            );
         }
     }
 
@@ -373,11 +422,18 @@ impl UplinkDriver {
                         if client.try_publish(self.topic(payload::TOPIC_STATUS), QoS::AtLeastOnce, true, online).is_ok() {
                             inflight.queued(None);
                         }
+                        // A clean session forgets subscriptions: ask again on every connection.
+                        if self.downlink.is_some()
+                            && let Err(error) = client.try_subscribe(self.bookings_topic(), QoS::AtLeastOnce)
+                        {
+                            tracing::warn!(%error, "cannot subscribe to the bookings topic on this connection; bookings wait for the next");
+                        }
                         // Current state first: the broker may have restarted and forgotten it.
                         state_unsent = !self.publish_state(&client, &mut state, &mut inflight);
                         paced = self.fill(&client, &mut inflight, &mut pacer).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.written(pkid),
+                    Ok(Event::Incoming(Packet::Publish(publish))) => self.downlink_publish(&publish),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         self.delivered(inflight.acked(ack.pkid)).await;
                         if state_unsent {
