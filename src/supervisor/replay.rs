@@ -124,10 +124,11 @@ pub async fn replay_arrivals(
         outbox.close().await;
         return Err(ReplayError::NotEmpty(restored.pending_messages));
     }
+    // The gateway was up from the earliest moment anything was observed: the earliest stamp
+    // (an event may arrive late, but it was stamped while the gateway ran).
     let start = arrivals
-        .first()
-        .map(|(at, _)| *at)
-        .into_iter()
+        .iter()
+        .flat_map(|(at, e)| [*at, stamp_of(e)])
         .chain(downlink.first().map(|(at, _)| *at))
         .min()
         .unwrap_or(until);
