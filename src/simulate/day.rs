@@ -176,7 +176,11 @@ pub struct RoomFigures {
     pub person_ms: i64,
     pub person_minutes: f64,
     pub occupancy_mean: f64,
+    /// The highest occupancy that held for some time.
     pub occupancy_peak: u64,
+    /// The highest occupancy right after a counter read's IN crossings were applied, before
+    /// its OUT crossings: the minute bins' (`agg_1m`) convention.
+    pub occupancy_peak_momentary: u64,
     /// Share of the stretch with occupancy > 0.
     pub occupied_share: f64,
     /// person_minutes ÷ entries; `None` without entries.
@@ -983,6 +987,7 @@ impl Sim<'_> {
                     person_minutes: occ.person_ms as f64 / 60_000.0,
                     occupancy_mean: occ.person_ms as f64 / len_ms as f64,
                     occupancy_peak: occ.peak,
+                    occupancy_peak_momentary: occ.momentary_peak,
                     occupied_share: occ.occupied_ms as f64 / len_ms as f64,
                     ..RoomFigures::default()
                 };
@@ -1221,8 +1226,11 @@ struct Occupancy {
     entries: u64,
     exits: u64,
     person_ms: i64,
+    /// Highest occupancy that held for some time.
     peak: u64,
     peak_at: Option<i64>,
+    /// Highest occupancy right after a read's IN crossings (the minute bins' convention).
+    momentary_peak: u64,
     occupied_ms: i64,
 }
 
@@ -1306,34 +1314,39 @@ impl Timeline {
             .take_while(|s| s.0 < start)
             .last()
             .map_or(0, |s| s.1);
-        o.peak = level.max(0) as u64;
+        o.momentary_peak = level.max(0) as u64;
         let mut t = start;
-        for &(at, after, may_peak) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
-            o.person_ms += level.max(0) * (at - t);
-            if level > 0 {
-                o.occupied_ms += at - t;
+        // A level counts for the peak only if it held for some time: what the steps of one
+        // instant pass through on the way (4 in, then 4 out in one read) was nobody's state.
+        let mut segment = |o: &mut Occupancy, from: i64, to: i64, level: i64| {
+            if to <= from {
+                return;
             }
+            let occ = level.max(0);
+            o.person_ms += occ * (to - from);
+            if occ > 0 {
+                o.occupied_ms += to - from;
+                if occ as u64 > o.peak {
+                    o.peak = occ as u64;
+                    o.peak_at = Some(from);
+                }
+            }
+        };
+        for &(at, after, may_peak) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
+            segment(&mut o, t, at, level);
             t = at;
             level = after;
-            if may_peak && after.max(0) as u64 > o.peak {
-                o.peak = after.max(0) as u64;
-                o.peak_at = Some(at);
+            if may_peak {
+                o.momentary_peak = o.momentary_peak.max(after.max(0) as u64);
             }
         }
-        o.person_ms += level.max(0) * (end - t);
-        if level > 0 {
-            o.occupied_ms += end - t;
-        }
-        for &(at, inward) in moves.iter().filter(|m| m.0 >= start && m.0 < end) {
-            let _ = at;
+        segment(&mut o, t, end, level);
+        for &(_, inward) in moves.iter().filter(|m| m.0 >= start && m.0 < end) {
             if inward {
                 o.entries += 1;
             } else {
                 o.exits += 1;
             }
-        }
-        if o.peak_at.is_none() && o.peak > 0 {
-            o.peak_at = Some(start);
         }
         o
     }
