@@ -200,7 +200,7 @@ async fn every_payload_the_gateway_publishes_validates_against_its_schema() {
         let lines = rig.dir().join("recorded.jsonl");
         recorder.write_lines(&lines)?;
         let validation = validate(&lines, rig.dir())?;
-        validation.ensure_passed(&lines)?;
+        validation.ensure_passed(&format!("the recording {}", lines.display()))?;
         for kind in EXPECTED_KINDS {
             ensure!(
                 validation.valid.get(kind).copied().unwrap_or(0) > 0,

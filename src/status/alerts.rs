@@ -304,10 +304,18 @@ impl Memory {
                     &d.id,
                     None,
                     None,
-                    format!(
-                        "{what} {} ({}) answers but has not counted for longer than expected: {}",
-                        d.id, d.place, d.detail
-                    ),
+                    if d.kind == DeviceKind::Terminal {
+                        format!(
+                            "{what} {} ({}) has not been heard from for longer than expected: {}",
+                            d.id, d.place, d.detail
+                        )
+                    } else {
+                        format!(
+                            "{what} {} ({}) answers but has not counted for longer than \
+                             expected: {}",
+                            d.id, d.place, d.detail
+                        )
+                    },
                 );
             } else {
                 episodes.clear(EpisodeKind::DeviceStale, &d.id, |_| {

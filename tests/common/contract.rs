@@ -36,6 +36,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// A message as it came off the wire: the payload parsed when it is JSON.
+    pub fn from_wire(topic: &str, retain: bool, payload: &[u8]) -> Self {
+        let payload = serde_json::from_slice(payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into()));
+        Record {
+            topic: topic.to_string(),
+            retain,
+            payload,
+        }
+    }
+
     pub fn kind(&self) -> Option<&str> {
         self.payload.get("kind").and_then(Value::as_str)
     }
@@ -91,15 +102,9 @@ impl Recorder {
                         }
                         Ok(Event::Incoming(Packet::SubAck(_))) => lock(&recorded).subscribed = true,
                         Ok(Event::Incoming(Packet::Publish(publish))) => {
-                            let payload =
-                                serde_json::from_slice(&publish.payload).unwrap_or_else(|_| {
-                                    Value::String(String::from_utf8_lossy(&publish.payload).into())
-                                });
-                            lock(&recorded).records.push(Record {
-                                topic: publish.topic.clone(),
-                                retain: publish.retain,
-                                payload,
-                            });
+                            let record =
+                                Record::from_wire(&publish.topic, publish.retain, &publish.payload);
+                            lock(&recorded).records.push(record);
                         }
                         Ok(_) => {}
                         Err(error) => {
@@ -213,12 +218,11 @@ pub struct Validation {
 }
 
 impl Validation {
-    /// Fails with the validator's output unless it passed.
-    pub fn ensure_passed(&self, lines: &Path) -> anyhow::Result<()> {
+    /// Fails with the validator's output unless it passed; `what` names the payloads.
+    pub fn ensure_passed(&self, what: &str) -> anyhow::Result<()> {
         if !self.passed {
             bail!(
-                "the payloads in {} do not all validate against docs/schema/ (exit {:?}):\n{}",
-                lines.display(),
+                "{what}: not every payload validates against docs/schema/ (exit {:?}):\n{}",
                 self.code,
                 self.output
             );
