@@ -1318,7 +1318,7 @@ impl Timeline {
         let mut t = start;
         // A level counts for the peak only if it held for some time: what the steps of one
         // instant pass through on the way (4 in, then 4 out in one read) was nobody's state.
-        let mut segment = |o: &mut Occupancy, from: i64, to: i64, level: i64| {
+        let segment = |o: &mut Occupancy, from: i64, to: i64, level: i64| {
             if to <= from {
                 return;
             }

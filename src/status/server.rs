@@ -506,6 +506,9 @@ mod tests {
             outbox: Default::default(),
             uplink: Default::default(),
             bookings: Default::default(),
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
         };
         (config, snapshot)
     }

@@ -8,8 +8,10 @@
 //! The core loop is the only owner of the occupancy engine. It puts device events back in time
 //! order ([`reorder`]) and applies them, ticks
 //! the engine once a second (closing minute bins and days), hands the uplink the latest
-//! retained `state` at most once per `state_interval`, and hands the outbox batches — new
-//! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
+//! retained `state` at most once per `state_interval`, diffs a snapshot for alerts once a
+//! tick (raises and clears go to the outbox, today's list to the status page), and hands the
+//! outbox batches — new messages, the engine state and the counter baselines, committed
+//! together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
 //! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
 //! the outbox closes.
 //!
@@ -43,7 +45,8 @@ use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
 use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
-use crate::status::{Snapshot, StatusServer};
+use crate::status::alerts::AlertWatch;
+use crate::status::{FeverTally, Snapshot, StatusServer};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::situation;
@@ -254,6 +257,9 @@ struct Core {
     last_counted: Vec<Option<Timestamp>>,
     /// The status page's latest snapshot, replaced once a tick (never blocks).
     status_tx: watch::Sender<Arc<Snapshot>>,
+    /// Fever passages per terminal, and the alert diffing they feed (with every snapshot).
+    fevers: Vec<FeverTally>,
+    alerts: AlertWatch,
     pending: Batch,
     /// Engine revision last committed.
     committed_revision: Option<u64>,
@@ -297,6 +303,16 @@ impl Core {
             })
             .collect::<Vec<_>>();
         let last_counted = vec![None; devices.len()];
+        let fevers: Vec<FeverTally> = config
+            .terminals
+            .iter()
+            .map(|t| FeverTally {
+                terminal: t.id.as_str().to_string(),
+                room: config.rooms[t.room].id.clone(),
+                room_name: config.rooms[t.room].name.clone(),
+                fevers: 0,
+            })
+            .collect();
         let (status_tx, _) = watch::channel(Arc::new(Snapshot::capture(
             &crate::status::Sources {
                 engine: engine.state(),
@@ -308,6 +324,7 @@ impl Core {
                 link: &link,
                 clock_synced: crate::clock::synchronised(),
                 bookings: bookings.counts(),
+                fevers: &fevers,
             },
             now,
         )));
@@ -324,6 +341,8 @@ impl Core {
             devices,
             last_counted,
             status_tx,
+            fevers,
+            alerts: AlertWatch::new(now),
             pending: Batch::default(),
             committed_revision: None,
             state_dirty: true,
@@ -354,9 +373,10 @@ impl Core {
                 Some(bytes) = downlink.recv() => self.downlink(&bytes),
                 _ = ticker.tick() => {
                     self.check_clock();
-                    self.step(Timestamp::now());
+                    let now = Timestamp::now();
+                    self.step(now);
                     self.publish_state(false);
-                    self.publish_status();
+                    self.publish_status(now);
                     self.flush(false).await;
                     // After the flush: a tick stuck on the outbox must starve the watchdog.
                     self.ping_watchdog();
@@ -518,6 +538,9 @@ impl Core {
                     return;
                 }
                 stats.passages.fetch_add(1, Ordering::Relaxed);
+                if facts.fever {
+                    self.fevers[terminal].fevers += 1;
+                }
                 self.advance(at);
                 self.engine.passage(&facts);
                 self.pending.passage_keys.push((
@@ -710,13 +733,11 @@ impl Core {
 }
 
 impl Core {
-    /// Hands the status page a fresh snapshot; replacing a watch value never waits.
-    fn publish_status(&self) {
-        if self.status_tx.is_closed() {
-            // The status page is turned off: nobody to copy the figures for.
-            return;
-        }
-        self.status_tx.send_replace(Arc::new(Snapshot::capture(
+    /// Diffs a fresh snapshot for alerts, queues their raises and clears for the outbox,
+    /// and hands the snapshot to the status page; replacing a watch value never waits.
+    /// `now` is the tick's time (a replay's virtual clock), which alerts are stamped with.
+    fn publish_status(&mut self, now: Timestamp) {
+        let mut snapshot = Snapshot::capture(
             &crate::status::Sources {
                 engine: self.engine.state(),
                 devices: &self.devices,
@@ -727,8 +748,14 @@ impl Core {
                 link: &self.link,
                 clock_synced: self.clock_synced,
                 bookings: self.bookings.counts(),
+                fevers: &self.fevers,
             },
-            Timestamp::now(),
-        )));
+            now,
+        );
+        let alerts = self.alerts.observe(&self.config, &mut snapshot);
+        self.pending.messages.extend(alerts);
+        if !self.status_tx.is_closed() {
+            self.status_tx.send_replace(Arc::new(snapshot));
+        }
     }
 }

@@ -187,10 +187,12 @@ pub async fn replay_arrivals(
     Ok(stored.into_iter().map(|m| m.message).collect())
 }
 
-/// What the live loop does on a tick that concerns the figures: release, advance, commit.
-/// (The retained `state`, the status page and the watchdog are not part of a replay.)
+/// What the live loop does on a tick that concerns the outbox: release, advance, raise and
+/// clear alerts (from the status snapshot, which nobody watches here), commit. (The retained
+/// `state` goes to the uplink directly and the watchdog is systemd's: not part of a replay.)
 async fn tick(core: &mut Core, now: Timestamp) {
     core.step(now);
+    core.publish_status(now);
     core.flush(false).await;
 }
 
