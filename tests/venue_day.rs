@@ -20,6 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -50,6 +51,18 @@ impl Replayed {
     fn payloads_file(&self) -> PathBuf {
         self.dir.path().join("payloads.jsonl")
     }
+}
+
+/// The day with exact counters, replayed once for all the tests that read it.
+fn exact_day() -> &'static Replayed {
+    static DAY: OnceLock<Replayed> = OnceLock::new();
+    DAY.get_or_init(|| replay(0.0))
+}
+
+/// The day with [`MISS_OUT`] of the exits missed, replayed once.
+fn drifting_day() -> &'static Replayed {
+    static DAY: OnceLock<Replayed> = OnceLock::new();
+    DAY.get_or_init(|| replay(MISS_OUT))
 }
 
 /// Runs `hallgate replay-day` and reads what it wrote.
@@ -295,7 +308,7 @@ fn by_start<'a>(payloads: &[&'a Value], key: &str) -> BTreeMap<String, &'a Value
 
 #[test]
 fn every_payload_of_the_venue_day_validates_against_its_schema() {
-    let day = replay(MISS_OUT);
+    let days = [exact_day(), drifting_day()];
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/validate_payloads.py");
     // Not a skip: without the validator nothing here is checked, so that is a failure.
     assert!(
@@ -305,7 +318,7 @@ fn every_payload_of_the_venue_day_validates_against_its_schema() {
     );
     let output = Command::new("python3")
         .arg(&script)
-        .arg(day.payloads_file())
+        .args(days.map(Replayed::payloads_file))
         .output()
         .expect("python3 runs (scripts/test.sh installs python3-jsonschema)");
     let report = format!(
@@ -326,13 +339,16 @@ fn every_payload_of_the_venue_day_validates_against_its_schema() {
         "booking_report",
         "unbooked_use",
     ] {
-        assert!(!day.of_kind(kind).is_empty(), "the day sent no {kind}");
+        assert!(
+            days.iter().all(|d| !d.of_kind(kind).is_empty()),
+            "a day sent no {kind}"
+        );
     }
 }
 
 #[test]
 fn with_exact_counters_every_situation_figure_matches_the_truth() {
-    let day = replay(0.0);
+    let day = exact_day();
     let truth = &day.truth;
     let capacity = total_capacity(truth);
     let mut m = Mismatches::default();
@@ -450,7 +466,7 @@ fn with_exact_counters_every_situation_figure_matches_the_truth() {
 
 #[test]
 fn with_exact_counters_every_minute_adds_up_to_its_bin() {
-    let day = replay(0.0);
+    let day = exact_day();
     let mut m = Mismatches::default();
     // agg_1m: the same day minute by minute; summed over each bin it is the bin's truth.
     let minutes = day.of_kind("agg_1m");
@@ -540,7 +556,7 @@ fn with_exact_counters_every_minute_adds_up_to_its_bin() {
 
 #[test]
 fn bookings_are_reported_held_or_not_and_unbooked_use_is_found() {
-    let day = replay(0.0);
+    let day = exact_day();
     let mut m = Mismatches::default();
     let reports = by_start(&day.of_kind("booking_report"), "booking_id");
     let truth = day.truth["bookings"].as_array().expect("bookings");
@@ -660,7 +676,7 @@ fn person_minutes_bound(missed_at_ms: &[i64], start: i64, end: i64) -> f64 {
 
 #[test]
 fn with_missed_exits_the_figures_stay_within_the_derived_bound_and_drift_correction_helps() {
-    let day = replay(MISS_OUT);
+    let day = drifting_day();
     let truth = &day.truth;
     let mut m = Mismatches::default();
     let counted = truth["counted"].as_array().expect("counted");

@@ -794,7 +794,8 @@ impl Sim<'_> {
         for (i, room) in self.options.bookable.clone().into_iter().enumerate() {
             for long in [true, false] {
                 // The first bookable room always has a long one, so every day has one.
-                if !(long && i == 0) && !self.rng.random_bool(0.6) {
+                let wanted = (long && i == 0) || self.rng.random_bool(0.6);
+                if !wanted {
                     continue;
                 }
                 let minutes = if long {
