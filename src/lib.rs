@@ -16,10 +16,12 @@
 //!   here first, in batches, together with the engine state and counter baselines.
 //! - [`uplink`]: the one MQTT client of the central broker (TLS for `mqtts://`); a row leaves
 //!   the outbox on PUBACK.
-//! - [`supervisor`]: wires the stages, owns shutdown.
+//! - [`supervisor`]: wires the stages, owns shutdown; puts device events back in time order
+//!   before the engine; replays a day through the same core under a virtual clock.
 //! - [`status`]: the local status page, JSON API, `/metrics` and `/healthz`, from snapshots
 //!   the core loop publishes; `hallgate status` reads the API.
-//! - [`simulate`]: simulated counters with ground truth, for the demo and the tests.
+//! - [`simulate`]: simulated counters with ground truth, for the demo and the tests; a whole
+//!   seeded hall day with its truth (`simulate::day`) for the venue-day replay.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
 pub mod bookings;

@@ -857,3 +857,71 @@ impl FromStrMs for jiff::Timestamp {
             .as_millisecond()
     }
 }
+
+#[test]
+fn alerts_follow_the_day_fevers_at_their_terminals_and_rooms_over_capacity() {
+    let day = exact_day();
+    let alerts = day.of_kind("alert");
+    let count = |alert: &str, subject: &str, state: &str| {
+        alerts
+            .iter()
+            .filter(|a| a["alert"] == alert && a["subject"] == subject && a["state"] == state)
+            .count()
+    };
+    // A room over capacity: raised only where people really were over it, raised wherever
+    // they were clearly over it (the rule looks once a second, so a moment's +1 may pass
+    // unseen), and cleared by the close, when everyone has left.
+    for r in day.truth["day_figures"]["rooms"].as_array().expect("rooms") {
+        let id = r["id"].as_str().expect("id");
+        let (peak, capacity) = (u(&r["occupancy_peak"]), u(&r["capacity"]));
+        let raised = count("over_capacity", id, "raised");
+        if raised > 0 {
+            assert!(
+                peak > capacity,
+                "{id}: over_capacity raised at a true peak of {peak}/{capacity}"
+            );
+        }
+        if peak >= capacity + 2 {
+            assert!(
+                raised > 0,
+                "{id}: {peak} people in a room for {capacity}, and no alert"
+            );
+        }
+        assert_eq!(
+            raised,
+            count("over_capacity", id, "cleared"),
+            "{id}: every raise is cleared"
+        );
+    }
+    // Fevers: each terminal that recorded one raised an alert (episodes may merge fevers, so
+    // at most one per fever passage), none elsewhere, and no alert names anyone.
+    let fixture: toml::Value =
+        toml::from_str(&std::fs::read_to_string(fixture()).expect("fixture")).expect("TOML");
+    for t in fixture["terminals"].as_array().expect("terminals") {
+        let (terminal, room) = (
+            t["id"].as_str().expect("id"),
+            t["room"].as_str().expect("room"),
+        );
+        let fevers = day.truth["day_figures"]["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .find(|r| r["id"] == room)
+            .map(|r| u(&r["fevers"]))
+            .expect("the terminal's room");
+        let raised = count("fever", terminal, "raised") as u64;
+        assert!(
+            (fevers == 0 && raised == 0) || (1..=fevers).contains(&raised),
+            "terminal {terminal} in {room}: {fevers} fevers, {raised} fever alerts"
+        );
+    }
+    for a in &alerts {
+        let detail = a["detail"].as_str().unwrap_or_default();
+        assert!(!detail.contains("M0"), "an alert names a member: {detail}");
+        assert!(
+            ["over_capacity", "fever", "device_stale"]
+                .contains(&a["alert"].as_str().unwrap_or_default()),
+            "no device went offline, the clock was synchronised and the outbox never filled: {a}"
+        );
+    }
+}

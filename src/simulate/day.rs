@@ -699,8 +699,24 @@ impl Sim<'_> {
                 if left.is_empty() || !self.rng.random_bool(0.7) {
                     break;
                 }
-                let room = left.remove(self.rng.random_range(0..left.len()));
-                let dwell = 2 * 60_000 + self.exponential_ms(25.0 * 60.0);
+                // Bigger rooms draw more visitors: a 12-place health corner is not as busy as
+                // a 30-seat reading room (it still fills up now and then).
+                let weights: Vec<u32> = left
+                    .iter()
+                    .map(|&r| self.config.rooms[r].capacity.max(1))
+                    .collect();
+                let mut x = self.rng.random_range(0..weights.iter().sum::<u32>());
+                let mut pick = 0;
+                while x >= weights[pick] {
+                    x -= weights[pick];
+                    pick += 1;
+                }
+                let room = left.remove(pick);
+                // Small rooms serve quickly (a blood-pressure check), big ones hold people
+                // longer (reading): 25 minutes on average in a 30-place room.
+                let capacity = f64::from(self.config.rooms[room].capacity);
+                let mean_min = (25.0 * capacity / 30.0).clamp(5.0, 40.0);
+                let dwell = 2 * 60_000 + self.exponential_ms(mean_min * 60.0);
                 stops.push((room, dwell));
                 stops.push((entrance, self.uniform_ms(10.0, 120.0)));
             }
