@@ -477,13 +477,14 @@ impl Core {
     /// not heard from yet counts as offline).
     fn report_devices(&mut self, at: Timestamp) {
         self.advance(at);
-        let online = self.devices.iter().filter(|d| d.online == Some(true)).count();
+        let online = self
+            .devices
+            .iter()
+            .filter(|d| d.online == Some(true))
+            .count();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        self.engine.devices_online(
-            count(online),
-            count(self.devices.len()),
-            self.now.latest(),
-        );
+        self.engine
+            .devices_online(count(online), count(self.devices.len()), self.now.latest());
     }
 
     /// Hands the uplink a fresh retained `state`, at most once per `state_interval` unless
