@@ -814,7 +814,10 @@ impl Engine {
             .map(|(i, (room, w))| {
                 let capacity = f64::from(self.model.capacity(i));
                 let (e, x) = (room.entries, room.exits);
-                let (scaled, factor) = if room.occupancy() > 0 && e > x && x > 0 {
+                let (scaled, factor) = if room.camera_correction != 0 {
+                    // A room camera re-anchored it: already corrected by a direct count.
+                    (Scaled::None, 1.0)
+                } else if room.occupancy() > 0 && e > x && x > 0 {
                     (Scaled::Exits, e as f64 / x as f64)
                 } else if room.clamped > 0 && x > e && e > 0 {
                     (Scaled::Entries, x as f64 / e as f64)
