@@ -348,7 +348,8 @@ fn hour_floor_ms(tz: &jiff::tz::TimeZone, t: Timestamp) -> i64 {
 
 impl HallModel {
     /// When the open time of the day that closes at `close` begins: the last local
-    /// `opening_time` before `close`.
+    /// `opening_time` strictly before `close` (a day before it when the two times are the
+    /// same: open round the clock).
     pub fn open_from(&self, close: Timestamp) -> Timestamp {
         let local = close.to_zoned(self.time_zone.clone());
         let mut date = local.date();
@@ -1333,6 +1334,16 @@ mod tests {
         assert_eq!(qs[0].open_minutes, 10);
         assert_eq!(qs[1].open_minutes, 0);
         assert_eq!(qs[1].rooms[0].person_minutes, 0.0, "reset at close");
+    }
+
+    #[test]
+    fn a_hall_opening_when_it_closes_is_open_the_whole_day() {
+        let mut m = model();
+        m.opening_time = m.closing_time;
+        assert_eq!(
+            m.open_from(at("2026-11-22T13:00:00Z")),
+            at("2026-11-21T13:00:00Z")
+        );
     }
 
     #[test]
