@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat, openssl, systemd-analyze, chromium), then checks
-# formatting, lints and runs every test, including the black-box tests that start real
-# mosquitto, simulator and gateway processes, join them over socat pty pairs for the RS-485
-# buses, and read the status page in a headless chromium; last, the aarch64 release build and
+# peers that are missing (mosquitto, socat, openssl, systemd-analyze, chromium,
+# python3-jsonschema), then checks formatting, lints and runs every test, including the
+# black-box tests that start real mosquitto, simulator and gateway processes, join them over
+# socat pty pairs for the RS-485 buses, and read the status page in a headless chromium; last, the aarch64 release build and
 # its smoke test under qemu (cross/build.sh; HALLGATE_SKIP_CROSS=1 skips it outside CI).
 set -euo pipefail
 
@@ -47,6 +47,11 @@ fi
 # The TLS tests (tests/tls.rs) make their CAs and certificates with the openssl CLI.
 if ! command -v openssl >/dev/null 2>&1; then
     missing+=(openssl)
+fi
+# The contract test (tests/contract.rs) validates every uplink payload against docs/schema/
+# with tests/peers/validate_payloads.py.
+if ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+    missing+=(python3-jsonschema)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]} (the black-box tests' broker, serial lines, certificates and browser)"

@@ -25,8 +25,9 @@ use anyhow::{Context, bail, ensure};
 use rand::Rng;
 use serde_json::Value;
 
-use common::HALLGATE;
+use common::backlog::seed_backlog as seed;
 use common::bins::{bin_times, check_bins_are_contiguous, compare_bin_sums, describe_bins};
+use common::contract::{Record, validate_records};
 use common::hall::HallPlan;
 use common::process::Traffic;
 use common::rig::Rig;
@@ -36,53 +37,6 @@ const FUNCTION_ROOMS: usize = 3;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
-}
-
-/// What `hallgate seed-backlog` reported.
-#[derive(Debug, Clone)]
-struct Seeded {
-    messages: u64,
-    first_bin: i64,
-    last_bin: i64,
-    entries: u64,
-}
-
-/// Seeds `minutes` minute bins, the last one ending before `end_unix`, into the data dir of
-/// `config` (with `hallgate seed-backlog`, while the gateway is not running).
-fn seed(config: &Path, minutes: u32, end_unix: i64, seed: u64) -> anyhow::Result<Seeded> {
-    let out = Command::new(HALLGATE)
-        .args(["seed-backlog", "--config"])
-        .arg(config)
-        .args(["--minutes", &minutes.to_string()])
-        .args([
-            "--end",
-            &jiff::Timestamp::from_second(end_unix)?.to_string(),
-        ])
-        .args(["--seed", &seed.to_string()])
-        .output()
-        .context("cannot run hallgate seed-backlog")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "seed-backlog failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let field = |key: &str| -> anyhow::Result<&str> {
-        stdout
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .with_context(|| format!("no {key}= in seed-backlog's output: {stdout}"))
-    };
-    let time = |key: &str| -> anyhow::Result<i64> {
-        Ok(field(key)?.parse::<jiff::Timestamp>()?.as_second())
-    };
-    Ok(Seeded {
-        messages: field("messages")?.parse()?,
-        first_bin: time("first_bin")?,
-        last_bin: time("last_bin")?,
-        entries: field("entries")?.parse()?,
-    })
 }
 
 fn unix_now() -> i64 {
@@ -419,6 +373,25 @@ async fn gateway_killed_thirty_times_during_heavy_writes_keeps_a_sound_database_
         ensure!(
             rollups > 0,
             "the small bound should have made the gateway roll up"
+        );
+        // Roll-ups included, everything that reached the centre keeps to the contract.
+        let records: Vec<Record> = rig
+            .watcher()?
+            .seen()
+            .raw
+            .iter()
+            .map(|(topic, payload)| Record::from_wire(topic, false, payload))
+            .collect();
+        let validation = validate_records(rig.dir(), "crash-loop-uplink", &records)?;
+        validation.ensure_passed("what the crash loop delivered")?;
+        let rolled_up: u64 = ["agg_15m", "agg_1h"]
+            .iter()
+            .filter_map(|kind| validation.valid.get(*kind))
+            .sum();
+        ensure!(
+            rolled_up > 0,
+            "no roll-up was validated:\n{}",
+            validation.output
         );
         eprintln!("crash loop: {KILLS} kills, {rollups} roll-ups delivered, nothing missing");
         Ok(())

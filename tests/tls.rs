@@ -555,27 +555,6 @@ async fn a_login_over_plain_mqtt_works_with_a_warning_that_the_password_goes_in_
 /// must not be running); returns the first and last bin start (Unix seconds).
 fn seed_backlog(config: &Path, minutes: u32) -> anyhow::Result<(i64, i64)> {
     let end = jiff::Timestamp::now().as_second() / 60 * 60 - 60;
-    let out = Command::new(HALLGATE)
-        .args(["seed-backlog", "--config"])
-        .arg(config)
-        .args(["--minutes", &minutes.to_string()])
-        .args(["--end", &jiff::Timestamp::from_second(end)?.to_string()])
-        .args(["--seed", "7"])
-        .output()
-        .context("cannot run hallgate seed-backlog")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "seed-backlog failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let time = |key: &str| -> anyhow::Result<i64> {
-        let text = stdout
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .with_context(|| format!("no {key}= in seed-backlog's output: {stdout}"))?;
-        Ok(text.parse::<jiff::Timestamp>()?.as_second())
-    };
-    Ok((time("first_bin")?, time("last_bin")?))
+    let seeded = common::backlog::seed_backlog(config, minutes, end, 7)?;
+    Ok((seeded.first_bin, seeded.last_bin))
 }

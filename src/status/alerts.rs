@@ -1,26 +1,38 @@
-//! Today's alerts: notable changes found by diffing each new [`StateView`] against what was
-//! seen before — a device going offline, stale or coming back, a room going over capacity,
-//! the clock losing synchronisation, the outbox filling up or dropping messages, the link to
-//! the centre lost or restored.
+//! Alerts: notable changes found by diffing each new [`StateView`] against what was seen
+//! before — a device going offline, stale or coming back, a room going over capacity, a
+//! fever passage at a terminal, the clock losing synchronisation, the outbox filling up or
+//! dropping messages, the link to the centre lost or restored.
 //!
-//! [`Memory::step`] is pure (the view in, alerts out, no clock, no I/O), so every rule is
-//! unit-tested. The list is in memory only, holds today's alerts (the hall's calendar day)
-//! and at most [`MAX_ALERTS`] of them: a flapping device cannot grow it without bound.
-//! Room and outbox alerts have hysteresis, so a room hovering at its capacity raises one
-//! alert, not one per person.
+//! ```text
+//! core loop: Snapshot ──► view::build ──► Memory::step ──┬─► AlertChange ──► outbox (topic `alerts`)
+//!                                                        └─► today's list ──► Snapshot ──► status page
+//! ```
+//!
+//! The diffing runs in the core loop ([`AlertWatch`], once a tick), so the centre and the
+//! page hear of the same alerts, and every raise and clear is committed to the outbox like
+//! any figure: it survives a crash and goes first after a reconnect. [`Memory::step`] is pure
+//! (the view in, alerts out, no clock, no I/O) and deterministic: the same views give the
+//! same alerts, with the same ids, so every rule is unit-tested.
+//!
+//! Two outputs: the page's list (in memory only, today's alerts — the hall's calendar day —
+//! and at most [`MAX_ALERTS`] of them, so a flapping device cannot grow it without bound),
+//! and for the centre [`AlertChange`]s: each alert of an [`EpisodeKind`] is raised once and
+//! cleared once, per subject, with hysteresis where a figure hovers at its threshold (rooms,
+//! the outbox) or a quiet time (fevers).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 use super::Snapshot;
 use super::view::{
     self, AlertKind, AlertView, Condition, DeviceKind, OUTBOX_FILLING_PERCENT, StateView,
 };
 use crate::config::Config;
-use crate::uplink::payload::rfc3339;
+use crate::outbox::OutMessage;
+use crate::uplink::payload::{self, rfc3339};
 
 /// Most alerts kept (the newest).
 pub const MAX_ALERTS: usize = 50;
@@ -31,31 +43,192 @@ const ROOM_REARM_SHARE: f64 = 0.9;
 /// The outbox's "filling up" alert re-arms below this share of its bound.
 const OUTBOX_REARM_PERCENT: f64 = 70.0;
 
+/// A fever episode at a terminal ends after this long without another fever there.
+pub const FEVER_QUIET: SignedDuration = SignedDuration::from_mins(10);
+
+/// What the centre is told about: alerts that are raised once and cleared once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EpisodeKind {
+    OverCapacity,
+    Fever,
+    DeviceOffline,
+    DeviceStale,
+    ClockUnsynchronised,
+    OutboxFilling,
+}
+
+impl EpisodeKind {
+    /// The `alert` field of the uplink payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeKind::OverCapacity => "over_capacity",
+            EpisodeKind::Fever => "fever",
+            EpisodeKind::DeviceOffline => "device_offline",
+            EpisodeKind::DeviceStale => "device_stale",
+            EpisodeKind::ClockUnsynchronised => "clock_unsynchronised",
+            EpisodeKind::OutboxFilling => "outbox_filling",
+        }
+    }
+}
+
+/// Whether an [`AlertChange`] raises or clears its alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    Raised,
+    Cleared,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Cleared => "cleared",
+        }
+    }
+}
+
+/// One raise or clear, for the centre (`alerts` topic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    pub kind: EpisodeKind,
+    /// The room or device id, or `"hall"`.
+    pub subject: String,
+    /// For a fever: the room of the terminal.
+    pub room: Option<String>,
+    pub state: AlertState,
+    /// When the alert was raised (a clear repeats it: it names the episode).
+    pub raised_at: Timestamp,
+    pub cleared_at: Option<Timestamp>,
+    /// For a fever: passages with fever in the episode so far.
+    pub count: Option<u64>,
+    /// A plain sentence, never an identity.
+    pub detail: String,
+}
+
+/// Fever passages counted at one terminal since the gateway started: what the fever rule
+/// diffs. No identity, no temperature: only how many.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeverTally {
+    pub terminal: String,
+    /// The terminal's room id, and its name for the page.
+    pub room: String,
+    pub room_name: String,
+    pub fevers: u64,
+}
+
+/// The output of one [`Memory::step`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// New alerts for the page's list.
+    pub page: Vec<AlertView>,
+    /// Raises and clears for the centre.
+    pub changes: Vec<AlertChange>,
+}
+
+/// An alert raised and not yet cleared.
+#[derive(Debug, Clone, PartialEq)]
+struct Open {
+    raised_at: Timestamp,
+    room: Option<String>,
+    count: u64,
+    /// A fever episode's latest fever (seen in a view).
+    last: Timestamp,
+}
+
 /// What the diffing remembers between views.
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     /// Seen at least one view.
     primed: bool,
     devices: HashMap<(DeviceKind, String), Condition>,
-    /// Rooms whose over-capacity alert has fired and not re-armed.
-    rooms_over: HashMap<String, bool>,
+    /// Alerts raised for the centre and not cleared, by kind and subject.
+    open: BTreeMap<(EpisodeKind, String), Open>,
+    /// Fevers seen per terminal, from the last tallies.
+    fevers: HashMap<String, u64>,
     clock_synced: bool,
     link_connected: bool,
     /// The link has been up at least once (so "lost" means something).
     link_ever_up: bool,
-    outbox_filling: bool,
     dropped: u64,
     alerts: VecDeque<AlertView>,
     alerts_today: u64,
     today: Option<Date>,
 }
 
+/// Opens and closes episodes, collecting the changes; borrowed for one step.
+struct Episodes<'a> {
+    open: &'a mut BTreeMap<(EpisodeKind, String), Open>,
+    changes: Vec<AlertChange>,
+    now: Timestamp,
+}
+
+impl Episodes<'_> {
+    fn is_open(&self, kind: EpisodeKind, subject: &str) -> bool {
+        self.open.contains_key(&(kind, subject.to_string()))
+    }
+
+    /// Raises the alert unless it is already raised; true if it was raised now.
+    fn raise(
+        &mut self,
+        kind: EpisodeKind,
+        subject: &str,
+        room: Option<&str>,
+        count: Option<u64>,
+        detail: String,
+    ) -> bool {
+        let key = (kind, subject.to_string());
+        if self.open.contains_key(&key) {
+            return false;
+        }
+        self.open.insert(
+            key,
+            Open {
+                raised_at: self.now,
+                room: room.map(str::to_string),
+                count: count.unwrap_or(0),
+                last: self.now,
+            },
+        );
+        self.changes.push(AlertChange {
+            kind,
+            subject: subject.to_string(),
+            room: room.map(str::to_string),
+            state: AlertState::Raised,
+            raised_at: self.now,
+            cleared_at: None,
+            count,
+            detail,
+        });
+        true
+    }
+
+    /// Clears the alert if it is raised.
+    fn clear(&mut self, kind: EpisodeKind, subject: &str, detail: impl FnOnce(&Open) -> String) {
+        let Some(open) = self.open.remove(&(kind, subject.to_string())) else {
+            return;
+        };
+        self.changes.push(AlertChange {
+            kind,
+            subject: subject.to_string(),
+            room: open.room.clone(),
+            state: AlertState::Cleared,
+            raised_at: open.raised_at,
+            cleared_at: Some(self.now),
+            count: (kind == EpisodeKind::Fever).then_some(open.count),
+            detail: detail(&open),
+        });
+    }
+}
+
+/// The subject of an alert about the whole hall.
+const HALL: &str = "hall";
+
 impl Memory {
-    /// Diffs `view` against what came before; returns the new alerts and keeps them, with
-    /// today's others, for [`Memory::alerts`].
-    pub fn step(&mut self, view: &StateView, tz: &TimeZone) -> Vec<AlertView> {
+    /// Diffs `view` (and the terminals' fever tallies, config order) against what came
+    /// before; keeps the page's new alerts, with today's others, for [`Memory::alerts`].
+    pub fn step(&mut self, view: &StateView, fevers: &[FeverTally], tz: &TimeZone) -> Step {
         let Ok(now) = view.generated_at.parse::<Timestamp>() else {
-            return Vec::new();
+            return Step::default();
         };
         let today = view::local_date(now, tz);
         if self.today != Some(today) {
@@ -72,6 +245,11 @@ impl Memory {
                 subject: subject.map(str::to_string),
                 message,
             });
+        };
+        let mut episodes = Episodes {
+            open: &mut self.open,
+            changes: Vec::new(),
+            now,
         };
 
         for d in &view.devices {
@@ -104,22 +282,115 @@ impl Memory {
                 ),
                 _ => {}
             }
+            if d.condition == Condition::Offline {
+                episodes.raise(
+                    EpisodeKind::DeviceOffline,
+                    &d.id,
+                    None,
+                    None,
+                    format!(
+                        "{what} {} ({}) does not answer: {}",
+                        d.id, d.place, d.detail
+                    ),
+                );
+            } else {
+                episodes.clear(EpisodeKind::DeviceOffline, &d.id, |_| {
+                    format!("{what} {} answers again", d.id)
+                });
+            }
+            if d.condition == Condition::Stale {
+                episodes.raise(
+                    EpisodeKind::DeviceStale,
+                    &d.id,
+                    None,
+                    None,
+                    if d.kind == DeviceKind::Terminal {
+                        format!(
+                            "{what} {} ({}) has not been heard from for longer than expected: {}",
+                            d.id, d.place, d.detail
+                        )
+                    } else {
+                        format!(
+                            "{what} {} ({}) answers but has not counted for longer than \
+                             expected: {}",
+                            d.id, d.place, d.detail
+                        )
+                    },
+                );
+            } else {
+                episodes.clear(EpisodeKind::DeviceStale, &d.id, |_| {
+                    format!("{what} {} is no longer stale", d.id)
+                });
+            }
         }
 
         for r in &view.rooms {
-            let fired = self.rooms_over.entry(r.id.clone()).or_insert(false);
-            if r.over_capacity && !*fired {
-                *fired = true;
-                raise(
-                    AlertKind::RoomOverCapacity,
-                    Some(&r.id),
-                    format!(
-                        "{} is over capacity (超员): {} people, {} allowed",
-                        r.name, r.occupancy, r.capacity
-                    ),
+            if r.over_capacity && !episodes.is_open(EpisodeKind::OverCapacity, &r.id) {
+                let message = format!(
+                    "{} is over capacity (超员): {} people, {} allowed",
+                    r.name, r.occupancy, r.capacity
                 );
-            } else if *fired && (r.occupancy as f64) <= f64::from(r.capacity) * ROOM_REARM_SHARE {
-                *fired = false;
+                episodes.raise(
+                    EpisodeKind::OverCapacity,
+                    &r.id,
+                    None,
+                    None,
+                    message.clone(),
+                );
+                raise(AlertKind::RoomOverCapacity, Some(&r.id), message);
+            } else if (r.occupancy as f64) <= f64::from(r.capacity) * ROOM_REARM_SHARE {
+                episodes.clear(EpisodeKind::OverCapacity, &r.id, |_| {
+                    format!(
+                        "{} is below capacity again: {} people, {} allowed",
+                        r.name, r.occupancy, r.capacity
+                    )
+                });
+            }
+        }
+
+        for t in fevers {
+            let seen = self
+                .fevers
+                .insert(t.terminal.clone(), t.fevers)
+                .unwrap_or(0);
+            let more = t.fevers.saturating_sub(seen);
+            let key = (EpisodeKind::Fever, t.terminal.clone());
+            if more > 0 {
+                if let Some(open) = episodes.open.get_mut(&key) {
+                    open.count += more;
+                    open.last = now;
+                } else {
+                    let message = format!(
+                        "Fever passage (发热) at face terminal {} in {}: {more} passage{} at or \
+                         above the fever threshold; follow the hall's health procedure",
+                        t.terminal,
+                        t.room_name,
+                        if more == 1 { "" } else { "s" }
+                    );
+                    episodes.raise(
+                        EpisodeKind::Fever,
+                        &t.terminal,
+                        Some(&t.room),
+                        Some(more),
+                        message.clone(),
+                    );
+                    raise(AlertKind::FeverPassage, Some(&t.terminal), message);
+                }
+            } else if episodes
+                .open
+                .get(&key)
+                .is_some_and(|open| now.duration_since(open.last) >= FEVER_QUIET)
+            {
+                episodes.clear(EpisodeKind::Fever, &t.terminal, |open| {
+                    format!(
+                        "No fever passage at face terminal {} in {} for {} minutes; {} in the \
+                         episode",
+                        t.terminal,
+                        t.room_name,
+                        FEVER_QUIET.as_mins(),
+                        open.count
+                    )
+                });
             }
         }
 
@@ -139,6 +410,21 @@ impl Memory {
                 "The clock is synchronised again".into(),
             ),
             _ => {}
+        }
+        if view.clock_synced {
+            episodes.clear(EpisodeKind::ClockUnsynchronised, HALL, |_| {
+                "The gateway's clock is synchronised again".into()
+            });
+        } else {
+            episodes.raise(
+                EpisodeKind::ClockUnsynchronised,
+                HALL,
+                None,
+                None,
+                "The gateway's clock is not synchronised: its figures may carry the wrong \
+                 time until it is"
+                    .into(),
+            );
         }
         self.clock_synced = view.clock_synced;
 
@@ -161,19 +447,25 @@ impl Memory {
         self.link_connected = link.connected;
         self.link_ever_up |= link.connected;
 
-        if !self.outbox_filling && link.outbox_used_percent >= OUTBOX_FILLING_PERCENT {
-            self.outbox_filling = true;
-            raise(
-                AlertKind::OutboxFilling,
-                None,
-                format!(
-                    "The offline buffer (离线缓存) is {:.0} % full: older figures are being \
-                     merged; restore the link to the central platform",
-                    link.outbox_used_percent
-                ),
+        let used = link.outbox_used_percent;
+        if used >= OUTBOX_FILLING_PERCENT {
+            let message = format!(
+                "The offline buffer (离线缓存) is {used:.0} % full: older figures are being \
+                 merged; restore the link to the central platform"
             );
-        } else if self.outbox_filling && link.outbox_used_percent < OUTBOX_REARM_PERCENT {
-            self.outbox_filling = false;
+            if episodes.raise(
+                EpisodeKind::OutboxFilling,
+                HALL,
+                None,
+                None,
+                message.clone(),
+            ) {
+                raise(AlertKind::OutboxFilling, None, message);
+            }
+        } else if used < OUTBOX_REARM_PERCENT {
+            episodes.clear(EpisodeKind::OutboxFilling, HALL, |_| {
+                format!("The offline buffer is down to {used:.0} % full")
+            });
         }
 
         if link.dropped_messages > self.dropped {
@@ -191,6 +483,7 @@ impl Memory {
         self.dropped = link.dropped_messages;
         self.primed = true;
 
+        let changes = episodes.changes;
         for alert in &new {
             if self.alerts.len() == MAX_ALERTS {
                 self.alerts.pop_front();
@@ -198,7 +491,7 @@ impl Memory {
             self.alerts.push_back(alert.clone());
             self.alerts_today += 1;
         }
-        new
+        Step { page: new, changes }
     }
 
     /// Today's alerts, oldest first.
@@ -211,11 +504,62 @@ impl Memory {
     }
 }
 
-/// Turns successive snapshots into views with their alerts; owned by the status server.
+/// The core loop's side: diffs each tick's snapshot, puts today's alerts into it for the
+/// page, and turns raises and clears into `alerts` messages for the outbox.
+#[derive(Debug)]
+pub struct AlertWatch {
+    started: Timestamp,
+    memory: Memory,
+}
+
+impl AlertWatch {
+    pub fn new(started: Timestamp) -> Self {
+        AlertWatch {
+            started,
+            memory: Memory::default(),
+        }
+    }
+
+    /// Diffs `snap`, fills in its alerts for the page, and returns the messages for the
+    /// centre.
+    pub fn observe(&mut self, config: &Config, snap: &mut Snapshot) -> Vec<OutMessage> {
+        let view = view::build(config, snap, self.started, None);
+        let step = self
+            .memory
+            .step(&view, &snap.fevers, &config.hall.time_zone);
+        for alert in &step.page {
+            // The other alerts' causes are logged where they happen (drivers, uplink,
+            // outbox, clock); a full room and a fever are news only here.
+            match alert.kind {
+                AlertKind::RoomOverCapacity => tracing::info!(
+                    room = alert.subject.as_deref().unwrap_or_default(),
+                    message = %alert.message,
+                    "a room is over capacity"
+                ),
+                AlertKind::FeverPassage => tracing::info!(
+                    terminal = alert.subject.as_deref().unwrap_or_default(),
+                    message = %alert.message,
+                    "a fever passage was recorded"
+                ),
+                _ => {
+                    tracing::debug!(kind = alert.kind.as_str(), message = %alert.message, "status alert")
+                }
+            }
+        }
+        snap.alerts = self.memory.alerts().cloned().collect();
+        snap.alerts_today = self.memory.alerts_today();
+        step.changes
+            .iter()
+            .map(|change| payload::alert_message(config, change, view.clock_synced))
+            .collect()
+    }
+}
+
+/// Turns successive snapshots into views for the page; the alerts come with the snapshot,
+/// from the core loop's [`AlertWatch`]. Owned by the status server.
 #[derive(Debug)]
 pub struct Observer {
     started: Timestamp,
-    memory: Memory,
     /// The link's state and since when, as seen here.
     link: Option<(bool, Timestamp)>,
 }
@@ -224,7 +568,6 @@ impl Observer {
     pub fn new(started: Timestamp) -> Self {
         Observer {
             started,
-            memory: Memory::default(),
             link: None,
         }
     }
@@ -241,21 +584,8 @@ impl Observer {
         };
         self.link = Some((connected, since));
         let mut view = view::build(config, snap, self.started, Some(since));
-        for alert in self.memory.step(&view, &config.hall.time_zone) {
-            // The other alerts' causes are logged where they happen (drivers, uplink,
-            // outbox, clock); a full room is news only here.
-            if alert.kind == AlertKind::RoomOverCapacity {
-                tracing::info!(
-                    room = alert.subject.as_deref().unwrap_or_default(),
-                    message = %alert.message,
-                    "a room is over capacity"
-                );
-            } else {
-                tracing::debug!(kind = alert.kind.as_str(), message = %alert.message, "status alert");
-            }
-        }
-        view.alerts = self.memory.alerts().cloned().collect();
-        view.alerts_today = self.memory.alerts_today();
+        view.alerts = snap.alerts.clone();
+        view.alerts_today = snap.alerts_today;
         view
     }
 }
@@ -327,6 +657,10 @@ mod tests {
         }
     }
 
+    fn step(m: &mut Memory, v: &StateView) -> Vec<AlertView> {
+        m.step(v, &[], &tz()).page
+    }
+
     fn kinds(alerts: &[AlertView]) -> Vec<AlertKind> {
         alerts.iter().map(|a| a.kind).collect()
     }
@@ -339,18 +673,18 @@ mod tests {
     #[test]
     fn a_quiet_first_view_raises_nothing() {
         let mut m = Memory::default();
-        assert!(m.step(&view("06:00:00"), &tz()).is_empty());
-        assert!(m.step(&view("06:00:01"), &tz()).is_empty());
+        assert!(step(&mut m, &view("06:00:00")).is_empty());
+        assert!(step(&mut m, &view("06:00:01")).is_empty());
     }
 
     #[test]
     fn a_device_going_offline_and_coming_back_raises_two_alerts_with_its_reason() {
         let mut m = Memory::default();
-        m.step(&view("06:00:00"), &tz());
+        step(&mut m, &view("06:00:00"));
         let mut v = view("06:05:00");
         v.devices[0].condition = Condition::Offline;
         v.devices[0].detail = "no answer within 500 ms".into();
-        let a = m.step(&v, &tz());
+        let a = step(&mut m, &v);
         assert_eq!(kinds(&a), [AlertKind::DeviceOffline]);
         assert_eq!(a[0].subject.as_deref(), Some("pc-1"));
         assert_eq!(a[0].at_local, "14:05:00");
@@ -360,8 +694,8 @@ mod tests {
             a[0].message
         );
         // Still offline: nothing new.
-        assert!(m.step(&v, &tz()).is_empty());
-        let a = m.step(&view("06:06:00"), &tz());
+        assert!(step(&mut m, &v).is_empty());
+        let a = step(&mut m, &view("06:06:00"));
         assert_eq!(kinds(&a), [AlertKind::DeviceBackOnline]);
         assert_eq!(m.alerts().count(), 2);
     }
@@ -371,18 +705,18 @@ mod tests {
         let mut m = Memory::default();
         let mut v = view("06:00:00");
         v.devices[0].condition = Condition::Waiting;
-        assert!(m.step(&v, &tz()).is_empty());
+        assert!(step(&mut m, &v).is_empty());
         v.devices[0].condition = Condition::Offline;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::DeviceOffline]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::DeviceOffline]);
     }
 
     #[test]
     fn a_stale_device_raises_an_alert() {
         let mut m = Memory::default();
-        m.step(&view("06:00:00"), &tz());
+        step(&mut m, &view("06:00:00"));
         let mut v = view("09:00:00");
         v.devices[0].condition = Condition::Stale;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::DeviceStale]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::DeviceStale]);
     }
 
     #[test]
@@ -392,7 +726,7 @@ mod tests {
         for (i, occupancy) in [9, 11, 10, 11, 10, 11, 9, 11, 12].into_iter().enumerate() {
             let mut v = view(&format!("06:00:{i:02}"));
             set_room(&mut v, occupancy);
-            raised.extend(m.step(&v, &tz()));
+            raised.extend(step(&mut m, &v));
         }
         // 11 fires; 10 / 11 hover; 9 is 90 % and re-arms; the next 11 fires again.
         assert_eq!(
@@ -411,7 +745,7 @@ mod tests {
         let mut m = Memory::default();
         let mut v = view("06:00:00");
         set_room(&mut v, 30);
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::RoomOverCapacity]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::RoomOverCapacity]);
     }
 
     #[test]
@@ -419,10 +753,10 @@ mod tests {
         let mut m = Memory::default();
         let mut v = view("06:00:00");
         v.clock_synced = false;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::ClockNotSynchronised]);
-        assert!(m.step(&v, &tz()).is_empty());
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::ClockNotSynchronised]);
+        assert!(step(&mut m, &v).is_empty());
         v.clock_synced = true;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::ClockSynchronised]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::ClockSynchronised]);
     }
 
     #[test]
@@ -430,13 +764,13 @@ mod tests {
         let mut m = Memory::default();
         let mut v = view("06:00:00");
         v.link.connected = false;
-        assert!(m.step(&v, &tz()).is_empty());
+        assert!(step(&mut m, &v).is_empty());
         v.link.connected = true;
-        assert!(m.step(&v, &tz()).is_empty());
+        assert!(step(&mut m, &v).is_empty());
         v.link.connected = false;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::LinkLost]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::LinkLost]);
         v.link.connected = true;
-        assert_eq!(kinds(&m.step(&v, &tz())), [AlertKind::LinkRestored]);
+        assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::LinkRestored]);
     }
 
     #[test]
@@ -457,7 +791,7 @@ mod tests {
             let mut v = view(&format!("06:00:{i:02}"));
             v.link.outbox_used_percent = used;
             v.link.dropped_messages = dropped;
-            raised.extend(m.step(&v, &tz()));
+            raised.extend(step(&mut m, &v));
         }
         assert_eq!(
             kinds(&raised),
@@ -484,15 +818,238 @@ mod tests {
             } else {
                 Condition::Online
             };
-            m.step(&v, &tz());
+            step(&mut m, &v);
         }
         assert_eq!(m.alerts().count(), MAX_ALERTS);
         assert_eq!(m.alerts_today(), MAX_ALERTS as u64 + 20);
         // 16:00 UTC is midnight in Shanghai: a new day, an empty list.
         let mut v = view("16:00:00");
         v.devices[0].condition = Condition::Online;
-        m.step(&v, &tz());
+        step(&mut m, &v);
         assert_eq!(m.alerts().count(), 0);
         assert_eq!(m.alerts_today(), 0);
+    }
+
+    fn changes(
+        m: &mut Memory,
+        v: &StateView,
+        fevers: &[FeverTally],
+    ) -> Vec<(EpisodeKind, AlertState)> {
+        m.step(v, fevers, &tz())
+            .changes
+            .iter()
+            .map(|c| (c.kind, c.state))
+            .collect()
+    }
+
+    fn tally(fevers: u64) -> Vec<FeverTally> {
+        vec![FeverTally {
+            terminal: "ft-1".into(),
+            room: "reading".into(),
+            room_name: "Reading room".into(),
+            fevers,
+        }]
+    }
+
+    use AlertState::{Cleared, Raised};
+
+    #[test]
+    fn an_over_capacity_room_is_raised_once_and_cleared_at_ninety_percent_for_the_centre() {
+        let mut m = Memory::default();
+        let mut seen = Vec::new();
+        for (i, occupancy) in [9, 11, 10, 11, 10, 9, 11].into_iter().enumerate() {
+            let mut v = view(&format!("06:00:{i:02}"));
+            set_room(&mut v, occupancy);
+            seen.extend(m.step(&v, &[], &tz()).changes);
+        }
+        let states: Vec<_> = seen.iter().map(|c| (c.kind, c.state)).collect();
+        assert_eq!(
+            states,
+            [
+                (EpisodeKind::OverCapacity, Raised),
+                (EpisodeKind::OverCapacity, Cleared),
+                (EpisodeKind::OverCapacity, Raised)
+            ]
+        );
+        assert_eq!(seen[0].subject, "reading");
+        // The clear names its episode: the raise's time.
+        assert_eq!(seen[1].raised_at, seen[0].raised_at);
+        assert_eq!(
+            seen[1].cleared_at,
+            Some("2026-12-01T06:00:05Z".parse().expect("a time"))
+        );
+        assert_ne!(seen[2].raised_at, seen[0].raised_at);
+    }
+
+    #[test]
+    fn many_fevers_at_a_terminal_raise_one_alert_cleared_after_ten_quiet_minutes_with_the_count() {
+        let mut m = Memory::default();
+        assert!(changes(&mut m, &view("06:00:00"), &tally(0)).is_empty());
+        let first = m.step(&view("06:00:01"), &tally(1), &tz());
+        assert_eq!(first.changes.len(), 1);
+        let raised = &first.changes[0];
+        assert_eq!((raised.kind, raised.state), (EpisodeKind::Fever, Raised));
+        assert_eq!(raised.subject, "ft-1");
+        assert_eq!(raised.room.as_deref(), Some("reading"));
+        assert_eq!(raised.count, Some(1));
+        assert!(
+            raised.detail.contains("ft-1") && raised.detail.contains("Reading room"),
+            "{}",
+            raised.detail
+        );
+        assert_eq!(kinds(&first.page), [AlertKind::FeverPassage]);
+        // Two more fevers within the episode, then quiet: nothing new until ten minutes
+        // after the last one.
+        assert!(changes(&mut m, &view("06:04:00"), &tally(3)).is_empty());
+        assert!(changes(&mut m, &view("06:13:59"), &tally(3)).is_empty());
+        let quiet = m.step(&view("06:14:00"), &tally(3), &tz());
+        assert_eq!(quiet.changes.len(), 1);
+        let cleared = &quiet.changes[0];
+        assert_eq!((cleared.kind, cleared.state), (EpisodeKind::Fever, Cleared));
+        assert_eq!(cleared.count, Some(3));
+        assert_eq!(cleared.raised_at, raised.raised_at);
+        assert!(quiet.page.is_empty());
+        assert!(changes(&mut m, &view("06:30:00"), &tally(3)).is_empty());
+        // A later fever is a new episode.
+        assert_eq!(
+            changes(&mut m, &view("06:31:00"), &tally(4)),
+            [(EpisodeKind::Fever, Raised)]
+        );
+    }
+
+    #[test]
+    fn a_device_offline_and_a_device_stale_are_distinct_alerts_each_cleared_when_it_ends() {
+        let mut m = Memory::default();
+        assert!(changes(&mut m, &view("06:00:00"), &[]).is_empty());
+        let mut v = view("06:01:00");
+        v.devices[0].condition = Condition::Offline;
+        assert_eq!(
+            changes(&mut m, &v, &[]),
+            [(EpisodeKind::DeviceOffline, Raised)]
+        );
+        assert!(
+            changes(&mut m, &v, &[]).is_empty(),
+            "no repeat while offline"
+        );
+        let mut v = view("06:02:00");
+        v.devices[0].condition = Condition::Stale;
+        assert_eq!(
+            changes(&mut m, &v, &[]),
+            [
+                (EpisodeKind::DeviceOffline, Cleared),
+                (EpisodeKind::DeviceStale, Raised)
+            ]
+        );
+        assert!(changes(&mut m, &v, &[]).is_empty(), "no repeat while stale");
+        assert_eq!(
+            changes(&mut m, &view("06:03:00"), &[]),
+            [(EpisodeKind::DeviceStale, Cleared)]
+        );
+    }
+
+    #[test]
+    fn an_unsynchronised_clock_is_raised_from_the_first_view_and_cleared_when_synchronised() {
+        let mut m = Memory::default();
+        let mut v = view("06:00:00");
+        v.clock_synced = false;
+        let raised = m.step(&v, &[], &tz()).changes;
+        assert_eq!(raised.len(), 1);
+        assert_eq!(
+            (raised[0].kind, raised[0].subject.as_str()),
+            (EpisodeKind::ClockUnsynchronised, "hall")
+        );
+        assert!(changes(&mut m, &v, &[]).is_empty());
+        v.clock_synced = true;
+        assert_eq!(
+            changes(&mut m, &v, &[]),
+            [(EpisodeKind::ClockUnsynchronised, Cleared)]
+        );
+        assert!(changes(&mut m, &v, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_filling_outbox_is_raised_at_eighty_percent_and_cleared_below_seventy() {
+        let mut m = Memory::default();
+        let mut seen = Vec::new();
+        for (i, used) in [50.0, 80.0, 95.0, 75.0, 85.0, 69.0, 60.0, 81.0]
+            .into_iter()
+            .enumerate()
+        {
+            let mut v = view(&format!("06:00:{i:02}"));
+            v.link.outbox_used_percent = used;
+            seen.extend(changes(&mut m, &v, &[]));
+        }
+        assert_eq!(
+            seen,
+            [
+                (EpisodeKind::OutboxFilling, Raised),
+                (EpisodeKind::OutboxFilling, Cleared),
+                (EpisodeKind::OutboxFilling, Raised)
+            ]
+        );
+    }
+
+    /// A run through every kind of alert, as messages for the centre.
+    fn messages_of_a_run() -> Vec<OutMessage> {
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"reading\"\ncapacity = 10\n",
+            std::path::Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let mut m = Memory::default();
+        let mut out = Vec::new();
+        for (i, (occupancy, fevers, condition, synced)) in [
+            (3, 0, Condition::Online, false),
+            (12, 1, Condition::Offline, true),
+            (12, 2, Condition::Stale, true),
+            (5, 2, Condition::Online, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut v = view(&format!("06:{:02}:00", i * 11));
+            set_room(&mut v, occupancy);
+            v.devices[0].condition = condition;
+            v.clock_synced = synced;
+            for change in m.step(&v, &tally(fevers), &tz()).changes {
+                out.push(payload::alert_message(&config, &change, v.clock_synced));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_same_views_give_the_same_alert_messages_with_ids_from_the_episode() {
+        let first = messages_of_a_run();
+        assert_eq!(first, messages_of_a_run());
+        let ids: Vec<&str> = first.iter().map(|m| m.msg_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "h:alert:clock_unsynchronised:hall:1796104800000:raised",
+                "h:alert:device_offline:pc-1:1796105460000:raised",
+                "h:alert:over_capacity:reading:1796105460000:raised",
+                "h:alert:fever:ft-1:1796105460000:raised",
+                "h:alert:clock_unsynchronised:hall:1796104800000:cleared",
+                "h:alert:device_offline:pc-1:1796105460000:cleared",
+                "h:alert:device_stale:pc-1:1796106120000:raised",
+                "h:alert:device_stale:pc-1:1796106120000:cleared",
+                "h:alert:over_capacity:reading:1796105460000:cleared",
+                "h:alert:fever:ft-1:1796105460000:cleared",
+            ]
+        );
+        for m in &first {
+            assert_eq!(
+                (m.topic.as_str(), m.kind.as_str(), m.priority, m.retain),
+                ("alerts", "alert", crate::outbox::Priority::Alert, false)
+            );
+        }
+        let cleared: serde_json::Value = serde_json::from_slice(&first[9].payload).expect("JSON");
+        assert_eq!(cleared["state"], "cleared");
+        assert_eq!(cleared["count"], 2);
+        assert_eq!(cleared["room"], "reading");
+        assert_eq!(cleared["cleared_at"], "2026-12-01T06:33:00Z");
     }
 }

@@ -4,14 +4,15 @@
 //!
 //! ```text
 //! core loop ──Arc<Snapshot> (watch, once a tick)──► observer ──► StateView ──► page / API / metrics
-//!                                                   (alerts: diffs of successive views)
+//!  (alerts: diffs of successive views, also sent to the centre)
 //! ```
 //!
 //! The core loop only ever replaces the latest [`Snapshot`] on a watch channel, which never
 //! blocks, so a slow or hostile client cannot slow counting down. Everything here is built
 //! from that snapshot and the config: [`view`] turns it into the [`view::StateView`] every
-//! output shares (with the device conditions and the stale rule), [`alerts`] diffs successive
-//! views into today's alerts, [`page`], [`metrics`] and [`text`] render it; all of these are
+//! output shares (with the device conditions and the stale rule); [`alerts`] diffs successive
+//! views into today's alerts — in the core loop, which puts them into the snapshot, so the
+//! page and the centre's `alerts` topic are told the same; [`page`], [`metrics`] and [`text`] render it; all of these are
 //! pure. [`server`] is the thin HTTP shell, [`client`] the CLI's side.
 
 pub mod alerts;
@@ -34,7 +35,10 @@ use crate::outbox::OutboxSnapshot;
 use crate::uplink::UplinkStatus;
 use crate::uplink::payload::DeviceHealth;
 
+pub use alerts::FeverTally;
 pub use server::{StatusError, StatusServer};
+
+use view::AlertView;
 
 /// What the core loop hands the status views once a tick: figures only, copied out, so the
 /// views never touch the engine.
@@ -58,6 +62,11 @@ pub struct Snapshot {
     pub terminals_unattributed: TerminalStatsSnapshot,
     pub outbox: OutboxSnapshot,
     pub uplink: LinkSnapshot,
+    /// Fever passages per terminal since start (config order): the fever alert's input.
+    pub fevers: Vec<FeverTally>,
+    /// Today's alerts, oldest first, filled in by the core loop's [`alerts::AlertWatch`].
+    pub alerts: Vec<AlertView>,
+    pub alerts_today: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,6 +111,8 @@ pub struct Sources<'a> {
     pub outbox: OutboxSnapshot,
     pub link: &'a UplinkStatus,
     pub clock_synced: bool,
+    /// Indexed like `Config::terminals`.
+    pub fevers: &'a [FeverTally],
 }
 
 impl Snapshot {
@@ -153,6 +164,9 @@ impl Snapshot {
                 login_refusals: link.login_refusals.load(Ordering::Relaxed),
                 last_ack_ms: link.last_ack_ms.load(Ordering::Relaxed),
             },
+            fevers: sources.fevers.to_vec(),
+            alerts: Vec::new(),
+            alerts_today: 0,
         }
     }
 }

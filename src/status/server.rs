@@ -505,6 +505,9 @@ mod tests {
             terminals_unattributed: Default::default(),
             outbox: Default::default(),
             uplink: Default::default(),
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
         };
         (config, snapshot)
     }

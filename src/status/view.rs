@@ -214,6 +214,7 @@ pub enum AlertKind {
     DeviceBackOnline,
     DeviceStale,
     RoomOverCapacity,
+    FeverPassage,
     ClockNotSynchronised,
     ClockSynchronised,
     OutboxFilling,
@@ -229,6 +230,7 @@ impl AlertKind {
             AlertKind::DeviceBackOnline => "device_back_online",
             AlertKind::DeviceStale => "device_stale",
             AlertKind::RoomOverCapacity => "room_over_capacity",
+            AlertKind::FeverPassage => "fever_passage",
             AlertKind::ClockNotSynchronised => "clock_not_synchronised",
             AlertKind::ClockSynchronised => "clock_synchronised",
             AlertKind::OutboxFilling => "outbox_filling",
@@ -259,7 +261,8 @@ pub struct AlertView {
     pub message: String,
 }
 
-/// Builds the view of `snap` (alerts left empty: [`super::alerts::Observer`] fills them in).
+/// Builds the view of `snap` (alerts left empty: [`super::alerts::Observer`] copies them
+/// from the snapshot).
 /// `started` is when the gateway started; `link_since` when the link last changed state.
 pub fn build(
     config: &Config,

@@ -7,8 +7,10 @@
 //!
 //! The core loop is the only owner of the occupancy engine. It applies device events, ticks
 //! the engine once a second (closing minute bins and days), hands the uplink the latest
-//! retained `state` at most once per `state_interval`, and hands the outbox batches — new
-//! messages, the engine state and the counter baselines, committed together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
+//! retained `state` at most once per `state_interval`, diffs a snapshot for alerts once a
+//! tick (raises and clears go to the outbox, today's list to the status page), and hands the
+//! outbox batches — new messages, the engine state and the counter baselines, committed
+//! together. Shutdown is staged and named, with a deadline: drivers stop, the last events are
 //! applied, the state is committed, the uplink gets a moment to deliver it and say `offline`,
 //! the outbox closes.
 //!
@@ -34,7 +36,8 @@ use crate::config::profile::CountMode;
 use crate::devices::{self, DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel};
 use crate::outbox::{Batch, OutMessage, Outbox, OutboxError, OutboxOptions};
-use crate::status::{Snapshot, StatusServer};
+use crate::status::alerts::AlertWatch;
+use crate::status::{FeverTally, Snapshot, StatusServer};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
 use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
 use crate::uplink::situation;
@@ -232,6 +235,9 @@ struct Core {
     last_counted: Vec<Option<Timestamp>>,
     /// The status page's latest snapshot, replaced once a tick (never blocks).
     status_tx: watch::Sender<Arc<Snapshot>>,
+    /// Fever passages per terminal, and the alert diffing they feed (with every snapshot).
+    fevers: Vec<FeverTally>,
+    alerts: AlertWatch,
     pending: Batch,
     /// Engine revision last committed.
     committed_revision: Option<u64>,
@@ -269,6 +275,16 @@ impl Core {
             })
             .collect::<Vec<_>>();
         let last_counted = vec![None; devices.len()];
+        let fevers: Vec<FeverTally> = config
+            .terminals
+            .iter()
+            .map(|t| FeverTally {
+                terminal: t.id.as_str().to_string(),
+                room: config.rooms[t.room].id.clone(),
+                room_name: config.rooms[t.room].name.clone(),
+                fevers: 0,
+            })
+            .collect();
         let (status_tx, _) = watch::channel(Arc::new(Snapshot::capture(
             &crate::status::Sources {
                 engine: engine.state(),
@@ -279,6 +295,7 @@ impl Core {
                 outbox: outbox.stats().snapshot(),
                 link: &link,
                 clock_synced: crate::clock::synchronised(),
+                fevers: &fevers,
             },
             Timestamp::now(),
         )));
@@ -294,6 +311,8 @@ impl Core {
             devices,
             last_counted,
             status_tx,
+            fevers,
+            alerts: AlertWatch::new(Timestamp::now()),
             pending: Batch::default(),
             committed_revision: None,
             state_dirty: true,
@@ -432,6 +451,9 @@ impl Core {
                     return;
                 }
                 stats.passages.fetch_add(1, Ordering::Relaxed);
+                if facts.fever {
+                    self.fevers[terminal].fevers += 1;
+                }
                 self.advance(at);
                 self.engine.passage(&facts);
                 self.pending.passage_keys.push((
@@ -617,13 +639,10 @@ impl Core {
 }
 
 impl Core {
-    /// Hands the status page a fresh snapshot; replacing a watch value never waits.
-    fn publish_status(&self) {
-        if self.status_tx.is_closed() {
-            // The status page is turned off: nobody to copy the figures for.
-            return;
-        }
-        self.status_tx.send_replace(Arc::new(Snapshot::capture(
+    /// Diffs a fresh snapshot for alerts, queues their raises and clears for the outbox,
+    /// and hands the snapshot to the status page; replacing a watch value never waits.
+    fn publish_status(&mut self) {
+        let mut snapshot = Snapshot::capture(
             &crate::status::Sources {
                 engine: self.engine.state(),
                 devices: &self.devices,
@@ -633,8 +652,14 @@ impl Core {
                 outbox: self.outbox.stats().snapshot(),
                 link: &self.link,
                 clock_synced: self.clock_synced,
+                fevers: &self.fevers,
             },
             Timestamp::now(),
-        )));
+        );
+        let alerts = self.alerts.observe(&self.config, &mut snapshot);
+        self.pending.messages.extend(alerts);
+        if !self.status_tx.is_closed() {
+            self.status_tx.send_replace(Arc::new(snapshot));
+        }
     }
 }

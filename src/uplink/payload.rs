@@ -22,11 +22,13 @@ pub const TOPIC_STATE: &str = "state";
 pub const TOPIC_AGG_1M: &str = "agg/1m";
 pub const TOPIC_AGG_15M: &str = "agg/15m";
 pub const TOPIC_AGG_1H: &str = "agg/1h";
+pub const TOPIC_ALERTS: &str = "alerts";
 
 /// Message kinds of the aggregates.
 pub const KIND_AGG_1M: &str = "agg_1m";
 pub const KIND_AGG_15M: &str = "agg_15m";
 pub const KIND_AGG_1H: &str = "agg_1h";
+pub const KIND_ALERT: &str = "alert";
 
 /// `{prefix}/{district}/{hall}`.
 pub fn base_topic(config: &Config) -> String {
@@ -408,6 +410,71 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
         priority: Priority::Normal,
         bin_start: Some(bin_start),
     })
+}
+
+#[derive(Debug, Serialize)]
+struct AlertPayload<'a> {
+    schema_version: u32,
+    msg_id: String,
+    kind: &'static str,
+    hall_id: &'a str,
+    district: &'a str,
+    clock_synced: bool,
+    alert: &'static str,
+    subject: &'a str,
+    state: &'static str,
+    raised_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cleared_at: Option<String>,
+    /// A fever's room (its subject is the terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    /// A fever episode's passages with fever so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    detail: &'a str,
+}
+
+/// One raise or clear on the `alerts` topic. Its id names the episode (kind, subject, when it
+/// was raised) and the change, so a re-send is identical and a raise and its clear differ.
+pub fn alert_message(
+    config: &Config,
+    change: &crate::status::alerts::AlertChange,
+    clock_synced: bool,
+) -> OutMessage {
+    let msg_id = format!(
+        "{}:{KIND_ALERT}:{}:{}:{}:{}",
+        config.hall.id,
+        change.kind.as_str(),
+        change.subject,
+        change.raised_at.as_millisecond(),
+        change.state.as_str()
+    );
+    let payload = AlertPayload {
+        schema_version: SCHEMA_VERSION,
+        msg_id: msg_id.clone(),
+        kind: KIND_ALERT,
+        hall_id: &config.hall.id,
+        district: &config.hall.district,
+        clock_synced,
+        alert: change.kind.as_str(),
+        subject: &change.subject,
+        state: change.state.as_str(),
+        raised_at: rfc3339(change.raised_at),
+        cleared_at: change.cleared_at.map(rfc3339),
+        room: change.room.as_deref(),
+        count: change.count,
+        detail: &change.detail,
+    };
+    OutMessage {
+        kind: KIND_ALERT.into(),
+        topic: TOPIC_ALERTS.into(),
+        retain: false,
+        msg_id,
+        payload: to_json(&payload),
+        priority: Priority::Alert,
+        bin_start: None,
+    }
 }
 
 #[derive(Debug, Serialize)]

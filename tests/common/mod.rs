@@ -4,7 +4,8 @@
 //! subscribes to the hall's topics ([`watcher::Watcher`]), starts `hallgate simulate` and
 //! `hallgate run` as child processes ([`process`]) and compares what reaches the broker with the
 //! simulator's ground truth ([`truth`]); RS-485 buses run over socat pty pairs ([`serial`]);
-//! [`http`] is a plain client for the status page.
+//! [`http`] is a plain client for the status page; [`contract`] records everything a broker
+//! carries and validates it against the uplink's JSON Schemas; [`backlog`] seeds an outbox.
 //! [`rig::Rig`] strings these together and, when a test fails or hangs, prints expected against
 //! got and the last lines of every process log.
 //!
@@ -13,8 +14,10 @@
 
 #![allow(dead_code)]
 
+pub mod backlog;
 pub mod bins;
 pub mod broker;
+pub mod contract;
 pub mod dead_peers;
 pub mod hall;
 pub mod http;
