@@ -225,6 +225,78 @@ fn a_room_with_capacity_zero_is_named_with_its_key_path_and_line() {
 }
 
 #[test]
+fn an_opening_time_that_is_not_a_time_of_day_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "opening_time = \"08:00\"",
+        "opening_time = \"8am\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "hall.opening_time",
+        Some(line_of(&text, "opening_time = \"8am\"")),
+        "is not a time of day HH:MM",
+    );
+}
+
+#[test]
+fn an_opening_time_after_an_evening_closing_time_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "opening_time = \"08:00\"",
+        "opening_time = \"21:30\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "hall.opening_time",
+        Some(line_of(&text, "opening_time = \"21:30\"")),
+        "must be before closing_time",
+    );
+}
+
+#[test]
+fn a_hall_open_across_midnight_validates() {
+    let text = edit(
+        &example(),
+        "opening_time = \"08:00\"",
+        "opening_time = \"18:00\"",
+    );
+    let text = edit(
+        &text,
+        "closing_time = \"21:00\"",
+        "closing_time = \"02:00\"",
+    );
+    let out = validate(&text);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "18:00 to 02:00 is an evening hall; stderr:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_unknown_service_visits_rule_is_named_with_its_key_path_and_line() {
+    let text = edit(
+        &example(),
+        "service_visits = \"none\"",
+        "service_visits = \"visitors\"",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "rooms[0].service_visits",
+        Some(line_of(&text, "service_visits = \"visitors\"")),
+        "is not one of \"entries\", \"passages\", \"none\"",
+    );
+}
+
+#[test]
 fn a_toml_syntax_error_is_reported_with_its_line_and_column() {
     let text = edit(&example(), "capacity = 12", "capacity = ");
     let line = line_of(&text, "capacity = \n");

@@ -1772,12 +1772,10 @@ fn check_topic_safe_id(id: &str) -> Result<(), String> {
 /// Whether a hall opening at `open` and closing at `close` has a sensible open time. Like the
 /// day's label (`HallModel::day_of_close`), a closing time before noon is "after midnight":
 /// the hall may then open the evening before (22:00..02:00) or the same morning. A closing
-/// time from noon on must follow the opening on the same day.
+/// time from noon on must follow the opening on the same day. The same time for both is a
+/// hall open round the clock (its open time is the whole day).
 fn opening_fits(open: jiff::civil::Time, close: jiff::civil::Time) -> bool {
-    if open == close {
-        return false;
-    }
-    close.hour() < 12 || open < close
+    close.hour() < 12 || open <= close
 }
 
 fn parse_hh_mm(text: &str) -> Option<jiff::civil::Time> {

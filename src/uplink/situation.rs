@@ -347,3 +347,214 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec(value).expect("uplink payloads are plain data and always serialise")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::occupancy::{Engine, EngineOutput, HallModel};
+
+    fn config() -> Config {
+        crate::config::parse(
+            r#"
+            [hall]
+            id = "h-1"
+            district = "d1"
+            opening_time = "08:00"
+            [uplink]
+            broker = "mqtt://127.0.0.1:1883"
+            [[rooms]]
+            id = "lobby"
+            capacity = 40
+            service_visits = "none"
+            [[rooms]]
+            id = "reading"
+            capacity = 10
+            [[doors]]
+            id = "entrance"
+            from = "outside"
+            to = "lobby"
+            [[doors]]
+            id = "reading-door"
+            from = "lobby"
+            to = "reading"
+            [[counters]]
+            id = "pc-entrance"
+            door = "entrance"
+            profile = "generic-u32"
+            transport = "modbus_tcp"
+            address = "127.0.0.1:1502"
+            [[counters]]
+            id = "pc-reading"
+            door = "reading-door"
+            profile = "generic-u32"
+            transport = "modbus_tcp"
+            address = "127.0.0.1:1503"
+            "#,
+            Path::new("."),
+            &Default::default(),
+        )
+        .expect("a valid config")
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("test timestamp")
+    }
+
+    /// A short day: 3 in at 20:50 local, 2 on to the reading room, 1 leaves; closed at 21:00.
+    fn outputs(config: &Config) -> Vec<EngineOutput> {
+        let mut e = Engine::new(
+            HallModel::from_config(config),
+            None,
+            at("2026-11-22T12:45:00Z"),
+        );
+        let mut out = Vec::new();
+        let mut t = at("2026-11-22T12:45:00Z");
+        let end = at("2026-11-22T13:00:00Z");
+        while t <= end {
+            out.extend(e.tick(t));
+            if t == at("2026-11-22T12:50:00Z") {
+                e.devices_online(2, 2, t);
+                e.crossings(0, 3, 0, t);
+                e.crossings(1, 2, 0, t);
+            }
+            if t == at("2026-11-22T12:55:00Z") {
+                e.crossings(0, 0, 1, t);
+            }
+            t += jiff::SignedDuration::from_secs(20);
+        }
+        out
+    }
+
+    fn json(m: &OutMessage) -> Value {
+        serde_json::from_slice(&m.payload).expect("a payload is JSON")
+    }
+
+    /// Checks `value` against the parts of a JSON Schema that make it the allowlist:
+    /// every object carries exactly its `required` keys and nothing else.
+    fn conforms(schema: &Value, value: &Value, path: &str) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            let obj = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{path} should be an object"));
+            assert_eq!(schema["additionalProperties"], Value::Bool(false), "{path}");
+            for key in obj.keys() {
+                assert!(props.contains_key(key), "{path}.{key} is not in the schema");
+            }
+            for key in schema["required"].as_array().expect("required") {
+                let key = key.as_str().expect("a key");
+                assert!(
+                    obj.contains_key(key),
+                    "{path}.{key} is required but missing"
+                );
+            }
+            for (key, v) in obj {
+                conforms(&props[key], v, &format!("{path}.{key}"));
+            }
+        }
+        if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+            for (i, v) in list.iter().enumerate() {
+                conforms(items, v, &format!("{path}[{i}]"));
+            }
+        }
+    }
+
+    fn schema(kind: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/schema")
+            .join(format!("{kind}.schema.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the schema exists"))
+            .expect("the schema is JSON")
+    }
+
+    #[test]
+    fn a_closed_quarter_becomes_a_situation_15m_message_with_a_deterministic_id() {
+        let config = config();
+        let out = outputs(&config);
+        let q = out
+            .iter()
+            .find_map(|o| match o {
+                EngineOutput::QuarterClosed(q) => Some(q),
+                _ => None,
+            })
+            .expect("a quarter closed");
+        let m = quarter_message(&config, q, true);
+        assert_eq!(m.msg_id, "h-1:situation_15m:20261122T1245Z:r0");
+        assert_eq!(
+            (m.topic.as_str(), m.kind.as_str(), m.retain),
+            ("situation/15m", "situation_15m", false)
+        );
+        assert_eq!(m.bin_start, Some(at("2026-11-22T12:45:00Z").as_second()));
+        assert_eq!(m.priority, Priority::Normal);
+        assert_eq!(
+            quarter_message(&config, q, true),
+            m,
+            "a re-send is identical"
+        );
+        let doc = json(&m);
+        conforms(&schema(KIND_SITUATION_15M), &doc, "situation_15m");
+        assert_eq!(doc["bin_end"], "2026-11-22T13:00:00Z");
+        assert_eq!(doc["day"], "2026-11-22");
+        assert_eq!(doc["open_minutes"], 15);
+        // Lobby: 1 for 5 min, then 0 (3 in, 2 on, 1 out); reading: 2 for 10 min.
+        let hall = &doc["hall"];
+        assert_eq!(
+            (hall["entries"].as_u64(), hall["exits"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(hall["service_visits"], 2, "the lobby gives none");
+        assert_eq!(hall["person_minutes"], 25.0);
+        assert_eq!(hall["occupancy_mean"], 1.667);
+        assert_eq!(hall["utilisation_peak"], 0.06);
+        // Both counters online from 12:50: 10 of the 15 minutes measured, all online.
+        assert_eq!(hall["device_online_ratio"], 1.0);
+        let reading = &doc["rooms"][1];
+        assert_eq!(reading["hotspot_rank"], 1);
+        assert_eq!(reading["dwell_minutes_mean"], 10.0);
+        assert_eq!(doc["rooms"][0]["hotspot_rank"], 2);
+    }
+
+    #[test]
+    fn a_closed_day_becomes_a_situation_day_message_with_drift_per_room_and_counter() {
+        let config = config();
+        let out = outputs(&config);
+        let d = out
+            .iter()
+            .find_map(|o| match o {
+                EngineOutput::DayClosed(d) => d.figures.as_deref(),
+                _ => None,
+            })
+            .expect("the day closed");
+        let m = day_message(&config, d, false);
+        assert_eq!(m.msg_id, "h-1:situation_day:2026-11-22:r0");
+        assert_eq!(m.topic, "situation/day");
+        assert_eq!(m.bin_start, Some(at("2026-11-22T00:00:00Z").as_second()));
+        let doc = json(&m);
+        conforms(&schema(KIND_SITUATION_DAY), &doc, "situation_day");
+        assert_eq!(doc["clock_synced"], false);
+        assert_eq!(doc["open_from"], "2026-11-22T00:00:00Z");
+        assert_eq!(doc["open_to"], "2026-11-22T13:00:00Z");
+        assert_eq!(doc["peak_hour"], "20:00");
+        assert_eq!(doc["hall"]["occupancy_peak_at"], "2026-11-22T12:50:00Z");
+        assert_eq!(
+            doc["drift"]["rooms"],
+            serde_json::json!([
+                {"id": "lobby", "residual": 0, "clamped": 0},
+                {"id": "reading", "residual": 2, "clamped": 0}
+            ])
+        );
+        assert_eq!(
+            doc["drift"]["lines"],
+            serde_json::json!([
+                {"counter": "pc-entrance", "from": "outside", "to": "lobby", "in": 3, "out": 1},
+                {"counter": "pc-reading", "from": "lobby", "to": "reading", "in": 2, "out": 0}
+            ])
+        );
+        // The reading room never saw an exit: scaling cannot end it at zero, so it is left.
+        assert_eq!(doc["corrected"]["rooms"][1]["scaled"], "none");
+        assert_eq!(doc["corrected"]["method"], "scale_exits");
+    }
+}
