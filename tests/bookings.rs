@@ -324,6 +324,7 @@ async fn bookings_from_the_centre_are_validated_reported_and_kept_across_a_resta
         // The short slot ends: its report comes with the minute that closes after it.
         let report = wait_for_report(rig, "b-short", instant_at(a.1) + Duration::from_secs(60))
             .await?;
+        eprintln!("booking report before the restart: {report}");
         check_report(&report, "b-short", a.0, a.1, 4)?;
 
         // The centre clears its retained message; the gateway keeps what it stored, and after
@@ -350,6 +351,7 @@ async fn bookings_from_the_centre_are_validated_reported_and_kept_across_a_resta
             instant_at(b.1) + Duration::from_secs(60),
         )
         .await?;
+        eprintln!("booking report after the restart: {report}");
         check_report(&report, "b-after-restart", b.0, b.1, 4)?;
         let log = rig.gateway()?.log_text();
         let after = log
