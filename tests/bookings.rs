@@ -6,7 +6,8 @@
 //! the good ones (log and `/metrics`), and send a `booking_report` on `situation/booking` with
 //! the contract's fields (and never the title) when the first, short slot ends. Then the
 //! centre clears its retained message and the gateway restarts: the second booking must still
-//! be reported, from the stored set alone, since the broker no longer has it to give.
+//! be reported, from the stored set alone, since the broker no longer has it to give. Last, a
+//! message for another hall and one over 64 KiB are rejected whole and leave the set alone.
 
 mod common;
 
@@ -365,6 +366,37 @@ async fn bookings_from_the_centre_are_validated_reported_and_kept_across_a_resta
         ensure!(
             after.contains("bookings=2"),
             "the restarted gateway should say it resumed with 2 bookings"
+        );
+
+        // A message for another hall and one over 64 KiB are rejected whole (the second
+        // unread); the stored set stays.
+        let other_hall = json!({"schema_version": 1, "hall_id": "someone-else", "bookings": []});
+        publish_retained(port, &topic, Some(&other_hall.to_string()))?;
+        rig.wait_for_gateway_log(
+            "rejected a bookings message from the centre as a whole",
+            Duration::from_secs(10),
+        )
+        .await?;
+        let huge = json!({"schema_version": 1, "hall_id": HALL, "bookings": [], "pad": "x".repeat(70 * 1024)});
+        publish_retained(port, &topic, Some(&huge.to_string()))?;
+        rig.wait_for_gateway_log("over the size limit, unread", Duration::from_secs(10))
+            .await?;
+        wait_for_metric(
+            rig,
+            "hallgate_bookings_messages_rejected_total{reason=\"wrong_hall\"}",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await?;
+        wait_for_metric(rig, "hallgate_bookings_stored", 2.0, Duration::from_secs(10)).await?;
+        let log = rig.gateway()?.log_text();
+        let after = log
+            .split("started again (start #2)")
+            .nth(1)
+            .context("the log marks the restart")?;
+        ensure!(
+            !after.contains("lost the central broker"),
+            "an oversize bookings message must not cost the gateway its connection"
         );
 
         // Nothing the gateway published carries the title.
