@@ -31,6 +31,9 @@ as_root() {
 missing=()
 if ! have_mosquitto; then
     missing+=(mosquitto mosquitto-clients)
+elif ! command -v mosquitto_pub >/dev/null 2>&1; then
+    # tests/bookings.rs publishes the centre's retained bookings with mosquitto_pub.
+    missing+=(mosquitto-clients)
 fi
 if ! command -v socat >/dev/null 2>&1; then
     missing+=(socat)

@@ -538,6 +538,35 @@ async fn metrics_parse_as_prometheus_text_and_hold_the_outbox_device_and_uplink_
                             ["timeout", "crc", "exception", "bad_answer", "link"].contains(&value)
                         }
                         "version" => value == env!("CARGO_PKG_VERSION"),
+                        // Why a booking or a bookings message from the centre was rejected
+                        // (docs/uplink.md, "Bookings (downlink)").
+                        "reason" => {
+                            family.starts_with("hallgate_bookings_")
+                                && [
+                                    "not_an_object",
+                                    "unknown_field",
+                                    "missing_field",
+                                    "wrong_type",
+                                    "bad_id",
+                                    "duplicate_id",
+                                    "unknown_room",
+                                    "room_not_bookable",
+                                    "bad_time",
+                                    "end_not_after_start",
+                                    "slot_too_long",
+                                    "too_far_ahead",
+                                    "bad_attendance",
+                                    "title_too_long",
+                                    "overlap",
+                                    "too_large",
+                                    "not_json",
+                                    "unknown_schema_version",
+                                    "wrong_hall",
+                                    "too_many",
+                                    "malformed",
+                                ]
+                                .contains(&value)
+                        }
                         _ => false,
                     };
                     ensure!(

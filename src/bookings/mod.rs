@@ -258,7 +258,7 @@ impl Parsed {
             tracing::warn!(
                 booking_id = %r.name(),
                 index = r.index,
-                reason = r.reason.label(),
+                reason = %r.reason.label(),
                 detail = %r.reason,
                 "rejected a booking from the centre; the other bookings are not affected"
             );
@@ -572,7 +572,7 @@ impl Bookings {
                     .or_insert(0) += 1;
                 tracing::warn!(
                     %error,
-                    reason = error.label(),
+                    reason = %error.label(),
                     stored = self.tracker.bookings().len(),
                     "rejected a bookings message from the centre as a whole; the stored bookings stay"
                 );

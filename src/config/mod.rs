@@ -1109,11 +1109,13 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     );
     let mut status_problems = Vec::new();
     let status = status::validate_status(&status_cfg, base_dir, &mut status_problems);
-    let situation = situation::validate_situation(&situation_cfg, &mut status_problems);
+    let mut situation_problems = Vec::new();
+    let situation = situation::validate_situation(&situation_cfg, &mut situation_problems);
     for (path, message) in terminal_problems
         .into_iter()
         .chain(vision_problems)
         .chain(status_problems)
+        .chain(situation_problems)
     {
         v.at(root, &path, message);
     }

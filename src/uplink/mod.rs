@@ -355,7 +355,12 @@ impl UplinkDriver {
         options.set_inflight(up.max_inflight);
         // rumqttc's default limit (10 KiB) is below a large hall's `state`; a packet over the
         // limit breaks the connection, so the limit is the config's and `fill` enforces it.
-        options.set_max_packet_size(up.max_packet_bytes, up.max_packet_bytes);
+        // Incoming: at least a full bookings message with its topic and header, whatever the
+        // outgoing limit, or a retained one would break every connection as it arrived.
+        let incoming = up
+            .max_packet_bytes
+            .max(crate::bookings::MAX_MESSAGE_BYTES + 1024);
+        options.set_max_packet_size(incoming, up.max_packet_bytes);
         options.set_last_will(LastWill::new(
             self.topic(payload::TOPIC_STATUS),
             payload::status_payload(&self.config, false, self.started, Timestamp::now()),
