@@ -782,6 +782,13 @@ fn with_missed_exits_the_figures_stay_within_the_derived_bound_and_drift_correct
         if corrected["scaled"] == "exits" {
             improved.push((id, (raw - truth_pm).abs(), (fixed - truth_pm).abs()));
         }
+        // A room scaled by entries (its exits outran its entries, like the lobby fed by the
+        // rooms' missed exits) never goes below its clamped curve, a lower bound.
+        if corrected["scaled"] == "entries" && fixed + 1e-6 < raw {
+            m.0.push(format!(
+                "{id}: scaled entries gave {fixed:.1} person-minutes, under the clamped {raw:.1}"
+            ));
+        }
     }
     // Every 15-minute bin within its own bound.
     let bins = by_start(&day.of_kind("situation_15m"), "bin_start");
