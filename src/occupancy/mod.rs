@@ -637,8 +637,9 @@ mod tests {
     use jiff::civil::time;
     use proptest::prelude::*;
 
-    /// outside → lobby (door 0), lobby → reading (door 1), lobby → lecture (door 2).
-    fn model() -> HallModel {
+    /// outside → lobby (door 0), lobby → reading (door 1), lobby → lecture (door 2); open
+    /// 08:00–21:00 Shanghai, which is 00:00–13:00 UTC. Shared with the situation tests.
+    pub(super) fn model() -> HallModel {
         HallModel {
             room_ids: vec!["lobby".into(), "reading".into(), "lecture".into()],
             capacities: vec![50, 20, 30],

@@ -899,33 +899,13 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use jiff::civil::{date, time};
     use proptest::prelude::*;
 
+    use super::super::tests::model;
     use super::super::{EngineOutput, EngineState};
     use super::*;
     use crate::terminals::{MemberHasher, MemberRef};
-
-    /// outside → lobby (door 0), lobby → reading (door 1), lobby → lecture (door 2); open
-    /// 08:00–21:00 Shanghai, which is 00:00–13:00 UTC.
-    fn model() -> HallModel {
-        HallModel {
-            room_ids: vec!["lobby".into(), "reading".into(), "lecture".into()],
-            capacities: vec![50, 20, 30],
-            doors: vec![
-                (Zone::Outside, Zone::Room(0)),
-                (Zone::Room(0), Zone::Room(1)),
-                (Zone::Room(0), Zone::Room(2)),
-            ],
-            time_zone: jiff::tz::TimeZone::get("Asia/Shanghai").expect("tzdb has Shanghai"),
-            closing_time: time(21, 0, 0, 0),
-            settle: Duration::from_secs(3),
-            opening_time: time(8, 0, 0, 0),
-            service_visits: Vec::new(),
-        }
-    }
 
     fn at(text: &str) -> Timestamp {
         text.parse().expect("test timestamp")
