@@ -430,6 +430,9 @@ impl Core {
         for event in self.reorder.release(horizon) {
             self.apply(event);
         }
+        for event in self.reorder.ahead_of(now) {
+            self.apply(event);
+        }
         self.advance(horizon);
     }
 

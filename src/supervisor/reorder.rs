@@ -126,6 +126,23 @@ impl Reorder {
         out
     }
 
+    /// Takes out, in order, every event stamped more than a window after `now`. Live, that
+    /// means the wall clock was stepped back past them: waiting until it catches up could take
+    /// hours, so they go now, as they would have without this stage (the engine's clock never
+    /// runs backwards, so they land at the latest time it has seen).
+    pub fn ahead_of(&mut self, now: Timestamp) -> Vec<DeviceEvent> {
+        let limit = now.checked_add(self.window).unwrap_or(now);
+        let mut out = Vec::new();
+        while let Some(entry) = self.held.last_entry() {
+            if entry.key().0 <= limit {
+                break;
+            }
+            out.push(entry.remove());
+        }
+        out.reverse();
+        out
+    }
+
     /// Takes out everything, in order (at shutdown).
     pub fn drain(&mut self) -> Vec<DeviceEvent> {
         std::mem::take(&mut self.held).into_values().collect()
@@ -187,6 +204,22 @@ mod tests {
                 DeviceOrder::Counter(3)
             ]
         );
+    }
+
+    #[test]
+    fn events_stamped_ahead_of_a_clock_stepped_back_are_not_held_until_it_catches_up() {
+        let mut r = Reorder::new(Duration::from_secs(2));
+        r.push(online(0, 3_600));
+        r.push(online(1, 3_601));
+        r.push(online(2, 10));
+        // The clock is stepped back to second 11: an hour before the first two stamps.
+        assert!(
+            r.ahead_of(at(3_599)).is_empty(),
+            "within a window: still held"
+        );
+        assert_eq!(r.ahead_of(at(11)), vec![online(0, 3_600), online(1, 3_601)]);
+        assert_eq!(r.release(r.horizon(at(12))), vec![online(2, 10)]);
+        assert!(r.is_empty());
     }
 
     #[test]
