@@ -264,6 +264,16 @@ async fn scenario(
                 "while the text counter's line is unplugged the gateway should hold one pts \
                  descriptor fewer: before {before:?}, during {during:?}"
             );
+            // The state must have shown the counter offline first: otherwise "back online"
+            // below could be the state from before the unplug (device events reach the
+            // engine after the reorder window, and `state` is published on its interval).
+            wait_for(
+                &watcher,
+                "text counter offline while unplugged",
+                Duration::from_secs(20),
+                |s| !online(s, "ascii-gallery"),
+            )
+            .await?;
             ascii.pair.replug().await?;
             ascii.open()?;
             ascii.send(format!("\r\nIN={txt_in},OUT={txt_out}\r\n").as_bytes())?;
