@@ -1,3 +1,7 @@
+//! Tests of the bookings downlink: parsing and validation of the centre's message (unit cases
+//! per rejection reason, proptests that arbitrary bytes and JSON never panic and that a valid
+//! booking survives any invalid neighbour) and the `BookingTracker`'s held / unbooked rules.
+
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::{Value, json};
