@@ -537,7 +537,7 @@ fn wrong_type(path: &JsonPath, expected: &'static str) -> RejectReason {
 /// The value at `path`; `null` and blank strings count as missing (vendors use both).
 fn field<'v>(root: &'v Value, path: &JsonPath) -> Option<&'v Value> {
     path.lookup(root)
-        .filter(|v| !v.as_str().is_some_and(|s| s.trim().is_empty()))
+        .filter(|v| !v.is_null() && !v.as_str().is_some_and(|s| s.trim().is_empty()))
 }
 
 /// A scalar field as text, for comparing with the profile's codes: strings as they are,
@@ -857,6 +857,25 @@ mod tests {
             panic!("passage");
         };
         assert_eq!(p.temperature_c, Some(52.0));
+    }
+
+    #[test]
+    fn a_null_field_reads_as_an_absent_one() {
+        // Terminals send `"personId": null` for a stranger and `"mask": null` when they did
+        // not look; either used to reject the whole passage as the wrong type.
+        let p = passage(with("who", serde_json::Value::Null));
+        assert_eq!(p.who, Who::Stranger);
+        assert_eq!(
+            passage(with("mask", serde_json::Value::Null)).mask,
+            MaskState::Unknown
+        );
+        assert!(
+            matches!(
+                run(with("code", serde_json::Value::Null)),
+                Err(RejectReason::MissingField { .. })
+            ),
+            "a null outcome is a missing one, and named so"
+        );
     }
 
     #[test]
