@@ -415,9 +415,21 @@ fn secs(value: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("{value} is not a duration in seconds"))
 }
 
+/// The async runtime: one thread, unless `TOKIO_WORKER_THREADS` asks for a pool of that size
+/// (kept for measuring; `benches/run.sh` compares the two). The async side of the gateway is
+/// light — polls, MQTT, a few µs of decoding per event — and what cost CPU was handing each
+/// message from task to task across threads: every hand-over woke a parked thread (a futex
+/// and a context switch), and the core loop, which runs in `block_on`, is on another thread
+/// than the pool's workers whatever their number. The slow parts already have threads of
+/// their own: SQLite commits (the outbox thread), inference (the vision thread) and the
+/// embedded terminal broker. Figures in docs/performance.md.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut builder = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -554,7 +566,7 @@ fn shutdown_on_signals() -> CancellationToken {
 }
 
 /// Logs go to stderr; under systemd (JOURNAL_STREAM set) without colours or timestamps, which
-/// journald adds itself. `RUST_LOG` overrides the default level (info; warn for the demo, whose
+/// journald adds itself, and without colours when stderr is not a terminal. `RUST_LOG` overrides the default level (info; warn for the demo, whose
 /// table is the output).
 fn init_logging(quiet: bool) {
     use tracing_subscriber::EnvFilter;
@@ -569,6 +581,8 @@ fn init_logging(quiet: bool) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.init();
+        // Colours only for a person at a terminal: a log file or a pipe gets plain text.
+        use std::io::IsTerminal as _;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
