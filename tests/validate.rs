@@ -755,3 +755,20 @@ fn an_unknown_situation_key_is_named_with_its_key_path_and_line() {
         "unknown field",
     );
 }
+
+#[test]
+fn an_event_commit_interval_below_a_tenth_of_a_second_is_named_with_its_line() {
+    let text = edit(
+        &example(),
+        "event_commit_interval_ms = 10000",
+        "event_commit_interval_ms = 50",
+    );
+    let out = validate(&text);
+    assert_rejected(&out);
+    assert_problem(
+        &out,
+        "storage.event_commit_interval_ms",
+        Some(line_of(&text, "event_commit_interval_ms = 50")),
+        "between 100 and 600000 ms",
+    );
+}

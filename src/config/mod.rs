@@ -110,6 +110,13 @@ pub struct StorageConfig {
     /// back. A short one wears the SD card.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
+    /// Longest time a terminal passage (or a read of a counter in `delta` mode) waits before
+    /// it is committed. These exist nowhere but in the gateway once it has acknowledged them,
+    /// so this is what a power cut can lose of them; each commit rewrites the engine state,
+    /// so a short interval wears the SD card (figures in docs/performance.md). Never longer
+    /// than `commit_interval_ms`.
+    #[serde(default = "default_event_commit_interval_ms")]
+    pub event_commit_interval_ms: u64,
     /// Most space the undelivered messages may take. Near it, old minute bins are rolled up
     /// into 15-minute and then hourly bins; only then is the oldest dropped (counted, ERROR).
     /// The default holds well over 7 days of a busy hall's minute bins.
@@ -126,6 +133,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: default_data_dir(),
             commit_interval_ms: default_commit_interval_ms(),
+            event_commit_interval_ms: default_event_commit_interval_ms(),
             max_outbox_bytes: default_max_outbox_bytes(),
             max_fsyncs_per_sec: default_max_fsyncs_per_sec(),
         }
@@ -287,6 +295,9 @@ fn default_data_dir() -> PathBuf {
 fn default_commit_interval_ms() -> u64 {
     60_000
 }
+fn default_event_commit_interval_ms() -> u64 {
+    10_000
+}
 fn default_baud() -> u32 {
     9600
 }
@@ -361,6 +372,7 @@ pub struct Uplink {
 pub struct Storage {
     pub data_dir: PathBuf,
     pub commit_interval: Duration,
+    pub event_commit_interval: Duration,
     pub max_outbox_bytes: u64,
     /// Shortest time between two commits (from `max_fsyncs_per_sec`).
     pub min_commit_gap: Duration,
@@ -645,6 +657,16 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             ),
         );
     }
+    if storage.event_commit_interval_ms < 100 || storage.event_commit_interval_ms > 600_000 {
+        v.at(
+            root,
+            "storage.event_commit_interval_ms",
+            format!(
+                "must be between 100 and 600000 ms, not {}",
+                storage.event_commit_interval_ms
+            ),
+        );
+    }
     if storage.max_outbox_bytes < 256 * 1024 {
         v.at(
             root,
@@ -671,6 +693,12 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             .clone()
             .unwrap_or(storage.data_dir.clone()),
         commit_interval: Duration::from_millis(storage.commit_interval_ms),
+        // Never later than everything else is committed anyway.
+        event_commit_interval: Duration::from_millis(
+            storage
+                .event_commit_interval_ms
+                .min(storage.commit_interval_ms),
+        ),
         max_outbox_bytes: storage.max_outbox_bytes,
         min_commit_gap: Duration::from_secs(1) / storage.max_fsyncs_per_sec.max(1),
     };

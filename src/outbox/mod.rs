@@ -27,6 +27,7 @@
 //! aside and a fresh one created: the gateway never crash-loops on its own storage.
 
 pub mod bound;
+mod pack;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,13 @@ pub struct Batch {
 
 /// How long counted terminal event keys are kept.
 const PASSAGE_KEYS_KEPT_SECS: i64 = 2 * 86_400;
+/// …and at most this many, the newest: more than the in-memory set can use after a restart
+/// (`Dedup` keeps 4096 per terminal) for 64 terminals.
+const PASSAGE_KEYS_KEPT_ROWS: i64 =
+    64 * crate::terminals::dedup::DEFAULT_CAPACITY_PER_TERMINAL as i64;
+/// Oldest keys looked at per commit for the age rule: pruning costs the same whatever the
+/// table holds, and outruns any insert rate a hall has.
+const PASSAGE_KEYS_PRUNE_SCAN: i64 = 4096;
 
 /// What the database held at start-up.
 #[derive(Debug, Default)]
@@ -564,12 +572,11 @@ impl Db {
                  inward INTEGER NOT NULL,
                  outward INTEGER NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS passage_key (
-                 terminal TEXT NOT NULL,
-                 event TEXT NOT NULL,
+             CREATE TABLE IF NOT EXISTS passage_seen (
                  at INTEGER NOT NULL,
-                 PRIMARY KEY (terminal, event)
-             ) WITHOUT ROWID;
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS bookings_state (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  state BLOB NOT NULL
@@ -598,6 +605,22 @@ impl Db {
                 "CREATE INDEX IF NOT EXISTS outbox_alerts ON outbox(id) WHERE priority = 0;
                  PRAGMA user_version = {SCHEMA_VERSION};"
             ))
+            .map_err(open_err)?;
+        }
+        // Before the append-only key log, keys were in a table keyed by (terminal, event):
+        // carry them over once, oldest first.
+        let keyed = conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_key'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(open_err)?;
+        if keyed {
+            conn.execute_batch(
+                "BEGIN;
+                 INSERT INTO passage_seen (at, terminal, event)
+                     SELECT at, terminal, event FROM passage_key ORDER BY at;
+                 DROP TABLE passage_key;
+                 COMMIT;",
+            )
             .map_err(open_err)?;
         }
         let (rows, bytes): (i64, i64) = conn
@@ -643,13 +666,15 @@ impl Db {
             .query_row("SELECT state FROM engine_state WHERE id = 1", [], |r| {
                 r.get::<_, Vec<u8>>(0)
             })
-            .optional()?;
+            .optional()?
+            .map(pack::unpack);
         let bookings_state = self
             .conn
             .query_row("SELECT state FROM bookings_state WHERE id = 1", [], |r| {
                 r.get::<_, Vec<u8>>(0)
             })
-            .optional()?;
+            .optional()?
+            .map(pack::unpack);
         let mut baselines = BTreeMap::new();
         let mut stmt = self
             .conn
@@ -674,7 +699,7 @@ impl Db {
         drop(stmt);
         let mut stmt = self
             .conn
-            .prepare("SELECT terminal, event FROM passage_key ORDER BY at")?;
+            .prepare("SELECT terminal, event FROM passage_seen ORDER BY at, rowid")?;
         let passage_keys = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -916,14 +941,14 @@ impl Db {
             tx.execute(
                 "INSERT INTO engine_state (id, state) VALUES (1, ?1)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [state],
+                [pack::pack(state)],
             )?;
         }
         if let Some(state) = &batch.bookings_state {
             tx.execute(
                 "INSERT INTO bookings_state (id, state) VALUES (1, ?1)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [state],
+                [pack::pack(state)],
             )?;
         }
         for (id, t) in &batch.baselines {
@@ -934,14 +959,23 @@ impl Db {
             )?;
         }
         if let Some(newest) = batch.passage_keys.iter().map(|k| k.2).max() {
+            // Appended, never looked up (the core dedups in memory; this is read once, at
+            // start): new rows go on the table's last page, so a commit of a few hundred keys
+            // writes a page or two. A keyed table spread them over a page per terminal.
             for (terminal, event, at) in &batch.passage_keys {
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO passage_key (terminal, event, at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO passage_seen (at, terminal, event) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![terminal, event, at])?;
+                .execute(params![at, terminal, event])?;
             }
-            tx.prepare_cached("DELETE FROM passage_key WHERE at < ?1")?
-                .execute([newest - PASSAGE_KEYS_KEPT_SECS])?;
+            let last = tx.last_insert_rowid();
+            tx.prepare_cached("DELETE FROM passage_seen WHERE rowid <= ?1")?
+                .execute([last - PASSAGE_KEYS_KEPT_ROWS])?;
+            tx.prepare_cached(
+                "DELETE FROM passage_seen WHERE at < ?1 AND rowid IN
+                     (SELECT rowid FROM passage_seen ORDER BY rowid LIMIT ?2)",
+            )?
+            .execute([newest - PASSAGE_KEYS_KEPT_SECS, PASSAGE_KEYS_PRUNE_SCAN])?;
         }
         // Over the bound: make room in the same transaction, so it costs no extra fsync.
         let mut space = Space {

@@ -590,3 +590,27 @@ async fn the_bookings_state_survives_reopen_and_an_older_database_gains_its_tabl
     assert_eq!(restored.pending_messages, 1);
     outbox.close().await;
 }
+
+#[tokio::test]
+async fn event_keys_stored_by_an_older_version_are_carried_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (outbox, _) = Outbox::open(dir.path(), options()).expect("open");
+    outbox.close().await;
+    // The keyed table of the version before the append-only log, with two keys in it;
+    // written behind the outbox's back on purpose, as the older version left it.
+    #[allow(clippy::disallowed_methods)]
+    let conn = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("db");
+    conn.execute_batch(
+        "CREATE TABLE passage_key (terminal TEXT NOT NULL, event TEXT NOT NULL,
+             at INTEGER NOT NULL, PRIMARY KEY (terminal, event)) WITHOUT ROWID;
+         INSERT INTO passage_key VALUES ('T1', 'late', 20), ('T1', 'early', 10);",
+    )
+    .expect("old table");
+    drop(conn);
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        restored.passage_keys,
+        vec![("T1".into(), "early".into()), ("T1".into(), "late".into())]
+    );
+    outbox.close().await;
+}
