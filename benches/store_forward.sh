@@ -5,8 +5,8 @@
 #     to a local mosquitto with the pacing lifted; time from the gateway's start to the last
 #     bin at a subscriber, in messages per second;
 #  2. wear: `hallgate run` against N simulated counters at 1 Hz for DURATION seconds with the
-#     broker up: bytes written to disk (/proc/PID/io write_bytes) scaled to a day, and commits
-#     (each one fsync of the WAL; checkpoints add a few) per minute, from the retained state.
+#     broker up: bytes written to disk (/proc/PID/io write_bytes) scaled to a day, commits per
+#     hour (from the retained state), and the fsync/fdatasync calls themselves (strace).
 #
 #   benches/store_forward.sh [COUNTERS=64] [DURATION_SECS=300]
 #
@@ -47,17 +47,32 @@ python3 benches/bench_hall.py "$counters" "${ports[@]:1}" > "$work/hall.toml"
 "$bin" simulate --config "$work/hall.toml" --seed 1 --arrivals-per-min 120 --mean-dwell-secs 60 \
   --duration-secs "$((duration + 30))" --warmup-secs 2 2>"$work/sim.log" &
 sleep 1
-RUST_LOG=warn "$bin" run --config "$work/hall.toml" --uplink "mqtt://127.0.0.1:$broker_port" \
+# Under strace when it is there, to count the fsyncs themselves; --seccomp-bpf stops the
+# gateway only at those two calls, so the rest runs at full speed.
+tracer=()
+if command -v strace >/dev/null; then
+  tracer=(strace -f --seccomp-bpf -qq -c -e trace=fsync,fdatasync -o "$work/fsyncs.txt")
+fi
+RUST_LOG=warn "${tracer[@]}" "$bin" run --config "$work/hall.toml" --uplink "mqtt://127.0.0.1:$broker_port" \
   --data-dir "$work/data" 2>"$work/gw.log" &
-gw=$!
+traced=$!
+sleep 1
+gw=$traced
+[ ${#tracer[@]} -gt 0 ] && gw=$(pgrep -P "$traced" -x hallgate)
 echo "hallgate run (pid $gw): $counters counters at 1 Hz for $duration s …"
-sleep 5
+sleep 4
 wb0=$(awk '/^write_bytes/ {print $2}' "/proc/$gw/io")
 commits0=$(mosquitto_sub -p "$broker_port" -t "$base/state" -C 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["outbox"]["commits"])')
 sleep "$duration"
 wb=$(( $(awk '/^write_bytes/ {print $2}' "/proc/$gw/io") - wb0 ))
 commits=$(( $(mosquitto_sub -p "$broker_port" -t "$base/state" -C 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["outbox"]["commits"])') - commits0 ))
-kill -TERM "$gw"; wait "$gw" || true
+kill -TERM "$gw"; wait "$traced" || true
+# strace's count covers the whole run, start-up and shutdown included: an upper bound.
+fsyncs=n/a
+if [ -s "$work/fsyncs.txt" ]; then
+  fsyncs=$(awk '$NF == "total" {print $(NF-1)}' "$work/fsyncs.txt")
+  fsyncs="$fsyncs over the run ($(python3 -c "print(f'{$fsyncs * 3600 / ($duration + 5):.0f}')") per hour)"
+fi
 
 echo
 echo "| figure | value |"
@@ -68,6 +83,7 @@ echo "| drain time (start to last bin at a subscriber) | $drain_secs s |"
 echo "| drain rate | $drain_rate messages/s |"
 echo "| steady state, measured over | $duration s |"
 echo "| bytes written to disk | $wb ($(python3 -c "print(f'{$wb * 86400 / $duration / 1e6:.1f}')") MB/day) |"
-echo "| commits (WAL fsyncs) | $commits ($(python3 -c "print(f'{$commits * 60 / $duration:.1f}')") per minute) |"
+echo "| commits | $commits ($(python3 -c "print(f'{$commits * 3600 / $duration:.0f}')") per hour) |"
+echo "| fsync + fdatasync calls (strace) | $fsyncs |"
 echo "| gateway WARN/ERROR lines | steady $(grep -cE 'WARN|ERROR' "$work/gw.log" || true), drain $(grep -cE 'WARN|ERROR' "$work/drain.log" || true) |"
 grep -hE 'WARN|ERROR' "$work/drain.log" "$work/gw.log" | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -5 || true
