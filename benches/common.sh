@@ -1,5 +1,5 @@
 # Shared by the bench scripts (sourced, not run): checks, the release build, a work directory
-# cleaned up on exit, free loopback ports, and a throwaway mosquitto.
+# cleaned up on exit, free loopback ports, a throwaway mosquitto, and the bench terminals.
 
 need() {  # need COMMAND HINT
   command -v "$1" >/dev/null || { echo "$1 is missing: $2"; exit 1; }
@@ -27,4 +27,16 @@ start_mosquitto() {
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nmax_queued_messages 100000\n' "$1" > "$work/mosquitto.conf"
   mosquitto -c "$work/mosquitto.conf" &
   sleep 0.5
+}
+
+# bench_terminals on|off: the [vision] section when on, and 10 terminals in the lobby (HTTPv2
+# and Uniubi alternately) with a login each on the embedded broker.
+bench_terminals() {
+  if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
+  for i in $(seq 0 9); do
+    profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
+    echo "pw-$i" > "$work/t$i.pass"
+    printf '[[terminals]]\nid = "BENCH-T%02d"\nprofile = "%s"\nroom = "lobby"\nusername = "t%d"\npassword_file = "%s"\n' \
+      "$i" "$profile" "$i" "$work/t$i.pass"
+  done
 }

@@ -32,13 +32,7 @@ hall() {  # $1 = vision on|off
   python3 benches/bench_hall.py "$counters" "${ports[@]:2}" ${HALL_STORAGE:+--extra-storage "$HALL_STORAGE"}
   printf '[terminal_broker]\nlisten = "127.0.0.1:%s"\n' "$terminal_port"
   printf '[status]\nenabled = false\n'
-  if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
-  for i in $(seq 0 9); do
-    profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
-    echo "pw-$i" > "$work/t$i.pass"
-    printf '[[terminals]]\nid = "BENCH-T%02d"\nprofile = "%s"\nroom = "lobby"\nusername = "t%d"\npassword_file = "%s"\n' \
-      "$i" "$profile" "$i" "$work/t$i.pass"
-  done
+  bench_terminals "$1"
 }
 
 state() {  # the retained state, as one JSON line

@@ -32,13 +32,7 @@ listen = "127.0.0.1:$terminal_port"
 id = "lobby"
 capacity = 500
 TOML
-  if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
-  for i in $(seq 0 9); do
-    profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
-    echo "pw-$i" > "$work/t$i.pass"
-    printf '[[terminals]]\nid = "BENCH-T%02d"\nprofile = "%s"\nroom = "lobby"\nusername = "t%d"\npassword_file = "%s"\n' \
-      "$i" "$profile" "$i" "$work/t$i.pass"
-  done
+  bench_terminals "$1"
 }
 
 run() {  # $1 = vision on|off
