@@ -565,8 +565,8 @@ fn shutdown_on_signals() -> CancellationToken {
 }
 
 /// Logs go to stderr; under systemd (JOURNAL_STREAM set) without colours or timestamps, which
-/// journald adds itself, and without colours when stderr is not a terminal. `RUST_LOG` overrides the default level (info; warn for the demo, whose
-/// table is the output).
+/// journald adds itself, and without colours when stderr is not a terminal. `RUST_LOG`
+/// overrides the default level (info; warn for the demo, whose table is the output).
 fn init_logging(quiet: bool) {
     use tracing_subscriber::EnvFilter;
     // The demo's table is its output; rumqttd (its embedded broker) logs client hang-ups as
