@@ -157,6 +157,9 @@ async fn unplugged_bus_is_reopened_and_counts_stay_exact() {
             rig.pty_pair(BUS)?.unplug().await?;
             let unplugged = Instant::now();
             let back_at = unplugged + Duration::from_secs(5);
+            // The driver meets the lost port at its next poll (250 ms) and the health goes
+            // into the next state (ticks 1 s apart) without waiting out the reorder window:
+            // about 1.3 s at worst, so 4 s leaves room for a loaded machine.
             rig.wait_for_devices(&on_bus, false, Duration::from_secs(4))
                 .await
                 .context("with its bus unplugged, every slave on it should be offline")?;

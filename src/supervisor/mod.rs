@@ -252,7 +252,13 @@ struct Core {
     terminal_stats: Arc<crate::devices::terminals::TerminalsStats>,
     /// Terminal events already counted, restored from the outbox at start.
     passage_keys: Dedup,
+    /// Each counter's health as its driver last reported it, taken on arrival: the state,
+    /// the status page and the alerts show an outage as soon as it is seen, not a reorder
+    /// window later (the window orders figures; health needs no ordering across devices).
     devices: Vec<DeviceHealth>,
+    /// Each counter's online flag in event-time order, as the engine's online ratio must see
+    /// it: set by `apply`, so a replay gives the same ratio whatever the arrival order.
+    ordered_online: Vec<Option<bool>>,
     /// When each counter last counted someone, for the status page's stale rule.
     last_counted: Vec<Option<Timestamp>>,
     /// The status page's latest snapshot, replaced once a tick (never blocks).
@@ -306,6 +312,7 @@ impl Core {
             })
             .collect::<Vec<_>>();
         let last_counted = vec![None; devices.len()];
+        let ordered_online = vec![None; devices.len()];
         let fevers: Vec<FeverTally> = config
             .terminals
             .iter()
@@ -342,6 +349,7 @@ impl Core {
             terminal_stats,
             passage_keys: Dedup::default(),
             devices,
+            ordered_online,
             last_counted,
             status_tx,
             fevers,
@@ -417,6 +425,7 @@ impl Core {
 
     /// An event from a driver: held for reordering (a full buffer hands one back at once).
     fn receive(&mut self, event: DeviceEvent) {
+        self.note_health(&event);
         if let Some(early) = self.reorder.push(event) {
             self.apply(early);
         }
@@ -566,26 +575,32 @@ impl Core {
                 self.state_dirty = true;
             }
             DeviceEvent::DeviceOnline { counter, at } => {
-                let d = &mut self.devices[counter];
-                d.online = Some(true);
-                d.since = Some(at);
-                d.reason = None;
-                self.state_dirty = true;
+                self.ordered_online[counter] = Some(true);
                 self.report_devices(at);
             }
+            DeviceEvent::DeviceOffline { counter, at, .. } => {
+                self.ordered_online[counter] = Some(false);
+                self.report_devices(at);
+            }
+        }
+    }
+
+    /// A counter's online/offline report, into its live health at once (see `devices`).
+    fn note_health(&mut self, event: &DeviceEvent) {
+        let (counter, online, at, reason) = match event {
+            DeviceEvent::DeviceOnline { counter, at } => (*counter, true, *at, None),
             DeviceEvent::DeviceOffline {
                 counter,
                 at,
                 reason,
-            } => {
-                let d = &mut self.devices[counter];
-                d.online = Some(false);
-                d.since = Some(at);
-                d.reason = Some(reason);
-                self.state_dirty = true;
-                self.report_devices(at);
-            }
-        }
+            } => (*counter, false, *at, Some(reason.clone())),
+            _ => return,
+        };
+        let d = &mut self.devices[counter];
+        d.online = Some(online);
+        d.since = Some(at);
+        d.reason = reason;
+        self.state_dirty = true;
     }
 
     /// Tells the engine how many counters answer, for the device online ratio (a counter
@@ -593,13 +608,16 @@ impl Core {
     fn report_devices(&mut self, at: Timestamp) {
         self.advance(at);
         let online = self
-            .devices
+            .ordered_online
             .iter()
-            .filter(|d| d.online == Some(true))
+            .filter(|o| **o == Some(true))
             .count();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        self.engine
-            .devices_online(count(online), count(self.devices.len()), self.now.latest());
+        self.engine.devices_online(
+            count(online),
+            count(self.ordered_online.len()),
+            self.now.latest(),
+        );
     }
 
     /// Hands the uplink a fresh retained `state`, at most once per `state_interval` unless

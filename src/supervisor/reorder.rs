@@ -18,6 +18,10 @@
 //! in a replay). Counter baselines and passage keys are taken by `Core::apply` only, so an
 //! event still held here at a crash was never committed: the counter's persisted baseline
 //! gives its crossings back after the restart.
+//!
+//! A counter's online/offline report is also taken on arrival, into the health the state,
+//! the status page and the alerts show: an unplugged bus is on the overview within a tick,
+//! not a window later. Only the engine's online ratio, a figure, waits for the release.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

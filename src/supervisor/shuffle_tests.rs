@@ -6,7 +6,7 @@
 //! replay gets them in stamp order; another gets them interleaved in a random order that keeps
 //! each device's own order and delays each event by less than [`REORDER_WINDOW`]. Every
 //! message the engine produces (minute bins now; whatever else it closes later) must be the
-//! same, byte for byte.
+//! same, byte for byte. Last, what the stage does not hold: a counter's health.
 
 use std::path::Path;
 
@@ -227,4 +227,40 @@ fn a_read_arriving_after_its_minute_ended_still_counts_in_that_minute() {
         .map(|m| serde_json::from_slice(&m.payload).expect("json"))
         .expect("the 12:57Z minute was closed");
     assert_eq!(minute["rooms"][0]["entries"], 3, "{minute}");
+}
+
+/// What the stage does not hold: a counter's outage reaches the alerts at the first tick
+/// after the core hears of it, not a reorder window later (health is not a figure).
+#[test]
+fn an_offline_counter_is_alerted_at_the_next_tick_not_after_the_window() {
+    let config = hall();
+    let mut arrivals = in_stamp_order(&streams(&config, &vec![vec![]; 5], &[]));
+    let went = ms(start(), 10_300);
+    arrivals.push((
+        went,
+        DeviceEvent::DeviceOffline {
+            counter: 0,
+            at: went,
+            reason: "serial port /dev/ttyUSB0 failed: broken pipe".to_string(),
+        },
+    ));
+    let messages = run(&config, arrivals);
+    let prefix = format!(
+        "{}:alert:device_offline:{}:",
+        config.hall.id, config.counters[0].id
+    );
+    let raised = messages
+        .iter()
+        .find(|m| m.msg_id.starts_with(&prefix) && m.msg_id.ends_with(":raised"))
+        .unwrap_or_else(|| panic!("no {prefix}…:raised among the messages"));
+    let stamp: i64 = raised.msg_id[prefix.len()..]
+        .trim_end_matches(":raised")
+        .parse()
+        .expect("the alert's id ends in its start in ms");
+    let after_ms = stamp - went.as_millisecond();
+    // Ticks are a virtual second apart; held for the window, it would come 2–3 s after.
+    assert!(
+        (0..=1000).contains(&after_ms),
+        "the offline alert should start within one tick of the report; it started {after_ms} ms after"
+    );
 }
