@@ -275,6 +275,8 @@ struct Core {
     last_summary: Instant,
     /// A delta-mode counter moved: its crossings exist nowhere but here, so commit soon.
     urgent: bool,
+    /// A counter's first baseline is pending: commit it at the next tick (see `receive`).
+    first_baseline: bool,
     /// Latest time seen, so the engine's clock never runs backwards between drivers — nor
     /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: WallClock,
@@ -361,6 +363,7 @@ impl Core {
             last_commit: Instant::now(),
             last_summary: Instant::now(),
             urgent: false,
+            first_baseline: false,
             now: WallClock::new(now),
             clock_synced: crate::clock::synchronised(),
             notifier: Notifier::disabled(),
@@ -424,8 +427,27 @@ impl Core {
     }
 
     /// An event from a driver: held for reordering (a full buffer hands one back at once).
+    ///
+    /// A counter's first read ever (no baseline persisted) counts nothing: it only fixes where
+    /// its crossings are measured from. That baseline is committed at the next tick, not a
+    /// reorder window and a commit interval later: a gateway dying in its first seconds would
+    /// otherwise start again from a fresh first read, and every crossing in between would be
+    /// lost. Nothing of that counter can be held yet, so the commit skips none of its
+    /// crossings.
     fn receive(&mut self, event: DeviceEvent) {
         self.note_health(&event);
+        if let DeviceEvent::CounterRead {
+            counter,
+            totals,
+            step,
+            ..
+        } = &event
+            && step.baseline
+        {
+            let id = self.config.counters[*counter].id.clone();
+            self.pending.baselines.insert(id, *totals);
+            self.first_baseline = true;
+        }
         if let Some(early) = self.reorder.push(event) {
             self.apply(early);
         }
@@ -674,6 +696,7 @@ impl Core {
         // New bookings are committed at once: the centre sends them rarely.
         let worth = !self.pending.messages.is_empty()
             || self.pending.bookings_state.is_some()
+            || self.first_baseline
             || (engine_changed && (due || urgent_due || force));
         if !worth {
             return;
@@ -687,6 +710,7 @@ impl Core {
             Ok(()) => {
                 self.committed_revision = Some(revision);
                 self.urgent = false;
+                self.first_baseline = false;
             }
             Err((error, returned)) => {
                 tracing::error!(%error, "cannot commit to the outbox; keeping the batch in memory and retrying");
