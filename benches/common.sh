@@ -7,7 +7,8 @@ need() {  # need COMMAND HINT
 
 need mosquitto "run scripts/test.sh once (it installs it)"
 cargo build --release --quiet
-bin=target/release/hallgate
+# HALLGATE_BIN runs another build (an A/B comparison) in place of this tree's release.
+bin=${HALLGATE_BIN:-target/release/hallgate}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -29,14 +30,10 @@ start_mosquitto() {
   sleep 0.5
 }
 
-# bench_terminals on|off: the [vision] section when on (plus the lines in $BENCH_VISION, e.g.
-# "input_width_px = 320"), and 10 terminals in the lobby (HTTPv2 and Uniubi alternately) with
-# a login each on the embedded broker.
+# bench_terminals on|off: the [vision] section when on, and 10 terminals in the lobby (HTTPv2
+# and Uniubi alternately) with a login each on the embedded broker.
 bench_terminals() {
-  if [ "$1" = on ]; then
-    printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"
-    if [ -n "${BENCH_VISION:-}" ]; then printf '%s\n' "$BENCH_VISION"; fi
-  fi
+  if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
   for i in $(seq 0 9); do
     profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
     echo "pw-$i" > "$work/t$i.pass"
