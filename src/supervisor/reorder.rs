@@ -17,7 +17,8 @@
 //! Pure and synchronous: the caller says what `now` is (the wall clock live, the virtual clock
 //! in a replay). Counter baselines and passage keys are taken by `Core::apply` only, so an
 //! event still held here at a crash was never committed: the counter's persisted baseline
-//! gives its crossings back after the restart.
+//! gives its crossings back after the restart. The one exception is a counter's very first
+//! read, which counts nothing: its baseline is taken on arrival (see `Core::receive`).
 //!
 //! A counter's online/offline report is also taken on arrival, into the health the state,
 //! the status page and the alerts show: an unplugged bus is on the overview within a tick,
