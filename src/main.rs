@@ -81,6 +81,10 @@ enum Command {
         /// noise); the same seed gives the same noise.
         #[arg(long, value_name = "N", default_value_t = 0)]
         serial_noise_bytes_per_sec: u32,
+        /// After the warm-up, hold the traffic until FILE exists (e.g. until a script has seen
+        /// the gateway take every counter's baseline).
+        #[arg(long, value_name = "FILE")]
+        start_file: Option<PathBuf>,
     },
     /// Play the config's face-recognition terminals against the terminal broker (passages,
     /// re-sends, malformed messages, heartbeats; QoS 1), with ground truth.
@@ -254,6 +258,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             mean_dwell_secs,
             serial_peers,
             serial_noise_bytes_per_sec,
+            start_file,
         } => {
             let cfg = config::load(&path, &Overrides::default())?;
             let mut peers = BTreeMap::new();
@@ -274,6 +279,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 mean_dwell: secs(mean_dwell_secs)?,
                 serial_peers: peers,
                 serial_noise_bytes_per_sec,
+                start_file,
             };
             runtime()?.block_on(async move {
                 let shutdown = shutdown_on_signals();

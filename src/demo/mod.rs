@@ -107,6 +107,7 @@ pub async fn run(
         mean_dwell: Duration::from_secs(45),
         serial_peers: Default::default(),
         serial_noise_bytes_per_sec: 0,
+        start_file: None,
     };
     let simulation = match Simulation::bind(&config, options).await {
         Ok(simulation) => simulation,

@@ -13,7 +13,8 @@
 //! lines).
 //!
 //! A run goes: bind every listener and open every bus's device side (or fail naming the
-//! counter or bus) → serve unchanging counters for the warm-up → play the traffic in real time
+//! counter or bus) → serve unchanging counters for the warm-up (and, with a start file, until
+//! that file exists) → play the traffic in real time
 //! → at the end of the duration (or on shutdown) write the final truth line → keep serving the
 //! frozen totals until shutdown.
 //!
@@ -32,7 +33,7 @@ mod truth;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +70,10 @@ pub struct SimulateOptions {
     /// Random bytes per second sent on every simulated bus between answers; 0 for a clean
     /// line.
     pub serial_noise_bytes_per_sec: u32,
+    /// Hold the traffic, once the warm-up is over, until this file exists. A test harness
+    /// creates it when the gateway has taken every counter's baseline, so a gateway slow to
+    /// start on a loaded machine cannot miss the first crossings.
+    pub start_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -549,6 +554,13 @@ impl Playback<'_> {
             _ = shutdown.cancelled() => None,
             _ = until(start) => start,
         };
+        let started = match (started, &options.start_file) {
+            (Some(warm), Some(file)) => tokio::select! {
+                _ = shutdown.cancelled() => None,
+                held = hold_until_exists(file) => Some(if held { Instant::now() } else { warm }),
+            },
+            (started, _) => started,
+        };
         if let Some(start) = started {
             tracing::info!(
                 seed = options.seed,
@@ -647,6 +659,24 @@ impl Playback<'_> {
 }
 
 /// Sleeps until `at`, or for ever when there is no such instant.
+/// How often the start file is looked for while the traffic is held.
+const START_FILE_POLL: Duration = Duration::from_millis(20);
+
+/// Returns once `file` exists: at once (false) if it already did, else (true) when it appears.
+async fn hold_until_exists(file: &Path) -> bool {
+    if file.exists() {
+        return false;
+    }
+    tracing::info!(
+        start_file = %file.display(),
+        "holding the traffic until the start file exists"
+    );
+    while !file.exists() {
+        sleep(START_FILE_POLL).await;
+    }
+    true
+}
+
 async fn until(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at).await,

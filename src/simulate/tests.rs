@@ -138,6 +138,46 @@ async fn connect(address: SocketAddr, unit: u8) -> Context {
         .expect("connects")
 }
 
+/// Connecting may race the simulator's bind by a moment; tries for a second.
+async fn connect_once_listening(address: SocketAddr, unit: u8) -> Context {
+    for _ in 0..50 {
+        if let Ok(Ok(ctx)) = timeout(CALL, tcp::connect_slave(address, Slave(unit))).await {
+            return ctx;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the simulator does not listen on {address}");
+}
+
+/// Seed 5's busy traffic (15 arrivals a second, short visits), with the truth written to
+/// `truth`.
+fn busy_options(truth: &Path) -> SimulateOptions {
+    SimulateOptions {
+        seed: 5,
+        truth: Some(truth.to_path_buf()),
+        arrivals_per_min: 900.0,
+        mean_dwell: Duration::from_millis(400),
+        ..quiet_options()
+    }
+}
+
+/// Runs the simulator on `hall` in a task; cancel the token to stop it.
+fn spawn_run(
+    hall: &Config,
+    options: SimulateOptions,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), SimulateError>>,
+) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let hall = hall.clone();
+        let shutdown = shutdown.clone();
+        async move { run(&hall, options, shutdown).await }
+    });
+    (shutdown, task)
+}
+
 /// The truth file's lines so far, if its final line has been written.
 fn finished_truth(path: &Path) -> Option<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -158,34 +198,15 @@ async fn counters_served_over_modbus_add_up_to_the_truth_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let truth_path = dir.path().join("truth.jsonl");
         let options = SimulateOptions {
-            seed: 5,
-            truth: Some(truth_path.clone()),
             duration: Some(Duration::from_millis(2500)),
             warmup: Duration::from_millis(1000),
-            arrivals_per_min: 900.0,
-            mean_dwell: Duration::from_millis(400),
-            serial_peers: Default::default(),
-            serial_noise_bytes_per_sec: 0,
+            ..busy_options(&truth_path)
         };
-        let shutdown = CancellationToken::new();
-        let simulator = tokio::spawn({
-            let hall = hall.clone();
-            let shutdown = shutdown.clone();
-            async move { run(&hall, options, shutdown).await }
-        });
+        let (shutdown, simulator) = spawn_run(&hall, options);
 
         let a: SocketAddr = ([127, 0, 0, 1], port_a).into();
         let b: SocketAddr = ([127, 0, 0, 1], port_b).into();
-        // Connecting may race the simulator's bind by a moment; try for a second.
-        let mut entrance = None;
-        for _ in 0..50 {
-            if let Ok(Ok(ctx)) = timeout(CALL, tcp::connect_slave(a, Slave(1))).await {
-                entrance = Some(ctx);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let entrance = entrance.expect("the simulator listens");
+        let entrance = connect_once_listening(a, 1).await;
         let mut clients = [
             ("pc-entrance", Layout::U32Holding, entrance),
             ("pc-reading", Layout::U16Holding, connect(a, 2).await),
@@ -311,6 +332,66 @@ async fn counters_served_over_modbus_add_up_to_the_truth_file() {
 }
 
 #[tokio::test]
+async fn a_start_file_holds_the_traffic_until_it_exists() {
+    timeout(Duration::from_secs(60), async {
+        let (port_a, port_b) = (free_port(), free_port());
+        let hall = hall(port_a, port_b);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let start_file = dir.path().join("go");
+        let options = SimulateOptions {
+            duration: Some(Duration::from_millis(1500)),
+            // No warm-up: without the hold, this seed's first visitor would be through the
+            // entrance well within the second and a half of looking below.
+            warmup: Duration::ZERO,
+            start_file: Some(start_file.clone()),
+            ..busy_options(&truth_path)
+        };
+        let (shutdown, simulator) = spawn_run(&hall, options);
+        let mut entrance = connect_once_listening(([127, 0, 0, 1], port_a).into(), 1).await;
+
+        // Held: for a second and a half the totals do not move and no crossing is written.
+        let before = Layout::U32Holding.read(&mut entrance).await;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = Layout::U32Holding.read(&mut entrance).await;
+            assert_eq!(
+                now, before,
+                "the entrance moved before the start file existed"
+            );
+        }
+        assert!(finished_truth(&truth_path).is_none(), "no final line yet");
+
+        // Released: the traffic plays out and the totals move by what the truth says.
+        std::fs::write(&start_file, b"").expect("the start file can be made");
+        let lines = loop {
+            if let Some(lines) = finished_truth(&truth_path) {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let after = Layout::U32Holding.read(&mut entrance).await;
+        let count = |direction: &str| {
+            lines
+                .iter()
+                .filter(|l| l["counter"] == "pc-entrance" && l["direction"] == direction)
+                .count() as u64
+        };
+        let m = Layout::U32Holding.modulus();
+        let moved = ((after.0 + m - before.0) % m, (after.1 + m - before.1) % m);
+        assert!(moved.0 > 0, "people came in once released: {moved:?}");
+        assert_eq!(moved, (count("in"), count("out")));
+        shutdown.cancel();
+        simulator
+            .await
+            .expect("the simulator task ends")
+            .expect("the simulator ran");
+    })
+    .await
+    .expect("the test finishes within a minute");
+}
+
+#[tokio::test]
 async fn an_address_in_use_is_reported_with_the_counter_and_address() {
     timeout(Duration::from_secs(10), async {
         let taken = StdTcpListener::bind("127.0.0.1:0").expect("bind");
@@ -325,6 +406,7 @@ async fn an_address_in_use_is_reported_with_the_counter_and_address() {
             mean_dwell: Duration::from_secs(1),
             serial_peers: Default::default(),
             serial_noise_bytes_per_sec: 0,
+            start_file: None,
         };
         let error = run(&hall, options, CancellationToken::new())
             .await
@@ -363,6 +445,7 @@ async fn port_zero_is_resolved_and_shutdown_in_the_warmup_still_writes_the_final
             mean_dwell: Duration::from_secs(1),
             serial_peers: Default::default(),
             serial_noise_bytes_per_sec: 0,
+            start_file: None,
         };
         let simulation = Simulation::bind(&hall, options).await.expect("binds");
         let addresses = simulation.counter_addresses();
@@ -441,6 +524,7 @@ fn quiet_options() -> SimulateOptions {
         mean_dwell: Duration::from_secs(1),
         serial_peers: Default::default(),
         serial_noise_bytes_per_sec: 0,
+        start_file: None,
     }
 }
 
@@ -584,6 +668,7 @@ async fn streaming_counters_print_the_truths_totals_on_their_lines() {
             mean_dwell: Duration::from_millis(500),
             serial_peers: Default::default(),
             serial_noise_bytes_per_sec: 0,
+            start_file: None,
         };
         let simulation = Simulation::bind(&hall, options)
             .await

@@ -267,11 +267,17 @@ pub struct Traffic {
 
 /// `hallgate simulate`: Modbus TCP counters at the configured addresses and RTU slaves on the
 /// buses' pty pairs, with ground truth.
+///
+/// The traffic is held after the warm-up until [`Simulator::release`] (its `--start-file`):
+/// the rig releases it once the gateway has every counter online, so a gateway slow to start
+/// on a loaded machine makes the test slower, never wrong.
 pub struct Simulator {
     pub process: Process,
     pub traffic: Traffic,
     pub truth: PathBuf,
     started: Instant,
+    start_file: PathBuf,
+    released: Option<Instant>,
 }
 
 impl Simulator {
@@ -294,6 +300,7 @@ impl Simulator {
         extra_args: Vec<OsString>,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
+        let start_file = dir.join("simulator.start");
         let mut args: Vec<OsString> = vec![
             "simulate".into(),
             "--config".into(),
@@ -310,6 +317,8 @@ impl Simulator {
             traffic.arrivals_per_min.to_string().into(),
             "--mean-dwell-secs".into(),
             traffic.mean_dwell_secs.to_string().into(),
+            "--start-file".into(),
+            start_file.clone().into(),
         ];
         args.extend(extra_args);
         let process = Process::start("simulator", dir, HALLGATE, args)?;
@@ -318,12 +327,27 @@ impl Simulator {
             traffic,
             truth: truth.to_path_buf(),
             started,
+            start_file,
+            released: None,
         })
     }
 
-    /// When the traffic starts, at the earliest (the process was started just before this).
+    /// Lets the traffic start once the warm-up is over (at once if it is). Idempotent.
+    pub fn release(&mut self) -> anyhow::Result<()> {
+        if self.released.is_none() {
+            std::fs::write(&self.start_file, b"").with_context(|| {
+                format!("cannot create the start file {}", self.start_file.display())
+            })?;
+            self.released = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// When the traffic starts, at the earliest: the end of the warm-up (the process was
+    /// started just before this), or the release if that came later.
     pub fn traffic_starts(&self) -> Instant {
-        self.started + self.traffic.warmup
+        let warm = self.started + self.traffic.warmup;
+        self.released.map_or(warm, |released| released.max(warm))
     }
 
     /// When the traffic stops, at the earliest.
