@@ -554,6 +554,11 @@ impl Db {
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
             .map_err(open_err)?;
+        // The schema and its migrations in one transaction: one commit, so one WAL sync,
+        // where statement by statement a new database took a dozen fsyncs before the gateway
+        // could start (seconds on a busy SD card), and a crash in between cannot leave half a
+        // migration behind.
+        let schema = conn.unchecked_transaction().map_err(open_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS outbox (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -615,14 +620,13 @@ impl Db {
             .map_err(open_err)?;
         if keyed {
             conn.execute_batch(
-                "BEGIN;
-                 INSERT INTO passage_seen (at, terminal, event)
+                "INSERT INTO passage_seen (at, terminal, event)
                      SELECT at, terminal, event FROM passage_key ORDER BY at;
-                 DROP TABLE passage_key;
-                 COMMIT;",
+                 DROP TABLE passage_key;",
             )
             .map_err(open_err)?;
         }
+        schema.commit().map_err(open_err)?;
         let (rows, bytes): (i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",

@@ -614,3 +614,37 @@ async fn event_keys_stored_by_an_older_version_are_carried_over() {
     );
     outbox.close().await;
 }
+
+#[tokio::test]
+async fn a_version_zero_database_keeps_its_messages_and_is_migrated_in_one_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The first release's outbox table (no priority, no bin_start) with one message waiting;
+    // written behind the outbox's back on purpose, as that release left it.
+    #[allow(clippy::disallowed_methods)]
+    let conn = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("db");
+    conn.execute_batch(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+             topic TEXT NOT NULL, retain INTEGER NOT NULL, msg_id TEXT NOT NULL,
+             payload BLOB NOT NULL);
+         INSERT INTO outbox (kind, topic, retain, msg_id, payload)
+             VALUES ('agg_1m', 'h/agg/1m', 0, 'h:agg_1m:1', x'7b7d');",
+    )
+    .expect("old table");
+    drop(conn);
+
+    let (outbox, restored) = Outbox::open(dir.path(), options()).expect("open");
+    assert_eq!(restored.pending_messages, 1, "the waiting message is kept");
+    outbox.close().await;
+    #[allow(clippy::disallowed_methods)]
+    let conn = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("db");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, SCHEMA_VERSION);
+    let (priority, bin_start): (i64, Option<i64>) = conn
+        .query_row("SELECT priority, bin_start FROM outbox", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("the old row has the new columns");
+    assert_eq!((priority, bin_start), (1, None));
+}
