@@ -22,6 +22,8 @@
 //! [`replay`] drives the same core under a virtual clock: a recorded or simulated day in
 //! seconds, for the venue-day test and `hallgate replay-day`.
 
+#[cfg(test)]
+mod core_tests;
 pub mod notify;
 pub mod reorder;
 pub mod replay;

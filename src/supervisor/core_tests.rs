@@ -1,0 +1,241 @@
+//! The core loop's pacing, on a real outbox: when the retained `state` goes out and when a
+//! batch is worth a commit (state interval with its half-tick of slack, the event commit
+//! interval for passages, the longer commit interval for cumulative counter reads, and a
+//! counter's first baseline at once).
+//!
+//! The core measures its intervals with `Instant`s it keeps in its fields, so a test moves
+//! "the last time" back rather than waiting. Every case is decided by 400 ms or more, far
+//! beyond the time the test itself takes, and a slow machine only moves the real "now" further
+//! from the moved-back time: the cases that must not commit or publish yet are 3.5 s or more
+//! short of their interval.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::Core;
+use crate::config::Config;
+use crate::devices::counter::{CounterTracker, Totals};
+use crate::devices::{DeviceEvent, DeviceStats};
+use crate::occupancy::{Engine, HallModel, PassageFacts};
+use crate::outbox::{OutMessage, Outbox, OutboxOptions};
+use crate::terminals::DedupKey;
+use crate::uplink::UplinkStatus;
+use crate::uplink::payload;
+
+fn hall() -> Config {
+    let mut config = crate::config::parse(
+        include_str!("../../firmware-config/examples/hall-terminals.toml"),
+        Path::new("firmware-config/examples"),
+        &Default::default(),
+    )
+    .expect("the shipped example is valid");
+    config.uplink.state_interval = Duration::from_secs(1);
+    config.storage.commit_interval = Duration::from_secs(60);
+    config.storage.event_commit_interval = Duration::from_secs(10);
+    config.storage.min_commit_gap = Duration::ZERO;
+    config
+}
+
+fn now() -> Timestamp {
+    "2026-12-01T02:00:00Z".parse().expect("valid timestamp")
+}
+
+/// A core on a fresh outbox in `dir`, as the gateway starts one; and the uplink's end of the
+/// retained state.
+fn core(dir: &Path) -> (Core, watch::Receiver<Option<OutMessage>>) {
+    let mut config = hall();
+    config.storage.data_dir = dir.to_path_buf();
+    let (outbox, _) = Outbox::open(
+        dir,
+        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
+    )
+    .expect("a fresh outbox opens");
+    let (state_tx, state_rx) = watch::channel(None);
+    let stats = DeviceStats::new(&config);
+    let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
+    let bookings = crate::bookings::Bookings::new(&config, None);
+    let engine = Engine::new(HallModel::from_config(&config), None, now());
+    let core = Core::new(
+        config,
+        engine,
+        outbox,
+        state_tx,
+        Arc::new(UplinkStatus::default()),
+        stats,
+        terminal_stats,
+        now(),
+        bookings,
+    );
+    (core, state_rx)
+}
+
+/// `ago` before now on the monotonic clock.
+fn ago(ago: Duration) -> Instant {
+    Instant::now()
+        .checked_sub(ago)
+        .expect("the machine has been up longer than a minute")
+}
+
+fn commits(core: &Core) -> u64 {
+    core.outbox.stats().snapshot().commits
+}
+
+/// Counter 0's reads (a cumulative profile): the first one is its baseline.
+fn reads(config: &Config) -> impl FnMut(u64) -> DeviceEvent + use<> {
+    let counting = config.counters[0].profile.counting();
+    let mut tracker = CounterTracker::new(None);
+    move |inward| {
+        let totals = Totals { inward, outward: 0 };
+        DeviceEvent::CounterRead {
+            counter: 0,
+            at: now(),
+            totals,
+            step: tracker.update(counting, totals),
+        }
+    }
+}
+
+fn passage(config: &Config) -> DeviceEvent {
+    DeviceEvent::Passage {
+        terminal: 0,
+        at: now(),
+        facts: PassageFacts {
+            room: config.terminals[0].room,
+            member: None,
+            fever: false,
+            mask_off: false,
+            sensor_error: false,
+            people: 1,
+        },
+        key: DedupKey {
+            terminal: config.terminals[0].id.clone(),
+            event: "e1".into(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn the_state_goes_out_at_a_tick_that_comes_a_little_early_but_not_before_its_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, mut state) = core(dir.path());
+    core.publish_state(false);
+    assert!(
+        state.has_changed().expect("open"),
+        "the first state goes out"
+    );
+    state.mark_unchanged();
+
+    // A tick 900 ms after the last state (ticks drift by the work in them): with a 1 s
+    // interval it must go out, or the state goes out every other second.
+    core.last_state = Some(ago(Duration::from_millis(900)));
+    core.state_dirty = true;
+    core.publish_state(false);
+    assert!(
+        state.has_changed().expect("open"),
+        "a changed state 900 ms after the last goes out at a 1 s interval"
+    );
+    state.mark_unchanged();
+
+    // The slack is half a tick, not the interval: at 5 s, one second is far too soon.
+    core.config.uplink.state_interval = Duration::from_secs(5);
+    core.last_state = Some(ago(Duration::from_secs(1)));
+    core.state_dirty = true;
+    core.publish_state(false);
+    assert!(
+        !state.has_changed().expect("open"),
+        "a state 1 s after the last waits for a 5 s interval"
+    );
+    core.outbox.close().await;
+}
+
+#[tokio::test]
+async fn a_passage_is_committed_after_the_event_interval_not_the_commit_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, _state) = core(dir.path());
+    let config = core.config.clone();
+    core.apply(passage(&config));
+    let before = commits(&core);
+
+    core.last_commit = ago(Duration::from_secs(5));
+    core.flush(false).await;
+    assert_eq!(
+        commits(&core),
+        before,
+        "5 s is within the 10 s event interval"
+    );
+
+    core.last_commit = ago(Duration::from_secs(11));
+    core.flush(false).await;
+    assert_eq!(
+        commits(&core),
+        before + 1,
+        "11 s after the last commit, the passage is committed (long before the 60 s interval)"
+    );
+    core.outbox.close().await;
+}
+
+#[tokio::test]
+async fn a_cumulative_counters_crossings_wait_for_the_commit_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, _state) = core(dir.path());
+    let config = core.config.clone();
+    let mut read = reads(&config);
+    core.apply(read(100));
+    core.last_commit = ago(Duration::from_secs(61));
+    core.flush(false).await;
+    core.apply(read(103));
+    let before = commits(&core);
+
+    // The counter's own total gives these back after a crash: no hurry.
+    core.last_commit = ago(Duration::from_secs(11));
+    core.flush(false).await;
+    assert_eq!(
+        commits(&core),
+        before,
+        "cumulative crossings are not urgent: 11 s is within the 60 s commit interval"
+    );
+
+    core.last_commit = ago(Duration::from_secs(61));
+    core.flush(false).await;
+    assert_eq!(commits(&core), before + 1, "61 s after: committed");
+    core.outbox.close().await;
+}
+
+#[tokio::test]
+async fn a_counters_first_baseline_is_committed_at_the_next_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut core, _state) = core(dir.path());
+        let config = core.config.clone();
+        let mut read = reads(&config);
+        // Arrives; still held in the reorder window, and no commit interval has passed.
+        core.receive(read(4242));
+        let before = commits(&core);
+        core.flush(false).await;
+        assert_eq!(
+            commits(&core),
+            before + 1,
+            "the first baseline is committed now"
+        );
+        core.outbox.close().await;
+    }
+    // A gateway killed now starts again from that baseline, not from a fresh first read.
+    let config = hall();
+    let (outbox, restored) = Outbox::open(
+        dir.path(),
+        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
+    )
+    .expect("reopens");
+    assert_eq!(
+        restored.baselines.get(&config.counters[0].id),
+        Some(&Totals {
+            inward: 4242,
+            outward: 0
+        })
+    );
+    outbox.close().await;
+}
