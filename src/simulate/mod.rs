@@ -658,7 +658,6 @@ impl Playback<'_> {
     }
 }
 
-/// Sleeps until `at`, or for ever when there is no such instant.
 /// How often the start file is looked for while the traffic is held.
 const START_FILE_POLL: Duration = Duration::from_millis(20);
 
@@ -677,6 +676,7 @@ async fn hold_until_exists(file: &Path) -> bool {
     true
 }
 
+/// Sleeps until `at`, or for ever when there is no such instant.
 async fn until(at: Option<Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
