@@ -279,7 +279,9 @@ impl Rig {
     /// Waits until the retained state shows every counter in `ids` online, then releases the
     /// simulator's traffic. The gateway takes a counter's first reading as its baseline, so
     /// the traffic is held until then: a crossing before it would be missed, and the exact
-    /// checks would fail confusingly.
+    /// checks would fail confusingly. A Modbus counter goes online with its first read, so
+    /// online means read; a serial-stream counter goes online on any bytes, before its first
+    /// frame, so a scenario holding traffic for one needs a count in its stats instead.
     pub async fn wait_until_counters_online(&mut self, ids: &[String]) -> anyhow::Result<()> {
         let deadline = Instant::now() + BASELINES_LIMIT;
         loop {
