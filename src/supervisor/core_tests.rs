@@ -26,13 +26,9 @@ use crate::terminals::DedupKey;
 use crate::uplink::UplinkStatus;
 use crate::uplink::payload;
 
+/// The shuffle tests' hall, with the intervals these tests count on set explicitly.
 fn hall() -> Config {
-    let mut config = crate::config::parse(
-        include_str!("../../firmware-config/examples/hall-terminals.toml"),
-        Path::new("firmware-config/examples"),
-        &Default::default(),
-    )
-    .expect("the shipped example is valid");
+    let mut config = super::shuffle_tests::hall();
     config.uplink.state_interval = Duration::from_secs(1);
     config.storage.commit_interval = Duration::from_secs(60);
     config.storage.event_commit_interval = Duration::from_secs(10);

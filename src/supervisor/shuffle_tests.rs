@@ -22,7 +22,8 @@ use crate::occupancy::PassageFacts;
 use crate::outbox::OutMessage;
 use crate::terminals::{DedupKey, MemberHasher, MemberRef};
 
-fn hall() -> Config {
+/// The shipped example hall with terminals (also the core tests' hall).
+pub(super) fn hall() -> Config {
     crate::config::parse(
         include_str!("../../firmware-config/examples/hall-terminals.toml"),
         Path::new("firmware-config/examples"),
