@@ -9,6 +9,7 @@
 pub mod profile;
 pub mod situation;
 pub mod status;
+pub mod terminal_http;
 pub mod terminals;
 
 use std::collections::HashMap;
@@ -478,6 +479,10 @@ pub struct Config {
     pub counters: Vec<Counter>,
     /// Where terminals publish; `None` when the hall has none.
     pub terminal_broker: Option<terminals::TerminalBroker>,
+    /// Where push terminals deliver over HTTP; `None` when none do.
+    pub terminal_http: Option<terminal_http::TerminalHttp>,
+    /// How a terminal's record becomes a passage, whatever its transport.
+    pub terminal_rules: terminals::TerminalRules,
     pub terminals: Vec<terminals::Terminal>,
     /// Face counting in terminal snapshots; `None` when off.
     pub vision: Option<terminals::Vision>,
@@ -567,6 +572,7 @@ const SECTIONS: &[&str] = &[
     "buses",
     "counters",
     "terminal_broker",
+    "terminal_http",
     "terminals",
     "vision",
     "cameras",
@@ -633,6 +639,8 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     let counters: Vec<Option<CounterConfig>> = v.array(root, "counters");
     let terminal_broker: Option<terminals::TerminalBrokerConfig> =
         v.section(root, "terminal_broker", false);
+    let terminal_http_cfg: Option<terminal_http::TerminalHttpConfig> =
+        v.section(root, "terminal_http", false);
     let terminal_cfgs: Vec<Option<terminals::TerminalConfig>> = v.array(root, "terminals");
     let vision_cfg: Option<terminals::VisionConfig> = v.section(root, "vision", false);
     let camera_cfgs: Vec<Option<terminals::CameraConfig>> = v.array(root, "cameras");
@@ -1117,8 +1125,9 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     }
 
     // Terminals.
-    let (terminal_broker, out_terminals, terminal_problems) = terminals::validate(
+    let (terminal_sections, terminal_problems) = terminals::validate(
         terminal_broker.as_ref(),
+        terminal_http_cfg.as_ref(),
         &terminal_cfgs,
         &room_index,
         base_dir,
@@ -1132,7 +1141,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         &room_index,
         base_dir,
         vision.is_some(),
-        terminal_broker.as_ref(),
+        terminal_sections.broker.as_ref(),
         &mut vision_problems,
     );
     let mut status_problems = Vec::new();
@@ -1157,8 +1166,10 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
             doors: out_doors,
             buses: out_buses,
             counters: out_counters,
-            terminal_broker,
-            terminals: out_terminals,
+            terminal_broker: terminal_sections.broker,
+            terminal_http: terminal_sections.http,
+            terminal_rules: terminal_sections.rules,
+            terminals: terminal_sections.terminals,
             vision,
             cameras: out_cameras,
             status,

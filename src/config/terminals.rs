@@ -21,11 +21,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::terminal_http::{TerminalHttp, TerminalHttpConfig};
 use crate::terminals::{DecodeOptions, TerminalId, TerminalProfiles};
 
 /// `[terminal_broker]` as written.
@@ -138,9 +140,60 @@ pub struct TerminalConfig {
     pub id: String,
     pub profile: String,
     pub room: String,
+    /// How it delivers: `mqtt` (the default), `http_push`, `hikvision_pull`,
+    /// `hikvision_stream` or `dahua_stream`.
+    #[serde(default)]
+    pub transport: TerminalTransportConfig,
+    /// `http_push`: the only source IP that may push as this terminal (optional, required
+    /// for ZKTeco, which cannot send a credential); pulls: the device's `HOST:PORT`.
+    pub address: Option<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// `hikvision_pull`: how often the device's event log is read.
+    pub poll_interval_ms: Option<u64>,
 }
+
+/// `transport` as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalTransportConfig {
+    #[default]
+    Mqtt,
+    HttpPush,
+    HikvisionPull,
+    HikvisionStream,
+    DahuaStream,
+}
+
+/// How a validated terminal delivers its records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TerminalTransport {
+    /// Publishes to the terminals' MQTT broker (`[terminal_broker]`).
+    Mqtt,
+    /// POSTs to the `[terminal_http]` listener; only from `address` when given.
+    HttpPush { address: Option<IpAddr> },
+    /// The gateway reads the device's event log (Hikvision `AcsEvent`), every `interval`.
+    HikvisionPull { address: String, interval: Duration },
+    /// The gateway holds the device's alert stream open (Hikvision `alertStream`).
+    HikvisionStream { address: String },
+    /// The gateway holds the device's event stream open (Dahua `eventManager attach`).
+    DahuaStream { address: String },
+}
+
+impl TerminalTransport {
+    /// Whether the gateway connects to the device (and so needs its login).
+    pub fn is_pull(&self) -> bool {
+        matches!(
+            self,
+            TerminalTransport::HikvisionPull { .. }
+                | TerminalTransport::HikvisionStream { .. }
+                | TerminalTransport::DahuaStream { .. }
+        )
+    }
+}
+
+/// Default read interval of a Hikvision event log.
+const DEFAULT_PULL_INTERVAL_MS: u64 = 2_000;
 
 /// `[[cameras]]` as written: a room camera that publishes a JPEG snapshot now and then to
 /// `cameras/{id}/snapshot` on the embedded broker; its head count re-anchors the room's
@@ -298,7 +351,10 @@ pub struct Terminal {
     pub profile: String,
     /// Index into `Config::rooms`.
     pub room: usize,
-    /// Its login on the embedded broker.
+    /// How it delivers.
+    pub transport: TerminalTransport,
+    /// mqtt: its login on the embedded broker; http_push: the credential it sends (HTTP Basic
+    /// or `?token=`), the user name checked only when set; pulls: its own login on the device.
     pub login: Option<(String, Secret)>,
 }
 
@@ -332,29 +388,83 @@ pub(super) fn read_secret(
     }
 }
 
-/// Validates `[terminal_broker]` and `[[terminals]]` against the hall's rooms.
+/// The hall's rules for turning a terminal's record into a passage, whatever its transport.
+#[derive(Debug, Clone)]
+pub struct TerminalRules {
+    pub decode: DecodeOptions,
+    pub profiles: TerminalProfiles,
+}
+
+/// Everything the terminal sections validate to.
+#[derive(Debug, Clone)]
+pub struct TerminalSections {
+    pub broker: Option<TerminalBroker>,
+    pub http: Option<TerminalHttp>,
+    pub rules: TerminalRules,
+    pub terminals: Vec<Terminal>,
+}
+
+/// Validates `[terminal_broker]`, `[terminal_http]` and `[[terminals]]` against the hall's
+/// rooms.
 pub fn validate(
     broker: Option<&TerminalBrokerConfig>,
+    http: Option<&TerminalHttpConfig>,
     terminals: &[Option<TerminalConfig>],
     room_index: &HashMap<&str, usize>,
     base_dir: &Path,
-) -> (Option<TerminalBroker>, Vec<Terminal>, Problems) {
+) -> (TerminalSections, Problems) {
     let mut problems = Problems::new();
     let mut out = Vec::new();
-    let broker = match broker {
-        None => {
-            if !terminals.is_empty() {
+    let rules = match (broker, http) {
+        (Some(b), h) => {
+            if let Some(h) = h
+                && (h.fever_threshold_c.is_some()
+                    || h.plausible_min_c.is_some()
+                    || h.plausible_max_c.is_some()
+                    || h.profile_dirs.is_some())
+            {
                 problems.push((
-                    "terminal_broker".into(),
-                    "terminals are configured but [terminal_broker] is missing: set `listen` to \
-                     the interface and port the terminals reach (or `external`)"
+                    "terminal_http".into(),
+                    "终端规则只设一处 (the terminal rules are set once): with [terminal_broker] \
+                     present, set fever_threshold_c, plausible_*_c and profile_dirs there"
                         .into(),
                 ));
             }
-            None
+            rules(
+                "terminal_broker",
+                b.max_payload_bytes,
+                b.fever_threshold_c,
+                (b.plausible_min_c, b.plausible_max_c),
+                &b.profile_dirs,
+                base_dir,
+                &mut problems,
+            )
         }
-        Some(b) => validate_broker(b, base_dir, &mut problems),
+        (None, Some(h)) => rules(
+            "terminal_http",
+            h.max_body_bytes,
+            h.fever_threshold_c
+                .unwrap_or_else(default_fever_threshold_c),
+            (
+                h.plausible_min_c.unwrap_or_else(default_plausible_min_c),
+                h.plausible_max_c.unwrap_or_else(default_plausible_max_c),
+            ),
+            h.profile_dirs.as_deref().unwrap_or_default(),
+            base_dir,
+            &mut problems,
+        ),
+        (None, None) => rules(
+            "terminal_broker",
+            default_max_payload_bytes(),
+            default_fever_threshold_c(),
+            (default_plausible_min_c(), default_plausible_max_c()),
+            &[],
+            base_dir,
+            &mut problems,
+        ),
     };
+    let broker = broker.and_then(|b| validate_broker(b, &rules, base_dir, &mut problems));
+    let http = http.and_then(|h| super::terminal_http::validate(h, &mut problems));
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut users: HashMap<String, usize> = HashMap::new();
     for (i, t) in terminals.iter().enumerate() {
@@ -383,10 +493,8 @@ pub fn validate(
                 format!("unknown room \"{}\"", t.room),
             ));
         }
-        if let Some(b) = &broker
-            && b.profiles.get(&t.profile).is_none()
-        {
-            let known: Vec<&str> = b.profiles.iter().map(|p| p.name.as_str()).collect();
+        if rules.profiles.get(&t.profile).is_none() {
+            let known: Vec<&str> = rules.profiles.iter().map(|p| p.name.as_str()).collect();
             problems.push((
                 format!("{path}.profile"),
                 format!(
@@ -396,13 +504,23 @@ pub fn validate(
                 ),
             ));
         }
+        let transport = validate_transport(t, &path, broker.as_ref(), http.as_ref(), &mut problems);
         let embedded = matches!(
             broker.as_ref().map(|b| &b.source),
             Some(TerminalSource::Embedded { .. })
-        );
+        ) && transport == Some(TerminalTransport::Mqtt);
+        let needs_login = embedded
+            || transport.as_ref().is_some_and(TerminalTransport::is_pull)
+            || (matches!(
+                transport,
+                Some(TerminalTransport::HttpPush { address: None })
+            ));
         let login = match (&t.username, &t.password_file) {
-            (Some(user), Some(file)) => {
-                if let Some(first) = users.insert(user.clone(), i) {
+            (user, Some(file)) if user.is_some() || !embedded => {
+                if let Some(user) = user
+                    && embedded
+                    && let Some(first) = users.insert(user.clone(), i)
+                {
                     problems.push((
                         format!("{path}.username"),
                         format!("\"{user}\" is already the login of terminals[{first}]"),
@@ -414,15 +532,20 @@ pub fn validate(
                     &format!("{path}.password_file"),
                     &mut problems,
                 )
-                .map(|s| (user.clone(), s))
+                .map(|s| (user.clone().unwrap_or_default(), s))
             }
-            (None, None) if embedded => {
-                problems.push((
-                    format!("{path}.username"),
+            (None, None) if needs_login => {
+                let why = if embedded {
                     "a terminal on the embedded broker needs `username` and `password_file`: \
                      the broker admits no one without a login"
-                        .into(),
-                ));
+                } else if transport.as_ref().is_some_and(TerminalTransport::is_pull) {
+                    "the gateway logs in to this terminal: set `username` and `password_file` \
+                     (the device's own login)"
+                } else {
+                    "a push terminal needs `password_file` (sent as HTTP Basic or ?token=), or \
+                     `address` when the device cannot send a credential"
+                };
+                problems.push((format!("{path}.username"), why.into()));
                 None
             }
             (None, None) => None,
@@ -434,20 +557,185 @@ pub fn validate(
                 None
             }
         };
-        if let (Some(id), Some(room)) = (id, room) {
+        if let (Some(id), Some(room), Some(transport)) = (id, room, transport) {
             out.push(Terminal {
                 id,
                 profile: t.profile.clone(),
                 room,
+                transport,
                 login,
             });
         }
     }
-    (broker, out, problems)
+    (
+        TerminalSections {
+            broker,
+            http,
+            rules,
+            terminals: out,
+        },
+        problems,
+    )
+}
+
+/// A terminal's `transport`, `address` and `poll_interval_ms`, checked together.
+fn validate_transport(
+    t: &TerminalConfig,
+    path: &str,
+    broker: Option<&TerminalBroker>,
+    http: Option<&TerminalHttp>,
+    problems: &mut Problems,
+) -> Option<TerminalTransport> {
+    if t.poll_interval_ms.is_some() && t.transport != TerminalTransportConfig::HikvisionPull {
+        problems.push((
+            format!("{path}.poll_interval_ms"),
+            "only a `hikvision_pull` terminal is polled".into(),
+        ));
+    }
+    let device = |problems: &mut Problems| -> Option<String> {
+        match t.address.as_deref() {
+            Some(a) if valid_host_port(a) => Some(a.to_string()),
+            Some(a) => {
+                problems.push((
+                    format!("{path}.address"),
+                    format!("\"{a}\" 不是 主机:端口 (is not HOST:PORT such as 192.168.50.31:80)"),
+                ));
+                None
+            }
+            None => {
+                problems.push((
+                    format!("{path}.address"),
+                    "the gateway connects to this terminal: set its `address`, HOST:PORT".into(),
+                ));
+                None
+            }
+        }
+    };
+    match t.transport {
+        TerminalTransportConfig::Mqtt => {
+            if broker.is_none() {
+                if problems.iter().any(|(p, _)| p == "terminal_broker") {
+                    return None;
+                }
+                problems.push((
+                    "terminal_broker".into(),
+                    "terminals are configured but [terminal_broker] is missing: set `listen` to \
+                     the interface and port the terminals reach (or `external`)"
+                        .into(),
+                ));
+                return None;
+            }
+            if t.address.is_some() {
+                problems.push((
+                    format!("{path}.address"),
+                    "an MQTT terminal is known by its login, not its address".into(),
+                ));
+            }
+            Some(TerminalTransport::Mqtt)
+        }
+        TerminalTransportConfig::HttpPush => {
+            if http.is_none() {
+                problems.push((
+                    format!("{path}.transport"),
+                    "a push terminal delivers to [terminal_http]: add that section with `listen`"
+                        .into(),
+                ));
+            }
+            let address = match t.address.as_deref().map(str::parse::<IpAddr>) {
+                None => None,
+                Some(Ok(ip)) => Some(ip),
+                Some(Err(_)) => {
+                    problems.push((
+                        format!("{path}.address"),
+                        format!(
+                            "\"{}\" 不是 IP 地址 (is not an IP address such as 192.168.50.31)",
+                            t.address.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                    return None;
+                }
+            };
+            if t.profile.starts_with("zkteco") && address.is_none() {
+                problems.push((
+                    format!("{path}.address"),
+                    "a ZKTeco terminal cannot send a credential: set its `address` so no one \
+                     else can push as it"
+                        .into(),
+                ));
+            }
+            http.map(|_| TerminalTransport::HttpPush { address })
+        }
+        TerminalTransportConfig::HikvisionPull => {
+            let interval = t.poll_interval_ms.unwrap_or(DEFAULT_PULL_INTERVAL_MS);
+            if !(500..=600_000).contains(&interval) {
+                problems.push((
+                    format!("{path}.poll_interval_ms"),
+                    format!("must be between 500 and 600000 ms, not {interval}"),
+                ));
+            }
+            device(problems).map(|address| TerminalTransport::HikvisionPull {
+                address,
+                interval: Duration::from_millis(interval),
+            })
+        }
+        TerminalTransportConfig::HikvisionStream => {
+            device(problems).map(|address| TerminalTransport::HikvisionStream { address })
+        }
+        TerminalTransportConfig::DahuaStream => {
+            device(problems).map(|address| TerminalTransport::DahuaStream { address })
+        }
+    }
+}
+
+/// `HOST:PORT` with a plain host name or IP and a port.
+fn valid_host_port(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The terminal rules from the section that holds them.
+fn rules(
+    section: &str,
+    max_payload_bytes: usize,
+    fever_threshold_c: f64,
+    (plausible_min_c, plausible_max_c): (f64, f64),
+    profile_dirs: &[PathBuf],
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> TerminalRules {
+    let decode = DecodeOptions {
+        max_payload_bytes,
+        fever_threshold_c,
+        plausible_min_c,
+        plausible_max_c,
+        ..DecodeOptions::default()
+    };
+    if let Err(messages) = decode.validate() {
+        for message in messages {
+            problems.push((section.into(), message));
+        }
+    }
+    let dirs: Vec<PathBuf> = profile_dirs.iter().map(|d| base_dir.join(d)).collect();
+    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let (profiles, profile_problems) = TerminalProfiles::load(&dir_refs);
+    for (origin, message) in profile_problems {
+        problems.push((
+            format!("{section}.profile_dirs"),
+            format!("{origin}: {message}"),
+        ));
+    }
+    TerminalRules { decode, profiles }
 }
 
 fn validate_broker(
     b: &TerminalBrokerConfig,
+    rules: &TerminalRules,
     base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<TerminalBroker> {
@@ -505,30 +793,9 @@ fn validate_broker(
             None
         }
     };
-    let decode = DecodeOptions {
-        max_payload_bytes: b.max_payload_bytes,
-        fever_threshold_c: b.fever_threshold_c,
-        plausible_min_c: b.plausible_min_c,
-        plausible_max_c: b.plausible_max_c,
-        ..DecodeOptions::default()
-    };
-    if let Err(messages) = decode.validate() {
-        for message in messages {
-            problems.push(("terminal_broker".into(), message));
-        }
-    }
-    let dirs: Vec<PathBuf> = b.profile_dirs.iter().map(|d| base_dir.join(d)).collect();
-    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    let (profiles, profile_problems) = TerminalProfiles::load(&dir_refs);
-    for (origin, message) in profile_problems {
-        problems.push((
-            "terminal_broker.profile_dirs".into(),
-            format!("{origin}: {message}"),
-        ));
-    }
     Some(TerminalBroker {
         source: source?,
-        decode,
-        profiles,
+        decode: rules.decode.clone(),
+        profiles: rules.profiles.clone(),
     })
 }

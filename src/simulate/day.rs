@@ -959,6 +959,7 @@ impl Sim<'_> {
                         terminal: self.config.terminals[p.terminal].id.clone(),
                         event: format!("{}", serial[p.terminal]),
                     },
+                    receipt: None,
                 },
             ));
         }

@@ -111,6 +111,7 @@ fn passage(config: &Config) -> DeviceEvent {
             terminal: config.terminals[0].id.clone(),
             event: "e1".into(),
         },
+        receipt: None,
     }
 }
 
@@ -234,4 +235,84 @@ async fn a_counters_first_baseline_is_committed_at_the_next_tick() {
         })
     );
     outbox.close().await;
+}
+
+#[tokio::test]
+async fn a_waiting_passage_is_committed_at_once_and_its_device_told_only_after_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ack_tx, mut ack_rx) = tokio::sync::oneshot::channel();
+    {
+        let (mut core, _state) = core(dir.path());
+        let config = core.config.clone();
+        let mut waiting = passage(&config);
+        if let DeviceEvent::Passage { receipt, .. } = &mut waiting {
+            *receipt = Some(crate::devices::terminals::Receipt::new(ack_tx));
+        }
+        // Held in the reorder window: nothing is committed, so the device hears nothing.
+        core.receive(waiting);
+        core.flush(false).await;
+        assert!(
+            ack_rx.try_recv().is_err(),
+            "no answer while the passage is not in a commit"
+        );
+        // Released and applied, one second after the last commit: the event interval (10 s)
+        // is not waited for when a device waits.
+        for event in core.reorder.drain() {
+            core.apply(event);
+        }
+        core.last_commit = ago(Duration::from_secs(1));
+        let before = commits(&core);
+        core.flush(false).await;
+        assert_eq!(commits(&core), before + 1, "committed at once");
+        assert_eq!(
+            ack_rx.try_recv(),
+            Ok(crate::devices::terminals::Ack::Committed)
+        );
+        core.outbox.close().await;
+    }
+    // What the device was told it delivered is on disk: its key is restored, so a re-send
+    // after a kill counts nothing twice.
+    let config = hall();
+    let (outbox, restored) = Outbox::open(
+        dir.path(),
+        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
+    )
+    .expect("reopens");
+    assert!(
+        restored
+            .passage_keys
+            .iter()
+            .any(|(terminal, event)| terminal == config.terminals[0].id.as_str() && event == "e1"),
+        "{:?}",
+        restored.passage_keys
+    );
+    outbox.close().await;
+}
+
+#[tokio::test]
+async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, _state) = core(dir.path());
+    let config = core.config.clone();
+    let (ack_tx, mut ack_rx) = tokio::sync::oneshot::channel();
+    let mut old = passage(&config);
+    if let DeviceEvent::Passage { at, receipt, .. } = &mut old {
+        *at = now() - jiff::SignedDuration::from_hours(30);
+        *receipt = Some(crate::devices::terminals::Receipt::new(ack_tx));
+    }
+    let revision = core.engine.state().revision;
+    core.apply(old);
+    assert_eq!(
+        core.engine.state().revision,
+        revision,
+        "the engine never sees it: not today's visit"
+    );
+    assert_eq!(core.terminal_stats.terminals[0].snapshot().earlier_day, 1);
+    assert_eq!(core.terminal_stats.terminals[0].snapshot().passages, 0);
+    core.flush(false).await;
+    assert_eq!(
+        ack_rx.try_recv(),
+        Ok(crate::devices::terminals::Ack::Committed)
+    );
+    core.outbox.close().await;
 }

@@ -279,6 +279,9 @@ struct Core {
     urgent: bool,
     /// A counter's first baseline is pending: commit it at the next tick (see `receive`).
     first_baseline: bool,
+    /// Passages applied since the last commit whose transport waits to tell the device they
+    /// were received: they make the next tick's commit due, and are settled once it is done.
+    receipts: Vec<crate::devices::terminals::Receipt>,
     /// Latest time seen, so the engine's clock never runs backwards between drivers — nor
     /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: WallClock,
@@ -366,6 +369,7 @@ impl Core {
             last_summary: Instant::now(),
             urgent: false,
             first_baseline: false,
+            receipts: Vec::new(),
             now: WallClock::new(now),
             clock_synced: crate::clock::synchronised(),
             notifier: Notifier::disabled(),
@@ -570,8 +574,23 @@ impl Core {
                 at,
                 facts,
                 key,
+                receipt,
             } => {
+                // Whatever becomes of it below — counted, a re-send of one counted, a record
+                // of a day already closed — the device may forget it once the next commit is
+                // done: that commit holds it, its first copy, or nothing it must keep.
+                if let Some(receipt) = receipt {
+                    self.receipts.push(receipt);
+                }
                 let stats = &self.terminal_stats.terminals[terminal];
+                // A record of an earlier business day (a terminal's log replayed after a long
+                // outage): that day's figures are closed and sent; counting it into today
+                // would put yesterday's visitors on today's screen.
+                let model = self.engine.model();
+                if model.next_close_after(at) < model.next_close_after(self.now.latest()) {
+                    stats.earlier_day.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 if !self.passage_keys.first_seen(&key) {
                     stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -696,14 +715,19 @@ impl Core {
         // a commit each second rewrote the engine state 86 400 times a day (4 GB/day).
         let urgent_due = self.urgent && since >= self.config.storage.event_commit_interval;
         // New bookings are committed at once: the centre sends them rarely.
+        // A device waiting for its answer cannot wait for the event interval: a terminal that
+        // sends one record at a time would crawl through its backlog, and an HTTP device
+        // would time out and re-send. The outbox's fsync budget still bounds these commits.
         let worth = !self.pending.messages.is_empty()
             || self.pending.bookings_state.is_some()
             || self.first_baseline
+            || !self.receipts.is_empty()
             || (engine_changed && (due || urgent_due || force));
         if !worth {
             return;
         }
         self.last_commit = Instant::now();
+        let receipts = mem::take(&mut self.receipts);
         let mut batch = mem::take(&mut self.pending);
         // Serialising the engine's plain-data state cannot fail.
         batch.engine_state =
@@ -713,8 +737,15 @@ impl Core {
                 self.committed_revision = Some(revision);
                 self.urgent = false;
                 self.first_baseline = false;
+                for receipt in receipts {
+                    receipt.settle(crate::devices::terminals::Ack::Committed);
+                }
             }
             Err((error, returned)) => {
+                // Not safe yet: the devices hear nothing until a later commit holds these.
+                let mut receipts = receipts;
+                receipts.append(&mut self.receipts);
+                self.receipts = receipts;
                 tracing::error!(%error, "cannot commit to the outbox; keeping the batch in memory and retrying");
                 if let Some(mut returned) = returned {
                     // Keep order: what failed goes before what came since.

@@ -111,6 +111,7 @@ fn streams(
                 terminal: config.terminals[t].id.clone(),
                 event: format!("{i}"),
             },
+            receipt: None,
         });
     }
     out.extend(per_terminal);

@@ -14,6 +14,7 @@
 //! unknown terminal — is counted per terminal (or for the hall when the terminal cannot be
 //! told), logged once per terminal and reason as a WARN sentence, and never stops the loop.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -21,14 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::terminals::{TerminalBroker, TerminalSource, Vision};
+use crate::config::terminals::{TerminalBroker, TerminalSource, TerminalTransport, Vision};
 use crate::occupancy::{HallModel, PassageFacts};
 use crate::terminals::{
-    Decoded, MaskState, MemberHasher, PassageVerdict, TerminalId, TerminalProfile, Who, decode,
+    DecodeOptions, Decoded, MaskState, MemberHasher, PassageVerdict, TerminalId, TerminalProfile,
+    Who, decode,
 };
 
 use crate::vision::{
@@ -50,6 +52,9 @@ pub struct TerminalStats {
     pub passages: AtomicU64,
     /// Re-sent events dropped (by the core).
     pub duplicates: AtomicU64,
+    /// Passages of an earlier business day than the gateway's (a log replayed after a long
+    /// outage): not counted into today (by the core).
+    pub earlier_day: AtomicU64,
     /// Heartbeats and other messages that are not passages.
     pub ignored: AtomicU64,
     /// Messages rejected as malformed, by reason.
@@ -66,6 +71,8 @@ pub struct TerminalStatsSnapshot {
     pub messages: u64,
     pub passages: u64,
     pub duplicates: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub earlier_day: u64,
     pub ignored: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub rejected: BTreeMap<&'static str, u64>,
@@ -86,6 +93,7 @@ impl TerminalStats {
             messages: self.messages.load(Ordering::Relaxed),
             passages: self.passages.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            earlier_day: self.earlier_day.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
             bad_snapshots: self.bad_snapshots.load(Ordering::Relaxed),
@@ -134,32 +142,147 @@ pub enum TerminalsError {
     Vision(String),
 }
 
-/// A message as it came off the broker.
-struct Incoming {
-    topic: String,
-    payload: Vec<u8>,
+/// A terminal's message, as a transport hands it to the ingest.
+#[derive(Debug)]
+pub struct Incoming {
+    /// How the message is attributed to a terminal.
+    pub route: Route,
+    /// One JSON document for the terminal's profile.
+    pub payload: Vec<u8>,
+    /// A JPEG that came beside the document (a multipart picture part): counted by vision
+    /// when it is on, else dropped unread. Never stored.
+    pub picture: Option<Vec<u8>>,
+    /// Answered once the message is safe (see [`Ack`]); `None` when nobody waits.
+    pub ack: Option<oneshot::Sender<Ack>>,
 }
 
-/// Starts the terminal broker (or the subscription) and the decoding loop; `None` when the
-/// hall has no terminals.
+/// How an [`Incoming`] message names its terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// MQTT without a login to trust: the profile is found by topic, the terminal by topic
+    /// or payload.
+    Topic(String),
+    /// An authenticated terminal (index into `Config::terminals`) whose profile decodes the
+    /// document: an HTTP push or a pull.
+    Terminal(usize),
+    /// MQTT from a terminal's own login: the topic and the payload's device id must both be
+    /// that terminal's, or the message is refused as forged.
+    Bound { topic: String, terminal: usize },
+}
+
+/// What the ingest answers a transport that waits on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// The passage (or an earlier copy of it) is committed with the figures: the device
+    /// may be told it was received.
+    Committed,
+    /// A heartbeat or another record that is not a passage: nothing to keep.
+    NotAPassage,
+    /// Refused and counted under this reason (malformed, forged, unknown terminal); a re-send
+    /// would be refused again.
+    Refused(&'static str),
+}
+
+/// A passage's promise to the transport that delivered it: settled by the core once the
+/// passage is committed. Dropped unsettled (the gateway stopping, the event lost), the
+/// transport hears nothing and must not tell the device it was received.
+#[derive(Debug, Clone)]
+pub struct Receipt(Arc<std::sync::Mutex<Option<oneshot::Sender<Ack>>>>);
+
+impl Receipt {
+    pub fn new(ack: oneshot::Sender<Ack>) -> Self {
+        Receipt(Arc::new(std::sync::Mutex::new(Some(ack))))
+    }
+
+    /// Answers the waiting transport (the first answer wins; later ones are no-ops).
+    pub fn settle(&self, ack: Ack) {
+        if let Some(tx) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = tx.send(ack);
+        }
+    }
+}
+
+/// Receipts say who waits, not what happened: two events that differ only in them are the
+/// same event.
+impl PartialEq for Receipt {
+    fn eq(&self, _: &Receipt) -> bool {
+        true
+    }
+}
+
+/// The ingest is gone (the gateway is stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the terminal ingest has stopped")]
+pub struct IngestClosed;
+
+/// The transports' handle to the terminal ingest: cheap to clone, one per connection.
+#[derive(Debug, Clone)]
+pub struct TerminalIngest {
+    tx: mpsc::Sender<Incoming>,
+}
+
+impl TerminalIngest {
+    /// Hands a message over; waits while the ingest's queue is full (back-pressure to the
+    /// device, never a drop).
+    pub async fn deliver(&self, message: Incoming) -> Result<(), IngestClosed> {
+        self.tx.send(message).await.map_err(|_| IngestClosed)
+    }
+
+    /// Hands a message over and waits for its answer; `None` when the message is not safe
+    /// (the gateway stopped before committing it): tell the device nothing.
+    pub async fn deliver_and_wait(
+        &self,
+        route: Route,
+        payload: Vec<u8>,
+        picture: Option<Vec<u8>>,
+    ) -> Option<Ack> {
+        let (tx, rx) = oneshot::channel();
+        self.deliver(Incoming {
+            route,
+            payload,
+            picture,
+            ack: Some(tx),
+        })
+        .await
+        .ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Starts the terminals' transports (the MQTT broker or subscription, the HTTP listener)
+/// and the decoding loop they all feed; `None` when the hall has no terminals.
 pub fn spawn(
     config: &Config,
     stats: &Arc<TerminalsStats>,
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
-    let Some(broker) = &config.terminal_broker else {
-        return Ok(None);
-    };
     if config.terminals.is_empty() && config.cameras.is_empty() {
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
+    let ingest = TerminalIngest { tx };
+    if let Some(broker) = &config.terminal_broker {
+        start_mqtt(config, broker, &ingest, shutdown)?;
+    }
+    let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
+    let decoding = Ingest::new(config, stats.clone(), events.clone(), vision);
+    let task = tokio::spawn(decoding.run(rx, shutdown.clone()));
+    drop(ingest);
+    Ok(Some(task))
+}
+
+/// The MQTT side: the embedded broker, or a subscription to a broker already on the box.
+fn start_mqtt(
+    config: &Config,
+    broker: &TerminalBroker,
+    ingest: &TerminalIngest,
+    shutdown: &CancellationToken,
+) -> Result<(), TerminalsError> {
     let filters = topic_filters(config, broker);
+    let tx = ingest.tx.clone();
     match &broker.source {
-        TerminalSource::Embedded { listen } => {
-            start_embedded(config, broker, *listen, filters, tx)?
-        }
+        TerminalSource::Embedded { listen } => start_embedded(config, broker, *listen, filters, tx),
         TerminalSource::External { host, port, login } => {
             let driver = external::ExternalSubscription {
                 host: host.clone(),
@@ -172,11 +295,9 @@ pub fn spawn(
                 client_id: format!("hallgate-{}-terminals", config.hall.id),
             };
             tokio::spawn(driver.run(tx, shutdown.clone()));
+            Ok(())
         }
     }
-    let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
-    let ingest = Ingest::new(config, broker, stats.clone(), events.clone(), vision);
-    Ok(Some(tokio::spawn(ingest.run(rx, shutdown.clone()))))
 }
 
 /// The distinct topic filters of the profiles the configured terminals use.
@@ -184,6 +305,7 @@ fn topic_filters(config: &Config, broker: &TerminalBroker) -> Vec<String> {
     let mut filters: Vec<String> = config
         .terminals
         .iter()
+        .filter(|t| t.transport == TerminalTransport::Mqtt)
         .filter_map(|t| broker.profiles.get(&t.profile))
         .map(|p| p.topic_filter.clone())
         .collect();
@@ -275,8 +397,12 @@ fn start_embedded(
             while let Ok(notification) = link_rx.recv() {
                 if let Some(rumqttd::Notification::Forward(forward)) = notification {
                     let message = Incoming {
-                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        route: Route::Topic(
+                            String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        ),
                         payload: forward.publish.payload.to_vec(),
+                        picture: None,
+                        ack: None,
                     };
                     if tx.blocking_send(message).is_err() {
                         return;
@@ -297,9 +423,15 @@ fn start_embedded(
 /// The decoding loop's state.
 struct Ingest {
     profiles: Vec<TerminalProfile>,
-    broker: TerminalBroker,
+    decode: DecodeOptions,
     /// Terminal id → index into `Config::terminals` (and the stats).
     index: BTreeMap<TerminalId, usize>,
+    /// Each terminal's id and profile name, by index.
+    ids: Vec<TerminalId>,
+    profile_names: Vec<String>,
+    /// Whether each terminal delivers over MQTT: an unbound MQTT message naming a terminal
+    /// that pushes or is pulled over HTTP is not its own.
+    mqtt: Vec<bool>,
     rooms: Vec<usize>,
     /// Camera id → (index into `Config::cameras`, room).
     cameras: BTreeMap<String, (usize, usize)>,
@@ -383,29 +515,33 @@ impl VisionLink {
 impl Ingest {
     fn new(
         config: &Config,
-        broker: &TerminalBroker,
         stats: Arc<TerminalsStats>,
         events: mpsc::Sender<DeviceEvent>,
         vision: Option<VisionLink>,
     ) -> Self {
+        let rules = &config.terminal_rules;
         let mut profiles: Vec<TerminalProfile> = Vec::new();
         for t in &config.terminals {
-            if let Some(p) = broker.profiles.get(&t.profile)
+            if let Some(p) = rules.profiles.get(&t.profile)
                 && !profiles.iter().any(|q| q.name == p.name)
             {
                 profiles.push(p.clone());
             }
         }
-        let mut decode = broker.decode.clone();
+        let mut decode = rules.decode.clone();
         // Without vision nothing looks at snapshots: leave the field unread (it is most of
         // the bytes).
         decode.decode_snapshot = vision.is_some();
         Ingest {
             profiles,
-            broker: TerminalBroker {
-                decode,
-                ..broker.clone()
-            },
+            decode,
+            ids: config.terminals.iter().map(|t| t.id.clone()).collect(),
+            profile_names: config.terminals.iter().map(|t| t.profile.clone()).collect(),
+            mqtt: config
+                .terminals
+                .iter()
+                .map(|t| t.transport == TerminalTransport::Mqtt)
+                .collect(),
             index: config
                 .terminals
                 .iter()
@@ -433,7 +569,18 @@ impl Ingest {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = rx.recv() => match m {
-                    Some(m) => self.handle(&m.topic, m.payload, Timestamp::now()),
+                    Some(m) => {
+                        let receipt = m.ack.map(Receipt::new);
+                        match self.handle(&m.route, m.payload, m.picture, receipt.clone(), Timestamp::now()) {
+                            Ok(event) => event,
+                            Err(ack) => {
+                                if let Some(receipt) = receipt {
+                                    receipt.settle(ack);
+                                }
+                                None
+                            }
+                        }
+                    }
                     None => break,
                 },
                 Some(answer) = async {
@@ -511,41 +658,78 @@ impl Ingest {
         }
     }
 
-    /// One message in; a passage for the core out, when it is one.
-    fn handle(&mut self, topic: &str, payload: Vec<u8>, now: Timestamp) -> Option<DeviceEvent> {
-        if let Some(camera) = topic
-            .strip_prefix("cameras/")
-            .and_then(|t| t.strip_suffix("/snapshot"))
+    /// One message in: a passage (or a camera's head count) for the core, `Ok(None)` when
+    /// it waits on the detector, or the answer for a message that is not a passage.
+    /// `receipt` travels with the passage to the core, which settles it once committed.
+    fn handle(
+        &mut self,
+        route: &Route,
+        payload: Vec<u8>,
+        picture: Option<Vec<u8>>,
+        receipt: Option<Receipt>,
+        now: Timestamp,
+    ) -> Result<Option<DeviceEvent>, Ack> {
+        let (topic, bound) = match route {
+            Route::Topic(topic) => (Cow::Borrowed(topic.as_str()), None),
+            Route::Bound { topic, terminal } => (Cow::Borrowed(topic.as_str()), Some(*terminal)),
+            Route::Terminal(t) => (Cow::Owned(self.topic_of(*t)), Some(*t)),
+        };
+        if bound.is_none()
+            && let Some(camera) = topic
+                .strip_prefix("cameras/")
+                .and_then(|t| t.strip_suffix("/snapshot"))
         {
-            return self.camera_snapshot(camera, payload, now);
+            let camera = camera.to_string();
+            return match self.camera_snapshot(&camera, payload, now) {
+                Some(event) => Ok(Some(event)),
+                None => Err(Ack::NotAPassage),
+            };
         }
-        let Some((profile, matched)) = self
-            .profiles
-            .iter()
-            .find_map(|p| p.matches(topic).map(|m| (p, m)))
-        else {
-            Stats::count(&self.stats.unattributed.messages);
-            self.stats.unattributed.reject("unknown_topic");
+        // A bound message is read with its own terminal's profile only: a login cannot
+        // borrow another vendor's mapping to dress up a payload.
+        let found = match bound {
+            Some(t) => self
+                .profiles
+                .iter()
+                .find(|p| p.name == self.profile_names[t])
+                .and_then(|p| p.matches(&topic).map(|m| (p, m))),
+            None => self
+                .profiles
+                .iter()
+                .find_map(|p| p.matches(&topic).map(|m| (p, m))),
+        };
+        let Some((profile, matched)) = found else {
+            let stats = match bound {
+                Some(t) => &self.stats.terminals[t],
+                None => &self.stats.unattributed,
+            };
+            Stats::count(&stats.messages);
+            let reason = if bound.is_some() {
+                "wrong_topic"
+            } else {
+                "unknown_topic"
+            };
+            stats.reject(reason);
             self.warn_once(
-                topic,
-                "unknown_topic",
-                "no terminal profile matches this topic",
+                &topic,
+                reason,
+                "no terminal profile of this login matches this topic",
             );
-            return None;
+            return Err(Ack::Refused(reason));
         };
         let by_topic = matched
             .terminal
             .as_ref()
             .and_then(|id| self.index.get(id).copied());
-        let result = decode(profile, topic, &payload, now, &self.broker.decode);
+        let result = decode(profile, &topic, &payload, now, &self.decode);
         drop(payload);
         let decoded_terminal = match &result {
             Ok(Decoded::Passage(p)) => Some(&p.terminal),
             Ok(Decoded::Ignored(i)) => i.terminal.as_ref(),
             Err(_) => None,
         };
-        let terminal =
-            by_topic.or_else(|| decoded_terminal.and_then(|id| self.index.get(id).copied()));
+        let by_payload = decoded_terminal.and_then(|id| self.index.get(id).copied());
+        let terminal = bound.or(by_topic).or(by_payload);
         let all = Arc::clone(&self.stats);
         let stats = match terminal {
             Some(t) => &all.terminals[t],
@@ -561,16 +745,32 @@ impl Ingest {
             .map(|t| t.to_string())
             .or_else(|| decoded_terminal.map(|t| t.to_string()))
             .unwrap_or_else(|| "(unknown)".into());
+        // A login speaks for its own terminal only: a topic or a device id naming another
+        // one is a forgery (or a miswired device), refused before anything is counted.
+        if let Some(t) = bound {
+            let own = self.ids[t].clone();
+            let topic_other = matched.terminal.as_ref().is_some_and(|id| *id != own);
+            let payload_other = decoded_terminal.is_some_and(|id| *id != own);
+            if topic_other || payload_other {
+                stats.reject("forged");
+                self.warn_once(
+                    own.as_str(),
+                    "forged",
+                    "a message names another terminal than the one that sent it",
+                );
+                return Err(Ack::Refused("forged"));
+            }
+        }
         let passage = match result {
             Err(reason) => {
                 stats.reject(reason.as_str());
                 let detail = reason.to_string();
                 self.warn_once(&name, reason.as_str(), &detail);
-                return None;
+                return Err(Ack::Refused(reason.as_str()));
             }
             Ok(Decoded::Ignored(_)) => {
                 Stats::count(&stats.ignored);
-                return None;
+                return Err(Ack::NotAPassage);
             }
             Ok(Decoded::Passage(p)) => p,
         };
@@ -582,7 +782,19 @@ impl Ingest {
         // A failed recognition is usually retried at once: not a visit by itself.
         if passage.verdict == PassageVerdict::Fail {
             Stats::count(&stats.ignored);
-            return None;
+            return Err(Ack::NotAPassage);
+        }
+        if bound.is_none()
+            && let Some(t) = terminal
+            && !self.mqtt[t]
+        {
+            stats.reject("wrong_transport");
+            self.warn_once(
+                &name,
+                "wrong_transport",
+                "this terminal is configured to deliver over HTTP, not MQTT",
+            );
+            return Err(Ack::Refused("wrong_transport"));
         }
         let Some(t) = terminal else {
             stats.reject("unknown_terminal");
@@ -591,7 +803,7 @@ impl Ingest {
                 "unknown_terminal",
                 "this terminal is not in the config",
             );
-            return None;
+            return Err(Ack::Refused("unknown_terminal"));
         };
         // The business day the passage belongs to, which is also the salt's day.
         let day = self
@@ -613,12 +825,38 @@ impl Ingest {
                 sensor_error: passage.sensor_error,
                 people: 1,
             },
+            receipt,
         };
-        match (passage.snapshot, self.vision.as_mut()) {
-            // The snapshot is decoded in memory, counted and dropped; never stored.
-            (Some(snapshot), Some(vision)) => vision.submit(event, snapshot.into_bytes()),
-            _ => Some(event),
+        // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
+        // counted and dropped; never stored.
+        let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
+        match (snapshot, self.vision.as_mut()) {
+            (Some(snapshot), Some(vision)) => Ok(vision.submit(event, snapshot)),
+            _ => Ok(Some(event)),
         }
+    }
+
+    /// The topic a terminal's own profile would carry its messages on: what a record that
+    /// came over HTTP is decoded as, so the profile's device-id rule still applies.
+    fn topic_of(&self, terminal: usize) -> String {
+        let id = self.ids[terminal].as_str();
+        self.profiles
+            .iter()
+            .find(|p| p.name == self.profile_names[terminal])
+            .map(|p| {
+                p.topic_filter
+                    .split('/')
+                    .map(|level| {
+                        if level == "+" || level == "#" {
+                            id
+                        } else {
+                            level
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -668,8 +906,10 @@ mod external {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let message = Incoming {
-                            topic: p.topic,
+                            route: super::Route::Topic(p.topic),
                             payload: p.payload.to_vec(),
+                            picture: None,
+                            ack: None,
                         };
                         if tx.send(message).await.is_err() {
                             return;
@@ -722,23 +962,37 @@ username = "t1"
 password_file = "t1.pass"
 "#;
         let config = parse(text, dir, &Overrides::default()).expect("valid config");
-        let broker = config.terminal_broker.clone().expect("terminal broker");
         let stats = TerminalsStats::new(&config);
         let (tx, _rx) = mpsc::channel(8);
-        (
-            Ingest::new(&config, &broker, stats.clone(), tx, None),
-            stats,
-        )
+        (Ingest::new(&config, stats.clone(), tx, None), stats)
     }
 
     const TOPIC: &str = "terminals/hikvision/T1/events";
+
+    /// An unbound MQTT message, as the external subscription hands it over.
+    fn handle(
+        ingest: &mut Ingest,
+        topic: &str,
+        payload: Vec<u8>,
+        now: Timestamp,
+    ) -> Option<DeviceEvent> {
+        ingest
+            .handle(&Route::Topic(topic.into()), payload, None, None, now)
+            .ok()
+            .flatten()
+    }
 
     #[test]
     fn a_member_passage_and_its_re_send_carry_the_same_event_key_and_member_hash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ingest, stats) = ingest(dir.path());
         let now = Timestamp::now();
-        let first = ingest.handle(TOPIC, fixture("hikvision-acs", "member_pass"), now);
+        let first = handle(
+            &mut ingest,
+            TOPIC,
+            fixture("hikvision-acs", "member_pass"),
+            now,
+        );
         let Some(DeviceEvent::Passage {
             terminal,
             facts,
@@ -752,7 +1006,12 @@ password_file = "t1.pass"
         assert!(facts.member.is_some() && !facts.fever && !facts.mask_off);
         // A re-send carries the same key (the core counts each key once, across restarts),
         // and the same member hash (the same person, the same day).
-        let again = ingest.handle(TOPIC, fixture("hikvision-acs", "member_pass"), now);
+        let again = handle(
+            &mut ingest,
+            TOPIC,
+            fixture("hikvision-acs", "member_pass"),
+            now,
+        );
         let Some(DeviceEvent::Passage {
             key: key_again,
             facts: facts_again,
@@ -771,20 +1030,33 @@ password_file = "t1.pass"
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ingest, stats) = ingest(dir.path());
         let now = Timestamp::now();
-        let fever = ingest.handle(TOPIC, fixture("hikvision-acs", "fever"), now);
+        let fever = handle(&mut ingest, TOPIC, fixture("hikvision-acs", "fever"), now);
         assert!(matches!(fever, Some(DeviceEvent::Passage { facts, .. }) if facts.fever));
-        let mask = ingest.handle(TOPIC, fixture("hikvision-acs", "mask_off"), now);
+        let mask = handle(
+            &mut ingest,
+            TOPIC,
+            fixture("hikvision-acs", "mask_off"),
+            now,
+        );
         assert!(matches!(mask, Some(DeviceEvent::Passage { facts, .. }) if facts.mask_off));
         assert!(
-            ingest
-                .handle(TOPIC, fixture("hikvision-acs", "heartbeat"), now)
-                .is_none()
+            handle(
+                &mut ingest,
+                TOPIC,
+                fixture("hikvision-acs", "heartbeat"),
+                now
+            )
+            .is_none()
         );
         // A failed recognition is retried at once by the person: not a visit.
         assert!(
-            ingest
-                .handle(TOPIC, fixture("hikvision-acs", "face_failed"), now)
-                .is_none()
+            handle(
+                &mut ingest,
+                TOPIC,
+                fixture("hikvision-acs", "face_failed"),
+                now
+            )
+            .is_none()
         );
         assert_eq!(stats.terminals[0].snapshot().ignored, 2);
     }
@@ -794,22 +1066,22 @@ password_file = "t1.pass"
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut ingest, stats) = ingest(dir.path());
         let now = Timestamp::now();
-        assert!(ingest.handle(TOPIC, b"{not json".to_vec(), now).is_none());
-        assert!(ingest.handle(TOPIC, vec![0xff, 0xfe, 0x00], now).is_none());
+        assert!(handle(&mut ingest, TOPIC, b"{not json".to_vec(), now).is_none());
+        assert!(handle(&mut ingest, TOPIC, vec![0xff, 0xfe, 0x00], now).is_none());
         let rejected = stats.terminals[0].snapshot().rejected;
         assert_eq!(rejected.values().sum::<u64>(), 2, "{rejected:?}");
         // A terminal that is not in the config, and a topic no profile knows.
         let other = "terminals/hikvision/T9/events";
         assert!(
-            ingest
-                .handle(other, fixture("hikvision-acs", "member_pass"), now)
-                .is_none()
+            handle(
+                &mut ingest,
+                other,
+                fixture("hikvision-acs", "member_pass"),
+                now
+            )
+            .is_none()
         );
-        assert!(
-            ingest
-                .handle("somewhere/else", b"{}".to_vec(), now)
-                .is_none()
-        );
+        assert!(handle(&mut ingest, "somewhere/else", b"{}".to_vec(), now).is_none());
         let u = stats.unattributed.snapshot();
         assert_eq!(u.messages, 2);
         assert_eq!(u.rejected.get("unknown_terminal"), Some(&1));
@@ -894,16 +1166,19 @@ password_file = "cam.pass"
             env!("CARGO_MANIFEST_DIR")
         );
         let config = parse(&text, dir.path(), &Overrides::default()).expect("valid config");
-        let broker = config.terminal_broker.clone().expect("terminal broker");
         let vision = VisionLink::start(config.vision.as_ref().expect("vision")).expect("loads");
         let (tx, _rx) = mpsc::channel(8);
         let stats = TerminalsStats::new(&config);
-        let mut ingest = Ingest::new(&config, &broker, stats, tx, Some(vision));
+        let mut ingest = Ingest::new(&config, stats, tx, Some(vision));
         let now = Timestamp::now();
         assert!(
-            ingest
-                .handle("cameras/cam-reading/snapshot", three_people_jpeg(), now)
-                .is_none(),
+            handle(
+                &mut ingest,
+                "cameras/cam-reading/snapshot",
+                three_people_jpeg(),
+                now
+            )
+            .is_none(),
             "the count comes when the detector answers"
         );
         let vision = ingest.vision.as_mut().expect("vision");
@@ -925,9 +1200,13 @@ password_file = "cam.pass"
         );
         // A camera that is not configured is counted, not trusted.
         assert!(
-            ingest
-                .handle("cameras/cam-x/snapshot", three_people_jpeg(), now)
-                .is_none()
+            handle(
+                &mut ingest,
+                "cameras/cam-x/snapshot",
+                three_people_jpeg(),
+                now
+            )
+            .is_none()
         );
     }
 }
