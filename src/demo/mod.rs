@@ -93,6 +93,12 @@ pub async fn run(
                 serial.port = data_dir.join(format!("{}.tty", counter.id));
             }
             CounterTransport::ModbusRtu { .. } => {}
+            // The simulated camera pushes from loopback.
+            CounterTransport::HttpPush { address, .. } => {
+                if address.is_some() {
+                    *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+            }
         }
     }
     for bus in &mut config.buses {
