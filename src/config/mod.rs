@@ -1117,12 +1117,16 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     }
 
     // Terminals.
-    let (terminal_broker, out_terminals, terminal_problems) = terminals::validate(
+    let (mut terminal_broker, out_terminals, terminal_problems) = terminals::validate(
         terminal_broker.as_ref(),
         &terminal_cfgs,
         &room_index,
         base_dir,
     );
+    // Terminals that write naive local times (ZKTeco) write the hall's.
+    if let (Some(broker), Some(hall)) = (terminal_broker.as_mut(), hall.as_ref()) {
+        broker.decode.time_zone = hall.time_zone.clone();
+    }
     let mut vision_problems = Vec::new();
     let vision = vision_cfg
         .as_ref()
