@@ -44,12 +44,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Route, TerminalIngest, TerminalStats, TerminalsStats};
 use crate::config::terminal_http::TerminalHttp;
+use crate::config::terminals::{Secret, TerminalTransport};
 use crate::config::{Config, CounterTransport};
+use crate::devices::Stats;
 use crate::devices::counter::Totals;
 use crate::devices::reporter::CounterReporter;
 use crate::devices::{DeviceEvent, DeviceStats};
-use crate::config::terminals::{Secret, TerminalTransport};
-use crate::devices::Stats;
 use crate::terminals::wire::{self, Envelope};
 
 /// Largest request head read (request line and headers).
@@ -203,7 +203,11 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTok
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared.refuse(None, "too_many_connections", "every connection slot is taken");
+            shared.refuse(
+                None,
+                "too_many_connections",
+                "every connection slot is taken",
+            );
             drop(stream);
             continue;
         };
@@ -353,7 +357,11 @@ impl Shared {
         for envelope in envelopes {
             if let Some(reason) = envelope.picture_dropped {
                 Stats::count(&stats.bad_snapshots);
-                self.warn_once(&terminal.id, reason, "a picture was dropped; its passage is kept");
+                self.warn_once(
+                    &terminal.id,
+                    reason,
+                    "a picture was dropped; its passage is kept",
+                );
             }
             let answer = self
                 .ingest
@@ -396,13 +404,16 @@ impl Shared {
         };
         let stats = &self.device_stats.counters[counter.index];
         let wrong_address = counter.address.is_some_and(|a| a != peer.ip());
-        let no_credential = counter
-            .login
-            .as_ref()
-            .is_some_and(|(user, secret)| !credential_matches(request.headers(), query, user, secret));
+        let no_credential = counter.login.as_ref().is_some_and(|(user, secret)| {
+            !credential_matches(request.headers(), query, user, secret)
+        });
         if wrong_address || no_credential {
             Stats::count(&stats.link_errors);
-            let reason = if wrong_address { "wrong_address" } else { "unauthorized" };
+            let reason = if wrong_address {
+                "wrong_address"
+            } else {
+                "unauthorized"
+            };
             self.warn_once(&counter.id, reason, "a counting camera's post was refused");
             return plain(StatusCode::FORBIDDEN, "refused\n");
         }
@@ -444,7 +455,11 @@ impl Shared {
             Ok(_) => counter.reporter.lock().await.went_online(now).await,
             Err(error) => {
                 Stats::count(&stats.bad_answers);
-                self.warn_once(&counter.id, error.as_str(), "a counting camera's post was unreadable");
+                self.warn_once(
+                    &counter.id,
+                    error.as_str(),
+                    "a counting camera's post was unreadable",
+                );
                 return plain(StatusCode::BAD_REQUEST, "malformed\n");
             }
         }
@@ -485,16 +500,23 @@ impl Shared {
                 .map_err(|e| Unpacked::Refused(e.as_str())),
             Vendor::Zkteco => {
                 let table = query_value(query, "table").unwrap_or_default();
-                if !table.eq_ignore_ascii_case("ATTLOG") {
+                if wire::zkteco::table(&table) != wire::zkteco::Table::AttLog {
                     return Err(Unpacked::NotRecords);
                 }
-                let attlog = wire::zkteco::attlog(&terminal.id, body)
-                    .map_err(|e| Unpacked::Refused(e.as_str()))?;
-                let stats = &self.stats.terminals[terminal.index];
-                for _ in 0..attlog.bad_lines {
-                    stats.reject("bad_line");
+                let attlog = wire::zkteco::attlog(&terminal.id, body);
+                for bad in &attlog.bad_lines {
+                    self.refuse(Some(terminal), bad.why, "an ATTLOG line is not a record");
                 }
-                Ok(attlog.records)
+                Ok(attlog
+                    .records
+                    .into_iter()
+                    .map(|document| Envelope {
+                        document,
+                        picture: None,
+                        picture_dropped: None,
+                        replayed: false,
+                    })
+                    .collect())
             }
             Vendor::Json => Ok(vec![Envelope {
                 document: body.to_vec(),

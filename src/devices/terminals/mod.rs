@@ -260,8 +260,7 @@ pub fn spawn(
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
-    if config.terminals.is_empty() && config.cameras.is_empty() && config.terminal_http.is_none()
-    {
+    if config.terminals.is_empty() && config.cameras.is_empty() && config.terminal_http.is_none() {
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
