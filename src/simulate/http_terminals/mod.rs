@@ -38,7 +38,7 @@ mod serve;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -51,6 +51,8 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
+use crate::config::terminals::TerminalTransport;
 use crate::simulate::terminals::{
     FinalLine, Message, MessageLine, Script, ScriptOptions, SimTerminal, Step, Tally, Vendor,
 };
@@ -746,6 +748,87 @@ pub async fn run(
         "HTTP terminals done"
     );
     ledger.finish()
+}
+
+/// Whether the config has terminals this simulator plays (any whose transport is not MQTT).
+pub fn has_http_terminals(config: &Config) -> bool {
+    config
+        .terminals
+        .iter()
+        .any(|t| t.transport != TerminalTransport::Mqtt)
+}
+
+/// The plan for the config's non-MQTT terminals; `push_flag` (`HOST:PORT`) overrides
+/// `[terminal_http] listen` (an unspecified listen address is reached on loopback).
+pub fn plan_from_config(config: &Config, push_flag: Option<&str>) -> Result<HttpPlan, HttpSimError> {
+    let push_target = match push_flag {
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| HttpSimError::Options {
+            problems: vec![format!("--http {text:?} is not IP:PORT")],
+        })?),
+        None => config.terminal_http.as_ref().map(|h| loopback_if_unspecified(h.listen)),
+    };
+    let mut terminals = Vec::new();
+    for t in config
+        .terminals
+        .iter()
+        .filter(|t| t.transport != TerminalTransport::Mqtt)
+    {
+        let (name, address) = match &t.transport {
+            TerminalTransport::Mqtt => continue,
+            TerminalTransport::HttpPush { .. } => ("http_push", None),
+            TerminalTransport::HikvisionPull { address, .. } => ("hikvision_pull", Some(address)),
+            TerminalTransport::HikvisionStream { address } => ("hikvision_stream", Some(address)),
+            TerminalTransport::DahuaStream { address } => ("dahua_stream", Some(address)),
+        };
+        let kind = HttpKind::of(name, &t.profile).ok_or_else(|| HttpSimError::Options {
+            problems: vec![format!(
+                "terminal {} pushes with profile \"{}\", which the simulator cannot play (it plays hikvision*, uniubi* and zkteco* profiles)",
+                t.id, t.profile
+            )],
+        })?;
+        let address = match address {
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| HttpSimError::Options {
+                problems: vec![format!(
+                    "terminal {}: the simulator serves at IP:PORT, not {text:?}",
+                    t.id
+                )],
+            })?),
+            None => None,
+        };
+        let (username, password) = match &t.login {
+            Some((user, secret)) => (Some(user.clone()), Some(secret.expose().to_string())),
+            None => (None, None),
+        };
+        terminals.push(HttpTerminal::new(
+            t.id.clone(),
+            kind,
+            t.room,
+            terminals.len(),
+            username,
+            password,
+            address,
+        ));
+    }
+    Ok(HttpPlan {
+        terminals,
+        rooms: config.rooms.iter().map(|r| r.id.clone()).collect(),
+        decode: config.terminal_rules.decode.clone(),
+        push_target,
+        max_body_bytes: config
+            .terminal_http
+            .as_ref()
+            .map_or(1024 * 1024, |h| h.max_body_bytes),
+        time_zone: config.hall.time_zone.clone(),
+    })
+}
+
+fn loopback_if_unspecified(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 fn read_snapshot(path: &Path) -> Result<Vec<u8>, HttpSimError> {
