@@ -154,9 +154,7 @@ impl AcsEventCond {
 /// Reads the body of `POST /ISAPI/AccessControl/AcsEvent?format=json`.
 pub fn parse_cond(body: &[u8]) -> Result<AcsEventCond, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let cond = doc
-        .get("AcsEventCond")
-        .ok_or("no AcsEventCond object")?;
+    let cond = doc.get("AcsEventCond").ok_or("no AcsEventCond object")?;
     let number = |key: &str| -> Result<Option<u64>, String> {
         match cond.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -341,7 +339,11 @@ mod tests {
             total: 0,
             status: "NO MATCH",
         };
-        assert!(empty.to_json("x", vec![])["AcsEvent"].get("InfoList").is_none());
+        assert!(
+            empty.to_json("x", vec![])["AcsEvent"]
+                .get("InfoList")
+                .is_none()
+        );
     }
 
     #[test]
@@ -367,7 +369,10 @@ mod tests {
             assert!(parse_cond(bad.as_bytes()).is_err(), "{bad}");
         }
         let c = cond(r#"{"AcsEventCond":{"searchID":"s","beginSerialNo":"12"}}"#);
-        assert_eq!((c.begin_serial, c.max_results, c.position), (Some(12), 30, 0));
+        assert_eq!(
+            (c.begin_serial, c.max_results, c.position),
+            (Some(12), 30, 0)
+        );
     }
 
     proptest! {

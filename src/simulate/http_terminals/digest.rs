@@ -86,7 +86,13 @@ impl DigestGuard {
     }
 
     /// Checks a request (`method`, its request target as sent, its `Authorization`).
-    pub fn check(&mut self, method: &str, target: &str, header: Option<&str>, now: Instant) -> Verdict {
+    pub fn check(
+        &mut self,
+        method: &str,
+        target: &str,
+        header: Option<&str>,
+        now: Instant,
+    ) -> Verdict {
         if let Some(until) = self.locked_until {
             if now < until {
                 if header.is_some() {
@@ -149,7 +155,9 @@ pub fn response(
     nc: &str,
     cnonce: &str,
 ) -> String {
-    let ha1 = hex(&Md5::digest(format!("{username}:{realm}:{password}").as_bytes()));
+    let ha1 = hex(&Md5::digest(
+        format!("{username}:{realm}:{password}").as_bytes(),
+    ));
     let ha2 = hex(&Md5::digest(format!("{method}:{uri}").as_bytes()));
     hex(&Md5::digest(
         format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes(),
@@ -292,7 +300,10 @@ mod tests {
         assert_eq!(g.lockouts, 1);
         // Even the right password is refused while locked.
         let later = now + Duration::from_secs(30);
-        assert_eq!(g.check("POST", "/ISAPI/x", Some("Digest x=1"), later), Verdict::Locked);
+        assert_eq!(
+            g.check("POST", "/ISAPI/x", Some("Digest x=1"), later),
+            Verdict::Locked
+        );
         assert_eq!(g.refused_while_locked, 1);
         let after = now + Duration::from_secs(61);
         assert_eq!(answer(&mut g, "s3cret", after), Verdict::Allowed);
@@ -322,7 +333,10 @@ mod tests {
         };
         let auth =
             authorization(&challenge, "admin", "s3cret", "GET", "/b", 1, "c").expect("digest");
-        assert!(matches!(g.check("GET", "/a", Some(&auth), now), Verdict::Failed(_)));
+        assert!(matches!(
+            g.check("GET", "/a", Some(&auth), now),
+            Verdict::Failed(_)
+        ));
     }
 
     #[test]

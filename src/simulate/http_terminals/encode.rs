@@ -167,7 +167,7 @@ impl HttpEncoder {
         };
         let body = match &e.record {
             Record::Message(Message::Bad(p, kind)) => {
-                self.bad(doc, p, *kind, HIKVISION_FIELDS, &build)
+                self.bad(doc, p, *kind, HIKVISION_FIELDS, build)
             }
             _ => build(to_bytes(&doc)),
         };
@@ -216,7 +216,10 @@ impl HttpEncoder {
 
     /// A Uniubi recognition (or heartbeat) callback, as JSON or — on odd serials — as a form.
     pub fn uniubi_push(&self, t: &HttpTerminal, e: &Entry) -> PushRequest {
-        let token = t.password.as_deref().map(|p| format!("?token={}", form_escape(p)));
+        let token = t
+            .password
+            .as_deref()
+            .map(|p| format!("?token={}", form_escape(p)));
         let token = token.unwrap_or_default();
         let (target, doc) = match &e.record {
             Record::Message(Message::Heartbeat { .. }) => (
@@ -442,15 +445,28 @@ impl HttpEncoder {
                 wrap(to_bytes(&doc))
             }
             BadPayload::WrongType => {
-                set(&mut doc, fields.temperature, json!({ "value": p.celsius() }));
+                set(
+                    &mut doc,
+                    fields.temperature,
+                    json!({ "value": p.celsius() }),
+                );
                 wrap(to_bytes(&doc))
             }
             BadPayload::Oversized => {
-                set(&mut doc, &[PADDING_FIELD], "".into());
-                let base = wrap(to_bytes(&doc)).len();
-                let fill = (self.max_body_bytes + 1).saturating_sub(base);
-                set(&mut doc, &[PADDING_FIELD], "A".repeat(fill).into());
-                wrap(to_bytes(&doc))
+                // Exactly one byte over. The wrapper's own lengths (a part's Content-Length)
+                // grow with the fill, so settle it in a few rounds.
+                let target = self.max_body_bytes + 1;
+                let mut fill = 0;
+                let mut body = Vec::new();
+                for _ in 0..4 {
+                    set(&mut doc, &[PADDING_FIELD], "A".repeat(fill).into());
+                    body = wrap(to_bytes(&doc));
+                    if body.len() == target {
+                        break;
+                    }
+                    fill = (fill + target).saturating_sub(body.len());
+                }
+                body
             }
         }
     }

@@ -218,7 +218,10 @@ pub struct Entry {
 pub enum Record {
     Message(Message),
     /// A face the terminal could not verify: logged and sent, never a visit.
-    Fail { terminal: usize, serial: u64 },
+    Fail {
+        terminal: usize,
+        serial: u64,
+    },
 }
 
 impl Entry {
@@ -668,10 +671,14 @@ pub async fn run(
                 })?,
             )
         };
+        let listening = match &device {
+            Device::Pull(p) => Some(p.local_addr),
+            Device::Push(_) => None,
+        };
         tracing::info!(
             terminal = %t.sim.id,
             kind = t.kind.name(),
-            address = ?t.address,
+            listening = ?listening,
             "simulated HTTP terminal ready"
         );
         devices.push(device);
@@ -707,7 +714,9 @@ pub async fn run(
             }
             let now = Instant::now();
             if now >= deadline {
-                tracing::warn!("the gateway did not take every record in time; the truth says which it did not");
+                tracing::warn!(
+                    "the gateway did not take every record in time; the truth says which it did not"
+                );
                 break;
             }
             lock(&ledger).flush();
@@ -760,12 +769,21 @@ pub fn has_http_terminals(config: &Config) -> bool {
 
 /// The plan for the config's non-MQTT terminals; `push_flag` (`HOST:PORT`) overrides
 /// `[terminal_http] listen` (an unspecified listen address is reached on loopback).
-pub fn plan_from_config(config: &Config, push_flag: Option<&str>) -> Result<HttpPlan, HttpSimError> {
+pub fn plan_from_config(
+    config: &Config,
+    push_flag: Option<&str>,
+) -> Result<HttpPlan, HttpSimError> {
     let push_target = match push_flag {
-        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| HttpSimError::Options {
-            problems: vec![format!("--http {text:?} is not IP:PORT")],
-        })?),
-        None => config.terminal_http.as_ref().map(|h| loopback_if_unspecified(h.listen)),
+        Some(text) => Some(
+            text.parse::<SocketAddr>()
+                .map_err(|_| HttpSimError::Options {
+                    problems: vec![format!("--http {text:?} is not IP:PORT")],
+                })?,
+        ),
+        None => config
+            .terminal_http
+            .as_ref()
+            .map(|h| loopback_if_unspecified(h.listen)),
     };
     let mut terminals = Vec::new();
     for t in config
@@ -787,12 +805,15 @@ pub fn plan_from_config(config: &Config, push_flag: Option<&str>) -> Result<Http
             )],
         })?;
         let address = match address {
-            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| HttpSimError::Options {
-                problems: vec![format!(
-                    "terminal {}: the simulator serves at IP:PORT, not {text:?}",
-                    t.id
-                )],
-            })?),
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| HttpSimError::Options {
+                        problems: vec![format!(
+                            "terminal {}: the simulator serves at IP:PORT, not {text:?}",
+                            t.id
+                        )],
+                    })?,
+            ),
             None => None,
         };
         let (username, password) = match &t.login {

@@ -318,7 +318,9 @@ impl Pusher {
         r.failed_requests += u64::from(failed);
         let again = batch.map_or(0, |b| {
             b.iter()
-                .filter(|(e, a)| *a > 0 && !matches!(e.record, Record::Message(Message::Heartbeat { .. })))
+                .filter(|(e, a)| {
+                    *a > 0 && !matches!(e.record, Record::Message(Message::Heartbeat { .. }))
+                })
                 .count() as u64
         });
         r.retries += again;
@@ -378,7 +380,11 @@ impl Pusher {
         let http = builder
             .body(Full::new(Bytes::from(request.body.clone())))
             .map_err(|e| e.to_string())?;
-        let response = conn.sender.send_request(http).await.map_err(|e| e.to_string())?;
+        let response = conn
+            .sender
+            .send_request(http)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()

@@ -81,6 +81,8 @@ struct Shared {
 
 /// The player's end of a pulled terminal.
 pub(super) struct PullHandle {
+    /// Where it listens (the configured address, or the port the system chose for `:0`).
+    pub local_addr: SocketAddr,
     shared: Arc<Shared>,
     version: watch::Sender<u64>,
     task: JoinHandle<()>,
@@ -141,6 +143,7 @@ pub(super) async fn spawn(
     stop: CancellationToken,
 ) -> io::Result<PullHandle> {
     let listener = TcpListener::bind(address).await?;
+    let local_addr = listener.local_addr()?;
     let (version_tx, version) = watch::channel(0);
     let realm = match t.kind {
         HttpKind::DahuaStream => format!("Login to {}", t.sim.id),
@@ -168,6 +171,7 @@ pub(super) async fn spawn(
     });
     let task = tokio::spawn(accept(listener, shared.clone()));
     Ok(PullHandle {
+        local_addr,
         shared,
         version: version_tx,
         task,
@@ -234,7 +238,11 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 
 type ResponseBody = BoxBody<Bytes, Infallible>;
 
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ResponseBody> {
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
@@ -249,9 +257,15 @@ fn unauthorized(challenge: String, locked: bool) -> Response<ResponseBody> {
     } else {
         json!({"statusCode": 4, "statusString": "Invalid Operation", "subStatusCode": "unauthorized"})
     };
-    let mut response = respond(StatusCode::UNAUTHORIZED, "application/json", body.to_string());
+    let mut response = respond(
+        StatusCode::UNAUTHORIZED,
+        "application/json",
+        body.to_string(),
+    );
     if let Ok(value) = challenge.parse() {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -316,7 +330,8 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Res
             ),
         ),
         (&Method::GET, "/cgi-bin/eventManager.cgi")
-            if shared.t.kind == HttpKind::DahuaStream && query_value(&query, "action") == Some("attach") =>
+            if shared.t.kind == HttpKind::DahuaStream
+                && query_value(&query, "action") == Some("attach") =>
         {
             let secs = query_value(&query, "heartbeat")
                 .and_then(|s| s.parse::<u64>().ok())
@@ -324,11 +339,16 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Res
                 .clamp(1, 60);
             stream(shared, StreamKind::Dahua, Duration::from_secs(secs))
         }
-        (&Method::GET, "/cgi-bin/magicBox.cgi") if shared.t.kind == HttpKind::DahuaStream => respond(
-            StatusCode::OK,
-            "text/plain",
-            format!("deviceType=ASI7213X-T1\r\nserialNumber={}\r\n", shared.t.sim.id),
-        ),
+        (&Method::GET, "/cgi-bin/magicBox.cgi") if shared.t.kind == HttpKind::DahuaStream => {
+            respond(
+                StatusCode::OK,
+                "text/plain",
+                format!(
+                    "deviceType=ASI7213X-T1\r\nserialNumber={}\r\n",
+                    shared.t.sim.id
+                ),
+            )
+        }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found"),
     }
 }
@@ -347,7 +367,11 @@ fn search(shared: &Shared, body: &[u8]) -> Response<ResponseBody> {
         Ok(c) => c,
         Err(why) => {
             let answer = json!({"statusCode": 6, "statusString": "Invalid Content", "subStatusCode": "badJsonContent", "errorMsg": why});
-            return respond(StatusCode::BAD_REQUEST, "application/json", answer.to_string());
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                answer.to_string(),
+            );
         }
     };
     let mut first_time = Vec::new();
@@ -393,7 +417,9 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|part| part.map(|b| Ok(Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|part| part.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -414,9 +440,9 @@ fn stream(shared: Arc<Shared>, kind: StreamKind, heartbeat: Duration) -> Respons
 /// The part for a record on this stream; `None` when the vendor does not stream it.
 fn part(shared: &Shared, kind: StreamKind, entry: &Entry, current: bool) -> Option<Vec<u8>> {
     match kind {
-        StreamKind::Alert => Some(alert_stream_part(&shared.encoder.hikvision_event(
-            &shared.t, entry, current,
-        ))),
+        StreamKind::Alert => Some(alert_stream_part(
+            &shared.encoder.hikvision_event(&shared.t, entry, current),
+        )),
         StreamKind::Dahua => shared.encoder.dahua_part(entry),
     }
 }
@@ -441,7 +467,10 @@ fn heartbeat_part(shared: &Shared, kind: StreamKind) -> Vec<u8> {
 
 /// Writes one part; false when the reader is gone or stalled.
 async fn send(tx: &mpsc::Sender<Bytes>, part: Vec<u8>) -> bool {
-    matches!(timeout(STREAM_STALL, tx.send(Bytes::from(part))).await, Ok(Ok(())))
+    matches!(
+        timeout(STREAM_STALL, tx.send(Bytes::from(part))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Feeds one stream: the log replayed, then live records and heartbeats, until the reader
