@@ -24,6 +24,20 @@
 //!                                                                                     ┘
 //! ```
 //!
+//! The truth file (JSON lines, names never written):
+//! - one line per record the gateway took, in the order it took them: the MQTT simulator's
+//!   `passage` / `resend` / `bad` / `heartbeat` lines (same fields; `event` is the serial the
+//!   device sent, `t_ms` when it happened) plus `transport` and `attempts` (requests it took;
+//!   1 for pulls); `{"kind":"fail", terminal, room, t_ms, offset_ms, event, transport,
+//!   attempts}` for a failed verification (Hikvision minor 76, Dahua status 0: not a visit);
+//! - at the end, `{"kind":"unacknowledged", …, "of":"passage"|"resend"|"fail"}` for every
+//!   record still held by its terminal (never answered with success, or never read);
+//! - the final line: the MQTT simulator's (`final`, `totals` of the records taken,
+//!   `redelivered` = records sent again after a failed request) plus `complete`,
+//!   `unacknowledged` and `terminals`: per terminal [`TerminalReport`] (requests,
+//!   failed_requests, retries, failed_logins, lockouts, refused_while_locked, connections,
+//!   max_connections, …).
+//!
 //! Pure parts: [`encode`] (records to vendor bytes), [`digest`] (Digest logins, lock-out),
 //! [`device_log`] (a pulled device's log and its paged search). The shell is [`run`] with
 //! [`push`] (one task and one connection per pushing terminal) and [`serve`] (one listener

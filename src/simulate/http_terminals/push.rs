@@ -108,6 +108,7 @@ pub(super) fn spawn(
         queue: queue.clone(),
         notify: notify.clone(),
         conn: None,
+        late_through_ms: i64::MIN,
     };
     let task = tokio::spawn(device.run(stop));
     PushHandle {
@@ -146,6 +147,8 @@ struct Pusher {
     queue: Arc<Mutex<PushQueue>>,
     notify: Arc<Notify>,
     conn: Option<Conn>,
+    /// Records up to this time (Unix ms) were held in a backlog: they go out as late ones.
+    late_through_ms: i64,
 }
 
 /// What the task does next.
@@ -207,13 +210,14 @@ impl Pusher {
         }
     }
 
-    fn next(&self) -> Next {
+    fn next(&mut self) -> Next {
         let mut q = lock(&self.queue);
         if let Some(until) = q.hold_until {
             if Instant::now() < until {
                 return Next::WaitUntil(until);
             }
             q.hold_until = None;
+            self.late_through_ms = Timestamp::now().as_millisecond();
         }
         let Some((front, _)) = q.pending.front() else {
             return Next::WaitForRecords;
@@ -243,7 +247,9 @@ impl Pusher {
             return true;
         };
         let now_ms = Timestamp::now().as_millisecond();
-        let current = attempts == 0 && now_ms - first.at_ms < LATE_AFTER_MS;
+        let current = attempts == 0
+            && first.at_ms > self.late_through_ms
+            && now_ms - first.at_ms < LATE_AFTER_MS;
         let request = match (self.t.kind, &first.record) {
             (HttpKind::ZktecoPush, Record::Message(Message::Heartbeat { .. })) => {
                 self.encoder.zkteco_poll(&self.t)

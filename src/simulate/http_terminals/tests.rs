@@ -874,6 +874,13 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
             .find(|(t, _, _)| t.starts_with("/terminals/T0-84E0F420"))
             .expect("hikvision pushed");
         assert!(hik.1.as_deref().is_some_and(|a| a.starts_with("Basic ")));
+        // Records sent again (or from a backlog) are marked as not current, as Hikvision does.
+        let hik_bodies = || {
+            seen.iter()
+                .filter(|(t, _, _)| t.starts_with("/terminals/T0-84E0F420"))
+        };
+        assert!(hik_bodies().any(|(_, _, b)| find(b, b"\"currentEvent\":false").is_some()));
+        assert!(hik_bodies().any(|(_, _, b)| find(b, b"\"currentEvent\":true").is_some()));
         assert!(
             seen.iter()
                 .any(|(t, _, _)| t.starts_with("/terminals/T1-84E0F420?token="))
