@@ -86,8 +86,18 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         start_file: Option<PathBuf>,
     },
-    /// Play the config's face-recognition terminals against the terminal broker (passages,
-    /// re-sends, malformed messages, heartbeats; QoS 1), with ground truth.
+    /// Play the config's face-recognition terminals (passages, re-sends, malformed messages,
+    /// heartbeats), with ground truth. MQTT terminals publish to the terminal broker (QoS 1);
+    /// terminals with another `transport` are played over HTTP: `http_push` ones POST to
+    /// `[terminal_http]` (Hikvision ISAPI multipart, Uniubi callbacks, ZKTeco ADMS) and keep
+    /// every record until it is answered with success; `hikvision_pull`, `hikvision_stream`
+    /// and `dahua_stream` ones serve at their `address` (Digest login, locked for
+    /// --lockout-secs after 5 failed logins). HTTP truth: one line per record the gateway took
+    /// (`passage`, `resend`, `bad`, `heartbeat`, `fail`; with `transport` and `attempts`), then
+    /// `unacknowledged` lines for records never taken, then the final line (`totals`,
+    /// `redelivered`, `complete`, `unacknowledged`, and per-terminal `terminals` counts:
+    /// requests, failed_requests, retries, failed_logins, lockouts, max_connections, …).
+    /// A config may not mix MQTT and HTTP terminals in one run.
     SimulateTerminals {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -125,9 +135,34 @@ enum Command {
         /// Share without a mask at terminals that check (not HTTPv2).
         #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
         mask_off_share: f64,
-        /// A JPEG to attach, base64, to passages of profiles with a snapshot field.
+        /// A JPEG to attach, base64, to passages of profiles with a snapshot field (HTTP:
+        /// Hikvision's `Picture` part and Uniubi's `base64` field).
         #[arg(long, value_name = "FILE.jpg")]
         snapshot: Option<PathBuf>,
+        /// HTTP: where pushing terminals POST, overriding `[terminal_http] listen`.
+        #[arg(long, value_name = "IP:PORT")]
+        http: Option<String>,
+        /// HTTP: halfway through, pushing terminals hold their records this long, then send
+        /// the backlog in a burst (0: no backlog).
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        backlog_secs: f64,
+        /// HTTP: after the last passage, how long to wait for the gateway to take every record
+        /// (pushes retried, logs read) before writing the final line.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        drain_secs: u64,
+        /// HTTP: a push unanswered this long failed; the terminal keeps the record.
+        #[arg(long, value_name = "MS", default_value_t = 5000)]
+        request_timeout_ms: u64,
+        /// HTTP: how long a pushing terminal waits before sending again after a failure.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        retry_ms: u64,
+        /// HTTP: how long a pulled terminal refuses every login after 5 failed ones.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        lockout_secs: u64,
+        /// HTTP: after the final truth line, pulled terminals go on serving their logs this
+        /// long (or until SIGTERM), so a gateway restarted late can still read what it lost.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        linger_secs: u64,
     },
     /// Write a synthetic backlog of minute bins into the outbox, as a long outage would leave
     /// it (for benchmarks and tests of store-and-forward). The gateway must not be running.
@@ -301,22 +336,59 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             fever_share,
             mask_off_share,
             snapshot,
+            http,
+            backlog_secs,
+            drain_secs,
+            request_timeout_ms,
+            retry_ms,
+            lockout_secs,
+            linger_secs,
         } => {
+            use hallgate::simulate::http_terminals::{self, HttpOptions};
             use hallgate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
             let cfg = config::load(&path, &Overrides::default())?;
+            let script = ScriptOptions {
+                seed,
+                passages,
+                rate_per_sec,
+                resend_share,
+                bad_share,
+                member_pool,
+                stranger_share,
+                fever_share,
+                mask_off_share,
+            };
+            if http_terminals::has_http_terminals(&cfg) {
+                if cfg
+                    .terminals
+                    .iter()
+                    .any(|t| t.transport == config::terminals::TerminalTransport::Mqtt)
+                {
+                    anyhow::bail!(
+                        "this config mixes MQTT and HTTP terminals; simulate-terminals plays one kind per run: split the config"
+                    );
+                }
+                let plan = http_terminals::plan_from_config(&cfg, http.as_deref())?;
+                let options = HttpOptions {
+                    script,
+                    truth,
+                    snapshot,
+                    backlog_secs,
+                    drain_secs,
+                    request_timeout_ms,
+                    retry_ms,
+                    lockout_secs,
+                    linger_secs,
+                };
+                runtime()?.block_on(async move {
+                    let shutdown = shutdown_on_signals();
+                    http_terminals::run(plan, options, shutdown).await
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let options = SimulateTerminalsOptions {
                 broker,
-                script: ScriptOptions {
-                    seed,
-                    passages,
-                    rate_per_sec,
-                    resend_share,
-                    bad_share,
-                    member_pool,
-                    stranger_share,
-                    fever_share,
-                    mask_off_share,
-                },
+                script,
                 truth,
                 snapshot,
             };

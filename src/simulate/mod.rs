@@ -18,10 +18,12 @@
 //! → at the end of the duration (or on shutdown) write the final truth line → keep serving the
 //! frozen totals until shutdown.
 //!
-//! [`terminals`] (`hallgate simulate-terminals`) plays the face/temperature terminals over MQTT.
+//! [`terminals`] (`hallgate simulate-terminals`) plays the face/temperature terminals over MQTT,
+//! [`http_terminals`] the ones that push to the gateway over HTTP or are pulled by it.
 
 pub mod backlog;
 pub mod day;
+pub mod http_terminals;
 pub mod registers;
 pub mod rtu;
 pub mod serial;

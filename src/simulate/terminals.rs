@@ -71,7 +71,7 @@ const SENSOR_ERROR_LOW_TENTHS: i32 = 250;
 const SENSOR_ERROR_HIGH_TENTHS: i32 = 480;
 /// Each terminal sends a heartbeat before its first passage and then at about this interval
 /// (of simulated time), as the real ones do every half minute or so.
-const HEARTBEAT_EVERY_MS: i64 = 30_000;
+pub(super) const HEARTBEAT_EVERY_MS: i64 = 30_000;
 /// Re-sends repeat one of the last this many passages: terminals re-send records whose
 /// acknowledgement they missed, not last month's. Far below the gateway's dedup memory
 /// (`terminals::dedup`, 4096 per terminal), so every re-send must be recognised.
@@ -107,12 +107,12 @@ pub const FAKE_NAMES: &[&str] = &[
 ];
 
 /// "王芳" in GBK: some firmwares send names in the local code page instead of UTF-8.
-const GBK_NAME: &[u8] = &[0xCD, 0xF5, 0xB7, 0xBC];
+pub(super) const GBK_NAME: &[u8] = &[0xCD, 0xF5, 0xB7, 0xBC];
 /// Put where the GBK bytes go, then replaced in the serialised payload.
-const GBK_MARKER: &str = "@@gbk-name@@";
+pub(super) const GBK_MARKER: &str = "@@gbk-name@@";
 /// A JPEG header in the URL-safe base64 alphabet (`-`, `_`), which a snapshot field must not
 /// use: a firmware with the wrong encoder.
-const URL_SAFE_SNAPSHOT: &str = "/9j/4AAQSkZJRgABAQ-_-_";
+pub(super) const URL_SAFE_SNAPSHOT: &str = "/9j/4AAQSkZJRgABAQ-_-_";
 /// Of the `--bad-share`, the part spent on passages with a broken snapshot instead: the
 /// gateway loses the picture but counts the passage, so these are passages, not bad payloads.
 const BROKEN_SNAPSHOT_PART: f64 = 1.0 / 6.0;
@@ -822,13 +822,13 @@ fn hikvision_time(at_ms: i64) -> String {
         .to_string()
 }
 
-fn to_bytes(doc: &Value) -> Vec<u8> {
+pub(super) fn to_bytes(doc: &Value) -> Vec<u8> {
     // A `Value` always serialises (its keys are strings).
     serde_json::to_vec(doc).unwrap_or_default()
 }
 
 /// Sets the field at `path` (its parents must exist).
-fn set(doc: &mut Value, path: &[&str], value: Value) {
+pub(super) fn set(doc: &mut Value, path: &[&str], value: Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
@@ -844,7 +844,7 @@ fn set(doc: &mut Value, path: &[&str], value: Value) {
     }
 }
 
-fn remove(doc: &mut Value, path: &[&str]) {
+pub(super) fn remove(doc: &mut Value, path: &[&str]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
@@ -861,7 +861,7 @@ fn remove(doc: &mut Value, path: &[&str]) {
 }
 
 /// `bytes` with the first `marker` replaced by `with`.
-fn splice(bytes: Vec<u8>, marker: &[u8], with: &[u8]) -> Vec<u8> {
+pub(super) fn splice(bytes: Vec<u8>, marker: &[u8], with: &[u8]) -> Vec<u8> {
     match bytes.windows(marker.len()).position(|w| w == marker) {
         Some(at) => {
             let mut out = Vec::with_capacity(bytes.len() + with.len());
@@ -877,7 +877,7 @@ fn splice(bytes: Vec<u8>, marker: &[u8], with: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // What the gateway must make of it.
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(super) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
