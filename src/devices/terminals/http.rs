@@ -39,10 +39,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Route, TerminalIngest, TerminalStats, TerminalsStats};
+use super::{Incoming, Route, TerminalIngest, TerminalStats, TerminalsStats};
 use crate::config::terminal_http::TerminalHttp;
 use crate::config::terminals::{Secret, TerminalTransport};
 use crate::config::{Config, CounterTransport};
@@ -354,6 +354,9 @@ impl Shared {
             }
         };
         let taken = envelopes.len();
+        // Every record goes to the ingest first, then the answers are awaited together: one
+        // commit holds them all, so a post of many records waits no longer than one.
+        let mut answers = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             if let Some(reason) = envelope.picture_dropped {
                 Stats::count(&stats.bad_snapshots);
@@ -363,15 +366,23 @@ impl Shared {
                     "a picture was dropped; its passage is kept",
                 );
             }
-            let answer = self
+            let (tx, rx) = oneshot::channel();
+            let delivered = self
                 .ingest
-                .deliver_and_wait(
-                    Route::Terminal(terminal.index),
-                    envelope.document,
-                    envelope.picture,
-                )
+                .deliver(Incoming {
+                    route: Route::Terminal(terminal.index),
+                    payload: envelope.document,
+                    picture: envelope.picture,
+                    ack: Some(tx),
+                })
                 .await;
-            if answer.is_none() {
+            if delivered.is_err() {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
+            }
+            answers.push(rx);
+        }
+        for answer in answers {
+            if answer.await.is_err() {
                 // Not committed (the gateway is stopping): the device keeps the records and
                 // sends them again; the ones that were committed count once.
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
