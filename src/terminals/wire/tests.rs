@@ -175,6 +175,35 @@ fn hikvision_keepalives_json_or_xml_are_not_passages() {
 }
 
 #[test]
+fn an_xml_access_event_from_older_firmware_reads_like_its_json() {
+    let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<EventNotificationAlert version="2.0" xmlns="http://www.isapi.org/ver20/XMLSchema">
+<ipAddress>192.168.50.31</ipAddress>
+<dateTime>2024-03-05T09:12:33+08:00</dateTime>
+<eventType>AccessControllerEvent</eventType>
+<eventState>active</eventState>
+<AccessControllerEvent>
+<majorEventType>5</majorEventType>
+<subEventType>75</subEventType>
+<employeeNoString>4366</employeeNoString>
+<serialNo>85799</serialNo>
+<currTemperature>36.8</currTemperature>
+<isAbnomalTemperature>false</isAbnomalTemperature>
+<mask>no</mask>
+</AccessControllerEvent>
+</EventNotificationAlert>"#;
+    let envelope = hikvision::push("application/xml", xml, 1).expect("envelope");
+    let p = passage_as(HIK, HIK_ID, &envelope.document);
+    assert_eq!(
+        (p.verdict, p.who.clone()),
+        (PassageVerdict::Pass, member("4366"))
+    );
+    assert_eq!((p.temperature_c, p.mask), (Some(36.8), MaskState::Off));
+    assert_eq!(p.dedup_key.event, "85799");
+    assert_eq!(p.at, utc("2024-03-05T01:12:33Z"));
+}
+
+#[test]
 fn a_multipart_push_without_an_event_part_is_refused() {
     let body = b"--b\r\nContent-Disposition: form-data; name=\"Picture\"\r\n\
         Content-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xd9\r\n--b--\r\n";
@@ -256,6 +285,16 @@ fn a_streamed_event_waiting_for_its_picture_is_handed_out_when_the_next_event_co
         2,
         "the open part and the held one at the end"
     );
+    // A quiet stream: the caller takes the held event out itself.
+    let mut stream = hikvision::AlertStream::new(HIK_STREAM_CT, 4096, 4096).expect("stream");
+    let head = format!(
+        "--MIME_boundary\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    );
+    let with_length = [head.as_bytes(), json.as_slice()].concat();
+    assert!(stream.push(&with_length).expect("ok").is_empty());
+    assert!(stream.take_held().is_some());
+    assert!(stream.take_held().is_none());
 }
 
 // ---------------------------------------------------------------------------------------------
