@@ -434,11 +434,13 @@ impl PartStream {
         };
         // Trust the declared length unless the byte after it says otherwise.
         let end = match declared {
-            Some(len) if self.buf.len() == len => Some((len, len)),
+            // A stream device writes the next boundary only with its next event: do not wait
+            // for it. A whole body is all here; its end is judged in `finish`.
+            Some(len) if self.buf.len() == len && !self.whole_body => Some((len, len)),
             Some(len) if self.buf.len() > len && matches!(self.buf[len], b'\r' | b'\n' | b'-') => {
                 Some((len, len))
             }
-            Some(len) if self.buf.len() < len => return Ok(None),
+            Some(len) if self.buf.len() <= len => return Ok(None),
             _ => match self.scan() {
                 Scan::Found(p) => Some((trim_line_end(&self.buf[..p]).len(), p)),
                 Scan::Partial(p) => {
