@@ -444,7 +444,7 @@ impl TerminalProfile {
 impl TerminalProfile {
     /// A topic of this profile's that names `terminal` (its `+` and `#` levels filled with the
     /// id): how a message that did not come over MQTT — an HTTP push, a pulled record, from a
-    /// terminal already known — is handed to [`decode`](super::decode). A profile that reads
+    /// terminal already known — is handed to [`decode`](fn@super::decode). A profile that reads
     /// the id from the payload (`device_id_field`) still does: the caller compares it with
     /// the terminal it expected.
     pub fn topic_for(&self, terminal: &TerminalId) -> String {
