@@ -1142,6 +1142,99 @@ mod tests {
     }
 
     #[test]
+    fn offsets_as_hikvision_writes_them_are_read() {
+        let at = |text: &str| parse_offset_time(text).map(|t| t.to_string());
+        // The plain RFC 3339 parser refuses the one-digit hour: that is why this exists.
+        assert!("2024-03-04T20:12:40-5:00".parse::<Timestamp>().is_err());
+        assert_eq!(
+            at("2024-03-04T20:12:40-5:00").as_deref(),
+            Some("2024-03-05T01:12:40Z")
+        );
+        assert_eq!(
+            at(" 2024-03-05T09:42:50+08:30 ").as_deref(),
+            Some("2024-03-05T01:12:50Z")
+        );
+        assert_eq!(
+            at("2024-03-05T09:12:33+8:00").as_deref(),
+            Some("2024-03-05T01:12:33Z")
+        );
+        assert_eq!(
+            at("2024-03-05T01:12:33Z").as_deref(),
+            Some("2024-03-05T01:12:33Z")
+        );
+        for bad in [
+            "2024-03-05T09:12:33",
+            "2024-03-05T09:12:33-5:0",
+            "2024-03-05T09:12:33-5",
+            "2024-03-05-5:00",
+            "-5:00",
+            "",
+            "中文中文-5:00",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn naive_local_times_are_read_in_the_halls_zone() {
+        let shanghai = TimeZone::get("Asia/Shanghai").expect("tzdb");
+        let at = |text: &str, tz: &TimeZone| parse_local_time(text, tz).map(|t| t.to_string());
+        for text in ["2024-03-05 09:12:33", "2024-03-05T09:12:33"] {
+            assert_eq!(at(text, &shanghai).as_deref(), Some("2024-03-05T01:12:33Z"));
+        }
+        assert_eq!(
+            at("2024-03-05 09:12:33", &TimeZone::UTC).as_deref(),
+            Some("2024-03-05T09:12:33Z")
+        );
+        assert_eq!(
+            at("2024-03-05T09:12:33+08:00", &TimeZone::UTC).as_deref(),
+            Some("2024-03-05T01:12:33Z"),
+            "an offset, when there is one, wins"
+        );
+        // In a spring-forward gap the clock reading is taken as if before the change.
+        let new_york = TimeZone::get("America/New_York").expect("tzdb");
+        assert_eq!(
+            at("2024-03-10 02:30:00", &new_york).as_deref(),
+            Some("2024-03-10T07:30:00Z")
+        );
+        assert_eq!(at("2024-03-05 9:12", &shanghai), None);
+    }
+
+    #[test]
+    fn a_local_time_profile_uses_the_options_zone() {
+        let profile = parse_terminal_profile(
+            r#"
+            name = "local"
+            topic_filter = "t/+/e"
+            [outcome]
+            field = "code"
+            map = { "1" = "pass" }
+            [time]
+            field = ["when", "time"]
+            format = "local"
+            "#,
+        )
+        .expect("valid profile");
+        let options = DecodeOptions {
+            time_zone: TimeZone::get("Asia/Shanghai").expect("tzdb"),
+            ..DecodeOptions::default()
+        };
+        let bytes = br#"{"code": 1, "time": "2024-03-05 09:12:33"}"#;
+        let Ok(Decoded::Passage(p)) = decode(&profile, "t/T1/e", bytes, now(), &options) else {
+            panic!("passage");
+        };
+        assert_eq!(p.at.to_string(), "2024-03-05T01:12:33Z");
+        assert_eq!(p.dedup_key.event, format!("t{}", p.at.as_millisecond()));
+        let bad = br#"{"code": 1, "when": "yesterday"}"#;
+        assert_eq!(
+            decode(&profile, "t/T1/e", bad, now(), &options),
+            Err(RejectReason::UnparseableTime {
+                path: "when".into()
+            })
+        );
+    }
+
+    #[test]
     fn stats_count_every_outcome_by_label() {
         let mut stats = DecodeStats::default();
         stats.record(&run(base()));

@@ -126,12 +126,6 @@ impl FieldNames {
     }
 }
 
-impl From<&str> for FieldNames {
-    fn from(text: &str) -> Self {
-        FieldNames::One(text.to_string())
-    }
-}
-
 /// A terminal profile file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -450,7 +444,7 @@ impl TerminalProfile {
 impl TerminalProfile {
     /// A topic of this profile's that names `terminal` (its `+` and `#` levels filled with the
     /// id): how a message that did not come over MQTT — an HTTP push, a pulled record, from a
-    /// terminal already known — is handed to [`decode`](super::decode). A profile that reads
+    /// terminal already known — is handed to [`decode`](fn@super::decode). A profile that reads
     /// the id from the payload (`device_id_field`) still does: the caller compares it with
     /// the terminal it expected.
     pub fn topic_for(&self, terminal: &TerminalId) -> String {
@@ -509,7 +503,7 @@ impl TerminalProfileConfig {
                 None
             }
         };
-        let field =
+        let field_path =
             |key: &str, names: &FieldNames, problems: &mut Vec<String>| match FieldPath::parse(
                 &names.texts(),
             ) {
@@ -555,7 +549,7 @@ impl TerminalProfileConfig {
         };
 
         let kind = self.kind.as_ref().and_then(|k| {
-            let field = field("kind.field", &k.field, &mut problems);
+            let field = field_path("kind.field", &k.field, &mut problems);
             if k.map.is_empty() && k.otherwise == k.missing {
                 problems.push(
                     "kind: with an empty map and otherwise = missing every message is the same \
@@ -583,7 +577,7 @@ impl TerminalProfileConfig {
 
         let outcome = {
             let o = &self.outcome;
-            let field = field("outcome.field", &o.field, &mut problems);
+            let field = field_path("outcome.field", &o.field, &mut problems);
             if o.map.is_empty() {
                 problems.push("outcome.map must not be empty".to_string());
             } else if o
@@ -610,7 +604,7 @@ impl TerminalProfileConfig {
 
         let time = self.time.as_ref().and_then(|t| {
             Some(TimeRule {
-                field: field("time.field", &t.field, &mut problems)?,
+                field: field_path("time.field", &t.field, &mut problems)?,
                 format: t.format,
             })
         });
@@ -634,15 +628,15 @@ impl TerminalProfileConfig {
                 problems.push("member.stranger_values must not contain an empty value".to_string());
             }
             Some(MemberRule {
-                field: field("member.field", &m.field, &mut problems)?,
+                field: field_path("member.field", &m.field, &mut problems)?,
                 stranger_values: m.stranger_values.clone(),
             })
         });
 
         let temperature = self.temperature.as_ref().and_then(|t| {
-            let value_field = field("temperature.field", &t.field, &mut problems);
+            let value_field = field_path("temperature.field", &t.field, &mut problems);
             let unit_field = match &t.unit_field {
-                Some(f) => field("temperature.unit_field", f, &mut problems),
+                Some(f) => field_path("temperature.unit_field", f, &mut problems),
                 None => {
                     if !t.unit_map.is_empty() {
                         problems.push(
@@ -664,7 +658,7 @@ impl TerminalProfileConfig {
                                 .to_string(),
                         );
                     }
-                    field("temperature.abnormal_field", f, &mut problems)
+                    field_path("temperature.abnormal_field", f, &mut problems)
                 }
                 None => {
                     if !t.abnormal_values.is_empty() {
@@ -694,7 +688,7 @@ impl TerminalProfileConfig {
             if empty {
                 problems.push(format!("{key}.map must not be empty"));
             }
-            field(&format!("{key}.field"), names, problems)
+            field_path(&format!("{key}.field"), names, problems)
         };
         let mask = self.mask.as_ref().and_then(|m| {
             Some(MapRule {
@@ -711,7 +705,7 @@ impl TerminalProfileConfig {
         let snapshot = self
             .snapshot
             .as_ref()
-            .and_then(|s| field("snapshot.field", &s.field, &mut problems));
+            .and_then(|s| field_path("snapshot.field", &s.field, &mut problems));
 
         match (filter, device_id, outcome) {
             (Some(filter), Some(device_id), Some(outcome)) if problems.is_empty() => {

@@ -49,7 +49,7 @@ pub fn push(
     max_picture_bytes: usize,
 ) -> Result<Envelope, WireError> {
     let media = media_type(content_type);
-    if media.starts_with("multipart/") {
+    if media.starts_with("multipart/") || body.trim_ascii_start().starts_with(b"--") {
         let parts = multipart::parse(content_type, body)?;
         return from_parts(&parts, max_picture_bytes);
     }
@@ -109,6 +109,7 @@ fn attach_picture(envelope: &mut Envelope, part: &Part, max_picture_bytes: usize
 
 /// A JSON event document, checked to be an object; `replayed` from `currentEvent`.
 fn json_envelope(bytes: &[u8]) -> Result<Envelope, WireError> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let doc = json_object(bytes).ok_or(WireError::InvalidJson)?;
     Ok(Envelope {
         document: bytes.to_vec(),
@@ -145,8 +146,10 @@ fn pictures_announced(document: &[u8]) -> u64 {
     n.min(MAX_PICTURES_PER_EVENT)
 }
 
-/// An XML `EventNotificationAlert` as a flat JSON object of its top-level text elements
-/// (`eventType`, `eventState`, `dateTime`, `ipAddress`…).
+/// An XML `EventNotificationAlert` as the JSON the same firmware would send: elements become
+/// keys, nested elements objects, text strings (`<subEventType>75</subEventType>` is
+/// `"subEventType": "75"`, which the profile reads as it reads 75); of repeated elements
+/// the first is kept. Older firmware's keep-alives and alarms, and its access events.
 fn xml_notification(bytes: &[u8]) -> Result<Envelope, WireError> {
     let doc = xml::parse(bytes)?;
     if doc.root != "EventNotificationAlert" {
@@ -154,21 +157,32 @@ fn xml_notification(bytes: &[u8]) -> Result<Envelope, WireError> {
             why: "root is not EventNotificationAlert",
         });
     }
-    let prefix = format!("{}/", doc.root);
-    let mut map = Map::new();
+    let mut root = Map::new();
     for (path, text) in &doc.leaves {
-        if let Some(name) = path.strip_prefix(&prefix)
-            && !name.contains('/')
-            && !map.contains_key(name)
-        {
-            map.insert(name.to_string(), Value::String(text.clone()));
+        let mut steps = path.split('/').skip(1).peekable();
+        let mut here = &mut root;
+        while let Some(step) = steps.next() {
+            if steps.peek().is_none() {
+                here.entry(step)
+                    .or_insert_with(|| Value::String(text.clone()));
+                break;
+            }
+            let next = here
+                .entry(step)
+                .or_insert_with(|| Value::Object(Map::new()));
+            match next {
+                Value::Object(map) => here = map,
+                // A leaf of the same name came first: keep it, drop this one.
+                _ => break,
+            }
         }
     }
+    let replayed = is_replayed(&root);
     Ok(Envelope {
-        document: Value::Object(map).to_string().into_bytes(),
+        document: Value::Object(root).to_string().into_bytes(),
         picture: None,
         picture_dropped: None,
-        replayed: false,
+        replayed,
     })
 }
 
@@ -214,6 +228,13 @@ impl AlertStream {
             self.take(part, &mut out);
         }
         Ok(out)
+    }
+
+    /// The event held for its pictures, handed out without them: for the caller to call
+    /// when the stream has been quiet a while (a second or two), so a passage does not wait
+    /// for the next event or keep-alive.
+    pub fn take_held(&mut self) -> Option<Envelope> {
+        self.pending.take().map(|(envelope, _)| envelope)
     }
 
     /// The connection closed: the held event, if any, without the pictures still missing.

@@ -37,6 +37,11 @@
 //! - Dahua attach stream: a [`multipart::PartStream`] per connection, each part's body to
 //!   `dahua::attach_part`.
 //!
+//! Each document then goes to [`decode`](fn@super::decode) with its terminal's profile, on the
+//! topic `profile.topic_for(&terminal)` (the topic filter is only the profile's name over
+//! HTTP). A profile that reads the terminal id from the payload (`uniubi-uface-http`,
+//! `deviceKey`) yields that id: compare it with the authenticated terminal.
+//!
 //! A [`WireError`] means the request as a whole is unusable (answer it with a failure, count
 //! it by [`WireError::as_str`]); a bad line or a dropped picture is reported beside what was
 //! kept, never instead of it.
@@ -60,7 +65,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 /// One message for the profile decoder, as a vendor's HTTP format delivered it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// One JSON document (an object) for [`decode`](super::decode).
+    /// One JSON document (an object) for [`decode`](fn@super::decode).
     pub document: Vec<u8>,
     /// A JPEG that came beside the document (a multipart part, a decoded base64 field).
     pub picture: Option<Vec<u8>>,

@@ -93,11 +93,17 @@ pub fn boundary(content_type: &str) -> Result<String, WireError> {
 }
 
 /// Parses a whole multipart body (at most [`MAX_PARTS`] parts). The caller has bounded the
-/// body's size; a part can be no larger than the body.
+/// body's size; a part can be no larger than the body. When the content type names no
+/// boundary (or is not multipart at all) but the body's first line is a boundary line, that
+/// line's boundary is used: some firmware sends a bare `multipart/form-data`.
 pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, WireError> {
-    let boundary = boundary(content_type)?;
+    let boundary = match boundary(content_type) {
+        Ok(b) => b,
+        Err(e) => sniff_boundary(body).ok_or(e)?,
+    };
     let mut stream = PartStream::new(&boundary, body.len());
     stream.part_limit = Some(MAX_PARTS);
+    stream.whole_body = true;
     let mut parts = stream.push(body)?;
     parts.extend(stream.finish()?);
     if parts.len() > MAX_PARTS {
@@ -107,6 +113,21 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, WireError> {
         return Err(WireError::NoParts);
     }
     Ok(parts)
+}
+
+/// The boundary of a body whose first line is a boundary line (`--abc`).
+pub(crate) fn sniff_boundary(body: &[u8]) -> Option<String> {
+    let body = body.trim_ascii_start();
+    let end = body
+        .iter()
+        .take(MAX_BOUNDARY_BYTES + 4)
+        .position(|&b| b == b'\n')?;
+    let line = trim_line_end(&body[..=end]).trim_ascii_end();
+    let text = std::str::from_utf8(line.strip_prefix(b"--")?).ok()?;
+    let ok = !text.is_empty()
+        && text.len() <= MAX_BOUNDARY_BYTES
+        && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    ok.then(|| text.to_string())
 }
 
 /// A parameter of a header value (`name="Picture"`, `boundary=abc`), unquoted; the key is
@@ -191,6 +212,9 @@ pub struct PartStream {
     /// Parts emitted so far, checked against `part_limit` (whole bodies only).
     emitted: usize,
     part_limit: Option<usize>,
+    /// Reading one whole body: a declared length beyond it is a wrong header, ignored (the
+    /// part ends at its boundary), not a part too large.
+    whole_body: bool,
 }
 
 impl fmt::Debug for PartStream {
@@ -218,6 +242,7 @@ impl PartStream {
             state: State::Seek,
             emitted: 0,
             part_limit: None,
+            whole_body: false,
         }
     }
 
@@ -389,9 +414,12 @@ impl PartStream {
         if let Some(len) = part.content_length
             && len > self.max_part_bytes
         {
-            return Err(WireError::PartTooLarge {
-                limit: self.max_part_bytes,
-            });
+            if !self.whole_body {
+                return Err(WireError::PartTooLarge {
+                    limit: self.max_part_bytes,
+                });
+            }
+            part.content_length = None;
         }
         self.scan_from = 0;
         self.state = State::Body(part);
@@ -406,11 +434,13 @@ impl PartStream {
         };
         // Trust the declared length unless the byte after it says otherwise.
         let end = match declared {
-            Some(len) if self.buf.len() == len => Some((len, len)),
+            // A stream device writes the next boundary only with its next event: do not wait
+            // for it. A whole body is all here; its end is judged in `finish`.
+            Some(len) if self.buf.len() == len && !self.whole_body => Some((len, len)),
             Some(len) if self.buf.len() > len && matches!(self.buf[len], b'\r' | b'\n' | b'-') => {
                 Some((len, len))
             }
-            Some(len) if self.buf.len() < len => return Ok(None),
+            Some(len) if self.buf.len() <= len => return Ok(None),
             _ => match self.scan() {
                 Scan::Found(p) => Some((trim_line_end(&self.buf[..p]).len(), p)),
                 Scan::Partial(p) => {
@@ -562,6 +592,20 @@ mod tests {
     }
 
     #[test]
+    fn a_content_type_without_a_boundary_takes_the_bodys_first_line() {
+        let body = b"\r\n--xYz\r\nContent-Type: text/plain\r\n\r\none\r\n--xYz--\r\n";
+        for ct in ["multipart/form-data", "", "text/plain"] {
+            let parts = parse(ct, body).expect(ct);
+            assert_eq!(parts[0].body, b"one", "{ct:?}");
+        }
+        assert_eq!(
+            parse("multipart/form-data", b"one"),
+            Err(WireError::NoBoundary)
+        );
+        assert_eq!(parse("", b"--\r\n"), Err(WireError::UnexpectedContentType));
+    }
+
+    #[test]
     fn bare_line_feeds_a_preamble_and_a_missing_closing_line_are_tolerated() {
         let body = b"junk before\n--b\nContent-Type: text/plain\n\none\n--b\n\ntwo\n";
         let parts = parse("multipart/mixed; boundary=b", body).expect("parts");
@@ -601,6 +645,9 @@ mod tests {
     fn a_wrong_declared_length_falls_back_to_the_boundary() {
         let body = b"--b\r\nContent-Length: 2\r\n\r\nhello\r\n--b--";
         let parts = parse("multipart/mixed; boundary=b", body).expect("parts");
+        assert_eq!(parts[0].body, b"hello");
+        let beyond = b"--b\r\nContent-Length: 999\r\n\r\nhello\r\n--b--";
+        let parts = parse("multipart/mixed; boundary=b", beyond).expect("parts");
         assert_eq!(parts[0].body, b"hello");
     }
 

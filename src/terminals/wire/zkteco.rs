@@ -109,7 +109,8 @@ fn record(sn: &str, line: &[u8]) -> Result<Vec<u8>, &'static str> {
     }
     let text = std::str::from_utf8(line).map_err(|_| "not_utf8")?;
     let columns: Vec<&str> = text.split('\t').map(str::trim).collect();
-    if columns.len() < 2 {
+    // PIN, time and status at least: every firmware writes the status column.
+    if columns.len() < 3 {
         return Err("too_few_columns");
     }
     let pin = columns[0];
