@@ -845,23 +845,10 @@ impl Ingest {
     /// The topic a terminal's own profile would carry its messages on: what a record that
     /// came over HTTP is decoded as, so the profile's device-id rule still applies.
     fn topic_of(&self, terminal: usize) -> String {
-        let id = self.ids[terminal].as_str();
         self.profiles
             .iter()
             .find(|p| p.name == self.profile_names[terminal])
-            .map(|p| {
-                p.topic_filter
-                    .split('/')
-                    .map(|level| {
-                        if level == "+" || level == "#" {
-                            id
-                        } else {
-                            level
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
+            .map(|p| p.topic_for(&self.ids[terminal]))
             .unwrap_or_default()
     }
 }
