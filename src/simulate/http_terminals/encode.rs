@@ -237,8 +237,23 @@ impl HttpEncoder {
                 format!("/terminals/{}{token}", t.sim.id),
                 self.uniubi_record(t, p),
             ),
-            // Uniubi has no failed-verification records of its own: a failure is a stranger.
-            Record::Fail { .. } => (format!("/terminals/{}{token}", t.sim.id), json!({})),
+            // A member recognised outside their pass time (`face_1`): not a visit.
+            Record::Fail { serial, .. } => {
+                let p = Passage {
+                    terminal: t.index,
+                    serial: *serial,
+                    at_ms: e.at_ms,
+                    member: Some(u32::try_from(*serial % 1000).unwrap_or(0)),
+                    temperature_tenths: 365,
+                    fever: false,
+                    sensor_error: false,
+                    mask_off: false,
+                    broken_snapshot: false,
+                };
+                let mut doc = self.uniubi_record(t, &p);
+                set(&mut doc, &["type"], "face_1".into());
+                (format!("/terminals/{}{token}", t.sim.id), doc)
+            }
         };
         if let Record::Message(Message::Bad(p, kind)) = &e.record {
             let body = self.bad(doc, p, *kind, UNIUBI_FIELDS, |json| json);

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -274,6 +275,20 @@ fn uniubi_callbacks_alternate_json_and_forms_with_the_token_in_the_url() {
         form["base64"],
         base64::engine::general_purpose::STANDARD.encode(JPEG)
     );
+    let fail = encoder.uniubi_push(
+        &t,
+        &Entry {
+            offset_ms: 0,
+            at_ms: START_MS,
+            record: Record::Fail {
+                terminal: 2,
+                serial: 1002,
+            },
+        },
+    );
+    let doc: Value = serde_json::from_slice(&fail.body).expect("json");
+    assert_eq!(doc["type"], "face_1");
+    assert_eq!(doc["recordId"], "1002");
 }
 
 fn percent_decode(text: &str) -> String {
@@ -711,6 +726,49 @@ async fn a_dahua_stream_sends_pulses_and_heartbeats() {
 // ---------------------------------------------------------------------------------------------
 // Loopback: pushing terminals against a stand-in gateway.
 
+fn push_plan(terminals: Vec<HttpTerminal>, target: SocketAddr) -> HttpPlan {
+    HttpPlan {
+        terminals,
+        rooms: vec!["lobby".into()],
+        decode: DecodeOptions::default(),
+        push_target: Some(target),
+        max_body_bytes: 1 << 20,
+        time_zone: shanghai(),
+    }
+}
+
+fn push_options(seed: u64, passages: u64, truth: PathBuf) -> HttpOptions {
+    HttpOptions {
+        script: ScriptOptions {
+            seed,
+            passages,
+            rate_per_sec: 300.0,
+            resend_share: 0.1,
+            bad_share: 0.1,
+            member_pool: 2000,
+            stranger_share: 0.2,
+            fever_share: 0.05,
+            mask_off_share: 0.1,
+        },
+        truth: Some(truth),
+        snapshot: None,
+        backlog_secs: 0.2,
+        drain_secs: 30,
+        request_timeout_ms: 5000,
+        retry_ms: 10,
+        lockout_secs: 60,
+        linger_secs: 0,
+    }
+}
+
+fn truth_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("truth")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
 /// A request the stand-in got: target, `Authorization`, body.
 type Seen = (String, Option<String>, Vec<u8>);
 
@@ -723,7 +781,11 @@ struct StandIn {
 }
 
 async fn stand_in() -> StandIn {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    stand_in_at("127.0.0.1:0".parse().expect("address")).await
+}
+
+async fn stand_in_at(address: SocketAddr) -> StandIn {
+    let listener = TcpListener::bind(address).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicU64::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -793,35 +855,8 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
             terminal(HttpKind::UniubiPush, 1),
             terminal(HttpKind::ZktecoPush, 2),
         ];
-        let plan = HttpPlan {
-            terminals,
-            rooms: vec!["lobby".into()],
-            decode: DecodeOptions::default(),
-            push_target: Some(gateway.addr),
-            max_body_bytes: 1 << 20,
-            time_zone: shanghai(),
-        };
-        let options = HttpOptions {
-            script: ScriptOptions {
-                seed: 4,
-                passages: 60,
-                rate_per_sec: 300.0,
-                resend_share: 0.1,
-                bad_share: 0.1,
-                member_pool: 2000,
-                stranger_share: 0.2,
-                fever_share: 0.05,
-                mask_off_share: 0.1,
-            },
-            truth: Some(truth_path.clone()),
-            snapshot: None,
-            backlog_secs: 0.2,
-            drain_secs: 30,
-            request_timeout_ms: 5000,
-            retry_ms: 10,
-            lockout_secs: 60,
-            linger_secs: 0,
-        };
+        let plan = push_plan(terminals, gateway.addr);
+        let options = push_options(4, 60, truth_path.clone());
         run(plan, options, CancellationToken::new())
             .await
             .expect("the run completes");
@@ -897,6 +932,88 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
             seen.iter()
                 .any(|(t, _, _)| t.starts_with("/iclock/cdata?SN=T2-84E0F420&table=ATTLOG"))
         );
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn records_pushed_while_the_gateway_is_down_are_kept_and_taken_once_it_is_back() {
+    timeout(LIMIT, async {
+        // A port nobody listens on, for now.
+        let address = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let plan = push_plan(
+            vec![
+                terminal(HttpKind::HikvisionPush, 0),
+                terminal(HttpKind::UniubiPush, 1),
+            ],
+            address,
+        );
+        let run = tokio::spawn(run(
+            plan,
+            push_options(9, 30, truth_path.clone()),
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let gateway = stand_in_at(address).await;
+        run.await.expect("joins").expect("the run completes");
+        gateway.stop.cancel();
+        let lines = truth_lines(&truth_path);
+        let last = lines.last().expect("final line");
+        assert_eq!(last["complete"], true);
+        let passages: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "passage").collect();
+        assert_eq!(passages.len(), 30);
+        // The first passages were tried many times while nothing answered.
+        assert!(passages.iter().any(|l| l["attempts"].as_u64() > Some(3)));
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn records_never_taken_are_listed_as_unacknowledged() {
+    timeout(LIMIT, async {
+        let address = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let plan = push_plan(vec![terminal(HttpKind::HikvisionPush, 0)], address);
+        let options = HttpOptions {
+            drain_secs: 1,
+            ..push_options(2, 10, truth_path.clone())
+        };
+        run(plan, options, CancellationToken::new())
+            .await
+            .expect("the run completes");
+        let lines = truth_lines(&truth_path);
+        let last = lines.last().expect("final line");
+        assert_eq!(last["complete"], false);
+        assert_eq!(last["unacknowledged"], 10);
+        assert_eq!(last["totals"]["hall"]["passages"], 0);
+        let kept: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "unacknowledged" && l["of"] == "passage")
+            .collect();
+        assert_eq!(kept.len(), 10);
+        // The oldest was tried (again and again); the rest waited behind it, in order.
+        assert!(kept[0]["attempts"].as_u64() >= Some(1));
+        let events: Vec<&str> = kept
+            .iter()
+            .map(|l| l["event"].as_str().expect("event"))
+            .collect();
+        let mut sorted = events.clone();
+        sorted.sort_unstable();
+        assert_eq!(events, sorted);
+        assert!(lines.iter().all(|l| l["kind"] != "passage"));
     })
     .await
     .expect("within the time limit");
