@@ -92,7 +92,7 @@ impl HttpEncoder {
                 "protocol": "HTTP",
                 "macAddress": "24:0f:9b:8c:41:aa",
                 "channelID": 1,
-                "dateTime": hikvision_time(e.at_ms, t.offset),
+                "dateTime": hikvision_time(e.event_ms(), t.offset),
                 "activePostCount": 1,
                 "eventType": event_type,
                 "eventState": "active",
@@ -192,7 +192,7 @@ impl HttpEncoder {
         let mut record = json!({
             "major": MAJOR_EVENT,
             "minor": minor,
-            "time": hikvision_time(e.at_ms, t.offset),
+            "time": hikvision_time(e.event_ms(), t.offset),
             "cardReaderNo": 1,
             "doorNo": 1,
             "serialNo": e.serial(),
@@ -396,7 +396,7 @@ impl HttpEncoder {
             _ => return None,
         };
         let (celsius, flagged, mask_off) = reading(p);
-        let utc = e.at_ms.div_euclid(1000);
+        let utc = e.event_ms().div_euclid(1000);
         let member = p.and_then(|p| p.member);
         Some(json!({
             "CardNo": "",

@@ -246,6 +246,16 @@ impl Entry {
         }
     }
 
+    /// When the recorded event happened (Unix ms): a re-sent record keeps its first time.
+    pub fn event_ms(&self) -> i64 {
+        match &self.record {
+            Record::Message(Message::Passage(p) | Message::Resend(p) | Message::Bad(p, _)) => {
+                p.at_ms
+            }
+            _ => self.at_ms,
+        }
+    }
+
     pub fn terminal(&self) -> usize {
         match &self.record {
             Record::Message(m) => m.terminal(),
