@@ -1035,12 +1035,11 @@ fn profile_for(kind: HttpKind) -> &'static str {
     }
 }
 
+/// A document for the profile decoder, and the picture beside it.
+type ReadBack = (Vec<u8>, Option<Vec<u8>>);
+
 /// What the gateway's wire layer makes of `entry` at `t`: (document, picture) per record.
-fn read_back(
-    encoder: &HttpEncoder,
-    t: &HttpTerminal,
-    e: &Entry,
-) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, String> {
+fn read_back(encoder: &HttpEncoder, t: &HttpTerminal, e: &Entry) -> Result<Vec<ReadBack>, String> {
     use crate::terminals::wire::{dahua, hikvision, multipart, uniubi, zkteco};
     let max = 1 << 20;
     let envelope =
