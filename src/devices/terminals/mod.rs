@@ -196,6 +196,12 @@ impl Receipt {
         Receipt(Arc::new(std::sync::Mutex::new(Some(ack))))
     }
 
+    /// A receipt nobody waits on: a journaled passage given back to the core at start-up,
+    /// whose device was answered before the restart.
+    pub fn answered_before() -> Self {
+        Receipt(Arc::new(std::sync::Mutex::new(None)))
+    }
+
     /// Answers the waiting transport (the first answer wins; later ones are no-ops).
     pub fn settle(&self, ack: Ack) {
         if let Some(tx) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
