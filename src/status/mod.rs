@@ -60,6 +60,9 @@ pub struct Snapshot {
     /// Indexed like `Config::terminals`.
     pub terminals: Vec<TerminalStatsSnapshot>,
     pub terminals_unattributed: TerminalStatsSnapshot,
+    /// The part of the terminal intake that stopped (`"listener"`, `"ingest"`); `None` while
+    /// terminals can deliver.
+    pub terminal_intake_stopped: Option<&'static str>,
     pub outbox: OutboxSnapshot,
     pub uplink: LinkSnapshot,
     /// Bookings from the centre: accepted, rejected by reason, stored.
@@ -157,6 +160,7 @@ impl Snapshot {
                 .map(|t| t.snapshot())
                 .collect(),
             terminals_unattributed: sources.terminals.unattributed.snapshot(),
+            terminal_intake_stopped: sources.terminals.intake.stopped(),
             outbox: sources.outbox.clone(),
             uplink: LinkSnapshot {
                 connected: link.connected.load(Ordering::Relaxed),

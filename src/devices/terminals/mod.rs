@@ -1022,9 +1022,17 @@ mod tests {
         std::fs::read(format!("{FIXTURES}/{profile}/{name}.json")).expect("fixture exists")
     }
 
+    /// A password file as `validate` wants it: only its owner can read it.
+    fn write_secret(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("password file");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("password file mode");
+    }
+
     /// A hall with one Hikvision terminal, `T1`, in the lobby.
     fn ingest(dir: &Path) -> (Ingest, Arc<TerminalsStats>) {
-        std::fs::write(dir.join("t1.pass"), "s3cret\n").expect("password file");
+        write_secret(&dir.join("t1.pass"), "s3cret-of-terminal-1\n");
         let text = r#"
 [hall]
 id = "h"
@@ -1219,7 +1227,7 @@ room = "lobby"
     #[tokio::test]
     async fn a_room_camera_snapshot_becomes_a_head_count_of_the_faces_in_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("cam.pass"), "pw").expect("password file");
+        write_secret(&dir.path().join("cam.pass"), "camera-password-1");
         let text = format!(
             r#"
 [hall]
