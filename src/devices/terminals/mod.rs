@@ -1178,6 +1178,42 @@ password_file = "t1.pass"
         assert_eq!(u.rejected.get("unknown_topic"), Some(&1));
     }
 
+    #[tokio::test]
+    async fn an_intake_task_that_ends_or_panics_is_marked_stopped_unless_the_gateway_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, stats) = ingest(dir.path());
+        let shutdown = CancellationToken::new();
+        let watch = |part| StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part,
+        };
+        assert_eq!(stats.intake.stopped(), None);
+        let w = watch("listener");
+        let panicked = tokio::spawn(async move {
+            let _w = w;
+            panic!("a bug in the listener");
+        })
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(stats.intake.stopped(), Some("listener"));
+        drop(watch("ingest"));
+        assert_eq!(stats.intake.stopped(), Some("ingest"));
+
+        let (_, stats) = ingest(dir.path());
+        shutdown.cancel();
+        drop(StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part: "ingest",
+        });
+        assert_eq!(
+            stats.intake.stopped(),
+            None,
+            "a stop at shutdown is no failure"
+        );
+    }
+
     #[test]
     fn an_embedded_broker_admits_nobody_without_a_login() {
         let dir = tempfile::tempdir().expect("tempdir");

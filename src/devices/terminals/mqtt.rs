@@ -577,9 +577,14 @@ async fn connection(
         }
     };
     drop(handshake);
+    // A publish-only session holds nothing on this side that a restart could lose: no
+    // subscriptions, nothing queued for the terminal, and a PUBREL is answered whether or not
+    // its PUBREC is remembered. So a terminal asking to keep its session is told it has one,
+    // and re-sends what it had not had acknowledged — which is what keeps it from being lost.
+    let session_present = !connect.clean_session;
     if let Err(closed) = send(
         &mut writer,
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
+        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)),
     )
     .await
     {
