@@ -872,3 +872,106 @@ async fn every_pubacked_passage_survives_a_kill_9_and_is_counted_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_are_refused_slowed_and_logged_once_a_minute() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (rig, port) = hall("tb-guess", secrets.path()).await.expect("hall");
+    rig.run(Duration::from_secs(60), async |rig| {
+        start(rig).await?;
+        let mut codes = Vec::new();
+        for i in 0..8 {
+            let (_raw, code) = Raw::connect(
+                port,
+                TERMINALS[UNI].3,
+                &format!("guess-{i}-guess-guess"),
+                "guesser",
+                true,
+            )
+            .await?;
+            codes.push(code);
+        }
+        // Five checked and refused, then the address is refused unheard (its password is
+        // not even looked at: the right one is refused too).
+        ensure!(
+            codes[..5]
+                .iter()
+                .all(|c| *c == Some(ConnectReturnCode::BadUserNamePassword)),
+            "{codes:?}"
+        );
+        ensure!(
+            codes[5..]
+                .iter()
+                .all(|c| *c == Some(ConnectReturnCode::NotAuthorized)),
+            "{codes:?}"
+        );
+        let (_raw, code) =
+            Raw::connect(port, TERMINALS[UNI].3, &password(UNI), "uface", true).await?;
+        ensure!(
+            code == Some(ConnectReturnCode::NotAuthorized),
+            "a shut-out address was heard: {code:?}"
+        );
+        let log = rig.gateway()?.log_text();
+        let failed = log.matches("terminal login failed").count();
+        ensure!(
+            failed == 1,
+            "{failed} log lines for 5 failed logins of one login"
+        );
+        ensure!(
+            !log.lines().any(|l| l.contains("ERROR")),
+            "failed logins logged as errors"
+        );
+        ensure_no_panic(rig)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_over_the_size_limit_is_counted_and_its_connection_closed() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (rig, port) = hall("tb-oversized", secrets.path()).await.expect("hall");
+    rig.run(Duration::from_secs(60), async |rig| {
+        start(rig).await?;
+        // The default max_payload_bytes is 256 KiB; the endpoint reads packets up to twice that.
+        let huge = vec![b'x'; 600 * 1024];
+        let mut t = Raw::terminal(port, UNI, "uface-huge").await?;
+        let acked = t
+            .publish_all(
+                "terminals/uniubi/84E0F4200CA602FA",
+                &[huge],
+                1,
+                Duration::from_secs(20),
+            )
+            .await?;
+        ensure!(acked == vec![false], "an oversized packet was acknowledged");
+        // The terminal reconnects and carries on.
+        let mut t = Raw::terminal(port, UNI, "uface-huge").await?;
+        let ok = vec![uniubi_passage(
+            TERMINALS[UNI].0,
+            record_base(),
+            now_ms() - 60_000,
+            "x",
+        )];
+        ensure!(
+            t.publish_all(
+                "terminals/uniubi/84E0F4200CA602FA",
+                &ok,
+                1,
+                Duration::from_secs(20)
+            )
+            .await?
+                == vec![true]
+        );
+        let state = wait_for_state(rig, Duration::from_secs(20), "the passage counted", |s| {
+            room_passages(s, "room-2") == 1
+        })
+        .await?;
+        ensure!(
+            rejected(&terminal_stats(&state, UNI), "oversized") == 1,
+            "{}",
+            state["terminals"]
+        );
+        ensure_no_panic(rig)
+    })
+    .await;
+}

@@ -63,6 +63,8 @@ pub struct Snapshot {
     /// The part of the terminal intake that stopped (`"listener"`, `"ingest"`); `None` while
     /// terminals can deliver.
     pub terminal_intake_stopped: Option<&'static str>,
+    /// The terminals' MQTT endpoint's refusals since start.
+    pub terminal_endpoint: crate::devices::terminals::EndpointCounts,
     pub outbox: OutboxSnapshot,
     pub uplink: LinkSnapshot,
     /// Bookings from the centre: accepted, rejected by reason, stored.
@@ -161,6 +163,7 @@ impl Snapshot {
                 .collect(),
             terminals_unattributed: sources.terminals.unattributed.snapshot(),
             terminal_intake_stopped: sources.terminals.intake.stopped(),
+            terminal_endpoint: sources.terminals.endpoint.snapshot(),
             outbox: sources.outbox.clone(),
             uplink: LinkSnapshot {
                 connected: link.connected.load(Ordering::Relaxed),

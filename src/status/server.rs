@@ -516,6 +516,7 @@ mod tests {
             terminals: Vec::new(),
             terminals_unattributed: Default::default(),
             terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
             outbox: Default::default(),
             uplink: Default::default(),
             bookings: Default::default(),

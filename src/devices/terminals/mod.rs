@@ -137,6 +137,22 @@ pub struct EndpointStats {
     pub refused: AtomicU64,
 }
 
+/// A copy of [`EndpointStats`], as published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub login_failures: u64,
+    pub refused: u64,
+}
+
+impl EndpointStats {
+    pub fn snapshot(&self) -> EndpointCounts {
+        EndpointCounts {
+            login_failures: self.login_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Set when a part of the terminal intake ends while the gateway runs (it should never):
 /// read by `/healthz`, the alerts and the status page.
 #[derive(Debug, Default)]
