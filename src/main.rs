@@ -257,7 +257,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             uplink,
             data_dir,
         } => {
-            let overrides = Overrides { uplink, data_dir };
+            let overrides = Overrides {
+                uplink,
+                data_dir,
+                ..Overrides::default()
+            };
             let cfg = config::load(&path, &overrides)?;
             let reload = runtime()?.block_on(async move {
                 let signals = daemon_signals(path, overrides);
@@ -408,8 +412,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = config::load(
                 &path,
                 &Overrides {
-                    uplink: None,
                     data_dir,
+                    ..Overrides::default()
                 },
             )?;
             let end = end.unwrap_or_else(jiff::Timestamp::now);
@@ -466,7 +470,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { config: path, seed } => {
             let cfg = match path {
-                Some(path) => config::load(&path, &Overrides::default())?,
+                // The demo replaces every terminal login with a fresh random one, so the
+                // shipped example password files may stand in the config it is given.
+                Some(path) => config::load(
+                    &path,
+                    &Overrides {
+                        allow_example_secrets: true,
+                        ..Overrides::default()
+                    },
+                )?,
                 None => hallgate::demo::example_config()?,
             };
             runtime()?.block_on(async move {

@@ -598,6 +598,10 @@ const SECTIONS: &[&str] = &[
 pub struct Overrides {
     pub uplink: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `hallgate demo` (and tests of the shipped example hall) only: accept the shipped
+    /// example password files, which the demo replaces with fresh random logins before
+    /// anything listens ([`terminals::SecretRules::allow_examples`]).
+    pub allow_example_secrets: bool,
 }
 
 /// Reads, parses and validates the config at `path`.
@@ -1209,6 +1213,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         &terminal_cfgs,
         &room_index,
         base_dir,
+        overrides.allow_example_secrets,
     );
     // Terminals that write naive local times (ZKTeco) write the hall's.
     if let Some(hall) = hall.as_ref() {
@@ -1240,6 +1245,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         base_dir,
         vision.is_some(),
         terminal_sections.broker.as_ref(),
+        overrides.allow_example_secrets,
         &mut vision_problems,
     );
     let mut status_problems = Vec::new();
@@ -2022,6 +2028,7 @@ address = "127.0.0.1:1503"
         let o = Overrides {
             uplink: Some("mqtt://10.1.2.3:1884".into()),
             data_dir: Some("/tmp/x".into()),
+            ..Overrides::default()
         };
         let cfg = parse(GOOD, Path::new("."), &o).expect("valid");
         assert_eq!(
@@ -2175,7 +2182,7 @@ unit_id = 3
     fn an_mqtts_host_no_certificate_can_name_is_a_problem_on_the_broker_key() {
         let o = Overrides {
             uplink: Some("mqtts://bad_host!:8883".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let p = parse(GOOD, Path::new("."), &o).expect_err("refused");
         assert!(
@@ -2239,7 +2246,7 @@ unit_id = 3
 
         let plain = Overrides {
             uplink: Some("mqtt://127.0.0.1:1883".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let cfg = parse(&text, dir.path(), &plain).expect("valid");
         assert!(cfg.uplink.tls.is_none());

@@ -160,6 +160,22 @@ pub async fn run(
         }
     }
 
+    // Every terminal and camera login gets a fresh random password: the config may name the
+    // shipped example files, whose passwords are public. The simulated terminals log in with
+    // what the config holds, so they follow.
+    for terminal in &mut config.terminals {
+        if let Some((_, secret)) = &mut terminal.login
+            && !terminal.transport.is_pull()
+        {
+            *secret = crate::config::terminals::Secret::random();
+        }
+    }
+    for camera in &mut config.cameras {
+        if let Some((_, secret)) = &mut camera.login {
+            *secret = crate::config::terminals::Secret::random();
+        }
+    }
+
     // Terminals publish to the gateway's own broker, moved to a free loopback port.
     let terminal_broker_port = match &mut config.terminal_broker {
         Some(broker) if !config.terminals.is_empty() => {

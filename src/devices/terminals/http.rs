@@ -178,7 +178,18 @@ pub fn start(
         stats: stats.clone(),
         warned: Mutex::new(HashSet::new()),
     });
-    tokio::spawn(serve(listener, shared, stop.clone()));
+    // Should this task ever end while the gateway runs, /healthz, an alert and the status
+    // page say the intake stopped.
+    let watch = super::StopWatch {
+        stats: stats.clone(),
+        shutdown: stop.clone(),
+        part: "listener",
+    };
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _watch = watch;
+        serve(listener, shared, stop).await;
+    });
     Ok(())
 }
 

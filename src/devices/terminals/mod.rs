@@ -1,10 +1,13 @@
 //! The terminals' driver: where face-recognition terminals' MQTT messages come in, and the
 //! thin loop that turns them into passages for the core.
 //!
-//! Terminals publish to an MQTT broker on the box: hallgate's own (rumqttd, listening only on
-//! the configured address, a login per terminal, a payload size limit), or — by config — a
-//! broker already running there, which hallgate subscribes to. Either way the messages reach
-//! one loop that, per message, finds the vendor profile by topic, decodes it with
+//! Terminals publish over MQTT to the gateway itself ([`mqtt`]: a publish-only MQTT 3.1.1
+//! endpoint on the configured address, a login per terminal, each login bound to its own
+//! terminal, PUBACK only once the passage is committed), or — by config — to a broker
+//! already running on the box, which hallgate subscribes to (a persistent session, acked by
+//! hand after the commit). Push and pull transports hand their records in the same way.
+//! Every message reaches one loop that, per message, finds the vendor profile by topic,
+//! decodes it with
 //! [`crate::terminals::decode`], turns the member id into a daily-salted hash
 //! ([`MemberHasher`]) and hands a [`PassageFacts`] with the event's key to the core, which
 //! drops re-sends (it keeps the keys with the counts, so that holds across restarts). Names
@@ -17,10 +20,12 @@
 pub mod http;
 
 use std::borrow::Cow;
+pub mod mqtt;
+
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -44,6 +49,9 @@ use super::{DeviceEvent, Stats};
 /// Messages from the broker waiting for the decoding loop. When full, the broker's link
 /// waits (back-pressure into the broker's own queues), so nothing is dropped here.
 const MESSAGE_QUEUE: usize = 256;
+
+/// Distinct (terminal, reason) pairs the ingest logs a WARN for; beyond it, only counts.
+const WARNED_KEYS: usize = 256;
 
 /// One terminal's counts since the gateway started.
 #[derive(Debug, Default)]
@@ -116,6 +124,84 @@ pub struct TerminalsStats {
     pub terminals: Vec<TerminalStats>,
     /// Messages from terminals not in the config, or on topics no profile matches.
     pub unattributed: TerminalStats,
+    /// The MQTT endpoint's connections.
+    pub endpoint: EndpointStats,
+    /// Whether the terminals can still deliver.
+    pub intake: IntakeHealth,
+}
+
+/// The MQTT endpoint's refusals since the gateway started.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Logins refused (wrong user or password, or an address shut out after failures).
+    pub login_failures: AtomicU64,
+    /// Connections refused because the login or the endpoint had too many.
+    pub refused: AtomicU64,
+}
+
+/// A copy of [`EndpointStats`], as published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub login_failures: u64,
+    pub refused: u64,
+}
+
+impl EndpointStats {
+    pub fn snapshot(&self) -> EndpointCounts {
+        EndpointCounts {
+            login_failures: self.login_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Set when a part of the terminal intake ends while the gateway runs (it should never):
+/// read by `/healthz`, the alerts and the status page.
+#[derive(Debug, Default)]
+pub struct IntakeHealth {
+    /// A listener's task ended: the MQTT endpoint, its subscription to a local broker, or
+    /// the HTTP listener.
+    pub listener_stopped: AtomicBool,
+    /// The ingest (the decoding loop every transport feeds) ended.
+    pub ingest_stopped: AtomicBool,
+}
+
+impl IntakeHealth {
+    /// What stopped, in English for the logs and metrics; `None` while all is well.
+    pub fn stopped(&self) -> Option<&'static str> {
+        if self.ingest_stopped.load(Ordering::Relaxed) {
+            Some("ingest")
+        } else if self.listener_stopped.load(Ordering::Relaxed) {
+            Some("listener")
+        } else {
+            None
+        }
+    }
+}
+
+/// Marks a part of the intake stopped when dropped — returned, or unwound by a panic —
+/// unless the gateway is stopping anyway.
+struct StopWatch {
+    stats: Arc<TerminalsStats>,
+    shutdown: CancellationToken,
+    part: &'static str,
+}
+
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let flag = match self.part {
+            "ingest" => &self.stats.intake.ingest_stopped,
+            _ => &self.stats.intake.listener_stopped,
+        };
+        flag.store(true, Ordering::Relaxed);
+        tracing::error!(
+            part = self.part,
+            "终端接入已停止 (terminal intake stopped): terminals cannot deliver until the gateway restarts"
+        );
+    }
 }
 
 impl TerminalsStats {
@@ -127,6 +213,8 @@ impl TerminalsStats {
                 .map(|_| TerminalStats::default())
                 .collect(),
             unattributed: TerminalStats::default(),
+            endpoint: EndpointStats::default(),
+            intake: IntakeHealth::default(),
         })
     }
 }
@@ -138,8 +226,6 @@ pub enum TerminalsError {
         listen: SocketAddr,
         error: std::io::Error,
     },
-    #[error("the embedded terminal broker failed to start: {0}")]
-    Broker(String),
     #[error("cannot start face counting: {0}")]
     Vision(String),
 }
@@ -257,7 +343,7 @@ impl TerminalIngest {
     }
 }
 
-/// Starts the terminals' transports (the MQTT broker or subscription, the HTTP listener)
+/// Starts the terminals' transports (the MQTT endpoint or subscription, the HTTP listener)
 /// and the decoding loop they all feed; `None` when the hall has no terminals.
 pub fn spawn(
     config: &Config,
@@ -272,29 +358,39 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
     let ingest = TerminalIngest { tx };
     if let Some(broker) = &config.terminal_broker {
-        start_mqtt(config, broker, &ingest, shutdown)?;
+        start_mqtt(config, broker, &ingest, stats, shutdown)?;
     }
     if let Some(limits) = &config.terminal_http {
         http::start(config, limits, counters, stats, ingest.clone(), shutdown)?;
     }
     let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
     let decoding = Ingest::new(config, stats.clone(), events.clone(), vision);
-    let task = tokio::spawn(decoding.run(rx, shutdown.clone()));
+    let watch = StopWatch {
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        part: "ingest",
+    };
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let _watch = watch;
+        decoding.run(rx, shutdown).await;
+    });
     drop(ingest);
     Ok(Some(task))
 }
 
-/// The MQTT side: the embedded broker, or a subscription to a broker already on the box.
+/// The MQTT side: the gateway's own endpoint, or a subscription to a broker already on the box.
 fn start_mqtt(
     config: &Config,
     broker: &TerminalBroker,
     ingest: &TerminalIngest,
+    stats: &Arc<TerminalsStats>,
     shutdown: &CancellationToken,
 ) -> Result<(), TerminalsError> {
-    let filters = topic_filters(config, broker);
-    let tx = ingest.tx.clone();
     match &broker.source {
-        TerminalSource::Embedded { listen } => start_embedded(config, broker, *listen, filters, tx),
+        TerminalSource::Embedded { listen } => {
+            start_endpoint(config, broker, *listen, ingest, stats, shutdown)
+        }
         TerminalSource::External { host, port, login } => {
             let driver = external::ExternalSubscription {
                 host: host.clone(),
@@ -302,11 +398,20 @@ fn start_mqtt(
                 login: login
                     .as_ref()
                     .map(|(u, p)| (u.clone(), p.expose().to_string())),
-                filters,
+                filters: topic_filters(config, broker),
                 max_payload_bytes: broker.decode.max_payload_bytes * 2,
                 client_id: format!("hallgate-{}-terminals", config.hall.id),
             };
-            tokio::spawn(driver.run(tx, shutdown.clone()));
+            let watch = StopWatch {
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                part: "listener",
+            };
+            let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let _watch = watch;
+                driver.run(ingest, shutdown).await;
+            });
             Ok(())
         }
     }
@@ -329,106 +434,42 @@ fn topic_filters(config: &Config, broker: &TerminalBroker) -> Vec<String> {
     filters
 }
 
-/// rumqttd on `listen` only, one login per terminal, and a local link subscribed to the
-/// terminals' topics. The broker and the link block, so each has a thread of its own; they
-/// live as long as the process.
-fn start_embedded(
+/// The gateway's own MQTT endpoint on `listen` only (see [`mqtt`]).
+fn start_endpoint(
     config: &Config,
     broker: &TerminalBroker,
     listen: SocketAddr,
-    filters: Vec<String>,
-    tx: mpsc::Sender<Incoming>,
+    ingest: &TerminalIngest,
+    stats: &Arc<TerminalsStats>,
+    shutdown: &CancellationToken,
 ) -> Result<(), TerminalsError> {
-    // rumqttd binds on its own thread and only logs a failure there: try the address here
-    // first, so a taken port or a wrong interface is a clear error at start-up.
-    TcpListener::bind(listen)
-        .map(drop)
-        .map_err(|error| TerminalsError::Listen { listen, error })?;
-    let auth: std::collections::HashMap<String, String> = config
-        .terminals
-        .iter()
-        .filter_map(|t| t.login.as_ref())
-        .chain(config.cameras.iter().filter_map(|c| c.login.as_ref()))
-        .map(|(user, secret)| (user.clone(), secret.expose().to_string()))
-        .collect();
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 10_000,
+    let listener = mqtt::bind(listen).map_err(|error| TerminalsError::Listen { listen, error })?;
+    let logins = mqtt::Logins::from_config(config);
+    let endpoint = mqtt::Endpoint {
+        limits: mqtt::Limits::for_logins(logins.len()),
+        logins,
         // Twice the decoder's limit: an oversized message still arrives, so it can be
-        // refused with a reason and counted against its terminal; far larger ones are cut
-        // off by the broker.
-        max_payload_size: broker.decode.max_payload_bytes * 2,
-        max_inflight_count: 100,
-        auth: Some(auth),
-        external_auth: None,
-        dynamic_filters: true,
+        // refused with a reason and counted against its terminal; larger packets are
+        // counted as `oversized` and their connection closed.
+        max_packet: broker.decode.max_payload_bytes * 2,
     };
-    let server = rumqttd::ServerSettings {
-        name: "terminals".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
-    let broker_config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: (config.terminals.len() + 8).max(16),
-            max_outgoing_packet_count: 200,
-            // Room for a few of the largest messages; more only costs the box memory.
-            max_segment_size: (broker.decode.max_payload_bytes * 4).max(256 * 1024),
-            max_segment_count: 2,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(std::collections::HashMap::from([("1".to_string(), server)])),
-        ..rumqttd::Config::default()
-    };
-    let mut embedded = rumqttd::Broker::new(broker_config);
-    let (mut link_tx, mut link_rx) = embedded
-        .link("hallgate-terminal-ingest")
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    for filter in &filters {
-        link_tx
-            .subscribe(filter.clone())
-            .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    }
-    std::thread::Builder::new()
-        .name("terminal-broker".into())
-        .spawn(move || {
-            if let Err(error) = embedded.start() {
-                tracing::error!(%error, "the embedded terminal broker stopped; terminals cannot deliver until restart");
-            }
-        })
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    std::thread::Builder::new()
-        .name("terminal-link".into())
-        .spawn(move || {
-            // Keeps the subscriptions alive for the life of the link.
-            let _link_tx = link_tx;
-            while let Ok(notification) = link_rx.recv() {
-                if let Some(rumqttd::Notification::Forward(forward)) = notification {
-                    let message = Incoming {
-                        route: Route::Topic(
-                            String::from_utf8_lossy(&forward.publish.topic).into_owned(),
-                        ),
-                        payload: forward.publish.payload.to_vec(),
-                        picture: None,
-                        ack: None,
-                    };
-                    if tx.blocking_send(message).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
     tracing::info!(
         %listen,
         terminals = config.terminals.len(),
-        topics = %filters.join(" "),
+        logins = endpoint.logins.len(),
+        max_connections = endpoint.limits.total,
         "embedded terminal broker listening"
     );
+    let watch = StopWatch {
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        part: "listener",
+    };
+    let (ingest, stats, shutdown) = (ingest.clone(), stats.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let _watch = watch;
+        endpoint.serve(listener, ingest, stats, shutdown).await;
+    });
     Ok(())
 }
 
@@ -453,6 +494,8 @@ struct Ingest {
     events: mpsc::Sender<DeviceEvent>,
     /// (terminal, reason) pairs already logged: one WARN each, then only counts.
     warned: HashSet<(String, &'static str)>,
+    /// The set reached [`WARNED_KEYS`] and that was said once.
+    warned_full: bool,
     /// Face counting, when `[vision]` is configured.
     vision: Option<VisionLink>,
 }
@@ -572,6 +615,7 @@ impl Ingest {
             stats,
             events,
             warned: HashSet::new(),
+            warned_full: false,
             vision,
         }
     }
@@ -660,6 +704,18 @@ impl Ingest {
     }
 
     fn warn_once(&mut self, terminal: &str, reason: &'static str, detail: &str) {
+        // The names come from the messages (a topic level, a payload field): bounded, so a
+        // sender inventing ids cannot grow the set or the log.
+        if self.warned.len() >= WARNED_KEYS {
+            if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    distinct = WARNED_KEYS,
+                    "many distinct terminals or reasons were refused; further new ones are only counted"
+                );
+            }
+            return;
+        }
         if self.warned.insert((terminal.to_string(), reason)) {
             tracing::warn!(
                 terminal,
@@ -692,6 +748,11 @@ impl Ingest {
                 .and_then(|t| t.strip_suffix("/snapshot"))
         {
             let camera = camera.to_string();
+            // A snapshot is not a passage: nothing of it needs a commit before the camera is
+            // answered (and its head count, if any, carries no receipt).
+            if let Some(receipt) = &receipt {
+                receipt.settle(Ack::NotAPassage);
+            }
             return match self.camera_snapshot(&camera, payload, now) {
                 Some(event) => Ok(Some(event)),
                 None => Err(Ack::NotAPassage),
@@ -859,15 +920,20 @@ impl Ingest {
     }
 }
 
-/// Subscribing to a broker that is already on the box.
+/// Subscribing to a broker that is already on the box: a persistent session (clean session
+/// off) at QoS 1 with manual acks, so the broker keeps every message until the gateway has
+/// committed it — across a gateway restart too — and hands un-acked ones over again.
 mod external {
     use std::time::Duration;
 
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    use tokio::sync::mpsc;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+    use tokio::sync::{mpsc, oneshot};
     use tokio_util::sync::CancellationToken;
 
-    use super::Incoming;
+    use super::{Incoming, TerminalIngest};
+
+    /// Messages awaiting their ack before the subscription stops reading the broker.
+    const IN_FLIGHT: usize = 64;
 
     pub struct ExternalSubscription {
         pub host: String,
@@ -882,36 +948,69 @@ mod external {
         // The terminal side of the box, not the uplink: the one other MQTT client the gateway
         // has, and the rule in clippy.toml is about the uplink's delivery to the centre.
         #[allow(clippy::disallowed_methods)]
-        pub async fn run(self, tx: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
+        pub async fn run(self, ingest: TerminalIngest, shutdown: CancellationToken) {
             let mut options =
                 MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
             options.set_keep_alive(Duration::from_secs(30));
             options.set_max_packet_size(self.max_payload_bytes + 1024, 64 * 1024);
+            options.set_clean_session(false);
+            options.set_manual_acks(true);
             if let Some((user, pass)) = &self.login {
                 options.set_credentials(user.clone(), pass.clone());
             }
             let (client, mut eventloop) = AsyncClient::new(options, 64);
+            // Acks go back in the order the messages came (MQTT requires it), each once the
+            // ingest has answered; one left unanswered (the gateway stopping) stops them all,
+            // and the broker re-delivers the rest to the next session.
+            let (ack_tx, mut ack_rx) =
+                mpsc::channel::<(Publish, oneshot::Receiver<super::Ack>)>(IN_FLIGHT);
+            let acker = client.clone();
+            tokio::spawn(async move {
+                while let Some((publish, answer)) = ack_rx.recv().await {
+                    if answer.await.is_err() || acker.ack(&publish).await.is_err() {
+                        return;
+                    }
+                }
+            });
             loop {
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     e = eventloop.poll() => e,
                 };
                 match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(broker = %format!("{}:{}", self.host, self.port), "subscribed to the terminals' local broker");
-                        for f in &self.filters {
-                            let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        tracing::info!(broker = %format!("{}:{}", self.host, self.port), session_present = ack.session_present, "subscribed to the terminals' local broker");
+                        if !ack.session_present {
+                            for f in &self.filters {
+                                let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                            }
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let (tx, rx) = oneshot::channel();
+                        let waits = p.qos != QoS::AtMostOnce;
                         let message = Incoming {
-                            route: super::Route::Topic(p.topic),
+                            route: super::Route::Topic(p.topic.clone()),
                             payload: p.payload.to_vec(),
                             picture: None,
-                            ack: None,
+                            ack: waits.then_some(tx),
                         };
-                        if tx.send(message).await.is_err() {
+                        if ingest.deliver(message).await.is_err() {
                             return;
+                        }
+                        if waits {
+                            // Only the packet id and QoS are needed to ack it.
+                            let header = Publish {
+                                payload: Default::default(),
+                                ..p
+                            };
+                            let queued = tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                q = ack_tx.send((header, rx)) => q,
+                            };
+                            if queued.is_err() {
+                                return;
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -939,9 +1038,17 @@ mod tests {
         std::fs::read(format!("{FIXTURES}/{profile}/{name}.json")).expect("fixture exists")
     }
 
+    /// A password file as `validate` wants it: only its owner can read it.
+    fn write_secret(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("password file");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("password file mode");
+    }
+
     /// A hall with one Hikvision terminal, `T1`, in the lobby.
     fn ingest(dir: &Path) -> (Ingest, Arc<TerminalsStats>) {
-        std::fs::write(dir.join("t1.pass"), "s3cret\n").expect("password file");
+        write_secret(&dir.join("t1.pass"), "s3cret-of-terminal-1\n");
         let text = r#"
 [hall]
 id = "h"
@@ -1087,6 +1194,42 @@ password_file = "t1.pass"
         assert_eq!(u.rejected.get("unknown_topic"), Some(&1));
     }
 
+    #[tokio::test]
+    async fn an_intake_task_that_ends_or_panics_is_marked_stopped_unless_the_gateway_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, stats) = ingest(dir.path());
+        let shutdown = CancellationToken::new();
+        let watch = |part| StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part,
+        };
+        assert_eq!(stats.intake.stopped(), None);
+        let w = watch("listener");
+        let panicked = tokio::spawn(async move {
+            let _w = w;
+            panic!("a bug in the listener");
+        })
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(stats.intake.stopped(), Some("listener"));
+        drop(watch("ingest"));
+        assert_eq!(stats.intake.stopped(), Some("ingest"));
+
+        let (_, stats) = ingest(dir.path());
+        shutdown.cancel();
+        drop(StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part: "ingest",
+        });
+        assert_eq!(
+            stats.intake.stopped(),
+            None,
+            "a stop at shutdown is no failure"
+        );
+    }
+
     #[test]
     fn an_embedded_broker_admits_nobody_without_a_login() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1136,7 +1279,7 @@ room = "lobby"
     #[tokio::test]
     async fn a_room_camera_snapshot_becomes_a_head_count_of_the_faces_in_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("cam.pass"), "pw").expect("password file");
+        write_secret(&dir.path().join("cam.pass"), "camera-password-1");
         let text = format!(
             r#"
 [hall]
