@@ -1065,10 +1065,12 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 let login = match (&c.username, &c.password_file) {
                     (user, Some(file)) => {
                         let mut problems = terminals::Problems::new();
-                        let secret = terminals::read_secret(
+                        // A login the gateway checks, like a push terminal's.
+                        let secret = terminals::read_secret_with(
                             base_dir,
                             file,
                             &format!("{path}.password_file"),
+                            terminals::SecretRules::guarding(overrides.allow_example_secrets),
                             &mut problems,
                         );
                         for (key, message) in problems {

@@ -116,10 +116,14 @@ pub async fn run(
                 serial.port = data_dir.join(format!("{}.tty", counter.id));
             }
             CounterTransport::ModbusRtu { .. } => {}
-            // The simulated camera pushes from loopback.
-            CounterTransport::HttpPush { address, .. } => {
+            // The simulated camera pushes from loopback, with a fresh password (the config
+            // may name a shipped example file); the simulator reads both from this config.
+            CounterTransport::HttpPush { address, login } => {
                 if address.is_some() {
                     *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+                if let Some((_, secret)) = login {
+                    *secret = crate::config::terminals::Secret::random();
                 }
             }
         }
