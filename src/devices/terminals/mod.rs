@@ -758,38 +758,8 @@ impl Ingest {
                 None => Err(Ack::NotAPassage),
             };
         }
-        // A bound message is read with its own terminal's profile only: a login cannot
-        // borrow another vendor's mapping to dress up a payload.
-        let found = match bound {
-            Some(t) => self
-                .profiles
-                .iter()
-                .find(|p| p.name == self.profile_names[t])
-                .and_then(|p| p.matches(&topic).map(|m| (p, m))),
-            None => self
-                .profiles
-                .iter()
-                .find_map(|p| p.matches(&topic).map(|m| (p, m))),
-        };
-        let Some((profile, matched)) = found else {
-            let stats = match bound {
-                Some(t) => &self.stats.terminals[t],
-                None => &self.stats.unattributed,
-            };
-            Stats::count(&stats.messages);
-            let reason = if bound.is_some() {
-                "wrong_topic"
-            } else {
-                "unknown_topic"
-            };
-            stats.reject(reason);
-            self.warn_once(
-                &topic,
-                reason,
-                "no terminal profile of this login matches this topic",
-            );
-            return Err(Ack::Refused(reason));
-        };
+        let (profile, matched) = self.profile_for(&topic, bound)?;
+        let profile = &self.profiles[profile];
         let by_topic = matched
             .terminal
             .as_ref()
@@ -818,21 +788,10 @@ impl Ingest {
             .map(|t| t.to_string())
             .or_else(|| decoded_terminal.map(|t| t.to_string()))
             .unwrap_or_else(|| "(unknown)".into());
-        // A login speaks for its own terminal only: a topic or a device id naming another
-        // one is a forgery (or a miswired device), refused before anything is counted.
-        if let Some(t) = bound {
-            let own = self.ids[t].clone();
-            let topic_other = matched.terminal.as_ref().is_some_and(|id| *id != own);
-            let payload_other = decoded_terminal.is_some_and(|id| *id != own);
-            if topic_other || payload_other {
-                stats.reject("forged");
-                self.warn_once(
-                    own.as_str(),
-                    "forged",
-                    "a message names another terminal than the one that sent it",
-                );
-                return Err(Ack::Refused("forged"));
-            }
+        if let Some(t) = bound
+            && self.forged(t, matched.terminal.as_ref(), decoded_terminal)
+        {
+            return Err(Ack::Refused("forged"));
         }
         let passage = match result {
             Err(reason) => {
@@ -878,6 +837,86 @@ impl Ingest {
             );
             return Err(Ack::Refused("unknown_terminal"));
         };
+        let event = self.passage_event(t, &passage, receipt);
+        // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
+        // counted and dropped; never stored.
+        let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
+        match (snapshot, self.vision.as_mut()) {
+            (Some(snapshot), Some(vision)) => Ok(vision.submit(event, snapshot)),
+            _ => Ok(Some(event)),
+        }
+    }
+
+    /// The profile (index into `profiles`) that reads a message on `topic`, and what the
+    /// topic says of its terminal. A bound message is read with its own terminal's profile
+    /// only: a login cannot borrow another vendor's mapping to dress up a payload.
+    fn profile_for(
+        &mut self,
+        topic: &str,
+        bound: Option<usize>,
+    ) -> Result<(usize, crate::terminals::TopicMatch), Ack> {
+        let found = match bound {
+            Some(t) => self
+                .profiles
+                .iter()
+                .position(|p| p.name == self.profile_names[t])
+                .and_then(|i| self.profiles[i].matches(topic).map(|m| (i, m))),
+            None => self
+                .profiles
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| p.matches(topic).map(|m| (i, m))),
+        };
+        found.ok_or_else(|| {
+            let stats = match bound {
+                Some(t) => &self.stats.terminals[t],
+                None => &self.stats.unattributed,
+            };
+            Stats::count(&stats.messages);
+            let reason = if bound.is_some() {
+                "wrong_topic"
+            } else {
+                "unknown_topic"
+            };
+            stats.reject(reason);
+            self.warn_once(
+                topic,
+                reason,
+                "no terminal profile of this login matches this topic",
+            );
+            Ack::Refused(reason)
+        })
+    }
+
+    /// A login speaks for its own terminal only: a topic or a device id naming another one
+    /// is a forgery (or a miswired device), refused (and counted) before anything is counted.
+    fn forged(
+        &mut self,
+        terminal: usize,
+        by_topic: Option<&TerminalId>,
+        by_payload: Option<&TerminalId>,
+    ) -> bool {
+        let own = &self.ids[terminal];
+        if by_topic.is_none_or(|id| id == own) && by_payload.is_none_or(|id| id == own) {
+            return false;
+        }
+        self.stats.terminals[terminal].reject("forged");
+        let own = own.as_str().to_string();
+        self.warn_once(
+            &own,
+            "forged",
+            "a message names another terminal than the one that sent it",
+        );
+        true
+    }
+
+    /// The passage's event for the core: its member id reduced to today's salted hash.
+    fn passage_event(
+        &mut self,
+        terminal: usize,
+        passage: &crate::terminals::PassageRecorded,
+        receipt: Option<Receipt>,
+    ) -> DeviceEvent {
         // The business day the passage belongs to, which is also the salt's day.
         let day = self
             .model
@@ -886,12 +925,12 @@ impl Ingest {
             Who::Member(m) => Some(self.hasher.hash(day, m)),
             Who::Stranger => None,
         };
-        let event = DeviceEvent::Passage {
-            terminal: t,
-            key: passage.dedup_key,
+        DeviceEvent::Passage {
+            terminal,
+            key: passage.dedup_key.clone(),
             at: passage.at,
             facts: PassageFacts {
-                room: self.rooms[t],
+                room: self.rooms[terminal],
                 member,
                 fever: passage.fever,
                 mask_off: passage.mask == MaskState::Off,
@@ -899,13 +938,6 @@ impl Ingest {
                 people: 1,
             },
             receipt,
-        };
-        // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
-        // counted and dropped; never stored.
-        let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
-        match (snapshot, self.vision.as_mut()) {
-            (Some(snapshot), Some(vision)) => Ok(vision.submit(event, snapshot)),
-            _ => Ok(Some(event)),
         }
     }
 
