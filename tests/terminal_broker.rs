@@ -563,6 +563,19 @@ async fn no_login_can_take_over_the_gateways_client_id_or_another_terminals() {
             |s| room_passages(s, "room-2") == 5,
         )
         .await?;
+        // The same login with the same client id does take over (MQTT's rule): the old
+        // connection is closed, the new one works.
+        let _new = Raw::terminal(port, UNI, "uface-lobby").await?;
+        loop {
+            match victim.read(Duration::from_secs(10)).await? {
+                Read::Closed => break,
+                Read::Quiet => bail!("the replaced connection was left open"),
+                Read::Packet(_) => {}
+            }
+        }
+        for (id, _, code) in &intruders {
+            ensure!(code.is_some(), "no CONNACK for {id}");
+        }
         ensure_no_panic(rig)
     })
     .await;
@@ -972,6 +985,40 @@ async fn a_packet_over_the_size_limit_is_counted_and_its_connection_closed() {
             state["terminals"]
         );
         ensure_no_panic(rig)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos_2_passage_is_received_once_and_completed() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (rig, port) = hall("tb-qos2", secrets.path()).await.expect("hall");
+    rig.run(Duration::from_secs(60), async |rig| {
+        start(rig).await?;
+        let mut t = Raw::terminal(port, UNI, "uface-qos2").await?;
+        let mut publish = Publish::new(
+            "terminals/uniubi/84E0F4200CA602FA",
+            QoS::ExactlyOnce,
+            uniubi_passage(TERMINALS[UNI].0, record_base(), now_ms() - 60_000, "x"),
+        );
+        publish.pkid = 7;
+        t.send(Packet::Publish(publish)).await?;
+        match t.read(Duration::from_secs(20)).await? {
+            Read::Packet(Packet::PubRec(rec)) if rec.pkid == 7 => {}
+            other => bail!("no PUBREC: {other:?}"),
+        }
+        // PUBREC comes after the commit: the passage is already in the figures.
+        wait_for_state(rig, Duration::from_secs(20), "the passage counted", |s| {
+            room_passages(s, "room-2") == 1
+        })
+        .await?;
+        t.send(Packet::PubRel(rumqttc::mqttbytes::v4::PubRel::new(7)))
+            .await?;
+        match t.read(Duration::from_secs(20)).await? {
+            Read::Packet(Packet::PubComp(comp)) if comp.pkid == 7 => {}
+            other => bail!("no PUBCOMP: {other:?}"),
+        }
+        Ok(())
     })
     .await;
 }
