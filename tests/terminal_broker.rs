@@ -1022,3 +1022,68 @@ async fn a_qos_2_passage_is_received_once_and_completed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_broker_already_on_the_box_every_passage_survives_a_kill_9_once() {
+    // The terminals' broker is a mosquitto of its own; the gateway subscribes to it.
+    let local_dir = tempfile::tempdir().expect("tempdir");
+    let mut local = common::broker::Mosquitto::start(local_dir.path(), "local")
+        .await
+        .expect("the terminals' mosquitto starts");
+    let mut plan = HallPlan::lobby_with_function_rooms("tb-external", 2);
+    plan.extra_sections = format!(
+        "\n[terminal_broker]\nexternal = \"mqtt://127.0.0.1:{}\"\n\
+         \n[[terminals]]\nid = \"{}\"\nprofile = \"uniubi-uface\"\nroom = \"room-2\"\n",
+        local.port, TERMINALS[UNI].0
+    );
+    let rig = Rig::new("tb-external", plan).expect("test directory");
+    let port = local.port;
+    rig.run(Duration::from_secs(150), async |rig| {
+        rig.start_broker().await?;
+        rig.start_gateway()?;
+        rig.wait_for_gateway_log(
+            "subscribed to the terminals' local broker",
+            Duration::from_secs(30),
+        )
+        .await?;
+        let base = record_base();
+        let at = now_ms() - 600_000;
+        let total = 400usize;
+        let messages: Vec<Vec<u8>> = (0..total as u64)
+            .map(|i| uniubi_passage(TERMINALS[UNI].0, base + i, at + i as i64 * 100, &photo(i)))
+            .collect();
+        let topic = "terminals/uniubi/84E0F4200CA602FA";
+        let (mut t, code) = Raw::connect(port, "terminal", "anything", "uface-ext", true).await?;
+        ensure!(code == Some(ConnectReturnCode::Success), "{code:?}");
+        let publisher = tokio::spawn(async move {
+            let acked = t
+                .publish_all(topic, &messages, CLIENT_WINDOW, Duration::from_secs(90))
+                .await;
+            (t, acked)
+        });
+        wait_for_state(rig, Duration::from_secs(30), "some passages counted", |s| {
+            room_passages(s, "room-2") >= 40
+        })
+        .await?;
+        rig.gateway()?.kill9()?;
+        let (_t, acked) = publisher.await?;
+        let acked = acked?;
+        ensure!(
+            acked.iter().all(|a| *a),
+            "the terminals' broker did not take every publish"
+        );
+        rig.gateway()?.spawn()?;
+        let state = wait_for_state(rig, Duration::from_secs(60), "every passage counted", |s| {
+            room_passages(s, "room-2") >= total as u64
+        })
+        .await?;
+        ensure!(
+            room_passages(&state, "room-2") == total as u64,
+            "{} passages counted for {total} sent",
+            room_passages(&state, "room-2")
+        );
+        ensure_no_panic(rig)
+    })
+    .await;
+    local.stop();
+}
