@@ -563,6 +563,19 @@ async fn no_login_can_take_over_the_gateways_client_id_or_another_terminals() {
             |s| room_passages(s, "room-2") == 5,
         )
         .await?;
+        // The same login with the same client id does take over (MQTT's rule): the old
+        // connection is closed, the new one works.
+        let _new = Raw::terminal(port, UNI, "uface-lobby").await?;
+        loop {
+            match victim.read(Duration::from_secs(10)).await? {
+                Read::Closed => break,
+                Read::Quiet => bail!("the replaced connection was left open"),
+                Read::Packet(_) => {}
+            }
+        }
+        for (id, _, code) in &intruders {
+            ensure!(code.is_some(), "no CONNACK for {id}");
+        }
         ensure_no_panic(rig)
     })
     .await;
@@ -974,4 +987,120 @@ async fn a_packet_over_the_size_limit_is_counted_and_its_connection_closed() {
         ensure_no_panic(rig)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos_2_passage_is_received_once_and_completed() {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (rig, port) = hall("tb-qos2", secrets.path()).await.expect("hall");
+    rig.run(Duration::from_secs(60), async |rig| {
+        start(rig).await?;
+        let mut t = Raw::terminal(port, UNI, "uface-qos2").await?;
+        let mut publish = Publish::new(
+            "terminals/uniubi/84E0F4200CA602FA",
+            QoS::ExactlyOnce,
+            uniubi_passage(TERMINALS[UNI].0, record_base(), now_ms() - 60_000, "x"),
+        );
+        publish.pkid = 7;
+        t.send(Packet::Publish(publish)).await?;
+        match t.read(Duration::from_secs(20)).await? {
+            Read::Packet(Packet::PubRec(rec)) if rec.pkid == 7 => {}
+            other => bail!("no PUBREC: {other:?}"),
+        }
+        // PUBREC comes after the commit: the passage is already in the figures.
+        wait_for_state(rig, Duration::from_secs(20), "the passage counted", |s| {
+            room_passages(s, "room-2") == 1
+        })
+        .await?;
+        t.send(Packet::PubRel(rumqttc::mqttbytes::v4::PubRel::new(7)))
+            .await?;
+        match t.read(Duration::from_secs(20)).await? {
+            Read::Packet(Packet::PubComp(comp)) if comp.pkid == 7 => {}
+            other => bail!("no PUBCOMP: {other:?}"),
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_broker_already_on_the_box_every_passage_survives_a_kill_9_once() {
+    // The terminals' broker is a mosquitto of its own; the gateway subscribes to it.
+    let local_dir = tempfile::tempdir().expect("tempdir");
+    let mut local = common::broker::Mosquitto::start(local_dir.path(), "local")
+        .await
+        .expect("the terminals' mosquitto starts");
+    let mut plan = HallPlan::lobby_with_function_rooms("tb-external", 2);
+    plan.extra_sections = format!(
+        "\n[terminal_broker]\nexternal = \"mqtt://127.0.0.1:{}\"\n\
+         \n[[terminals]]\nid = \"{}\"\nprofile = \"uniubi-uface\"\nroom = \"room-2\"\n",
+        local.port, TERMINALS[UNI].0
+    );
+    let rig = Rig::new("tb-external", plan).expect("test directory");
+    let port = local.port;
+    rig.run(Duration::from_secs(150), async |rig| {
+        rig.start_broker().await?;
+        rig.start_gateway()?;
+        rig.wait_for_gateway_log(
+            "subscribed to the terminals' local broker",
+            Duration::from_secs(30),
+        )
+        .await?;
+        let base = record_base();
+        let at = now_ms() - 600_000;
+        let total = 400usize;
+        let messages: Vec<Vec<u8>> = (0..total as u64)
+            .map(|i| uniubi_passage(TERMINALS[UNI].0, base + i, at + i as i64 * 100, &photo(i)))
+            .collect();
+        let topic = "terminals/uniubi/84E0F4200CA602FA";
+        let (mut t, code) = Raw::connect(port, "terminal", "anything", "uface-ext", true).await?;
+        ensure!(code == Some(ConnectReturnCode::Success), "{code:?}");
+        // Half while the gateway runs, killed in the middle of it; the other half while it
+        // is down: the broker keeps them for the gateway's session.
+        let half = total / 2;
+        let first: Vec<Vec<u8>> = messages[..half].to_vec();
+        let publisher = tokio::spawn(async move {
+            let acked = t
+                .publish_all(topic, &first, CLIENT_WINDOW, Duration::from_secs(90))
+                .await;
+            (t, acked)
+        });
+        wait_for_state(rig, Duration::from_secs(30), "some passages counted", |s| {
+            room_passages(s, "room-2") >= 40
+        })
+        .await?;
+        rig.gateway()?.kill9()?;
+        let (mut t, acked) = publisher.await?;
+        ensure!(
+            acked?.iter().all(|a| *a),
+            "the terminals' broker did not take every publish"
+        );
+        let rest: Vec<usize> = (half..total).collect();
+        let acked = t
+            .publish_some(
+                topic,
+                &messages,
+                &rest,
+                CLIENT_WINDOW,
+                Duration::from_secs(60),
+            )
+            .await?;
+        ensure!(
+            acked[half..].iter().all(|a| *a),
+            "the terminals' broker did not take every publish"
+        );
+        rig.gateway()?.spawn()?;
+        let state = wait_for_state(rig, Duration::from_secs(60), "every passage counted", |s| {
+            room_passages(s, "room-2") >= total as u64
+        })
+        .await?;
+        ensure!(
+            room_passages(&state, "room-2") == total as u64,
+            "{} passages counted for {total} sent",
+            room_passages(&state, "room-2")
+        );
+        ensure_no_panic(rig)
+    })
+    .await;
+    local.stop();
 }

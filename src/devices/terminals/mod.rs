@@ -958,14 +958,19 @@ impl Ingest {
 mod external {
     use std::time::Duration;
 
+    use std::collections::VecDeque;
+
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::oneshot;
     use tokio_util::sync::CancellationToken;
 
-    use super::{Incoming, TerminalIngest};
+    use super::{Ack, Incoming, TerminalIngest};
 
-    /// Messages awaiting their ack before the subscription stops reading the broker.
-    const IN_FLIGHT: usize = 64;
+    /// A message's answer from the ingest: still awaited, or in (ack it).
+    enum Answer {
+        Waiting(oneshot::Receiver<Ack>),
+        Ready,
+    }
 
     pub struct ExternalSubscription {
         pub host: String,
@@ -991,22 +996,38 @@ mod external {
                 options.set_credentials(user.clone(), pass.clone());
             }
             let (client, mut eventloop) = AsyncClient::new(options, 64);
-            // Acks go back in the order the messages came (MQTT requires it), each once the
-            // ingest has answered; one left unanswered (the gateway stopping) stops them all,
-            // and the broker re-delivers the rest to the next session.
-            let (ack_tx, mut ack_rx) =
-                mpsc::channel::<(Publish, oneshot::Receiver<super::Ack>)>(IN_FLIGHT);
-            let acker = client.clone();
-            tokio::spawn(async move {
-                while let Some((publish, answer)) = ack_rx.recv().await {
-                    if answer.await.is_err() || acker.ack(&publish).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            // Messages awaiting their ack, in arrival order (MQTT wants acks in order). Held
+            // here, not in a task of their own: the event loop must keep running (pings, and
+            // the acks themselves go out through it), and the broker sends no more than its
+            // in-flight window of un-acked messages, which bounds this queue. One left
+            // unanswered (the gateway stopping) is never acked, nor is anything after it: the
+            // broker re-delivers them to the next session.
+            let mut pending: VecDeque<(Publish, Answer)> = VecDeque::new();
             loop {
+                while let Some((publish, Answer::Ready)) = pending.front() {
+                    if client.try_ack(publish).is_err() {
+                        // The client's request queue is full: the event loop drains it.
+                        break;
+                    }
+                    pending.pop_front();
+                }
+                let waiting = matches!(pending.front(), Some((_, Answer::Waiting(_))));
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    answer = async {
+                        match pending.front_mut() {
+                            Some((_, Answer::Waiting(rx))) => rx.await,
+                            _ => std::future::pending().await,
+                        }
+                    }, if waiting => {
+                        if answer.is_err() {
+                            return;
+                        }
+                        if let Some(front) = pending.front_mut() {
+                            front.1 = Answer::Ready;
+                        }
+                        continue;
+                    }
                     e = eventloop.poll() => e,
                 };
                 match event {
@@ -1036,13 +1057,7 @@ mod external {
                                 payload: Default::default(),
                                 ..p
                             };
-                            let queued = tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                q = ack_tx.send((header, rx)) => q,
-                            };
-                            if queued.is_err() {
-                                return;
-                            }
+                            pending.push_back((header, Answer::Waiting(rx)));
                         }
                     }
                     Ok(_) => {}
