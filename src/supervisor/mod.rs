@@ -404,12 +404,17 @@ impl Core {
                 _ = shutdown.cancelled() => return,
                 Some(event) = events.recv() => {
                     self.receive(event);
+                    // Whatever else has arrived goes into the same commit: a commit waits for
+                    // the outbox's fsync budget, and one event per wait would let a burst
+                    // of passages crawl at one a second.
+                    self.receive_waiting(events);
                     if self.journal_now() {
                         self.flush_journal().await;
                     }
                 }
                 Some(bytes) = downlink.recv() => self.downlink(&bytes),
                 _ = ticker.tick() => {
+                    self.receive_waiting(events);
                     self.check_clock();
                     let now = Timestamp::now();
                     self.step(now);
@@ -422,6 +427,16 @@ impl Core {
                         self.summary().await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes the events already waiting in the channel (at most a channel's worth).
+    fn receive_waiting(&mut self, events: &mut mpsc::Receiver<DeviceEvent>) {
+        for _ in 0..devices::EVENT_CHANNEL_CAPACITY {
+            match events.try_recv() {
+                Ok(event) => self.receive(event),
+                Err(_) => break,
             }
         }
     }
