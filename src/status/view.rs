@@ -379,7 +379,11 @@ pub fn build(
         ));
     }
     for (terminal, s) in config.terminals.iter().zip(&snap.terminals) {
-        let judged = terminal_condition(s.last_seen_ms, started, now, tz);
+        let judged = if s.login_refused {
+            login_refused(terminal.id.as_str())
+        } else {
+            terminal_condition(s.last_seen_ms, started, now, tz)
+        };
         devices.push(device(
             terminal.id.to_string(),
             DeviceKind::Terminal,
@@ -528,6 +532,21 @@ pub fn counter_condition(
                 }
             }
         }
+    }
+}
+
+/// A pulled terminal whose login was refused: its client stopped (see
+/// `devices::terminals::pull`), so it stays offline until the password is fixed — staff must
+/// hear why, not only that it is silent.
+pub fn login_refused(terminal: &str) -> Judged {
+    Judged {
+        condition: Condition::Offline,
+        since: None,
+        detail: format!(
+            "终端 {terminal} 登录被拒，已停止重试以免锁定账户 (login refused; stopped retrying so \
+             the device does not lock the account): 请核对密码文件并重新加载配置 (fix the \
+             password file and reload)"
+        ),
     }
 }
 

@@ -139,8 +139,13 @@ pub async fn run(
         &drivers_stop,
     );
     let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
-    let terminals =
-        crate::devices::terminals::spawn(&config, &terminal_stats, &events_tx, &drivers_stop)?;
+    let terminals = crate::devices::terminals::spawn(
+        &config,
+        &terminal_stats,
+        &events_tx,
+        &drivers_stop,
+        &restored.passage_keys,
+    )?;
     drop(events_tx);
 
     let mut core = Core::new(
