@@ -8,7 +8,8 @@
 //! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
 //!   [`devices::DeviceEvent`]s.
-//! - [`terminals`]: pure decoding of face/temperature terminal messages into passages.
+//! - [`terminals`]: pure decoding of face/temperature terminal messages into passages; the
+//!   vendors' HTTP formats (multipart pushes, streams, searched logs) in `terminals::wire`.
 //! - [`vision`]: face counts from terminal snapshots, CenterFace in tract on its own thread.
 //! - [`occupancy`]: the pure, synchronous engine: crossings to per-room occupancy, daily totals
 //!   and per-minute aggregates; `now` is always passed in.

@@ -1125,13 +1125,20 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     }
 
     // Terminals.
-    let (terminal_sections, terminal_problems) = terminals::validate(
+    let (mut terminal_sections, terminal_problems) = terminals::validate(
         terminal_broker.as_ref(),
         terminal_http_cfg.as_ref(),
         &terminal_cfgs,
         &room_index,
         base_dir,
     );
+    // Terminals that write naive local times (ZKTeco) write the hall's.
+    if let Some(hall) = hall.as_ref() {
+        terminal_sections.rules.decode.time_zone = hall.time_zone.clone();
+        if let Some(broker) = terminal_sections.broker.as_mut() {
+            broker.decode.time_zone = hall.time_zone.clone();
+        }
+    }
     let mut vision_problems = Vec::new();
     let vision = vision_cfg
         .as_ref()

@@ -20,6 +20,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,7 +28,7 @@ use serde_json::Value;
 use super::TerminalId;
 use super::dedup::DedupKey;
 use super::member::MemberRef;
-use super::path::JsonPath;
+use super::path::{FieldPath, JsonPath};
 use super::profile::{DeviceIdSource, MessageKind, TemperatureRule, TerminalProfile, TimeFormat};
 
 /// Longest member id accepted; vendors allow 20–64 characters.
@@ -70,6 +71,10 @@ pub struct DecodeOptions {
     /// wrong clock: the receipt time is used instead and `device_clock_suspect` set. Past
     /// times are kept: a terminal uploading its backlog after an outage is normal.
     pub max_clock_ahead_s: u64,
+    /// The hall's time zone, for profiles whose terminals write naive local times
+    /// (`format = "local"`, ZKTeco). Not a key of its own: set from `hall.time_zone`.
+    #[serde(skip)]
+    pub time_zone: TimeZone,
 }
 
 impl Default for DecodeOptions {
@@ -81,6 +86,7 @@ impl Default for DecodeOptions {
             plausible_max_c: 45.0,
             decode_snapshot: true,
             max_clock_ahead_s: 600,
+            time_zone: TimeZone::UTC,
         }
     }
 }
@@ -356,7 +362,7 @@ pub fn decode(
     let terminal: Result<TerminalId, RejectReason> =
         match (&profile.device_id, topic_match.terminal) {
             (_, Some(id)) => Ok(id),
-            (DeviceIdSource::Field(path), None) => match code(&root, path)? {
+            (DeviceIdSource::Field(path), None) => match code_at(&root, path)? {
                 None => Err(missing(path)),
                 Some(raw) => TerminalId::new(&raw).ok_or_else(|| RejectReason::BadTerminalId {
                     from: path.to_string(),
@@ -428,8 +434,8 @@ pub fn decode(
     let (at, device_clock_suspect) = match &profile.time {
         None => (now, false),
         Some(rule) => {
-            let value = field(&root, &rule.field).ok_or_else(|| missing(&rule.field))?;
-            let at = parse_time(value, &rule.field, rule.format)?;
+            let (path, value) = field(&root, &rule.field).ok_or_else(|| missing(&rule.field))?;
+            let at = parse_time(value, path, rule.format, &options.time_zone)?;
             let ahead = SignedDuration::from_secs(options.max_clock_ahead_s.min(86_400) as i64);
             let latest = now.checked_add(ahead).unwrap_or(Timestamp::MAX);
             if at < EARLIEST_PLAUSIBLE || at > latest {
@@ -475,7 +481,7 @@ pub fn decode(
 
     let mut event = None;
     for path in &profile.dedup {
-        if let Some(raw) = code(&root, path)? {
+        if let Some(raw) = code_at(&root, path)? {
             if raw.len() > MAX_EVENT_KEY_BYTES || !raw.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(RejectReason::BadValue {
                     path: path.to_string(),
@@ -521,7 +527,7 @@ pub fn decode(
     }))
 }
 
-fn missing(path: &JsonPath) -> RejectReason {
+fn missing(path: &impl fmt::Display) -> RejectReason {
     RejectReason::MissingField {
         path: path.to_string(),
     }
@@ -534,21 +540,38 @@ fn wrong_type(path: &JsonPath, expected: &'static str) -> RejectReason {
     }
 }
 
-/// The value at `path`; `null` and blank strings count as missing (vendors use both).
-fn field<'v>(root: &'v Value, path: &JsonPath) -> Option<&'v Value> {
-    path.lookup(root)
-        .filter(|v| !v.is_null() && !v.as_str().is_some_and(|s| s.trim().is_empty()))
+/// `null` and blank strings count as missing (vendors use both).
+fn present(value: &Value) -> bool {
+    !value.is_null() && !value.as_str().is_some_and(|s| s.trim().is_empty())
+}
+
+/// The first alternative of `path` that is present, and where it was found.
+fn field<'v, 'p>(root: &'v Value, path: &'p FieldPath) -> Option<(&'p JsonPath, &'v Value)> {
+    path.alternatives()
+        .iter()
+        .find_map(|p| p.lookup(root).filter(|v| present(v)).map(|v| (p, v)))
 }
 
 /// A scalar field as text, for comparing with the profile's codes: strings as they are,
 /// numbers in decimal, booleans as `true`/`false`. Objects and arrays are the wrong type.
-fn code<'v>(root: &'v Value, path: &JsonPath) -> Result<Option<Cow<'v, str>>, RejectReason> {
-    match field(root, path) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(Cow::Borrowed(s.trim()))),
-        Some(Value::Number(n)) => Ok(Some(Cow::Owned(n.to_string()))),
-        Some(Value::Bool(b)) => Ok(Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
-        Some(_) => Err(wrong_type(path, "a string, number or boolean")),
+fn code<'v>(root: &'v Value, path: &FieldPath) -> Result<Option<Cow<'v, str>>, RejectReason> {
+    field(root, path).map(|(p, v)| scalar(p, v)).transpose()
+}
+
+/// [`code`] for a single path.
+fn code_at<'v>(root: &'v Value, path: &JsonPath) -> Result<Option<Cow<'v, str>>, RejectReason> {
+    path.lookup(root)
+        .filter(|v| present(v))
+        .map(|v| scalar(path, v))
+        .transpose()
+}
+
+fn scalar<'v>(path: &JsonPath, value: &'v Value) -> Result<Cow<'v, str>, RejectReason> {
+    match value {
+        Value::String(s) => Ok(Cow::Borrowed(s.trim())),
+        Value::Number(n) => Ok(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Ok(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => Err(wrong_type(path, "a string, number or boolean")),
     }
 }
 
@@ -584,6 +607,7 @@ fn parse_time(
     value: &Value,
     path: &JsonPath,
     format: TimeFormat,
+    time_zone: &TimeZone,
 ) -> Result<Timestamp, RejectReason> {
     let unparseable = || RejectReason::UnparseableTime {
         path: path.to_string(),
@@ -591,7 +615,11 @@ fn parse_time(
     match format {
         TimeFormat::Rfc3339 => {
             let text = value.as_str().ok_or_else(|| wrong_type(path, "a string"))?;
-            text.trim().parse::<Timestamp>().map_err(|_| unparseable())
+            parse_offset_time(text).ok_or_else(unparseable)
+        }
+        TimeFormat::Local => {
+            let text = value.as_str().ok_or_else(|| wrong_type(path, "a string"))?;
+            parse_local_time(text, time_zone).ok_or_else(unparseable)
         }
         TimeFormat::UnixSeconds => {
             Timestamp::from_second(integer(value, path)?).map_err(|_| unparseable())
@@ -600,6 +628,46 @@ fn parse_time(
             Timestamp::from_millisecond(integer(value, path)?).map_err(|_| unparseable())
         }
     }
+}
+
+/// An RFC 3339 time as terminals write it: `2024-03-05T09:12:33+08:00`, `…+08:30`, and the
+/// one-digit offset hour some Hikvision firmware writes, `…-5:00`. `None` without an offset.
+pub(crate) fn parse_offset_time(text: &str) -> Option<Timestamp> {
+    let text = text.trim();
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Some(at);
+    }
+    // `±H:MM` at the end, after the seconds: pad the hour. Every byte looked at is ASCII, so
+    // the slices below fall on character boundaries.
+    let b = text.as_bytes();
+    let n = b.len();
+    if n < 7 {
+        return None;
+    }
+    let tail = &b[n - 5..];
+    let one_digit_hour = matches!(tail[0], b'+' | b'-')
+        && tail[1].is_ascii_digit()
+        && tail[2] == b':'
+        && tail[3].is_ascii_digit()
+        && tail[4].is_ascii_digit()
+        && b[n - 6].is_ascii_digit();
+    if !one_digit_hour {
+        return None;
+    }
+    let padded = format!("{}{}0{}", &text[..n - 5], tail[0] as char, &text[n - 4..]);
+    padded.parse::<Timestamp>().ok()
+}
+
+/// A naive local time (`2024-03-05 09:12:33`, or with `T`) in `time_zone`; a time in a
+/// daylight-saving gap or fold is read the way clocks are set ("compatible"). A time with an
+/// offset is read with its offset.
+pub(crate) fn parse_local_time(text: &str, time_zone: &TimeZone) -> Option<Timestamp> {
+    let text = text.trim();
+    if let Some(at) = parse_offset_time(text) {
+        return Some(at);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    time_zone.to_ambiguous_timestamp(civil).compatible().ok()
 }
 
 #[derive(Debug, Default)]
@@ -624,10 +692,10 @@ fn read_temperature(
         vendor_abnormal,
         ..Reading::default()
     };
-    let Some(value) = field(root, &rule.field) else {
+    let Some((path, value)) = field(root, &rule.field) else {
         return Ok(reading);
     };
-    let raw = number(value, &rule.field)?;
+    let raw = number(value, path)?;
     if rule.not_measured.contains(&raw) {
         return Ok(reading);
     }
@@ -649,8 +717,8 @@ fn read_temperature(
     Ok(reading)
 }
 
-fn read_snapshot(root: &Value, path: &JsonPath) -> Result<Option<Snapshot>, RejectReason> {
-    let Some(value) = field(root, path) else {
+fn read_snapshot(root: &Value, path: &FieldPath) -> Result<Option<Snapshot>, RejectReason> {
+    let Some((path, value)) = field(root, path) else {
         return Ok(None);
     };
     let text = value.as_str().ok_or_else(|| wrong_type(path, "a string"))?;
@@ -1071,6 +1139,99 @@ mod tests {
         assert_eq!(parsed.fever_threshold_c, 37.5);
         assert_eq!(parsed.max_payload_bytes, 256 * 1024);
         assert!(toml::from_str::<DecodeOptions>("fever = 1").is_err());
+    }
+
+    #[test]
+    fn offsets_as_hikvision_writes_them_are_read() {
+        let at = |text: &str| parse_offset_time(text).map(|t| t.to_string());
+        // The plain RFC 3339 parser refuses the one-digit hour: that is why this exists.
+        assert!("2024-03-04T20:12:40-5:00".parse::<Timestamp>().is_err());
+        assert_eq!(
+            at("2024-03-04T20:12:40-5:00").as_deref(),
+            Some("2024-03-05T01:12:40Z")
+        );
+        assert_eq!(
+            at(" 2024-03-05T09:42:50+08:30 ").as_deref(),
+            Some("2024-03-05T01:12:50Z")
+        );
+        assert_eq!(
+            at("2024-03-05T09:12:33+8:00").as_deref(),
+            Some("2024-03-05T01:12:33Z")
+        );
+        assert_eq!(
+            at("2024-03-05T01:12:33Z").as_deref(),
+            Some("2024-03-05T01:12:33Z")
+        );
+        for bad in [
+            "2024-03-05T09:12:33",
+            "2024-03-05T09:12:33-5:0",
+            "2024-03-05T09:12:33-5",
+            "2024-03-05-5:00",
+            "-5:00",
+            "",
+            "中文中文-5:00",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn naive_local_times_are_read_in_the_halls_zone() {
+        let shanghai = TimeZone::get("Asia/Shanghai").expect("tzdb");
+        let at = |text: &str, tz: &TimeZone| parse_local_time(text, tz).map(|t| t.to_string());
+        for text in ["2024-03-05 09:12:33", "2024-03-05T09:12:33"] {
+            assert_eq!(at(text, &shanghai).as_deref(), Some("2024-03-05T01:12:33Z"));
+        }
+        assert_eq!(
+            at("2024-03-05 09:12:33", &TimeZone::UTC).as_deref(),
+            Some("2024-03-05T09:12:33Z")
+        );
+        assert_eq!(
+            at("2024-03-05T09:12:33+08:00", &TimeZone::UTC).as_deref(),
+            Some("2024-03-05T01:12:33Z"),
+            "an offset, when there is one, wins"
+        );
+        // In a spring-forward gap the clock reading is taken as if before the change.
+        let new_york = TimeZone::get("America/New_York").expect("tzdb");
+        assert_eq!(
+            at("2024-03-10 02:30:00", &new_york).as_deref(),
+            Some("2024-03-10T07:30:00Z")
+        );
+        assert_eq!(at("2024-03-05 9:12", &shanghai), None);
+    }
+
+    #[test]
+    fn a_local_time_profile_uses_the_options_zone() {
+        let profile = parse_terminal_profile(
+            r#"
+            name = "local"
+            topic_filter = "t/+/e"
+            [outcome]
+            field = "code"
+            map = { "1" = "pass" }
+            [time]
+            field = ["when", "time"]
+            format = "local"
+            "#,
+        )
+        .expect("valid profile");
+        let options = DecodeOptions {
+            time_zone: TimeZone::get("Asia/Shanghai").expect("tzdb"),
+            ..DecodeOptions::default()
+        };
+        let bytes = br#"{"code": 1, "time": "2024-03-05 09:12:33"}"#;
+        let Ok(Decoded::Passage(p)) = decode(&profile, "t/T1/e", bytes, now(), &options) else {
+            panic!("passage");
+        };
+        assert_eq!(p.at.to_string(), "2024-03-05T01:12:33Z");
+        assert_eq!(p.dedup_key.event, format!("t{}", p.at.as_millisecond()));
+        let bad = br#"{"code": 1, "when": "yesterday"}"#;
+        assert_eq!(
+            decode(&profile, "t/T1/e", bad, now(), &options),
+            Err(RejectReason::UnparseableTime {
+                path: "when".into()
+            })
+        );
     }
 
     #[test]

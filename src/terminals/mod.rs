@@ -21,6 +21,9 @@
 //! - [`dedup`]: a bounded, serialisable per-terminal set of recent event keys.
 //! - [`member`]: member ids, redacted in logs, reduced to a daily-salted HMAC for counting
 //!   unique visitors. Names are never read at all.
+//! - [`wire`]: terminals that deliver over HTTP (Hikvision ISAPI push, stream and search;
+//!   Uniubi callbacks; ZKTeco ADMS; Dahua attach streams): their vendor formats down to the
+//!   one JSON document per passage that [`decode`] reads, with the picture beside it.
 //!
 //! Privacy: nothing here is `Serialize` that could carry a face, a name or a raw member id;
 //! snapshots are decoded bytes handed to the caller, never stored.
@@ -30,6 +33,7 @@ pub mod dedup;
 pub mod member;
 pub mod path;
 pub mod profile;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,11 @@
 //! array; `[0].id` indexes a payload that is a top-level array. A path is parsed once, when its
 //! profile is loaded, so a typo is a profile error, not a decode failure on every message.
 //! Keys cannot contain `.`, `[` or `]`; no vendor we map needs them.
+//!
+//! A [`FieldPath`] is one or more such paths tried in order: one vendor names a field
+//! differently depending on how the record arrived (Hikvision's pushed events say
+//! `AccessControllerEvent.subEventType`, its searched log says `minor`), and a profile lists
+//! both as `field = ["AccessControllerEvent.subEventType", "minor"]`.
 
 use std::fmt;
 
@@ -119,10 +124,107 @@ impl fmt::Debug for JsonPath {
     }
 }
 
+/// Most alternatives a profile may list for one field.
+const MAX_ALTERNATIVES: usize = 8;
+
+/// One field of a vendor's payload, under one name or several alternatives (the first one
+/// present wins). Parsed once, when its profile is loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    /// Never empty.
+    alternatives: Vec<JsonPath>,
+}
+
+impl FieldPath {
+    /// Parses each alternative; says what is wrong with the first bad one.
+    pub fn parse<S: AsRef<str>>(texts: &[S]) -> Result<Self, String> {
+        if texts.is_empty() {
+            return Err("the list of alternative paths is empty".to_string());
+        }
+        if texts.len() > MAX_ALTERNATIVES {
+            return Err(format!(
+                "{} alternative paths, more than {MAX_ALTERNATIVES}",
+                texts.len()
+            ));
+        }
+        let alternatives = texts
+            .iter()
+            .map(|t| JsonPath::parse(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FieldPath { alternatives })
+    }
+
+    /// The alternatives in the order they are tried.
+    pub fn alternatives(&self) -> &[JsonPath] {
+        &self.alternatives
+    }
+
+    /// The first alternative's value that is present (not missing, not `null`), with the
+    /// path it was found at.
+    pub fn lookup<'v>(&self, root: &'v Value) -> Option<(&JsonPath, &'v Value)> {
+        self.alternatives
+            .iter()
+            .find_map(|p| p.lookup(root).map(|v| (p, v)))
+    }
+}
+
+impl From<JsonPath> for FieldPath {
+    fn from(path: JsonPath) -> Self {
+        FieldPath {
+            alternatives: vec![path],
+        }
+    }
+}
+
+impl fmt::Display for FieldPath {
+    /// `a.b`, or `a.b|c` for alternatives.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.alternatives.iter().enumerate() {
+            if i > 0 {
+                f.write_str("|")?;
+            }
+            f.write_str(p.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldPath({:?})", self.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn field_paths_take_the_first_alternative_present() {
+        let pushed = json!({"AccessControllerEvent": {"subEventType": 75}, "minor": null});
+        let searched = json!({"minor": 76});
+        let field = FieldPath::parse(&["AccessControllerEvent.subEventType", "minor"])
+            .expect("valid alternatives");
+        let found = |doc| field.lookup(doc).map(|(p, v)| (p.to_string(), v.clone()));
+        assert_eq!(
+            found(&pushed),
+            Some(("AccessControllerEvent.subEventType".into(), json!(75)))
+        );
+        assert_eq!(found(&searched), Some(("minor".into(), json!(76))));
+        assert_eq!(found(&json!({})), None);
+        assert_eq!(
+            field.to_string(),
+            "AccessControllerEvent.subEventType|minor"
+        );
+        assert!(FieldPath::parse::<&str>(&[]).is_err());
+        assert!(
+            FieldPath::parse(&["a", "b..c"])
+                .expect_err("bad")
+                .contains("b..c")
+        );
+        assert!(FieldPath::parse(&["a"; 9]).is_err());
+    }
 
     #[test]
     fn dotted_paths_walk_objects_and_arrays() {

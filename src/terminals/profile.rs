@@ -54,6 +54,10 @@
 //! field = "imgBase64"
 //! ```
 //!
+//! Every `field` (and `unit_field`, `abnormal_field`) may also be a list of alternatives, the
+//! first one present in the message being read: `field = ["AccessControllerEvent.subEventType",
+//! "minor"]` reads a pushed Hikvision event and a record from its searched log alike.
+//!
 //! Codes in maps are compared as text: a JSON string as it is, a number in its decimal form
 //! (`75`), a boolean as `true`/`false`. So `{ "75" = "pass" }` matches `75` and `"75"` alike.
 //! Names (`name`, `Name`) are deliberately not mappable: the gateway never reads them.
@@ -65,7 +69,7 @@ use serde::Deserialize;
 
 use super::TerminalId;
 use super::decode::{Direction, MaskState, PassageVerdict};
-use super::path::JsonPath;
+use super::path::{FieldPath, JsonPath};
 
 /// The profiles shipped in `firmware-config/terminals/`, embedded at build time.
 const BUILTIN: &[(&str, &str)] = &[
@@ -81,10 +85,46 @@ const BUILTIN: &[(&str, &str)] = &[
         "uniubi-uface",
         include_str!("../../firmware-config/terminals/uniubi-uface.toml"),
     ),
+    (
+        "hikvision-isapi",
+        include_str!("../../firmware-config/terminals/hikvision-isapi.toml"),
+    ),
+    (
+        "uniubi-uface-http",
+        include_str!("../../firmware-config/terminals/uniubi-uface-http.toml"),
+    ),
+    (
+        "zkteco-adms",
+        include_str!("../../firmware-config/terminals/zkteco-adms.toml"),
+    ),
+    (
+        "dahua-access",
+        include_str!("../../firmware-config/terminals/dahua-access.toml"),
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------
 // The file as written.
+
+/// A field as a profile names it: one path, or alternatives tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a field path or a list of alternative field paths"
+)]
+pub enum FieldNames {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl FieldNames {
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            FieldNames::One(text) => vec![text.as_str()],
+            FieldNames::Any(list) => list.iter().map(String::as_str).collect(),
+        }
+    }
+}
 
 /// A terminal profile file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,7 +164,7 @@ pub enum MessageKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KindConfig {
-    pub field: String,
+    pub field: FieldNames,
     #[serde(default)]
     pub map: BTreeMap<String, MessageKind>,
     #[serde(default = "default_other")]
@@ -164,7 +204,7 @@ impl OutcomeCode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeConfig {
-    pub field: String,
+    pub field: FieldNames,
     pub map: BTreeMap<String, OutcomeCode>,
     #[serde(default = "default_ignore")]
     pub otherwise: OutcomeCode,
@@ -179,8 +219,13 @@ fn default_ignore() -> OutcomeCode {
 #[serde(rename_all = "snake_case")]
 pub enum TimeFormat {
     /// `2024-03-05T09:12:33+08:00`; the offset is required (a local time without one is
-    /// ambiguous and refused).
+    /// ambiguous and refused). Offsets as Hikvision firmware writes them are accepted too:
+    /// `+08:30`, and `-5:00` with a one-digit hour.
     Rfc3339,
+    /// A naive device-local time, `2024-03-05 09:12:33` or `2024-03-05T09:12:33`, read in the
+    /// hall's time zone ([`DecodeOptions::time_zone`](super::DecodeOptions)): ZKTeco's ATTLOG.
+    /// A time that does carry an offset is read with it.
+    Local,
     /// Seconds since 1970-01-01 UTC, as a number or a numeric string.
     UnixSeconds,
     /// Milliseconds since 1970-01-01 UTC, as a number or a numeric string.
@@ -190,7 +235,7 @@ pub enum TimeFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
-    pub field: String,
+    pub field: FieldNames,
     pub format: TimeFormat,
 }
 
@@ -204,7 +249,7 @@ pub struct DedupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
-    pub field: String,
+    pub field: FieldNames,
     /// Values of `field` that mean "no registered member" (Uniubi's `STRANGERBABY`).
     #[serde(default)]
     pub stranger_values: Vec<String>,
@@ -233,18 +278,18 @@ impl TemperatureUnit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemperatureConfig {
-    pub field: String,
+    pub field: FieldNames,
     pub unit: TemperatureUnit,
     /// A field saying which unit this message uses (Hikvision's `thermometryUnit`); values
     /// not in `unit_map`, or the field missing, mean `unit`.
-    pub unit_field: Option<String>,
+    pub unit_field: Option<FieldNames>,
     #[serde(default)]
     pub unit_map: BTreeMap<String, TemperatureUnit>,
     /// Raw values that mean "not measured" (many terminals send 0 with thermometry off).
     #[serde(default)]
     pub not_measured: Vec<f64>,
     /// A field where the terminal flags the temperature itself as abnormal.
-    pub abnormal_field: Option<String>,
+    pub abnormal_field: Option<FieldNames>,
     /// Values of `abnormal_field` that mean abnormal.
     #[serde(default)]
     pub abnormal_values: Vec<String>,
@@ -254,14 +299,14 @@ pub struct TemperatureConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapConfig<T> {
-    pub field: String,
+    pub field: FieldNames,
     pub map: BTreeMap<String, T>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    pub field: String,
+    pub field: FieldNames,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,7 +331,7 @@ pub(crate) enum FilterLevel {
 
 #[derive(Debug, Clone)]
 pub(crate) struct KindRule {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub map: BTreeMap<String, MessageKind>,
     pub otherwise: MessageKind,
     pub missing: MessageKind,
@@ -294,37 +339,37 @@ pub(crate) struct KindRule {
 
 #[derive(Debug, Clone)]
 pub(crate) struct OutcomeRule {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub map: BTreeMap<String, Option<PassageVerdict>>,
     pub otherwise: Option<PassageVerdict>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct TimeRule {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub format: TimeFormat,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct MemberRule {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub stranger_values: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct TemperatureRule {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub unit: TemperatureUnit,
-    pub unit_field: Option<JsonPath>,
+    pub unit_field: Option<FieldPath>,
     pub unit_map: BTreeMap<String, TemperatureUnit>,
     pub not_measured: Vec<f64>,
-    pub abnormal_field: Option<JsonPath>,
+    pub abnormal_field: Option<FieldPath>,
     pub abnormal_values: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct MapRule<T> {
-    pub field: JsonPath,
+    pub field: FieldPath,
     pub map: BTreeMap<String, T>,
 }
 
@@ -345,7 +390,7 @@ pub struct TerminalProfile {
     pub(crate) temperature: Option<TemperatureRule>,
     pub(crate) mask: Option<MapRule<MaskState>>,
     pub(crate) direction: Option<MapRule<Direction>>,
-    pub(crate) snapshot: Option<JsonPath>,
+    pub(crate) snapshot: Option<FieldPath>,
 }
 
 /// A topic this profile listens to.
@@ -396,6 +441,24 @@ impl TerminalProfile {
     }
 }
 
+impl TerminalProfile {
+    /// A topic of this profile's that names `terminal` (its `+` and `#` levels filled with the
+    /// id): how a message that did not come over MQTT — an HTTP push, a pulled record, from a
+    /// terminal already known — is handed to [`decode`](fn@super::decode). A profile that reads
+    /// the id from the payload (`device_id_field`) still does: the caller compares it with
+    /// the terminal it expected.
+    pub fn topic_for(&self, terminal: &TerminalId) -> String {
+        self.filter
+            .iter()
+            .map(|level| match level {
+                FilterLevel::Exact(text) => text.as_str(),
+                FilterLevel::One | FilterLevel::Rest => terminal.as_str(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
 /// Parses an MQTT topic filter, or says what is wrong with it.
 fn parse_filter(text: &str) -> Result<Vec<FilterLevel>, String> {
     if text.is_empty() {
@@ -440,6 +503,16 @@ impl TerminalProfileConfig {
                 None
             }
         };
+        let field_path =
+            |key: &str, names: &FieldNames, problems: &mut Vec<String>| match FieldPath::parse(
+                &names.texts(),
+            ) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    problems.push(format!("{key}: {why}"));
+                    None
+                }
+            };
 
         let filter = match parse_filter(&self.topic_filter) {
             Ok(f) => Some(f),
@@ -476,7 +549,7 @@ impl TerminalProfileConfig {
         };
 
         let kind = self.kind.as_ref().and_then(|k| {
-            let field = path("kind.field", &k.field, &mut problems);
+            let field = field_path("kind.field", &k.field, &mut problems);
             if k.map.is_empty() && k.otherwise == k.missing {
                 problems.push(
                     "kind: with an empty map and otherwise = missing every message is the same \
@@ -504,7 +577,7 @@ impl TerminalProfileConfig {
 
         let outcome = {
             let o = &self.outcome;
-            let field = path("outcome.field", &o.field, &mut problems);
+            let field = field_path("outcome.field", &o.field, &mut problems);
             if o.map.is_empty() {
                 problems.push("outcome.map must not be empty".to_string());
             } else if o
@@ -531,7 +604,7 @@ impl TerminalProfileConfig {
 
         let time = self.time.as_ref().and_then(|t| {
             Some(TimeRule {
-                field: path("time.field", &t.field, &mut problems)?,
+                field: field_path("time.field", &t.field, &mut problems)?,
                 format: t.format,
             })
         });
@@ -555,15 +628,15 @@ impl TerminalProfileConfig {
                 problems.push("member.stranger_values must not contain an empty value".to_string());
             }
             Some(MemberRule {
-                field: path("member.field", &m.field, &mut problems)?,
+                field: field_path("member.field", &m.field, &mut problems)?,
                 stranger_values: m.stranger_values.clone(),
             })
         });
 
         let temperature = self.temperature.as_ref().and_then(|t| {
-            let field = path("temperature.field", &t.field, &mut problems);
+            let value_field = field_path("temperature.field", &t.field, &mut problems);
             let unit_field = match &t.unit_field {
-                Some(f) => path("temperature.unit_field", f, &mut problems),
+                Some(f) => field_path("temperature.unit_field", f, &mut problems),
                 None => {
                     if !t.unit_map.is_empty() {
                         problems.push(
@@ -585,7 +658,7 @@ impl TerminalProfileConfig {
                                 .to_string(),
                         );
                     }
-                    path("temperature.abnormal_field", f, &mut problems)
+                    field_path("temperature.abnormal_field", f, &mut problems)
                 }
                 None => {
                     if !t.abnormal_values.is_empty() {
@@ -601,7 +674,7 @@ impl TerminalProfileConfig {
                 problems.push("temperature.not_measured values must be finite numbers".to_string());
             }
             Some(TemperatureRule {
-                field: field?,
+                field: value_field?,
                 unit: t.unit,
                 unit_field,
                 unit_map: t.unit_map.clone(),
@@ -611,11 +684,11 @@ impl TerminalProfileConfig {
             })
         });
 
-        let map_rule = |key: &str, field: &str, empty: bool, problems: &mut Vec<String>| {
+        let map_rule = |key: &str, names: &FieldNames, empty: bool, problems: &mut Vec<String>| {
             if empty {
                 problems.push(format!("{key}.map must not be empty"));
             }
-            path(&format!("{key}.field"), field, problems)
+            field_path(&format!("{key}.field"), names, problems)
         };
         let mask = self.mask.as_ref().and_then(|m| {
             Some(MapRule {
@@ -632,7 +705,7 @@ impl TerminalProfileConfig {
         let snapshot = self
             .snapshot
             .as_ref()
-            .and_then(|s| path("snapshot.field", &s.field, &mut problems));
+            .and_then(|s| field_path("snapshot.field", &s.field, &mut problems));
 
         match (filter, device_id, outcome) {
             (Some(filter), Some(device_id), Some(outcome)) if problems.is_empty() => {
@@ -758,6 +831,39 @@ mod tests {
                 set.get(file).is_some(),
                 "{file} is not named after its file"
             );
+        }
+    }
+
+    #[test]
+    fn a_profile_names_a_topic_of_its_own_for_a_known_terminal() {
+        let id = TerminalId::new("T-9").expect("valid");
+        let plus = parse_terminal_profile(MINIMAL).expect("valid");
+        assert_eq!(plus.topic_for(&id), "t/T-9/e");
+        assert!(plus.matches(&plus.topic_for(&id)).is_some());
+        let hash = parse_terminal_profile(
+            &MINIMAL
+                .replace("t/+/e", "u/#")
+                .replace("[outcome]", "device_id_field = \"d\"\n[outcome]"),
+        )
+        .expect("valid");
+        assert!(hash.matches(&hash.topic_for(&id)).is_some());
+    }
+
+    #[test]
+    fn a_field_may_be_one_path_or_a_list_of_alternatives() {
+        let listed = MINIMAL.replace("field = \"code\"", "field = [\"event.code\", \"code\"]");
+        let p = parse_terminal_profile(&listed).expect("alternatives");
+        assert_eq!(p.outcome.field.to_string(), "event.code|code");
+        let one = parse_terminal_profile(MINIMAL).expect("one path");
+        assert_eq!(one.outcome.field.to_string(), "code");
+        for (bad, needle) in [
+            ("field = []", "outcome.field"),
+            ("field = [\"a\", \"b..c\"]", "b..c"),
+            ("field = 3", "list of alternative field paths"),
+        ] {
+            let problems =
+                parse_terminal_profile(&MINIMAL.replace("field = \"code\"", bad)).expect_err(bad);
+            assert!(problems[0].contains(needle), "{bad}: {problems:?}");
         }
     }
 
