@@ -159,6 +159,10 @@ enum Command {
         /// HTTP: how long a pulled terminal refuses every login after 5 failed ones.
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         lockout_secs: u64,
+        /// HTTP: after the final truth line, pulled terminals go on serving their logs this
+        /// long (or until SIGTERM), so a gateway restarted late can still read what it lost.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        linger_secs: u64,
     },
     /// Write a synthetic backlog of minute bins into the outbox, as a long outage would leave
     /// it (for benchmarks and tests of store-and-forward). The gateway must not be running.
@@ -338,6 +342,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             request_timeout_ms,
             retry_ms,
             lockout_secs,
+            linger_secs,
         } => {
             use hallgate::simulate::http_terminals::{self, HttpOptions};
             use hallgate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
@@ -373,6 +378,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     request_timeout_ms,
                     retry_ms,
                     lockout_secs,
+                    linger_secs,
                 };
                 runtime()?.block_on(async move {
                     let shutdown = shutdown_on_signals();

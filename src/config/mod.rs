@@ -185,6 +185,9 @@ pub enum CounterTransportKind {
     ModbusRtu,
     /// A counter that streams frames or text lines on its own serial port.
     SerialStream,
+    /// A people-counting camera that POSTs its running totals to `[terminal_http]` at
+    /// `/counters/{id}` (Hikvision `PeopleCounting` real-time events).
+    HttpPush,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -244,6 +247,9 @@ pub struct CounterConfig {
     /// Modbus unit (slave) id.
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
+    /// `http_push`: the credential the camera sends (HTTP Basic or `?token=`).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// Each request's own deadline; a counter that does not answer within it is offline.
@@ -452,6 +458,12 @@ pub enum CounterTransport {
     SerialStream {
         serial: SerialSettings,
         format: SerialProfile,
+    },
+    /// Running totals POSTed to the terminal HTTP listener; only from `address` when given,
+    /// only with `login`'s password when given.
+    HttpPush {
+        address: Option<std::net::IpAddr>,
+        login: Option<(String, terminals::Secret)>,
     },
 }
 
@@ -1032,6 +1044,59 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 }
                 (Some(_), None) => None,
             },
+            CounterTransportKind::HttpPush => {
+                let address = match c.address.as_deref().map(str::parse::<std::net::IpAddr>) {
+                    None => Some(None),
+                    Some(Ok(ip)) => Some(Some(ip)),
+                    Some(Err(_)) => {
+                        v.at(
+                            root,
+                            &format!("{path}.address"),
+                            "an http_push counter's `address` is the camera's IP (only it may \
+                             push as this counter), such as 192.168.50.41",
+                        );
+                        None
+                    }
+                };
+                let login = match (&c.username, &c.password_file) {
+                    (user, Some(file)) => {
+                        let mut problems = terminals::Problems::new();
+                        let secret = terminals::read_secret(
+                            base_dir,
+                            file,
+                            &format!("{path}.password_file"),
+                            &mut problems,
+                        );
+                        for (key, message) in problems {
+                            v.at(root, &key, message);
+                        }
+                        secret.map(|s| Some((user.clone().unwrap_or_default(), s)))
+                    }
+                    (None, None) => Some(None),
+                    (Some(_), None) => {
+                        v.at(
+                            root,
+                            &format!("{path}.password_file"),
+                            "`username` needs `password_file`",
+                        );
+                        None
+                    }
+                };
+                if matches!((&address, &login), (Some(None), Some(None))) {
+                    v.at(
+                        root,
+                        &path,
+                        "an http_push counter needs `address` or `password_file`, so no one else \
+                         can push counts as it",
+                    );
+                }
+                match (address, login) {
+                    (Some(address), Some(login)) => {
+                        Some(CounterTransport::HttpPush { address, login })
+                    }
+                    _ => None,
+                }
+            }
             CounterTransportKind::ModbusRtu => match c.bus.as_deref() {
                 None => {
                     v.at(
@@ -1104,7 +1169,20 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 .as_ref()
                 .map(|_| "address")
                 .or(c.bus.as_ref().map(|_| "bus")),
+            CounterTransportKind::HttpPush => c
+                .bus
+                .as_ref()
+                .map(|_| "bus")
+                .or(serial_keys.into_iter().flatten().next()),
         };
+        let stray = stray.or(match c.transport {
+            CounterTransportKind::HttpPush => None,
+            _ => c
+                .username
+                .as_ref()
+                .map(|_| "username")
+                .or(c.password_file.as_ref().map(|_| "password_file")),
+        });
         if let Some(key) = stray {
             v.at(
                 root,
@@ -1137,6 +1215,19 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         terminal_sections.rules.decode.time_zone = hall.time_zone.clone();
         if let Some(broker) = terminal_sections.broker.as_mut() {
             broker.decode.time_zone = hall.time_zone.clone();
+        }
+    }
+    if terminal_sections.http.is_none() {
+        for (i, c) in counters.iter().enumerate() {
+            if let Some(c) = c
+                && c.transport == CounterTransportKind::HttpPush
+            {
+                v.at(
+                    root,
+                    &format!("counters[{i}].transport"),
+                    "an http_push counter delivers to [terminal_http]: add that section with `listen`",
+                );
+            }
         }
     }
     let mut vision_problems = Vec::new();

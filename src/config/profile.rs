@@ -41,6 +41,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "banner-dx80-counter",
         include_str!("../../firmware-config/counters/banner-dx80-counter.toml"),
     ),
+    (
+        "hikvision-people-counting",
+        include_str!("../../firmware-config/counters/hikvision-people-counting.toml"),
+    ),
 ];
 
 /// Which Modbus table the totals live in.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::terminals::TerminalSource;
+use crate::config::terminals::{TerminalSource, TerminalTransport};
 use crate::config::{self, Config, CounterTransport, Overrides, Zone};
 use crate::simulate::terminals::{ScriptOptions, SimulateTerminalsOptions};
 use crate::simulate::{self, SimulateOptions, Simulation};
@@ -42,6 +42,8 @@ pub enum DemoError {
     },
     #[error("the embedded broker failed to start: {0}")]
     Broker(String),
+    #[error("the simulated terminals cannot start: {0}")]
+    Terminals(String),
     #[error(transparent)]
     Simulator(#[from] simulate::SimulateError),
     #[error(transparent)]
@@ -93,6 +95,12 @@ pub async fn run(
                 serial.port = data_dir.join(format!("{}.tty", counter.id));
             }
             CounterTransport::ModbusRtu { .. } => {}
+            // The simulated camera pushes from loopback.
+            CounterTransport::HttpPush { address, .. } => {
+                if address.is_some() {
+                    *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+            }
         }
     }
     for bus in &mut config.buses {
@@ -143,6 +151,27 @@ pub async fn run(
         _ => None,
     };
 
+    // HTTP terminals: the listener moves to a free loopback port, push terminals push from
+    // loopback, and pulled terminals are served by the simulator on free loopback ports.
+    if let Some(http) = &mut config.terminal_http {
+        http.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    }
+    for terminal in &mut config.terminals {
+        match &mut terminal.transport {
+            TerminalTransport::Mqtt => {}
+            TerminalTransport::HttpPush { address } => {
+                if address.is_some() {
+                    *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+            }
+            TerminalTransport::HikvisionPull { address, .. }
+            | TerminalTransport::HikvisionStream { address }
+            | TerminalTransport::DahuaStream { address } => {
+                *address = format!("127.0.0.1:{}", free_port()?);
+            }
+        }
+    }
+
     // The status page moves to a free loopback port too: a gateway may already be on 8080.
     if let Some(status) = &mut config.status {
         status.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
@@ -192,22 +221,42 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(2)).await;
             let options = SimulateTerminalsOptions {
                 broker: None,
-                script: ScriptOptions {
-                    seed,
-                    passages: 1_000_000,
-                    rate_per_sec: 0.7,
-                    resend_share: 0.05,
-                    bad_share: 0.02,
-                    member_pool: 60,
-                    stranger_share: 0.2,
-                    fever_share: 0.03,
-                    mask_off_share: 0.1,
-                },
+                script: demo_script(seed),
                 truth: None,
                 snapshot: None,
             };
             if let Err(error) = simulate::terminals::run(&config, options, stop).await {
                 tracing::error!(%error, "the simulated terminals stopped");
+            }
+        });
+    }
+
+    if simulate::http_terminals::has_http_terminals(&config) {
+        println!(
+            "{} simulated HTTP terminals push to http://{}/terminals/… or are read by the gateway\n",
+            config.terminals.len(),
+            config
+                .terminal_http
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |h| h.listen.to_string())
+        );
+        let plan = simulate::http_terminals::plan_from_config(&config, None)
+            .map_err(|error| DemoError::Terminals(error.to_string()))?;
+        let stop = sim_stop.clone();
+        tokio::spawn(async move {
+            let options = simulate::http_terminals::HttpOptions {
+                script: demo_script(seed),
+                truth: None,
+                snapshot: None,
+                backlog_secs: 0.0,
+                drain_secs: 5,
+                request_timeout_ms: 10_000,
+                retry_ms: 1_000,
+                lockout_secs: 60,
+                linger_secs: 0,
+            };
+            if let Err(error) = simulate::http_terminals::run(plan, options, stop).await {
+                tracing::error!(%error, "the simulated HTTP terminals stopped");
             }
         });
     }
@@ -234,6 +283,22 @@ pub async fn run(
         return Err(error.into());
     }
     Ok(())
+}
+
+/// The demo's terminals: a passage every second and a half or so, with a few re-sends and
+/// malformed messages, for as long as it runs.
+fn demo_script(seed: u64) -> ScriptOptions {
+    ScriptOptions {
+        seed,
+        passages: 1_000_000,
+        rate_per_sec: 0.7,
+        resend_share: 0.05,
+        bad_share: 0.02,
+        member_pool: 60,
+        stranger_share: 0.2,
+        fever_share: 0.03,
+        mask_off_share: 0.1,
+    }
 }
 
 /// The parts of the `state` payload the table shows.

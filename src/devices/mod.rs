@@ -173,6 +173,8 @@ pub fn spawn_all(
             }
             // Started per bus, below.
             CounterTransport::ModbusRtu { .. } => {}
+            // Served by the terminal HTTP listener (`terminals::http`), which they POST to.
+            CounterTransport::HttpPush { .. } => {}
         }
     }
     for (bus_index, bus) in config.buses.iter().enumerate() {

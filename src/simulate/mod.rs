@@ -22,6 +22,7 @@
 //! [`http_terminals`] the ones that push to the gateway over HTTP or are pulled by it.
 
 pub mod backlog;
+pub mod camera;
 pub mod day;
 pub mod http_terminals;
 pub mod registers;
@@ -200,6 +201,8 @@ pub struct Simulation {
     streams: Vec<StreamDevice>,
     /// Pairs made with socat; dropping them kills socat.
     pairs: Vec<SocatPair>,
+    /// People-counting cameras that push to the gateway's HTTP listener.
+    cameras: Vec<camera::CountingCamera>,
 }
 
 impl Simulation {
@@ -295,6 +298,25 @@ impl Simulation {
 
         let (buses, mut pairs) = open_buses(config, &options, &counters).await?;
         let streams = open_streams(config, &options, &counters, &mut pairs).await?;
+        let cameras = config
+            .counters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match (&c.transport, &config.terminal_http) {
+                (CounterTransport::HttpPush { login, .. }, Some(http)) => {
+                    tracing::info!(counter = %c.id, target = %http.listen, "simulated counting camera pushes its totals");
+                    Some(camera::CountingCamera {
+                        id: c.id.clone(),
+                        counter: Arc::clone(&counters[i]),
+                        target: http.listen,
+                        login: login
+                            .as_ref()
+                            .map(|(u, s)| (u.clone(), s.expose().to_string())),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
 
         Ok(Simulation {
             config: config.clone(),
@@ -307,6 +329,7 @@ impl Simulation {
             buses,
             streams,
             pairs,
+            cameras,
         })
     }
 
@@ -343,6 +366,7 @@ impl Simulation {
             buses,
             streams,
             pairs,
+            cameras,
         } = self;
 
         let truth = match &options.truth {
@@ -359,6 +383,10 @@ impl Simulation {
         }
         for device in streams {
             servers.spawn(stream::serve(device));
+        }
+        let cameras_stop = shutdown.child_token();
+        for camera in cameras {
+            servers.spawn(camera.run(cameras_stop.clone()));
         }
 
         let mut playback = Playback {

@@ -141,6 +141,11 @@ pub async fn run(
     let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
     let terminals = crate::devices::terminals::spawn(
         &config,
+        crate::devices::terminals::http::CounterLinks {
+            baselines: &restored.baselines,
+            stats: &stats,
+            events: &events_tx,
+        },
         &terminal_stats,
         &events_tx,
         &drivers_stop,

@@ -14,6 +14,8 @@
 //! unknown terminal — is counted per terminal (or for the hall when the terminal cannot be
 //! told), logged once per terminal and reason as a WARN sentence, and never stops the loop.
 
+pub mod http;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
@@ -279,18 +281,22 @@ impl TerminalIngest {
 /// pull clients resume reading the terminals' logs.
 pub fn spawn(
     config: &Config,
+    counters: http::CounterLinks<'_>,
     stats: &Arc<TerminalsStats>,
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
     passage_keys: &[(String, String)],
 ) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
-    if config.terminals.is_empty() && config.cameras.is_empty() {
+    if config.terminals.is_empty() && config.cameras.is_empty() && config.terminal_http.is_none() {
         return Ok(None);
     }
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
     let ingest = TerminalIngest { tx };
     if let Some(broker) = &config.terminal_broker {
         start_mqtt(config, broker, &ingest, shutdown)?;
+    }
+    if let Some(limits) = &config.terminal_http {
+        http::start(config, limits, counters, stats, ingest.clone(), shutdown)?;
     }
     let resume = pull::resume_points(config, passage_keys);
     // They stop on `shutdown` (their sockets with them); nothing waits for them.

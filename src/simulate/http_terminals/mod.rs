@@ -299,6 +299,9 @@ pub struct HttpOptions {
     pub retry_ms: u64,
     /// How long a pulled terminal refuses logins after five failures.
     pub lockout_secs: u64,
+    /// After the final line, pulled terminals go on serving their logs this long (or until
+    /// shutdown), so a gateway that lost records after reading them can read them again.
+    pub linger_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,6 +409,8 @@ struct Ledger {
     redelivered: u64,
     truth: Option<(PathBuf, BufWriter<File>)>,
     error: Option<HttpSimError>,
+    /// The final line is written: nothing more is taken into the truth.
+    closed: bool,
 }
 
 type SharedLedger = Arc<Mutex<Ledger>>;
@@ -447,6 +452,9 @@ impl Ledger {
 
     /// The gateway took `entry` (success answer, or it went out on a pull) after `attempts`.
     fn taken(&mut self, entry: &Entry, attempts: u32) {
+        if self.closed {
+            return;
+        }
         let i = entry.terminal();
         let Some(t) = self.terminals.get(i).cloned() else {
             return;
@@ -520,6 +528,7 @@ impl Ledger {
     }
 
     fn finish(&mut self) -> Result<(), HttpSimError> {
+        self.closed = true;
         let rooms: Vec<&str> = self.rooms.iter().map(String::as_str).collect();
         let unacknowledged: u64 = self.reports.iter().map(|r| r.unacknowledged).sum();
         let line = HttpFinalLine {
@@ -641,10 +650,12 @@ pub async fn run(
         redelivered: 0,
         truth,
         error: None,
+        closed: false,
     }));
 
     // Devices: pulled ones listen before anything is played, so a test can connect at once.
-    let stop = shutdown.child_token();
+    let push_stop = shutdown.child_token();
+    let pull_stop = shutdown.child_token();
     let mut devices = Vec::with_capacity(plan.terminals.len());
     for (index, t) in plan.terminals.iter().enumerate() {
         let device = if t.kind.is_push() {
@@ -660,7 +671,7 @@ pub async fn run(
                     request_timeout: Duration::from_millis(options.request_timeout_ms),
                     retry: Duration::from_millis(options.retry_ms),
                 },
-                stop.clone(),
+                push_stop.clone(),
             ))
         } else {
             let address = t.address.ok_or_else(|| HttpSimError::NoAddress {
@@ -675,7 +686,7 @@ pub async fn run(
                     ledger.clone(),
                     seed,
                     Duration::from_secs(options.lockout_secs),
-                    stop.clone(),
+                    pull_stop.clone(),
                 )
                 .await
                 .map_err(|error| HttpSimError::Bind {
@@ -740,12 +751,46 @@ pub async fn run(
             }
         }
     }
-    stop.cancel();
+    // Pushing terminals stop (a record taken after the final line would not be in it);
+    // pulled ones are counted now and go on serving their logs for the linger.
+    push_stop.cancel();
     let mut reports = Vec::new();
+    let mut pulls = Vec::new();
     for device in devices {
-        reports.push(device.finish().await);
+        match device {
+            Device::Push(p) => reports.push((p.finish().await, None)),
+            Device::Pull(p) => {
+                let (left, stats) = p.snapshot();
+                reports.push((left, Some(stats)));
+                pulls.push(p);
+            }
+        }
     }
-    let mut ledger = lock(&ledger);
+    let result = finish_truth(&ledger, reports);
+    if options.linger_secs > 0 && !pulls.is_empty() && !shutdown.is_cancelled() {
+        tracing::info!(
+            secs = options.linger_secs,
+            "final truth line written; the pulled terminals serve their logs a while longer"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = sleep(Duration::from_secs(options.linger_secs)) => {}
+        }
+    }
+    pull_stop.cancel();
+    for p in pulls {
+        p.finish().await;
+    }
+    result
+}
+
+/// What a terminal still held at the end (with the requests each cost), and a pulled
+/// terminal's counts.
+type DeviceReport = (Vec<(Entry, u32)>, Option<serve::PullStats>);
+
+/// Writes the `unacknowledged` lines and the final line; the ledger takes nothing after.
+fn finish_truth(ledger: &SharedLedger, reports: Vec<DeviceReport>) -> Result<(), HttpSimError> {
+    let mut ledger = lock(ledger);
     for (i, leftovers) in reports.into_iter().enumerate() {
         let (entries, pull_stats) = leftovers;
         for (entry, attempts) in entries {
@@ -891,17 +936,6 @@ impl Device {
         match self {
             Device::Push(p) => p.idle(),
             Device::Pull(p) => p.idle(),
-        }
-    }
-
-    /// Stops it; what it still holds, and a pulled terminal's counts.
-    async fn finish(self) -> (Vec<(Entry, u32)>, Option<serve::PullStats>) {
-        match self {
-            Device::Push(p) => (p.finish().await, None),
-            Device::Pull(p) => {
-                let (left, stats) = p.finish().await;
-                (left, Some(stats))
-            }
         }
     }
 }

@@ -110,10 +110,8 @@ impl PullHandle {
         lock(&self.shared.log).undelivered().next().is_none()
     }
 
-    pub async fn finish(mut self) -> (Vec<(Entry, u32)>, PullStats) {
-        if timeout(FINISH_WITHIN, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
+    /// What it still holds (never read) and its counts so far.
+    pub fn snapshot(&self) -> (Vec<(Entry, u32)>, PullStats) {
         let left = lock(&self.shared.log)
             .undelivered()
             .map(|e| (e.clone(), 0))
@@ -129,6 +127,13 @@ impl PullHandle {
             max_connections: s.max_open.load(Ordering::Relaxed),
         };
         (left, stats)
+    }
+
+    /// Waits for the server to stop (its token is cancelled by then).
+    pub async fn finish(mut self) {
+        if timeout(FINISH_WITHIN, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
     }
 }
 

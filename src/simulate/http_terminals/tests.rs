@@ -402,6 +402,7 @@ fn ledger(terminals: Vec<HttpTerminal>) -> SharedLedger {
         redelivered: 0,
         truth: None,
         error: None,
+        closed: false,
     }))
 }
 
@@ -582,7 +583,8 @@ async fn a_pulled_hikvision_terminal_answers_a_hand_written_digest_search_page_b
         assert!(find(&body, b"userLocked").is_some());
 
         stop.cancel();
-        let (left, stats) = handle.finish().await;
+        let (left, stats) = handle.snapshot();
+        handle.finish().await;
         assert!(left.is_empty());
         assert_eq!(stats.failed_logins, 5);
         assert_eq!(stats.lockouts, 1);
@@ -669,7 +671,8 @@ async fn an_alert_stream_replays_the_log_then_sends_live_events() {
         read_until(&mut conn, b"\"currentEvent\":true", 1).await;
         assert_eq!(lock(&ledger).tally.hall().passages, 36);
         stop.cancel();
-        let (left, stats) = handle.finish().await;
+        let (left, stats) = handle.snapshot();
+        handle.finish().await;
         assert!(left.is_empty());
         assert_eq!(stats.max_connections, 1);
     })
@@ -699,7 +702,7 @@ async fn a_dahua_stream_sends_pulses_and_heartbeats() {
         read_until(&mut conn, b"Heartbeat", 1).await;
         assert_eq!(lock(&ledger).tally.hall().passages, 35);
         stop.cancel();
-        let _ = handle.finish().await;
+        handle.finish().await;
     })
     .await
     .expect("within the time limit");
@@ -817,6 +820,7 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
             request_timeout_ms: 5000,
             retry_ms: 10,
             lockout_secs: 60,
+            linger_secs: 0,
         };
         run(plan, options, CancellationToken::new())
             .await

@@ -122,6 +122,13 @@ fn record(sn: &str, line: &[u8]) -> Result<Vec<u8>, &'static str> {
     }
     let mut doc = Map::new();
     doc.insert("SN".into(), Value::String(sn.to_string()));
+    // ATTLOG has no record number. One person passes one terminal at most once a second, so
+    // the person and the second name a record: a re-sent line has the same key, two people
+    // in the same second do not (the time alone would drop the second one as a re-send).
+    doc.insert(
+        "record_key".into(),
+        Value::String(format!("{pin}@{}", columns[1].replace(' ', "T"))),
+    );
     for (name, value) in COLUMNS.iter().zip(&columns) {
         if !value.is_empty() {
             doc.insert((*name).into(), Value::String((*value).to_string()));
