@@ -761,3 +761,56 @@ async fn a_dahua_stream_closed_after_every_event_is_reopened_one_connection_at_a
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn a_searched_record_and_a_streamed_event_decode_to_a_passage_keyed_by_its_serial() {
+    // The resume point after a restart is read from the passage keys: they must be the
+    // serials, for records searched and streamed alike.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), "127.0.0.1:9");
+    config.terminals[0].profile = "hikvision-isapi".into();
+    config.terminals[1].profile = "hikvision-isapi".into();
+    let now = Timestamp::now();
+    let device = Device::new(log(41, 1, now));
+    let cond = br#"{"AcsEventCond":{"searchID":"s","searchResultPosition":0,"maxResults":30}}"#;
+    let response = search(&device, cond);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let page = acs_event_page(&body).expect("a page");
+    let (tx, _rx) = mpsc::channel(4);
+    let mut ingest = super::super::Ingest::new(&config, stats_for(2), tx, None);
+    let searched = ingest.handle(
+        &Route::Terminal(0),
+        page.records[0].clone(),
+        None,
+        None,
+        now,
+    );
+    let Ok(Some(crate::devices::DeviceEvent::Passage { key, .. })) = searched else {
+        panic!("a searched record is a passage: {searched:?}");
+    };
+    assert_eq!(key.event, "41");
+
+    let part = alert_part(42);
+    let mut stream =
+        AlertStream::new("multipart/mixed; boundary=boundary", 64 * 1024, 64 * 1024).expect("type");
+    let mut items = stream.push(&part).expect("parts");
+    items.extend(stream.finish());
+    let envelope = items.remove(0).expect("an event");
+    let streamed = ingest.handle(&Route::Terminal(1), envelope.document, None, None, now);
+    let Ok(Some(crate::devices::DeviceEvent::Passage { key, .. })) = streamed else {
+        panic!("a streamed event is a passage: {streamed:?}");
+    };
+    assert_eq!(key.event, "42");
+}
+
+fn stats_for(n: usize) -> Arc<TerminalsStats> {
+    Arc::new(TerminalsStats {
+        terminals: (0..n).map(|_| TerminalStats::default()).collect(),
+        unattributed: TerminalStats::default(),
+    })
+}
