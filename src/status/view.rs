@@ -752,6 +752,65 @@ mod tests {
     }
 
     #[test]
+    fn a_pulled_terminal_whose_login_was_refused_is_offline_and_says_why_chinese_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("t.pass"), "x\n").expect("password file");
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n\
+             [[terminals]]\nid = \"T1\"\nprofile = \"hikvision-isapi\"\nroom = \"lobby\"\n\
+             transport = \"hikvision_pull\"\naddress = \"127.0.0.1:9\"\nusername = \"admin\"\n\
+             password_file = \"t.pass\"\n",
+            dir.path(),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let now = at("2026-12-01T06:00:00Z");
+        let mut terminal = crate::devices::terminals::TerminalStatsSnapshot {
+            last_seen_ms: now.as_millisecond() as u64,
+            ..Default::default()
+        };
+        let mut snapshot = Snapshot {
+            taken: std::time::Instant::now(),
+            at: now,
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![crate::status::RoomFigures::default()],
+            visitors_today: 0,
+            clock_synced: true,
+            counters: Vec::new(),
+            buses: Vec::new(),
+            terminals: vec![terminal.clone()],
+            terminals_unattributed: Default::default(),
+            outbox: Default::default(),
+            uplink: Default::default(),
+            bookings: Default::default(),
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
+        };
+        let device = |snapshot: &Snapshot| {
+            build(&config, snapshot, now, None)
+                .devices
+                .into_iter()
+                .find(|d| d.id == "T1")
+                .expect("the terminal is listed")
+        };
+        assert_eq!(device(&snapshot).condition, Condition::Online);
+        terminal.login_refused = true;
+        snapshot.terminals = vec![terminal];
+        let refused = device(&snapshot);
+        assert_eq!(refused.condition, Condition::Offline);
+        assert!(
+            refused.detail.starts_with(
+                "终端 T1 登录被拒，已停止重试以免锁定账户 (login refused; stopped retrying so the \
+                 device does not lock the account)"
+            ),
+            "{}",
+            refused.detail
+        );
+    }
+
+    #[test]
     fn a_silent_terminal_turns_stale_after_ten_minutes() {
         let started = at("2026-12-01T00:00:00Z");
         let seen = at("2026-12-01T00:30:00Z").as_millisecond() as u64;
