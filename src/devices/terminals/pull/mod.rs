@@ -208,10 +208,11 @@ impl Cursor {
         }
     }
 
-    /// Whether a record with this serial is still to be handed over (a device that ignores
-    /// `beginSerialNo` must not make the gateway re-deliver its whole log every poll).
-    pub fn is_new(&self, serial: Option<u64>) -> bool {
-        match (serial, self.after) {
+    /// Whether a record with this serial is still to be handed over in a search that began
+    /// after `searched_after` (a device that ignores `beginSerialNo` must not make the
+    /// gateway re-deliver its whole log every poll).
+    pub fn is_new(searched_after: Option<u64>, serial: Option<u64>) -> bool {
+        match (serial, searched_after) {
             (Some(s), Some(after)) => s > after,
             _ => true,
         }
@@ -490,7 +491,7 @@ impl Driver {
                 );
             }
             let count = page.records.len();
-            let answers = self.deliver_records(cursor, page.records).await?;
+            let answers = self.deliver_records(after_serial, page.records).await?;
             if cursor.advance(&answers) {
                 tracing::debug!(terminal = %self.id, after = ?cursor.after, "a record was not committed; the next poll reads it again");
                 return Ok(());
@@ -504,18 +505,22 @@ impl Driver {
     }
 
     /// Hands a page's new records to the ingest all at once (one commit can take them all),
-    /// then collects the answers in order.
+    /// oldest serial first (the resume point moves in that order), then collects the
+    /// answers in that order.
     async fn deliver_records(
         &self,
-        cursor: &Cursor,
+        searched_after: Option<u64>,
         records: Vec<Vec<u8>>,
     ) -> Result<Vec<(Option<u64>, Option<Ack>)>, Stop> {
+        let mut records: Vec<(Option<u64>, Vec<u8>)> = records
+            .into_iter()
+            .map(|d| (record_serial(&d), d))
+            .filter(|(serial, _)| Cursor::is_new(searched_after, *serial))
+            .collect();
+        // Devices answer oldest first; should one not, the order here still is.
+        records.sort_by_key(|(serial, _)| *serial);
         let mut waiting = Vec::with_capacity(records.len());
-        for document in records {
-            let serial = record_serial(&document);
-            if !cursor.is_new(serial) {
-                continue;
-            }
+        for (serial, document) in records {
             let (tx, rx) = oneshot::channel();
             self.hand_over(Incoming {
                 route: Route::Terminal(self.index),

@@ -54,9 +54,10 @@ fn the_resume_point_moves_over_answered_records_and_stops_at_the_first_unsafe_on
         (None, Some(Ack::Committed))
     ]));
     assert_eq!(fresh.after, Some(7));
-    assert!(!fresh.is_new(Some(7)));
-    assert!(fresh.is_new(Some(8)));
-    assert!(fresh.is_new(None));
+    assert!(!Cursor::is_new(Some(7), Some(7)));
+    assert!(Cursor::is_new(Some(7), Some(8)));
+    assert!(Cursor::is_new(Some(7), None));
+    assert!(Cursor::is_new(None, Some(1)));
 }
 
 #[test]
@@ -176,6 +177,8 @@ struct Device {
     close_after_answer: bool,
     /// Forget its nonces between searches (a device restart): the next login is stale.
     forget_nonces: bool,
+    /// Answer every search from the start of the log (older firmware).
+    ignore_begin_serial: bool,
     /// Stream senders held open by silent scripts.
     held: Mutex<Vec<mpsc::Sender<Bytes>>>,
 }
@@ -191,6 +194,7 @@ impl Device {
             requests: AtomicU64::new(0),
             close_after_answer: false,
             forget_nonces: false,
+            ignore_begin_serial: false,
             held: Mutex::new(Vec::new()),
         }
     }
@@ -333,7 +337,7 @@ fn search(device: &Device, body: &[u8]) -> Answer {
         .log
         .iter()
         .filter(|(serial, at)| {
-            cond.begin_serial.is_none_or(|b| *serial >= b)
+            (device.ignore_begin_serial || cond.begin_serial.is_none_or(|b| *serial >= b))
                 && cond.end_serial.is_none_or(|e| *serial <= e)
                 && cond.start.is_none_or(|s| *at >= s.as_second())
                 && cond.end.is_none_or(|e| *at <= e.as_second())
@@ -813,4 +817,31 @@ fn stats_for(n: usize) -> Arc<TerminalsStats> {
         terminals: (0..n).map(|_| TerminalStats::default()).collect(),
         unattributed: TerminalStats::default(),
     })
+}
+
+#[tokio::test]
+async fn a_device_that_ignores_the_begin_serial_does_not_get_its_log_handed_over_again() {
+    timeout(WAIT, async {
+        let mut device = Device::new(log(1, 10, Timestamp::now()));
+        device.ignore_begin_serial = true;
+        let device = Arc::new(device);
+        let (address, _gate) = serve(device.clone()).await;
+        let (ingest, got) = ingest(|_| Some(Ack::Committed));
+        let stats = stats();
+        let (task, shutdown) = start(&address, PASSWORD, ingest, &stats, pull(None));
+        until(|| {
+            let searches = device.searches.lock().expect("searches");
+            searches
+                .iter()
+                .filter(|c| c.begin_serial == Some(11))
+                .count()
+                >= 3
+        })
+        .await;
+        shutdown.cancel();
+        task.await.expect("driver");
+        assert_eq!(serials(&got, false), (1..=10).collect::<Vec<_>>());
+    })
+    .await
+    .expect("in time");
 }
