@@ -845,3 +845,60 @@ async fn a_device_that_ignores_the_begin_serial_does_not_get_its_log_handed_over
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn a_device_that_never_answers_is_timed_out_counted_and_tried_again_on_one_connection() {
+    timeout(WAIT, async {
+        // Takes the request and says nothing; counts connections open at once.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let open = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (o, m, a) = (open.clone(), most.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::Relaxed);
+                let now = o.fetch_add(1, Ordering::Relaxed) + 1;
+                m.fetch_max(now, Ordering::Relaxed);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let mut sink = tokio::io::sink();
+                    let _ = tokio::io::copy(&mut stream, &mut sink).await;
+                    o.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        });
+        let (ingest, _got) = ingest(|_| Some(Ack::Committed));
+        let stats = stats();
+        let shutdown = CancellationToken::new();
+        let mut quick = settings();
+        quick.timeouts.response = Duration::from_millis(200);
+        let driver = Driver::new(
+            0,
+            "T1".into(),
+            DeviceClient::new(&address, "admin", PASSWORD, quick.timeouts),
+            ingest,
+            stats.clone(),
+            quick,
+        );
+        let task = tokio::spawn(driver.run(pull(None), shutdown.clone()));
+        until(|| {
+            stats.terminals[0]
+                .snapshot()
+                .link_errors
+                .get("timeout")
+                .is_some_and(|n| *n >= 3)
+        })
+        .await;
+        shutdown.cancel();
+        task.await.expect("driver");
+        assert!(accepted.load(Ordering::Relaxed) >= 3);
+        // The relay-free count can see a new connection before the old one's close: allow
+        // the close a moment, as the gate does, by checking after the driver stopped.
+        until(|| open.load(Ordering::Relaxed) == 0).await;
+        assert!(!stats.terminals[0].snapshot().login_refused);
+    })
+    .await
+    .expect("in time");
+}
