@@ -847,20 +847,19 @@ async fn a_device_that_ignores_the_begin_serial_does_not_get_its_log_handed_over
 }
 
 #[tokio::test]
-async fn a_device_that_never_answers_is_timed_out_counted_and_tried_again_on_one_connection() {
+async fn a_device_that_never_answers_is_timed_out_counted_and_tried_again() {
     timeout(WAIT, async {
-        // Takes the request and says nothing; counts connections open at once.
+        // Takes the request and says nothing; counts connections (the relay-free server
+        // cannot tell overlap from a close still in flight, so the gate's tests judge that).
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         let open = Arc::new(AtomicU64::new(0));
-        let most = Arc::new(AtomicU64::new(0));
         let accepted = Arc::new(AtomicU64::new(0));
-        let (o, m, a) = (open.clone(), most.clone(), accepted.clone());
+        let (o, a) = (open.clone(), accepted.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::Relaxed);
-                let now = o.fetch_add(1, Ordering::Relaxed) + 1;
-                m.fetch_max(now, Ordering::Relaxed);
+                o.fetch_add(1, Ordering::Relaxed);
                 let o = o.clone();
                 tokio::spawn(async move {
                     let mut sink = tokio::io::sink();
@@ -894,8 +893,7 @@ async fn a_device_that_never_answers_is_timed_out_counted_and_tried_again_on_one
         shutdown.cancel();
         task.await.expect("driver");
         assert!(accepted.load(Ordering::Relaxed) >= 3);
-        // The relay-free count can see a new connection before the old one's close: allow
-        // the close a moment, as the gate does, by checking after the driver stopped.
+        // Stopped, it leaves no connection behind.
         until(|| open.load(Ordering::Relaxed) == 0).await;
         assert!(!stats.terminals[0].snapshot().login_refused);
     })
