@@ -82,6 +82,27 @@ pub async fn run(
     })?;
     config.storage.data_dir = data_dir.clone();
 
+    // HTTP terminals: the listener moves to a free loopback port, push terminals push from
+    // loopback, and pulled terminals are served by the simulator on free loopback ports.
+    if let Some(http) = &mut config.terminal_http {
+        http.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    }
+    for terminal in &mut config.terminals {
+        match &mut terminal.transport {
+            TerminalTransport::Mqtt => {}
+            TerminalTransport::HttpPush { address } => {
+                if address.is_some() {
+                    *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+            }
+            TerminalTransport::HikvisionPull { address, .. }
+            | TerminalTransport::HikvisionStream { address }
+            | TerminalTransport::DahuaStream { address } => {
+                *address = format!("127.0.0.1:{}", free_port()?);
+            }
+        }
+    }
+
     // Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
     // addresses do not exist here, and a fixed port could be answered by another program.
     // Serial lines (RS-485 buses, streaming counters) become socat pty pairs the simulator
@@ -150,27 +171,6 @@ pub async fn run(
         }
         _ => None,
     };
-
-    // HTTP terminals: the listener moves to a free loopback port, push terminals push from
-    // loopback, and pulled terminals are served by the simulator on free loopback ports.
-    if let Some(http) = &mut config.terminal_http {
-        http.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    }
-    for terminal in &mut config.terminals {
-        match &mut terminal.transport {
-            TerminalTransport::Mqtt => {}
-            TerminalTransport::HttpPush { address } => {
-                if address.is_some() {
-                    *address = Some(Ipv4Addr::LOCALHOST.into());
-                }
-            }
-            TerminalTransport::HikvisionPull { address, .. }
-            | TerminalTransport::HikvisionStream { address }
-            | TerminalTransport::DahuaStream { address } => {
-                *address = format!("127.0.0.1:{}", free_port()?);
-            }
-        }
-    }
 
     // The status page moves to a free loopback port too: a gateway may already be on 8080.
     if let Some(status) = &mut config.status {

@@ -164,7 +164,8 @@ fn passages_empty(p: &Passages) -> bool {
 }
 
 /// One accepted passage, as the engine needs it: no identity beyond a daily-salted hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialisable for the outbox's journal of passages received but not yet counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassageFacts {
     pub room: usize,
     /// The member's hash under today's salt; `None` for a stranger.

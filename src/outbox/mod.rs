@@ -118,6 +118,23 @@ pub struct Batch {
     /// Serialised bookings tracker (the centre's accepted bookings and what their slots have
     /// seen), when it changed; committed with the messages it produced.
     pub bookings_state: Option<Vec<u8>>,
+    /// Passages a device waits to hear were received, journaled before the engine has them:
+    /// once committed the device may be told, and a restart gives them back to the core.
+    pub received: Vec<ReceivedPassage>,
+    /// Journaled passages the engine now holds, (terminal, event key): deleted in the same
+    /// transaction as the engine state that counted them.
+    pub received_done: Vec<(String, String)>,
+}
+
+/// A passage a device was (or is about to be) told was received, before the engine counted
+/// it. No identity: the facts carry the member's daily-salted hash at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedPassage {
+    pub terminal: String,
+    pub event: String,
+    pub at_ms: i64,
+    /// The passage's facts, as the core serialises them.
+    pub facts: Vec<u8>,
 }
 
 /// How long counted terminal event keys are kept.
@@ -140,6 +157,9 @@ pub struct Restored {
     pub passage_keys: Vec<(String, String)>,
     /// The bookings tracker as last committed.
     pub bookings_state: Option<Vec<u8>>,
+    /// Passages received and answered but not yet in the committed engine state, oldest
+    /// first: the core takes them again.
+    pub received: Vec<ReceivedPassage>,
     /// Where a damaged database was moved, if one was found.
     pub moved_aside: Option<PathBuf>,
 }
@@ -585,7 +605,14 @@ impl Db {
              CREATE TABLE IF NOT EXISTS bookings_state (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  state BLOB NOT NULL
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS passage_received (
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 facts BLOB NOT NULL,
+                 PRIMARY KEY (terminal, event)
+             ) WITHOUT ROWID;",
         )
         .map_err(open_err)?;
         let version: i64 = conn
@@ -708,12 +735,27 @@ impl Db {
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT terminal, event, at_ms, facts FROM passage_received ORDER BY at_ms")?;
+        let received = stmt
+            .query_map([], |r| {
+                Ok(ReceivedPassage {
+                    terminal: r.get(0)?,
+                    event: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    facts: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
         Ok(Restored {
             engine_state,
             baselines,
             pending_messages: self.rows,
             passage_keys,
             bookings_state,
+            received,
             moved_aside: None,
         })
     }
@@ -980,6 +1022,19 @@ impl Db {
                      (SELECT rowid FROM passage_seen ORDER BY rowid LIMIT ?2)",
             )?
             .execute([newest - PASSAGE_KEYS_KEPT_SECS, PASSAGE_KEYS_PRUNE_SCAN])?;
+        }
+        // Journaled first, settled after: a passage received and counted since the last
+        // commit is inserted and deleted in this one transaction.
+        for r in &batch.received {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO passage_received (terminal, event, at_ms, facts)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![r.terminal, r.event, r.at_ms, r.facts])?;
+        }
+        for (terminal, event) in &batch.received_done {
+            tx.prepare_cached("DELETE FROM passage_received WHERE terminal = ?1 AND event = ?2")?
+                .execute(params![terminal, event])?;
         }
         // Over the bound: make room in the same transaction, so it costs no extra fsync.
         let mut space = Space {

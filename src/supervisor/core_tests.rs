@@ -237,56 +237,84 @@ async fn a_counters_first_baseline_is_committed_at_the_next_tick() {
     outbox.close().await;
 }
 
+/// Passage `e1` with a transport waiting on it; the answer comes on the receiver.
+fn waiting_passage(
+    config: &Config,
+) -> (
+    DeviceEvent,
+    tokio::sync::oneshot::Receiver<crate::devices::terminals::Ack>,
+) {
+    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+    let mut event = passage(config);
+    if let DeviceEvent::Passage { receipt, .. } = &mut event {
+        *receipt = Some(crate::devices::terminals::Receipt::new(ack_tx));
+    }
+    (event, ack_rx)
+}
+
+fn reopen(dir: &Path) -> (Outbox, crate::outbox::Restored) {
+    let config = hall();
+    Outbox::open(
+        dir,
+        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
+    )
+    .expect("reopens")
+}
+
 #[tokio::test]
-async fn a_waiting_passage_is_committed_at_once_and_its_device_told_only_after_the_commit() {
+async fn a_waiting_passage_is_journaled_at_once_and_its_device_told_only_after_that_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ack_tx, mut ack_rx) = tokio::sync::oneshot::channel();
     {
         let (mut core, _state) = core(dir.path());
         let config = core.config.clone();
-        let mut waiting = passage(&config);
-        if let DeviceEvent::Passage { receipt, .. } = &mut waiting {
-            *receipt = Some(crate::devices::terminals::Receipt::new(ack_tx));
-        }
-        // Held in the reorder window: nothing is committed, so the device hears nothing.
+        let (waiting, mut ack) = waiting_passage(&config);
         core.receive(waiting);
-        core.flush(false).await;
         assert!(
-            ack_rx.try_recv().is_err(),
-            "no answer while the passage is not in a commit"
+            ack.try_recv().is_err(),
+            "no answer while the passage is on no disk"
         );
-        // Released and applied, one second after the last commit: the event interval (10 s)
-        // is not waited for when a device waits.
+        // Still in the reorder window, long before the 10 s event interval: a commit of its
+        // journal row alone, then the answer.
+        let before = commits(&core);
+        core.flush(false).await;
+        assert_eq!(commits(&core), before + 1, "journaled at once");
+        assert_eq!(
+            ack.try_recv(),
+            Ok(crate::devices::terminals::Ack::Committed)
+        );
+        // Killed here: the engine never counted it.
+        core.outbox.close().await;
+    }
+    let received = reopen_restored(dir.path()).await.received;
+    assert_eq!(received.len(), 1, "the answered passage is on disk");
+    {
+        // The next life counts it, and the commit that holds the count deletes the row.
+        let (mut core, _state) = core(dir.path());
+        core.journaled(received);
         for event in core.reorder.drain() {
             core.apply(event);
         }
-        core.last_commit = ago(Duration::from_secs(1));
-        let before = commits(&core);
-        core.flush(false).await;
-        assert_eq!(commits(&core), before + 1, "committed at once");
-        assert_eq!(
-            ack_rx.try_recv(),
-            Ok(crate::devices::terminals::Ack::Committed)
-        );
+        assert_eq!(core.terminal_stats.terminals[0].snapshot().passages, 1);
+        core.flush(true).await;
         core.outbox.close().await;
     }
-    // What the device was told it delivered is on disk: its key is restored, so a re-send
-    // after a kill counts nothing twice.
-    let config = hall();
-    let (outbox, restored) = Outbox::open(
-        dir.path(),
-        OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
-    )
-    .expect("reopens");
+    let (outbox, restored) = reopen(dir.path());
     assert!(
-        restored
-            .passage_keys
-            .iter()
-            .any(|(terminal, event)| terminal == config.terminals[0].id.as_str() && event == "e1"),
-        "{:?}",
-        restored.passage_keys
+        restored.received.is_empty(),
+        "counted, so no longer journaled"
+    );
+    assert!(
+        restored.passage_keys.iter().any(|(_, event)| event == "e1"),
+        "its key is kept with the count"
     );
     outbox.close().await;
+}
+
+/// What a reopened outbox restores (the database closed again at once).
+async fn reopen_restored(dir: &Path) -> crate::outbox::Restored {
+    let (outbox, restored) = reopen(dir);
+    outbox.close().await;
+    restored
 }
 
 #[tokio::test]
@@ -294,14 +322,20 @@ async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_a
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut core, _state) = core(dir.path());
     let config = core.config.clone();
-    let (ack_tx, mut ack_rx) = tokio::sync::oneshot::channel();
-    let mut old = passage(&config);
-    if let DeviceEvent::Passage { at, receipt, .. } = &mut old {
+    let (mut old, mut ack) = waiting_passage(&config);
+    if let DeviceEvent::Passage { at, .. } = &mut old {
         *at = now() - jiff::SignedDuration::from_hours(30);
-        *receipt = Some(crate::devices::terminals::Receipt::new(ack_tx));
     }
     let revision = core.engine.state().revision;
-    core.apply(old);
+    core.receive(old);
+    core.flush(false).await;
+    assert_eq!(
+        ack.try_recv(),
+        Ok(crate::devices::terminals::Ack::Committed)
+    );
+    for event in core.reorder.drain() {
+        core.apply(event);
+    }
     assert_eq!(
         core.engine.state().revision,
         revision,
@@ -309,10 +343,11 @@ async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_a
     );
     assert_eq!(core.terminal_stats.terminals[0].snapshot().earlier_day, 1);
     assert_eq!(core.terminal_stats.terminals[0].snapshot().passages, 0);
-    core.flush(false).await;
-    assert_eq!(
-        ack_rx.try_recv(),
-        Ok(crate::devices::terminals::Ack::Committed)
-    );
+    core.flush(true).await;
     core.outbox.close().await;
+    let restored = reopen_restored(dir.path()).await;
+    assert!(
+        restored.received.is_empty(),
+        "its journal row goes: nothing to count later either"
+    );
 }

@@ -172,6 +172,7 @@ pub async fn run(
             });
         }
     }
+    core.journaled(restored.received);
     let status_stop = CancellationToken::new();
     let status = status_server.map(|server| {
         tokio::spawn(server.serve(
@@ -289,9 +290,11 @@ struct Core {
     urgent: bool,
     /// A counter's first baseline is pending: commit it at the next tick (see `receive`).
     first_baseline: bool,
-    /// Passages applied since the last commit whose transport waits to tell the device they
-    /// were received: they make the next tick's commit due, and are settled once it is done.
+    /// Passages whose transport waits to tell the device they were received, journaled in
+    /// `pending.received`: settled once a commit holds their journal rows (see `receive`).
     receipts: Vec<crate::devices::terminals::Receipt>,
+    /// When the journal of received passages was last committed on its own.
+    last_journal_commit: Option<Instant>,
     /// Latest time seen, so the engine's clock never runs backwards between drivers — nor
     /// when the wall clock is stepped back: bins then hold still until it catches up.
     now: WallClock,
@@ -380,6 +383,7 @@ impl Core {
             urgent: false,
             first_baseline: false,
             receipts: Vec::new(),
+            last_journal_commit: None,
             now: WallClock::new(now),
             clock_synced: crate::clock::synchronised(),
             notifier: Notifier::disabled(),
@@ -399,7 +403,12 @@ impl Core {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(event) = events.recv() => self.receive(event),
+                Some(event) = events.recv() => {
+                    self.receive(event);
+                    if self.journal_now() {
+                        self.flush_journal().await;
+                    }
+                }
                 Some(bytes) = downlink.recv() => self.downlink(&bytes),
                 _ = ticker.tick() => {
                     self.check_clock();
@@ -450,8 +459,32 @@ impl Core {
     /// otherwise start again from a fresh first read, and every crossing in between would be
     /// lost. Nothing of that counter can be held yet, so the commit skips none of its
     /// crossings.
+    ///
+    /// A passage whose device waits for its answer is journaled at once (outbox
+    /// `passage_received`), not a reorder window and a commit later: the journal row is a
+    /// few dozen bytes, and a device sending one record at a time gets its answer as soon as
+    /// that row is on disk. A restart gives journaled passages back to the core
+    /// ([`Core::journaled`]); the commit that holds the engine state counting one deletes
+    /// its row, so it is counted once either way.
     fn receive(&mut self, event: DeviceEvent) {
         self.note_health(&event);
+        if let DeviceEvent::Passage {
+            at,
+            facts,
+            key,
+            receipt: Some(receipt),
+            ..
+        } = &event
+        {
+            self.pending.received.push(crate::outbox::ReceivedPassage {
+                terminal: key.terminal.to_string(),
+                event: key.event.clone(),
+                at_ms: at.as_millisecond(),
+                // Plain data: serialising it cannot fail.
+                facts: serde_json::to_vec(facts).expect("passage facts always serialise"),
+            });
+            self.receipts.push(receipt.clone());
+        }
         if let DeviceEvent::CounterRead {
             counter,
             totals,
@@ -586,11 +619,13 @@ impl Core {
                 key,
                 receipt,
             } => {
-                // Whatever becomes of it below — counted, a re-send of one counted, a record
-                // of a day already closed — the device may forget it once the next commit is
-                // done: that commit holds it, its first copy, or nothing it must keep.
-                if let Some(receipt) = receipt {
-                    self.receipts.push(receipt);
+                // Journaled on arrival (see `receive`): whatever becomes of it below, the
+                // commit that holds this engine state holds its outcome, so its journal row
+                // goes in that same commit.
+                if receipt.is_some() {
+                    self.pending
+                        .received_done
+                        .push((key.terminal.to_string(), key.event.clone()));
                 }
                 let stats = &self.terminal_stats.terminals[terminal];
                 // A record of an earlier business day (a terminal's log replayed after a long
@@ -715,6 +750,10 @@ impl Core {
     /// at once; engine state and counter baselines at most once per `commit_interval`, since
     /// a crash loses nothing the counters' cumulative totals cannot give back (delta-mode
     /// counters excepted, hence `urgent`). Fewer commits, less wear on the SD card.
+    ///
+    /// Passages a device waits on are journaled sooner, in a commit of their journal rows
+    /// alone (no engine state: a page or two, not the whole state), paced by the outbox's
+    /// fsync budget; then their devices are told.
     async fn flush(&mut self, force: bool) {
         let revision = self.engine.state().revision;
         let engine_changed =
@@ -725,15 +764,14 @@ impl Core {
         // a commit each second rewrote the engine state 86 400 times a day (4 GB/day).
         let urgent_due = self.urgent && since >= self.config.storage.event_commit_interval;
         // New bookings are committed at once: the centre sends them rarely.
-        // A device waiting for its answer cannot wait for the event interval: a terminal that
-        // sends one record at a time would crawl through its backlog, and an HTTP device
-        // would time out and re-send. The outbox's fsync budget still bounds these commits.
         let worth = !self.pending.messages.is_empty()
             || self.pending.bookings_state.is_some()
             || self.first_baseline
-            || !self.receipts.is_empty()
             || (engine_changed && (due || urgent_due || force));
         if !worth {
+            if !self.pending.received.is_empty() {
+                self.flush_journal().await;
+            }
             return;
         }
         self.last_commit = Instant::now();
@@ -747,21 +785,20 @@ impl Core {
                 self.committed_revision = Some(revision);
                 self.urgent = false;
                 self.first_baseline = false;
-                for receipt in receipts {
-                    receipt.settle(crate::devices::terminals::Ack::Committed);
-                }
+                settle(receipts);
             }
             Err((error, returned)) => {
-                // Not safe yet: the devices hear nothing until a later commit holds these.
-                let mut receipts = receipts;
-                receipts.append(&mut self.receipts);
-                self.receipts = receipts;
+                self.keep_receipts(receipts);
                 tracing::error!(%error, "cannot commit to the outbox; keeping the batch in memory and retrying");
                 if let Some(mut returned) = returned {
                     // Keep order: what failed goes before what came since.
                     returned.messages.append(&mut self.pending.messages);
                     returned.baselines.append(&mut self.pending.baselines);
                     returned.passage_keys.append(&mut self.pending.passage_keys);
+                    returned.received.append(&mut self.pending.received);
+                    returned
+                        .received_done
+                        .append(&mut self.pending.received_done);
                     returned.engine_state = None;
                     returned.bookings_state = self
                         .pending
@@ -772,6 +809,42 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Commits the journal of received passages alone, and tells their devices.
+    async fn flush_journal(&mut self) {
+        self.last_journal_commit = Some(Instant::now());
+        let receipts = mem::take(&mut self.receipts);
+        let batch = Batch {
+            received: mem::take(&mut self.pending.received),
+            ..Batch::default()
+        };
+        match self.outbox.commit(batch).await {
+            Ok(()) => settle(receipts),
+            Err((error, returned)) => {
+                self.keep_receipts(receipts);
+                tracing::error!(%error, "cannot journal received passages; their devices are not answered yet");
+                if let Some(mut returned) = returned {
+                    returned.received.append(&mut self.pending.received);
+                    self.pending.received = returned.received;
+                }
+            }
+        }
+    }
+
+    /// A journal commit is worth making now rather than at the next tick: a device waits,
+    /// and the outbox's fsync budget since the last one is spent.
+    fn journal_now(&self) -> bool {
+        !self.pending.received.is_empty()
+            && self
+                .last_journal_commit
+                .is_none_or(|t| t.elapsed() >= self.config.storage.min_commit_gap)
+    }
+
+    /// Receipts whose commit failed wait for the next one, before those that came since.
+    fn keep_receipts(&mut self, mut receipts: Vec<crate::devices::terminals::Receipt>) {
+        receipts.append(&mut self.receipts);
+        self.receipts = receipts;
     }
 
     /// Pings systemd's watchdog (when it is on) with a one-line status for `systemctl status`.
@@ -827,6 +900,67 @@ impl Core {
             clock_synced = self.clock_synced,
             "summary"
         );
+    }
+}
+
+impl Core {
+    /// Passages journaled and answered before a restart but not in the committed engine
+    /// state: back into the reorder window, as received (their journal rows go with the
+    /// commit that counts them; a re-send that came meanwhile counts once by its key).
+    fn journaled(&mut self, received: Vec<crate::outbox::ReceivedPassage>) {
+        let count = received.len();
+        for r in received {
+            let terminal = self
+                .config
+                .terminals
+                .iter()
+                .position(|t| t.id.as_str() == r.terminal);
+            let facts = serde_json::from_slice::<crate::occupancy::PassageFacts>(&r.facts);
+            let (Some(terminal), Ok(facts), Ok(at), Some(id)) = (
+                terminal,
+                facts,
+                Timestamp::from_millisecond(r.at_ms),
+                TerminalId::new(&r.terminal),
+            ) else {
+                tracing::error!(
+                    terminal = %r.terminal,
+                    "a journaled passage cannot be counted (its terminal left the config, or the row is damaged); dropping it"
+                );
+                self.pending.received_done.push((r.terminal, r.event));
+                continue;
+            };
+            // The room is the terminal's now: a config reload may have moved it.
+            let facts = crate::occupancy::PassageFacts {
+                room: self.config.terminals[terminal].room,
+                ..facts
+            };
+            let event = DeviceEvent::Passage {
+                terminal,
+                at,
+                facts,
+                key: DedupKey {
+                    terminal: id,
+                    event: r.event,
+                },
+                receipt: Some(crate::devices::terminals::Receipt::answered_before()),
+            };
+            if let Some(early) = self.reorder.push(event) {
+                self.apply(early);
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                passages = count,
+                "passages answered before the restart but not yet counted are counted now"
+            );
+        }
+    }
+}
+
+/// Tells the waiting transports their passages are safe.
+fn settle(receipts: Vec<crate::devices::terminals::Receipt>) {
+    for receipt in receipts {
+        receipt.settle(crate::devices::terminals::Ack::Committed);
     }
 }
 

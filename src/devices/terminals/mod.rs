@@ -220,6 +220,12 @@ impl Receipt {
         Receipt(Arc::new(std::sync::Mutex::new(Some(ack))))
     }
 
+    /// A receipt nobody waits on: a journaled passage given back to the core at start-up,
+    /// whose device was answered before the restart.
+    pub fn answered_before() -> Self {
+        Receipt(Arc::new(std::sync::Mutex::new(None)))
+    }
+
     /// Answers the waiting transport (the first answer wins; later ones are no-ops).
     pub fn settle(&self, ack: Ack) {
         if let Some(tx) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
@@ -875,23 +881,10 @@ impl Ingest {
     /// The topic a terminal's own profile would carry its messages on: what a record that
     /// came over HTTP is decoded as, so the profile's device-id rule still applies.
     fn topic_of(&self, terminal: usize) -> String {
-        let id = self.ids[terminal].as_str();
         self.profiles
             .iter()
             .find(|p| p.name == self.profile_names[terminal])
-            .map(|p| {
-                p.topic_filter
-                    .split('/')
-                    .map(|level| {
-                        if level == "+" || level == "#" {
-                            id
-                        } else {
-                            level
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
+            .map(|p| p.topic_for(&self.ids[terminal]))
             .unwrap_or_default()
     }
 }

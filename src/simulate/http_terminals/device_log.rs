@@ -141,7 +141,7 @@ impl AcsEventCond {
             Record::Fail { .. } => MINOR_FACE_FAIL,
             _ => return false,
         };
-        let second = e.at_ms.div_euclid(1000);
+        let second = e.event_ms().div_euclid(1000);
         (self.major == 0 || self.major == u64::from(MAJOR_EVENT))
             && (self.minor == 0 || self.minor == u64::from(minor))
             && self.start.is_none_or(|s| second >= s.as_second())

@@ -92,7 +92,7 @@ impl HttpEncoder {
                 "protocol": "HTTP",
                 "macAddress": "24:0f:9b:8c:41:aa",
                 "channelID": 1,
-                "dateTime": hikvision_time(e.at_ms, t.offset),
+                "dateTime": hikvision_time(e.event_ms(), t.offset),
                 "activePostCount": 1,
                 "eventType": event_type,
                 "eventState": "active",
@@ -192,7 +192,7 @@ impl HttpEncoder {
         let mut record = json!({
             "major": MAJOR_EVENT,
             "minor": minor,
-            "time": hikvision_time(e.at_ms, t.offset),
+            "time": hikvision_time(e.event_ms(), t.offset),
             "cardReaderNo": 1,
             "doorNo": 1,
             "serialNo": e.serial(),
@@ -237,8 +237,23 @@ impl HttpEncoder {
                 format!("/terminals/{}{token}", t.sim.id),
                 self.uniubi_record(t, p),
             ),
-            // Uniubi has no failed-verification records of its own: a failure is a stranger.
-            Record::Fail { .. } => (format!("/terminals/{}{token}", t.sim.id), json!({})),
+            // A member recognised outside their pass time (`face_1`): not a visit.
+            Record::Fail { serial, .. } => {
+                let p = Passage {
+                    terminal: t.index,
+                    serial: *serial,
+                    at_ms: e.at_ms,
+                    member: Some(u32::try_from(*serial % 1000).unwrap_or(0)),
+                    temperature_tenths: 365,
+                    fever: false,
+                    sensor_error: false,
+                    mask_off: false,
+                    broken_snapshot: false,
+                };
+                let mut doc = self.uniubi_record(t, &p);
+                set(&mut doc, &["type"], "face_1".into());
+                (format!("/terminals/{}{token}", t.sim.id), doc)
+            }
         };
         if let Record::Message(Message::Bad(p, kind)) = &e.record {
             let body = self.bad(doc, p, *kind, UNIUBI_FIELDS, |json| json);
@@ -381,7 +396,7 @@ impl HttpEncoder {
             _ => return None,
         };
         let (celsius, flagged, mask_off) = reading(p);
-        let utc = e.at_ms.div_euclid(1000);
+        let utc = e.event_ms().div_euclid(1000);
         let member = p.and_then(|p| p.member);
         Some(json!({
             "CardNo": "",

@@ -29,7 +29,8 @@
 //!   `passage` / `resend` / `bad` / `heartbeat` lines (same fields; `event` is the serial the
 //!   device sent, `t_ms` when it happened) plus `transport` and `attempts` (requests it took;
 //!   1 for pulls); `{"kind":"fail", terminal, room, t_ms, offset_ms, event, transport,
-//!   attempts}` for a failed verification (Hikvision minor 76, Dahua status 0: not a visit);
+//!   attempts}` for a failed verification (Hikvision minor 76, Uniubi `face_1`, Dahua status
+//!   0: not a visit);
 //! - at the end, `{"kind":"unacknowledged", …, "of":"passage"|"resend"|"fail"}` for every
 //!   record still held by its terminal (never answered with success, or never read);
 //! - the final line: the MQTT simulator's (`final`, `totals` of the records taken,
@@ -155,15 +156,10 @@ impl HttpKind {
         }
     }
 
-    /// Whether its terminals log failed verifications as records of their own.
+    /// Whether its terminals send failed verifications as records of their own (Hikvision
+    /// minor 76, Uniubi `face_1`, Dahua status 0); ZKTeco logs passes only.
     pub fn logs_failures(self) -> bool {
-        matches!(
-            self,
-            HttpKind::HikvisionPush
-                | HttpKind::HikvisionPull
-                | HttpKind::HikvisionStream
-                | HttpKind::DahuaStream
-        )
+        self != HttpKind::ZktecoPush
     }
 
     /// Whether malformed records are played (vendors with a JSON body to break).
@@ -247,6 +243,16 @@ impl Entry {
             }
             Record::Message(Message::Heartbeat { .. }) => 0,
             Record::Fail { serial, .. } => *serial,
+        }
+    }
+
+    /// When the recorded event happened (Unix ms): a re-sent record keeps its first time.
+    pub fn event_ms(&self) -> i64 {
+        match &self.record {
+            Record::Message(Message::Passage(p) | Message::Resend(p) | Message::Bad(p, _)) => {
+                p.at_ms
+            }
+            _ => self.at_ms,
         }
     }
 

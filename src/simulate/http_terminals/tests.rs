@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::{FormPart, HttpEncoder, multipart_form};
 use super::*;
-use crate::simulate::terminals::{BadPayload, FAKE_NAMES, Passage, check_decoded, sample_messages};
+use crate::simulate::terminals::{
+    BadPayload, FAKE_NAMES, Passage, check_decoded, member_id, sample_messages,
+};
 use crate::terminals::{DecodeOptions, TerminalProfiles, decode};
 
 const START_MS: i64 = 1_709_601_153_000; // 2024-03-05T01:12:33Z, 09:12:33 in Shanghai
@@ -274,6 +277,20 @@ fn uniubi_callbacks_alternate_json_and_forms_with_the_token_in_the_url() {
         form["base64"],
         base64::engine::general_purpose::STANDARD.encode(JPEG)
     );
+    let fail = encoder.uniubi_push(
+        &t,
+        &Entry {
+            offset_ms: 0,
+            at_ms: START_MS,
+            record: Record::Fail {
+                terminal: 2,
+                serial: 1002,
+            },
+        },
+    );
+    let doc: Value = serde_json::from_slice(&fail.body).expect("json");
+    assert_eq!(doc["type"], "face_1");
+    assert_eq!(doc["recordId"], "1002");
 }
 
 fn percent_decode(text: &str) -> String {
@@ -711,6 +728,49 @@ async fn a_dahua_stream_sends_pulses_and_heartbeats() {
 // ---------------------------------------------------------------------------------------------
 // Loopback: pushing terminals against a stand-in gateway.
 
+fn push_plan(terminals: Vec<HttpTerminal>, target: SocketAddr) -> HttpPlan {
+    HttpPlan {
+        terminals,
+        rooms: vec!["lobby".into()],
+        decode: DecodeOptions::default(),
+        push_target: Some(target),
+        max_body_bytes: 1 << 20,
+        time_zone: shanghai(),
+    }
+}
+
+fn push_options(seed: u64, passages: u64, truth: PathBuf) -> HttpOptions {
+    HttpOptions {
+        script: ScriptOptions {
+            seed,
+            passages,
+            rate_per_sec: 300.0,
+            resend_share: 0.1,
+            bad_share: 0.1,
+            member_pool: 2000,
+            stranger_share: 0.2,
+            fever_share: 0.05,
+            mask_off_share: 0.1,
+        },
+        truth: Some(truth),
+        snapshot: None,
+        backlog_secs: 0.2,
+        drain_secs: 30,
+        request_timeout_ms: 5000,
+        retry_ms: 10,
+        lockout_secs: 60,
+        linger_secs: 0,
+    }
+}
+
+fn truth_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("truth")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
 /// A request the stand-in got: target, `Authorization`, body.
 type Seen = (String, Option<String>, Vec<u8>);
 
@@ -723,7 +783,11 @@ struct StandIn {
 }
 
 async fn stand_in() -> StandIn {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    stand_in_at("127.0.0.1:0".parse().expect("address")).await
+}
+
+async fn stand_in_at(address: SocketAddr) -> StandIn {
+    let listener = TcpListener::bind(address).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicU64::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -793,35 +857,8 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
             terminal(HttpKind::UniubiPush, 1),
             terminal(HttpKind::ZktecoPush, 2),
         ];
-        let plan = HttpPlan {
-            terminals,
-            rooms: vec!["lobby".into()],
-            decode: DecodeOptions::default(),
-            push_target: Some(gateway.addr),
-            max_body_bytes: 1 << 20,
-            time_zone: shanghai(),
-        };
-        let options = HttpOptions {
-            script: ScriptOptions {
-                seed: 4,
-                passages: 60,
-                rate_per_sec: 300.0,
-                resend_share: 0.1,
-                bad_share: 0.1,
-                member_pool: 2000,
-                stranger_share: 0.2,
-                fever_share: 0.05,
-                mask_off_share: 0.1,
-            },
-            truth: Some(truth_path.clone()),
-            snapshot: None,
-            backlog_secs: 0.2,
-            drain_secs: 30,
-            request_timeout_ms: 5000,
-            retry_ms: 10,
-            lockout_secs: 60,
-            linger_secs: 0,
-        };
+        let plan = push_plan(terminals, gateway.addr);
+        let options = push_options(4, 60, truth_path.clone());
         run(plan, options, CancellationToken::new())
             .await
             .expect("the run completes");
@@ -900,4 +937,347 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
     })
     .await
     .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn records_pushed_while_the_gateway_is_down_are_kept_and_taken_once_it_is_back() {
+    timeout(LIMIT, async {
+        // A port nobody listens on, for now.
+        let address = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let plan = push_plan(
+            vec![
+                terminal(HttpKind::HikvisionPush, 0),
+                terminal(HttpKind::UniubiPush, 1),
+            ],
+            address,
+        );
+        let run = tokio::spawn(run(
+            plan,
+            push_options(9, 30, truth_path.clone()),
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let gateway = stand_in_at(address).await;
+        run.await.expect("joins").expect("the run completes");
+        gateway.stop.cancel();
+        let lines = truth_lines(&truth_path);
+        let last = lines.last().expect("final line");
+        assert_eq!(last["complete"], true);
+        let passages: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "passage").collect();
+        assert_eq!(passages.len(), 30);
+        // The first passages were tried many times while nothing answered.
+        assert!(passages.iter().any(|l| l["attempts"].as_u64() > Some(3)));
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn records_never_taken_are_listed_as_unacknowledged() {
+    timeout(LIMIT, async {
+        let address = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let truth_path = dir.path().join("truth.jsonl");
+        let plan = push_plan(vec![terminal(HttpKind::HikvisionPush, 0)], address);
+        let options = HttpOptions {
+            drain_secs: 1,
+            ..push_options(2, 10, truth_path.clone())
+        };
+        run(plan, options, CancellationToken::new())
+            .await
+            .expect("the run completes");
+        let lines = truth_lines(&truth_path);
+        let last = lines.last().expect("final line");
+        assert_eq!(last["complete"], false);
+        assert_eq!(last["unacknowledged"], 10);
+        assert_eq!(last["totals"]["hall"]["passages"], 0);
+        let kept: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "unacknowledged" && l["of"] == "passage")
+            .collect();
+        assert_eq!(kept.len(), 10);
+        // The oldest was tried (again and again); the rest waited behind it, in order.
+        assert!(kept[0]["attempts"].as_u64() >= Some(1));
+        let events: Vec<&str> = kept
+            .iter()
+            .map(|l| l["event"].as_str().expect("event"))
+            .collect();
+        let mut sorted = events.clone();
+        sorted.sort_unstable();
+        assert_eq!(events, sorted);
+        assert!(lines.iter().all(|l| l["kind"] != "passage"));
+    })
+    .await
+    .expect("within the time limit");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the gateway's own readers: wire format → document → shipped profile.
+
+fn profile_for(kind: HttpKind) -> &'static str {
+    match kind {
+        HttpKind::HikvisionPush | HttpKind::HikvisionPull | HttpKind::HikvisionStream => {
+            "hikvision-isapi"
+        }
+        HttpKind::UniubiPush => "uniubi-uface-http",
+        HttpKind::ZktecoPush => "zkteco-adms",
+        HttpKind::DahuaStream => "dahua-access",
+    }
+}
+
+/// A document for the profile decoder, and the picture beside it.
+type ReadBack = (Vec<u8>, Option<Vec<u8>>);
+
+/// What the gateway's wire layer makes of `entry` at `t`: (document, picture) per record.
+fn read_back(encoder: &HttpEncoder, t: &HttpTerminal, e: &Entry) -> Result<Vec<ReadBack>, String> {
+    use crate::terminals::wire::{dahua, hikvision, multipart, uniubi, zkteco};
+    let max = 1 << 20;
+    let envelope =
+        |r: Result<crate::terminals::wire::Envelope, crate::terminals::wire::WireError>| {
+            r.map(|e| vec![(e.document, e.picture)])
+                .map_err(|e| e.as_str().to_string())
+        };
+    match t.kind {
+        HttpKind::HikvisionPush => {
+            let r = encoder.hikvision_push(t, e, true);
+            envelope(hikvision::push(
+                r.content_type.as_deref().unwrap_or(""),
+                &r.body,
+                max,
+            ))
+        }
+        HttpKind::UniubiPush => {
+            let r = encoder.uniubi_push(t, e);
+            envelope(uniubi::callback(
+                r.content_type.as_deref().unwrap_or(""),
+                &r.body,
+                max,
+            ))
+        }
+        HttpKind::ZktecoPush => {
+            let r = encoder.zkteco_attlog(t, &[e]);
+            let log = zkteco::attlog(t.sim.id.as_str(), &r.body);
+            if !log.bad_lines.is_empty() {
+                return Err(format!("{:?}", log.bad_lines));
+            }
+            Ok(log.records.into_iter().map(|d| (d, None)).collect())
+        }
+        HttpKind::HikvisionPull => {
+            let Some(record) = encoder.hikvision_acs_record(t, e) else {
+                return Ok(Vec::new());
+            };
+            let page = device_log::Page {
+                indices: vec![0],
+                total: 1,
+                status: "OK",
+            }
+            .to_json("s", vec![record]);
+            let page = hikvision::acs_event_page(&serde_json::to_vec(&page).expect("json"))
+                .map_err(|e| e.as_str().to_string())?;
+            Ok(page.records.into_iter().map(|d| (d, None)).collect())
+        }
+        HttpKind::HikvisionStream => {
+            let bytes = encode::alert_stream_part(&encoder.hikvision_event(t, e, true));
+            let mut stream =
+                hikvision::AlertStream::new("multipart/mixed; boundary=boundary", max, max)
+                    .map_err(|e| e.as_str().to_string())?;
+            let mut out = stream.push(&bytes).map_err(|e| e.as_str().to_string())?;
+            out.extend(stream.finish());
+            out.into_iter()
+                .map(|r| {
+                    r.map(|e| (e.document, e.picture))
+                        .map_err(|e| e.as_str().to_string())
+                })
+                .collect()
+        }
+        HttpKind::DahuaStream => {
+            let Some(bytes) = encoder.dahua_part(e) else {
+                return Ok(Vec::new());
+            };
+            let mut parts = multipart::PartStream::from_content_type(
+                "multipart/x-mixed-replace; boundary=myboundary",
+                max,
+            )
+            .map_err(|e| e.as_str().to_string())?;
+            let mut all = parts.push(&bytes).map_err(|e| e.as_str().to_string())?;
+            all.extend(parts.finish().map_err(|e| e.as_str().to_string())?);
+            let mut out = Vec::new();
+            for part in all {
+                match dahua::attach_part(&part.body).map_err(|e| e.as_str().to_string())? {
+                    dahua::AttachEvent::AccessControl(doc) => out.push((doc, None)),
+                    other => return Err(format!("{other:?}")),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[test]
+fn every_vendors_bytes_read_by_the_gateways_wire_parsers_decode_to_what_the_truth_says() {
+    use crate::simulate::terminals::topic_for;
+    use crate::terminals::{Decoded, IgnoreReason, MaskState, MemberRef, PassageVerdict, Who};
+    let kinds = [
+        HttpKind::HikvisionPush,
+        HttpKind::UniubiPush,
+        HttpKind::ZktecoPush,
+        HttpKind::HikvisionPull,
+        HttpKind::HikvisionStream,
+        HttpKind::DahuaStream,
+    ];
+    let terminals: Vec<HttpTerminal> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| terminal(*k, i))
+        .collect();
+    let profiles = TerminalProfiles::builtin();
+    let options = DecodeOptions {
+        time_zone: shanghai(),
+        ..DecodeOptions::default()
+    };
+    let encoder = HttpEncoder::new(1 << 20, Some(JPEG.to_vec()), shanghai());
+    let script_options = ScriptOptions {
+        seed: 12,
+        passages: 1200,
+        rate_per_sec: 7.0,
+        resend_share: 0.2,
+        bad_share: 0.2,
+        member_pool: 50,
+        stranger_share: 0.3,
+        fever_share: 0.2,
+        mask_off_share: 0.3,
+    };
+    let vendors = terminals.iter().map(|t| t.sim.vendor).collect();
+    let script = Script::new(vendors, &script_options, &options, START_MS, 5_000).expect("valid");
+    let mut checked: HashMap<HttpKind, usize> = HashMap::new();
+    let mut fails = 0;
+    for step in script {
+        for message in step.messages {
+            let t = &terminals[message.terminal()];
+            let profile = profiles.get(profile_for(t.kind)).expect("shipped profile");
+            let topic = topic_for(&profile.topic_filter, &t.sim.id);
+            let now = crate::simulate::terminals::timestamp(step.at_ms + 1000);
+            let e = Entry {
+                offset_ms: 0,
+                at_ms: step.at_ms,
+                record: Record::Message(message.clone()),
+            };
+            let context = format!("{} {message:?}", t.kind.name());
+            match &message {
+                Message::Passage(p) | Message::Resend(p) => {
+                    // ZKTeco logs members only; pulled logs hold no re-sends.
+                    if (t.kind == HttpKind::ZktecoPush && p.member.is_none())
+                        || (matches!(message, Message::Resend(_)) && !t.kind.is_push())
+                    {
+                        continue;
+                    }
+                    let docs = read_back(&encoder, t, &e).expect(&context);
+                    assert_eq!(docs.len(), 1, "{context}");
+                    let (doc, picture) = &docs[0];
+                    let Ok(Decoded::Passage(d)) = decode(profile, &topic, doc, now, &options)
+                    else {
+                        panic!("{context}: not a passage");
+                    };
+                    assert_eq!(d.terminal, t.sim.id, "{context}");
+                    assert!(
+                        !d.device_clock_suspect && (d.at.as_millisecond() - p.at_ms).abs() < 1000,
+                        "{context}: time {}",
+                        d.at
+                    );
+                    let who = p
+                        .member
+                        .map_or(Who::Stranger, |m| Who::Member(MemberRef::new(member_id(m))));
+                    assert_eq!(d.who, who, "{context}");
+                    let verdict = if p.member.is_some() {
+                        PassageVerdict::Pass
+                    } else {
+                        PassageVerdict::Stranger
+                    };
+                    assert_eq!(d.verdict, verdict, "{context}");
+                    if p.sensor_error {
+                        assert!(d.sensor_error && d.temperature_c.is_none(), "{context}");
+                    } else {
+                        let c = d.temperature_c.expect("a reading");
+                        assert!((c - p.celsius()).abs() < 0.05, "{context}: {c}");
+                    }
+                    assert_eq!(d.fever, p.fever, "{context}");
+                    let mask = if p.mask_off {
+                        MaskState::Off
+                    } else {
+                        MaskState::On
+                    };
+                    assert_eq!(d.mask, mask, "{context}");
+                    if t.kind != HttpKind::ZktecoPush {
+                        assert_eq!(d.dedup_key.event, p.serial.to_string(), "{context}");
+                    }
+                    let expected_picture = match t.kind {
+                        HttpKind::HikvisionPush => Some(JPEG.to_vec()),
+                        HttpKind::UniubiPush if !p.broken_snapshot => Some(JPEG.to_vec()),
+                        _ => None,
+                    };
+                    let got = picture.clone().or(d.snapshot.map(|s| s.into_bytes()));
+                    assert_eq!(got, expected_picture, "{context}");
+                    *checked.entry(t.kind).or_default() += 1;
+                    // A failed verification after it, as the player adds them.
+                    if t.kind.logs_failures() && p.serial % 7 == 0 {
+                        let fail = Entry {
+                            offset_ms: 0,
+                            at_ms: step.at_ms,
+                            record: Record::Fail {
+                                terminal: message.terminal(),
+                                serial: p.serial + 1,
+                            },
+                        };
+                        let docs = read_back(&encoder, t, &fail).expect(&context);
+                        assert_eq!(docs.len(), 1, "{context}");
+                        match decode(profile, &topic, &docs[0].0, now, &options) {
+                            Ok(Decoded::Passage(d)) => {
+                                assert_eq!(d.verdict, PassageVerdict::Fail, "{context}")
+                            }
+                            other => panic!("{context}: a failure came out {other:?}"),
+                        }
+                        fails += 1;
+                    }
+                }
+                Message::Heartbeat { .. } if t.kind.is_push() && t.kind != HttpKind::ZktecoPush => {
+                    let docs = read_back(&encoder, t, &e).expect(&context);
+                    for (doc, _) in docs {
+                        match decode(profile, &topic, &doc, now, &options) {
+                            Ok(Decoded::Ignored(i)) => {
+                                assert_eq!(i.reason, IgnoreReason::Heartbeat, "{context}")
+                            }
+                            other => panic!("{context}: a heartbeat came out {other:?}"),
+                        }
+                    }
+                }
+                Message::Bad(_, kind) if t.kind.sends_bad() && *kind != BadPayload::Oversized => {
+                    // Refused by the wire layer or by the decoder: never a passage.
+                    if let Ok(docs) = read_back(&encoder, t, &e) {
+                        for (doc, _) in docs {
+                            let result = decode(profile, &topic, &doc, now, &options);
+                            assert!(
+                                !matches!(result, Ok(Decoded::Passage(_))),
+                                "{context}: a malformed record came out a passage"
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for kind in kinds {
+        assert!(checked.get(&kind).copied().unwrap_or(0) > 50, "{checked:?}");
+    }
+    assert!(fails > 20, "{fails}");
 }
