@@ -142,6 +142,11 @@ async fn a_gateway_killed_mid_run_reads_the_gap_from_the_pulled_terminals_and_co
         rig.gateway()?.spawn()?;
         rig.wait_for_status("online", Duration::from_secs(20))
             .await?;
+        // The event log is read on from the last serial the outbox kept, not from the day's
+        // start (which dedup alone would also survive, reading the whole day again).
+        rig.wait_for_gateway_log("resume_after_serial=Some(", Duration::from_secs(20))
+            .await
+            .context("the restarted gateway should resume the log after its kept serial")?;
 
         let deadline = Instant::now() + Duration::from_secs(90);
         let lines = loop {
