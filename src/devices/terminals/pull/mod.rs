@@ -634,9 +634,11 @@ impl Driver {
 }
 
 /// The Dahua attach request, asking for a heartbeat every `heartbeat` (whole seconds, ≥ 1).
+/// The brackets go literally, as Dahua's HTTP API writes them: the device's CGI matches the
+/// text, and the Digest `uri` must be the very same string.
 pub fn dahua_attach_target(heartbeat: Duration) -> String {
     format!(
-        "/cgi-bin/eventManager.cgi?action=attach&codes=%5BAccessControl%5D&heartbeat={}",
+        "/cgi-bin/eventManager.cgi?action=attach&codes=[AccessControl]&heartbeat={}",
         heartbeat.as_secs().max(1)
     )
 }

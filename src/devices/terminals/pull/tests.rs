@@ -98,6 +98,7 @@ fn a_record_serial_is_read_as_a_number_or_a_numeric_string() {
 fn the_dahua_attach_request_is_a_valid_uri() {
     let target = dahua_attach_target(Duration::from_millis(300));
     assert!(target.ends_with("heartbeat=1"), "{target}");
+    assert!(target.contains("codes=[AccessControl]"), "{target}");
     assert!(target.parse::<hyper::Uri>().is_ok());
 }
 
