@@ -257,7 +257,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             uplink,
             data_dir,
         } => {
-            let overrides = Overrides { uplink, data_dir };
+            let overrides = Overrides {
+                uplink,
+                data_dir,
+                ..Overrides::default()
+            };
             let cfg = config::load(&path, &overrides)?;
             let reload = runtime()?.block_on(async move {
                 let signals = daemon_signals(path, overrides);
@@ -408,8 +412,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = config::load(
                 &path,
                 &Overrides {
-                    uplink: None,
                     data_dir,
+                    ..Overrides::default()
                 },
             )?;
             let end = end.unwrap_or_else(jiff::Timestamp::now);
@@ -466,7 +470,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { config: path, seed } => {
             let cfg = match path {
-                Some(path) => config::load(&path, &Overrides::default())?,
+                // The demo replaces every terminal login with a fresh random one, so the
+                // shipped example password files may stand in the config it is given.
+                Some(path) => config::load(
+                    &path,
+                    &Overrides {
+                        allow_example_secrets: true,
+                        ..Overrides::default()
+                    },
+                )?,
                 None => hallgate::demo::example_config()?,
             };
             runtime()?.block_on(async move {
@@ -496,7 +508,7 @@ fn secs(value: f64) -> anyhow::Result<Duration> {
 /// The async runtime: one thread, unless `TOKIO_WORKER_THREADS` asks for a pool of that size
 /// (kept for measuring). The async side of the gateway is light — polls, MQTT, a few µs of
 /// decoding per event — and the slow parts already have threads of their own: SQLite commits
-/// (the outbox thread), inference (the vision thread) and the embedded terminal broker. Against
+/// (the outbox thread) and inference (the vision thread). Against
 /// the two-worker pool it replaced, one thread measured the same CPU per event within noise
 /// and 1 MiB less RSS at 1000 face events/s (docs/performance.md); it is also one thread
 /// fewer to reason about when a task misbehaves.
@@ -589,9 +601,8 @@ fn daemon_signals(path: PathBuf, overrides: Overrides) -> DaemonSignals {
 
 /// Replaces this process with a fresh `hallgate` of the same arguments, which loads the new
 /// config. The gateway has already stopped in its stages (state committed, outbox closed).
-/// A fresh image rather than restarting the stages in place: the embedded terminal broker
-/// (rumqttd) cannot be stopped and its port freed in-process, and a new image is certain to
-/// start from nothing but the config and the outbox — just as after a systemd restart. The
+/// A fresh image rather than restarting the stages in place: a new image is certain to start
+/// from nothing but the config and the outbox — just as after a systemd restart. The
 /// PID stays, so systemd sees one service that reloaded (`RELOADING=1`, then `READY=1`).
 /// Only returns on failure.
 fn reexec() -> anyhow::Error {

@@ -48,7 +48,7 @@ fn traffic() -> Traffic {
 
 fn terminal_section(dir: &Path, port: u16) -> anyhow::Result<String> {
     let file = dir.join("terminal.pass");
-    std::fs::write(&file, "pw-contract-terminal\n")?;
+    common::write_secret(&file, "pw-contract-terminal\n")?;
     Ok(format!(
         "\n[terminal_broker]\nlisten = \"127.0.0.1:{port}\"\n\
          \n[[terminals]]\nid = \"{TERMINAL}\"\nprofile = \"hikvision-acs\"\nroom = \"room-1\"\n\

@@ -36,7 +36,7 @@ async fn the_daemon_listens_only_on_the_addresses_its_config_names() {
     let secrets = tempfile::tempdir().expect("tempdir");
     let terminal_port = common::free_port();
     let password = secrets.path().join("t0.pass");
-    std::fs::write(&password, "pw-exposure\n").expect("password file");
+    common::write_secret(&password, "pw-exposure-of-t0\n").expect("password file");
     plan.extra_sections = format!(
         "\n[terminal_broker]\nlisten = \"127.0.0.1:{terminal_port}\"\n\
          \n[[terminals]]\nid = \"FC8200H12345678\"\nprofile = \"hikvision-acs\"\nroom = \"lobby\"\n\

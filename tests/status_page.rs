@@ -620,7 +620,8 @@ async fn with_a_token_only_healthz_is_open_and_hallgate_status_signs_in() {
     let mut plan = HallPlan::lobby_with_function_rooms("t-token", 1);
     let rig_dir = tempfile::tempdir().expect("a temporary directory");
     let token_file = rig_dir.path().join("status.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("the token file can be written");
+    common::write_secret(&token_file, &format!("{TOKEN}\n"))
+        .expect("the token file can be written");
     plan.status_extra = format!("token_file = {:?}", token_file.display().to_string());
     let rig = Rig::new("status-token", plan).expect("a test directory");
     rig.run(Duration::from_secs(120), async |rig| {

@@ -41,7 +41,7 @@ fn terminal_sections(dir: &Path, port: u16, vision: bool) -> anyhow::Result<Stri
     }
     for (i, (id, profile, room)) in TERMINALS.iter().enumerate() {
         let file = dir.join(format!("t{i}.pass"));
-        std::fs::write(&file, format!("pw-{i}-{id}\n"))?;
+        common::write_secret(&file, &format!("pw-{i}-{id}\n"))?;
         text.push_str(&format!(
             "\n[[terminals]]\nid = \"{id}\"\nprofile = \"{profile}\"\nroom = \"{room}\"\n\
              username = \"t{i}\"\npassword_file = \"{}\"\n",

@@ -251,7 +251,7 @@ async fn gateway_delivers_exact_figures_over_tls_with_a_login_and_never_logs_the
             let password = fresh_password();
             let passwd = password_file(rig.dir(), USERNAME, &password)?;
             let gateway_password = rig.dir().join("uplink.pass");
-            std::fs::write(&gateway_password, format!("{password}\n"))?;
+            common::write_secret(&gateway_password, &format!("{password}\n"))?;
 
             let plain_port = free_port();
             let broker = start_tls_broker(
@@ -329,7 +329,7 @@ async fn a_wrong_password_is_refused_said_once_and_retried_and_nothing_is_delive
             let passwd = password_file(rig.dir(), USERNAME, &fresh_password())?;
             let wrong = fresh_password();
             let gateway_password = rig.dir().join("uplink.pass");
-            std::fs::write(&gateway_password, format!("{wrong}\n"))?;
+            common::write_secret(&gateway_password, &format!("{wrong}\n"))?;
 
             let plain_port = free_port();
             let broker = start_tls_broker(
@@ -511,7 +511,7 @@ async fn a_login_over_plain_mqtt_works_with_a_warning_that_the_password_goes_in_
             let password = fresh_password();
             let passwd = password_file(rig.dir(), USERNAME, &password)?;
             let gateway_password = rig.dir().join("uplink.pass");
-            std::fs::write(&gateway_password, format!("{password}\n"))?;
+            common::write_secret(&gateway_password, &format!("{password}\n"))?;
             let plain_port = free_port();
             let config = |login_port: u16| {
                 format!(

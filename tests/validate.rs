@@ -366,11 +366,27 @@ fn every_problem_in_a_config_is_reported_at_once() {
     );
 }
 
-#[test]
-fn the_shipped_example_hall_with_terminals_validates() {
-    let dir = tempfile::tempdir().expect("a temporary directory can be created");
-    let path =
+/// The example hall with terminals, copied into `dir` with `password(login)` in each of its
+/// password files, written with `mode`.
+fn example_terminal_hall(dir: &Path, password: impl Fn(&str) -> String, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/examples/hall-terminals.toml");
+    let path = dir.join("hall-terminals.toml");
+    std::fs::copy(&example, &path).expect("the example can be copied");
+    std::fs::create_dir_all(dir.join("secrets")).expect("secrets dir");
+    for login in ["t-entrance", "t-reading", "t-health"] {
+        let file = dir.join(format!("secrets/{login}.pass"));
+        std::fs::write(&file, format!("{}\n", password(login))).expect("password file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    path
+}
+
+#[test]
+fn the_example_hall_with_terminals_validates_with_fresh_private_passwords() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let path = example_terminal_hall(dir.path(), |l| format!("{l}-0f3c9a71d2b8e6"), 0o600);
     let out = validate_file(&path, dir.path());
     assert_eq!(
         out.status.code(),
@@ -382,9 +398,49 @@ fn the_shipped_example_hall_with_terminals_validates() {
 }
 
 #[test]
+fn the_shipped_example_passwords_are_refused_by_validate() {
+    // The shipped passwords, in files only their owner can read.
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let shipped = |login: &str| {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("firmware-config/examples/secrets/{login}.pass"));
+        std::fs::read_to_string(file)
+            .expect("the shipped example password")
+            .trim_end()
+            .to_string()
+    };
+    let path = example_terminal_hall(dir.path(), shipped, 0o600);
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    for i in 0..3 {
+        assert_problem(
+            &out,
+            &format!("terminals[{i}].password_file"),
+            None,
+            "示例密码",
+        );
+    }
+    assert!(!out.stdout.contains("example-only") && !out.stderr.contains("example-only"));
+}
+
+#[test]
+fn weak_and_world_readable_terminal_passwords_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let path = example_terminal_hall(dir.path(), |_| "x".into(), 0o600);
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(&out, "terminals[0].password_file", None, "at least 12");
+    let dir = tempfile::tempdir().expect("a temporary directory can be created");
+    let path = example_terminal_hall(dir.path(), |l| format!("{l}-0f3c9a71d2b8e6"), 0o644);
+    let out = validate_file(&path, dir.path());
+    assert_rejected(&out);
+    assert_problem(&out, "terminals[2].password_file", None, "chmod 600");
+}
+
+#[test]
 fn terminal_mistakes_are_named_with_their_key_paths_and_the_password_is_never_printed() {
     let dir = tempfile::tempdir().expect("a temporary directory can be created");
-    std::fs::write(dir.path().join("ok.pass"), "hunter2-secret\n").expect("password file");
+    common::write_secret(&dir.path().join("ok.pass"), "hunter2-secret\n").expect("password file");
     let text = format!(
         "{}\n[terminal_broker]\nlisten = \"127.0.0.1:1884\"\n\n\
          [[terminals]]\nid = \"T 1\"\nprofile = \"acme-face\"\nroom = \"attic\"\n\
@@ -485,10 +541,13 @@ fn status_token_mistakes_are_named_and_the_token_is_never_printed() {
         out
     };
     check("missing.token", "cannot read");
-    std::fs::write(dir.path().join("short.token"), "hunter2\n").expect("token file");
+    common::write_secret(&dir.path().join("short.token"), "hunter2\n").expect("token file");
     let out = check("short.token", "at least 16 characters");
-    std::fs::write(dir.path().join("spaces.token"), "hunter2 hunter2 hunter2\n")
-        .expect("token file");
+    common::write_secret(
+        &dir.path().join("spaces.token"),
+        "hunter2 hunter2 hunter2\n",
+    )
+    .expect("token file");
     let out2 = check("spaces.token", "only letters, digits");
     for out in [out, out2] {
         assert!(
@@ -502,7 +561,8 @@ fn status_token_mistakes_are_named_and_the_token_is_never_printed() {
 #[test]
 fn a_status_page_on_the_network_with_a_token_validates() {
     let dir = tempfile::tempdir().expect("a temporary directory can be created");
-    std::fs::write(dir.path().join("status.token"), "s3cret-status-token-42\n").expect("token");
+    common::write_secret(&dir.path().join("status.token"), "s3cret-status-token-42\n")
+        .expect("token");
     let text = edit(
         &example(),
         "listen = \"127.0.0.1:8080\"",
@@ -553,7 +613,7 @@ fn make_example_tls_files(dir: &Path) {
         .expect("openssl makes a client certificate");
     std::fs::rename(&client.cert, tls.join("xh-tianlin-01.crt")).expect("rename");
     std::fs::rename(&client.key, tls.join("xh-tianlin-01.key")).expect("rename");
-    std::fs::write(dir.join("secrets/uplink.pass"), "hunter2-uplink\n").expect("password");
+    common::write_secret(&dir.join("secrets/uplink.pass"), "hunter2-uplink\n").expect("password");
 }
 
 #[test]

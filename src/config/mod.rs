@@ -598,6 +598,10 @@ const SECTIONS: &[&str] = &[
 pub struct Overrides {
     pub uplink: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `hallgate demo` (and tests of the shipped example hall) only: accept the shipped
+    /// example password files, which the demo replaces with fresh random logins before
+    /// anything listens ([`terminals::SecretRules::allow_examples`]).
+    pub allow_example_secrets: bool,
 }
 
 /// Reads, parses and validates the config at `path`.
@@ -1045,57 +1049,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
                 (Some(_), None) => None,
             },
             CounterTransportKind::HttpPush => {
-                let address = match c.address.as_deref().map(str::parse::<std::net::IpAddr>) {
-                    None => Some(None),
-                    Some(Ok(ip)) => Some(Some(ip)),
-                    Some(Err(_)) => {
-                        v.at(
-                            root,
-                            &format!("{path}.address"),
-                            "an http_push counter's `address` is the camera's IP (only it may \
-                             push as this counter), such as 192.168.50.41",
-                        );
-                        None
-                    }
-                };
-                let login = match (&c.username, &c.password_file) {
-                    (user, Some(file)) => {
-                        let mut problems = terminals::Problems::new();
-                        let secret = terminals::read_secret(
-                            base_dir,
-                            file,
-                            &format!("{path}.password_file"),
-                            &mut problems,
-                        );
-                        for (key, message) in problems {
-                            v.at(root, &key, message);
-                        }
-                        secret.map(|s| Some((user.clone().unwrap_or_default(), s)))
-                    }
-                    (None, None) => Some(None),
-                    (Some(_), None) => {
-                        v.at(
-                            root,
-                            &format!("{path}.password_file"),
-                            "`username` needs `password_file`",
-                        );
-                        None
-                    }
-                };
-                if matches!((&address, &login), (Some(None), Some(None))) {
-                    v.at(
-                        root,
-                        &path,
-                        "an http_push counter needs `address` or `password_file`, so no one else \
-                         can push counts as it",
-                    );
-                }
-                match (address, login) {
-                    (Some(address), Some(login)) => {
-                        Some(CounterTransport::HttpPush { address, login })
-                    }
-                    _ => None,
-                }
+                v.http_push_counter(root, &path, c, base_dir, overrides)
             }
             CounterTransportKind::ModbusRtu => match c.bus.as_deref() {
                 None => {
@@ -1209,6 +1163,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         &terminal_cfgs,
         &room_index,
         base_dir,
+        overrides.allow_example_secrets,
     );
     // Terminals that write naive local times (ZKTeco) write the hall's.
     if let Some(hall) = hall.as_ref() {
@@ -1240,6 +1195,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
         base_dir,
         vision.is_some(),
         terminal_sections.broker.as_ref(),
+        overrides.allow_example_secrets,
         &mut vision_problems,
     );
     let mut status_problems = Vec::new();
@@ -1527,6 +1483,68 @@ impl Validator<'_> {
                 format!("duplicate id \"{id}\", already used at {first}"),
             );
             seen.insert(id.to_string(), first);
+        }
+    }
+
+    /// An `http_push` counter's source address and login (a people-counting camera).
+    fn http_push_counter(
+        &mut self,
+        root: &DeTable<'_>,
+        path: &str,
+        c: &CounterConfig,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Option<CounterTransport> {
+        let address = match c.address.as_deref().map(str::parse::<std::net::IpAddr>) {
+            None => Some(None),
+            Some(Ok(ip)) => Some(Some(ip)),
+            Some(Err(_)) => {
+                self.at(
+                    root,
+                    &format!("{path}.address"),
+                    "an http_push counter's `address` is the camera's IP (only it may \
+                     push as this counter), such as 192.168.50.41",
+                );
+                None
+            }
+        };
+        let login = match (&c.username, &c.password_file) {
+            (user, Some(file)) => {
+                let mut problems = terminals::Problems::new();
+                // A login the gateway checks, like a push terminal's.
+                let secret = terminals::read_secret_with(
+                    base_dir,
+                    file,
+                    &format!("{path}.password_file"),
+                    terminals::SecretRules::guarding(overrides.allow_example_secrets),
+                    &mut problems,
+                );
+                for (key, message) in problems {
+                    self.at(root, &key, message);
+                }
+                secret.map(|s| Some((user.clone().unwrap_or_default(), s)))
+            }
+            (None, None) => Some(None),
+            (Some(_), None) => {
+                self.at(
+                    root,
+                    &format!("{path}.password_file"),
+                    "`username` needs `password_file`",
+                );
+                None
+            }
+        };
+        if matches!((&address, &login), (Some(None), Some(None))) {
+            self.at(
+                root,
+                path,
+                "an http_push counter needs `address` or `password_file`, so no one else \
+                 can push counts as it",
+            );
+        }
+        match (address, login) {
+            (Some(address), Some(login)) => Some(CounterTransport::HttpPush { address, login }),
+            _ => None,
         }
     }
 
@@ -2006,6 +2024,151 @@ address = "127.0.0.1:1503"
         parse(text, Path::new("."), &Overrides::default()).expect_err("config should be rejected")
     }
 
+    /// GOOD with `extra` appended, parsed against a directory holding `t.pass` (0600, long
+    /// enough).
+    fn parse_with_secret(extra: &str) -> Result<Config, Vec<Problem>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.pass");
+        std::fs::write(&file, "a-long-enough-secret\n").expect("writes");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        parse(
+            &format!("{GOOD}\n{extra}"),
+            dir.path(),
+            &Overrides::default(),
+        )
+    }
+
+    fn paths(result: Result<Config, Vec<Problem>>) -> Vec<String> {
+        result
+            .expect_err("config should be rejected")
+            .into_iter()
+            .map(|p| p.path)
+            .collect()
+    }
+
+    #[test]
+    fn http_terminals_and_a_counting_camera_validate_with_their_transports() {
+        let cfg = parse_with_secret(
+            r#"
+[terminal_http]
+listen = "127.0.0.1:8090"
+
+[[terminals]]
+id = "T1"
+profile = "hikvision-isapi"
+room = "lobby"
+transport = "http_push"
+password_file = "t.pass"
+
+[[terminals]]
+id = "ZK1"
+profile = "zkteco-adms"
+room = "reading"
+transport = "http_push"
+address = "127.0.0.1"
+
+[[terminals]]
+id = "T3"
+profile = "hikvision-isapi"
+room = "reading"
+transport = "hikvision_pull"
+address = "127.0.0.1:8081"
+username = "hallgate"
+password_file = "t.pass"
+poll_interval_ms = 5000
+"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.terminal_http.map(|h| h.listen.port()), Some(8090));
+        assert_eq!(
+            cfg.terminals[1].transport,
+            terminals::TerminalTransport::HttpPush {
+                address: Some("127.0.0.1".parse().expect("ip"))
+            }
+        );
+        assert_eq!(
+            cfg.terminals[2].transport,
+            terminals::TerminalTransport::HikvisionPull {
+                address: "127.0.0.1:8081".into(),
+                interval: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn http_transports_name_what_is_missing_by_key_path() {
+        // A push terminal without [terminal_http], a ZKTeco one without the address it is
+        // known by, a pull without the device's address, a poll interval on a push.
+        let found = paths(parse_with_secret(
+            r#"
+[[terminals]]
+id = "T1"
+profile = "hikvision-isapi"
+room = "lobby"
+transport = "http_push"
+password_file = "t.pass"
+poll_interval_ms = 1000
+
+[[terminals]]
+id = "ZK1"
+profile = "zkteco-adms"
+room = "reading"
+transport = "http_push"
+password_file = "t.pass"
+
+[[terminals]]
+id = "D1"
+profile = "dahua-access"
+room = "reading"
+transport = "dahua_stream"
+username = "hallgate"
+password_file = "t.pass"
+"#,
+        ));
+        for expected in [
+            "terminals[0].transport",
+            "terminals[0].poll_interval_ms",
+            "terminals[1].address",
+            "terminals[2].address",
+        ] {
+            assert!(found.iter().any(|p| p == expected), "{expected}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_counting_camera_needs_the_http_listener_and_a_way_to_know_it() {
+        let counter = r#"
+[[doors]]
+id = "side"
+from = "outside"
+to = "reading"
+
+[[counters]]
+id = "cam"
+door = "side"
+profile = "hikvision-people-counting"
+transport = "http_push"
+"#;
+        let found = paths(parse_with_secret(counter));
+        assert!(
+            found.iter().any(|p| p == "counters[2].transport"),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|p| p == "counters[2]"), "{found:?}");
+        let cfg = parse_with_secret(&format!(
+            "{counter}address = \"127.0.0.1\"\n\n[terminal_http]\nlisten = \"127.0.0.1:0\"\n"
+        ))
+        .expect("valid with an address and the listener");
+        assert!(matches!(
+            cfg.counters[2].transport,
+            CounterTransport::HttpPush {
+                address: Some(_),
+                login: None
+            }
+        ));
+    }
+
     #[test]
     fn a_good_config_validates_into_resolved_indices() {
         let cfg = parse(GOOD, Path::new("."), &Overrides::default()).expect("valid");
@@ -2022,6 +2185,7 @@ address = "127.0.0.1:1503"
         let o = Overrides {
             uplink: Some("mqtt://10.1.2.3:1884".into()),
             data_dir: Some("/tmp/x".into()),
+            ..Overrides::default()
         };
         let cfg = parse(GOOD, Path::new("."), &o).expect("valid");
         assert_eq!(
@@ -2175,7 +2339,7 @@ unit_id = 3
     fn an_mqtts_host_no_certificate_can_name_is_a_problem_on_the_broker_key() {
         let o = Overrides {
             uplink: Some("mqtts://bad_host!:8883".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let p = parse(GOOD, Path::new("."), &o).expect_err("refused");
         assert!(
@@ -2239,7 +2403,7 @@ unit_id = 3
 
         let plain = Overrides {
             uplink: Some("mqtt://127.0.0.1:1883".into()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let cfg = parse(&text, dir.path(), &plain).expect("valid");
         assert!(cfg.uplink.tls.is_none());

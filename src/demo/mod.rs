@@ -116,10 +116,14 @@ pub async fn run(
                 serial.port = data_dir.join(format!("{}.tty", counter.id));
             }
             CounterTransport::ModbusRtu { .. } => {}
-            // The simulated camera pushes from loopback.
-            CounterTransport::HttpPush { address, .. } => {
+            // The simulated camera pushes from loopback, with a fresh password (the config
+            // may name a shipped example file); the simulator reads both from this config.
+            CounterTransport::HttpPush { address, login } => {
                 if address.is_some() {
                     *address = Some(Ipv4Addr::LOCALHOST.into());
+                }
+                if let Some((_, secret)) = login {
+                    *secret = crate::config::terminals::Secret::random();
                 }
             }
         }
@@ -157,6 +161,22 @@ pub async fn run(
             if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
                 counter.transport = CounterTransport::ModbusTcp { address, unit_id };
             }
+        }
+    }
+
+    // Every terminal and camera login gets a fresh random password: the config may name the
+    // shipped example files, whose passwords are public. The simulated terminals log in with
+    // what the config holds, so they follow.
+    for terminal in &mut config.terminals {
+        if let Some((_, secret)) = &mut terminal.login
+            && !terminal.transport.is_pull()
+        {
+            *secret = crate::config::terminals::Secret::random();
+        }
+    }
+    for camera in &mut config.cameras {
+        if let Some((_, secret)) = &mut camera.login {
+            *secret = crate::config::terminals::Secret::random();
         }
     }
 

@@ -55,6 +55,7 @@ pub enum EpisodeKind {
     DeviceStale,
     ClockUnsynchronised,
     OutboxFilling,
+    TerminalIntakeStopped,
 }
 
 impl EpisodeKind {
@@ -67,6 +68,7 @@ impl EpisodeKind {
             EpisodeKind::DeviceStale => "device_stale",
             EpisodeKind::ClockUnsynchronised => "clock_unsynchronised",
             EpisodeKind::OutboxFilling => "outbox_filling",
+            EpisodeKind::TerminalIntakeStopped => "terminal_intake_stopped",
         }
     }
 }
@@ -428,6 +430,22 @@ impl Memory {
         }
         self.clock_synced = view.clock_synced;
 
+        if let Some(part) = &view.terminal_intake_stopped {
+            let message = format!(
+                "终端接入已停止 (terminal intake stopped): the terminals' {part} has ended, so \
+                 no face terminal can deliver; restart the gateway"
+            );
+            if episodes.raise(
+                EpisodeKind::TerminalIntakeStopped,
+                HALL,
+                None,
+                None,
+                message.clone(),
+            ) {
+                raise(AlertKind::TerminalIntakeStopped, None, message);
+            }
+        }
+
         let link = &view.link;
         if self.link_connected && !link.connected {
             raise(
@@ -654,6 +672,7 @@ mod tests {
             },
             alerts: Vec::new(),
             alerts_today: 0,
+            terminal_intake_stopped: None,
         }
     }
 
@@ -668,6 +687,27 @@ mod tests {
     fn set_room(v: &mut StateView, occupancy: u64) {
         v.rooms[0].occupancy = occupancy;
         v.rooms[0].over_capacity = occupancy > u64::from(v.rooms[0].capacity);
+    }
+
+    #[test]
+    fn a_stopped_terminal_intake_raises_one_alert_for_the_page_and_the_centre() {
+        let mut m = Memory::default();
+        step(&mut m, &view("06:00:00"));
+        let mut v = view("06:01:00");
+        v.terminal_intake_stopped = Some("ingest".into());
+        let s = m.step(&v, &[], &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::TerminalIntakeStopped]);
+        assert!(s.page[0].message.starts_with("终端接入已停止"));
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(s.changes[0].kind, EpisodeKind::TerminalIntakeStopped);
+        // Still stopped: said once.
+        let s = m.step(&v, &[], &tz());
+        assert!(s.page.is_empty() && s.changes.is_empty());
+        assert!(
+            crate::status::page::attention(&v)
+                .iter()
+                .any(|p| p.starts_with("终端接入已停止"))
+        );
     }
 
     #[test]

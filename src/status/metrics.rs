@@ -405,6 +405,32 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             );
         }
     }
+    if !config.terminals.is_empty() || !config.cameras.is_empty() {
+        e.single(
+            "hallgate_terminal_intake_up",
+            Gauge,
+            "1 while the terminals can deliver; 0 once a part of the intake (the MQTT listener, \
+             the ingest) has stopped.",
+            if snap.terminal_intake_stopped.is_some() {
+                0.0
+            } else {
+                1.0
+            },
+        );
+        e.single(
+            "hallgate_terminal_login_failures_total",
+            Counter,
+            "Terminal logins refused at the MQTT endpoint (wrong user or password, or an \
+             address shut out after repeated failures).",
+            snap.terminal_endpoint.login_failures as f64,
+        );
+        e.single(
+            "hallgate_terminal_connections_refused_total",
+            Counter,
+            "Terminal connections refused because the login or the endpoint had too many.",
+            snap.terminal_endpoint.refused as f64,
+        );
+    }
     let un = &snap.terminals_unattributed;
     e.single(
         "hallgate_terminals_unattributed_messages_total",

@@ -60,6 +60,11 @@ pub struct Snapshot {
     /// Indexed like `Config::terminals`.
     pub terminals: Vec<TerminalStatsSnapshot>,
     pub terminals_unattributed: TerminalStatsSnapshot,
+    /// The part of the terminal intake that stopped (`"listener"`, `"ingest"`); `None` while
+    /// terminals can deliver.
+    pub terminal_intake_stopped: Option<&'static str>,
+    /// The terminals' MQTT endpoint's refusals since start.
+    pub terminal_endpoint: crate::devices::terminals::EndpointCounts,
     pub outbox: OutboxSnapshot,
     pub uplink: LinkSnapshot,
     /// Bookings from the centre: accepted, rejected by reason, stored.
@@ -157,6 +162,8 @@ impl Snapshot {
                 .map(|t| t.snapshot())
                 .collect(),
             terminals_unattributed: sources.terminals.unattributed.snapshot(),
+            terminal_intake_stopped: sources.terminals.intake.stopped(),
+            terminal_endpoint: sources.terminals.endpoint.snapshot(),
             outbox: sources.outbox.clone(),
             uplink: LinkSnapshot {
                 connected: link.connected.load(Ordering::Relaxed),

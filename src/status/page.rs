@@ -69,9 +69,16 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// The one sentence for a terminal intake that has stopped.
+pub const TERMINAL_INTAKE_STOPPED: &str = "终端接入已停止 (terminal intake stopped): the face \
+    terminals cannot deliver; restart the gateway";
+
 /// What needs looking at, in a few words each; empty when all is well.
 pub fn attention(view: &StateView) -> Vec<String> {
     let mut out = Vec::new();
+    if view.terminal_intake_stopped.is_some() {
+        out.push(TERMINAL_INTAKE_STOPPED.into());
+    }
     for r in view.rooms.iter().filter(|r| r.over_capacity) {
         out.push(format!("{} is over capacity", r.name));
     }
@@ -397,6 +404,7 @@ mod tests {
             },
             alerts: Vec::new(),
             alerts_today: 0,
+            terminal_intake_stopped: None,
         }
     }
 

@@ -252,6 +252,15 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Reply {
     let current = shared.current.borrow().clone();
     if uri.path() == "/healthz" {
         let age = current.snapshot.taken.elapsed();
+        if let Some(part) = current.snapshot.terminal_intake_stopped {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "终端接入已停止 (terminal intake stopped): the terminals' {part} has ended; \
+                     terminals cannot deliver until the gateway restarts.\n"
+                ),
+            );
+        }
         return if age <= HEALTHY_TICK_AGE {
             plain(StatusCode::OK, "ok\n")
         } else {
@@ -410,6 +419,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("token");
         std::fs::write(&path, text).expect("writable");
+        // Only its owner may read a token file.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         let mut problems = Vec::new();
         crate::config::status::validate_status(
             &crate::config::status::StatusConfig {
@@ -488,6 +500,8 @@ mod tests {
             buses: Vec::new(),
             terminals: Vec::new(),
             terminals_unattributed: Default::default(),
+            terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
             outbox: Default::default(),
             uplink: Default::default(),
             bookings: Default::default(),
@@ -557,6 +571,26 @@ mod tests {
                     other => panic!("unexpected answer {other:?}"),
                 }
             }
+            stop.cancel();
+            task.await.expect("the server stops");
+        })
+        .await;
+        outcome.expect("the test finishes within 30 s");
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_when_the_terminal_intake_has_stopped() {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            let (config, mut snapshot) = hall();
+            snapshot.terminal_intake_stopped = Some("listener");
+            let server = StatusServer::bind("127.0.0.1:0".parse().expect("an address"))
+                .await
+                .expect("binds");
+            let addr = server.local_addr();
+            let (_tx, rx) = watch::channel(Arc::new(snapshot));
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(server.serve(config, rx, stop.clone()));
+            assert_eq!(healthz(addr).await, "HTTP/1.1 503 Service Unavailable");
             stop.cancel();
             task.await.expect("the server stops");
         })

@@ -57,6 +57,10 @@ pub struct StateView {
     pub alerts: Vec<AlertView>,
     /// All alerts today, including those no longer in `alerts`.
     pub alerts_today: u64,
+    /// The part of the terminal intake that has stopped (`listener`, `ingest`): terminals
+    /// cannot deliver. Absent while they can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_intake_stopped: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +225,7 @@ pub enum AlertKind {
     MessagesDropped,
     LinkLost,
     LinkRestored,
+    TerminalIntakeStopped,
 }
 
 impl AlertKind {
@@ -237,6 +242,7 @@ impl AlertKind {
             AlertKind::MessagesDropped => "messages_dropped",
             AlertKind::LinkLost => "link_lost",
             AlertKind::LinkRestored => "link_restored",
+            AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
         }
     }
 
@@ -447,6 +453,7 @@ pub fn build(
         link,
         alerts: Vec::new(),
         alerts_today: 0,
+        terminal_intake_stopped: snap.terminal_intake_stopped.map(str::to_string),
     }
 }
 
@@ -781,6 +788,8 @@ mod tests {
             buses: Vec::new(),
             terminals: vec![terminal.clone()],
             terminals_unattributed: Default::default(),
+            terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
             outbox: Default::default(),
             uplink: Default::default(),
             bookings: Default::default(),

@@ -40,6 +40,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The binary under test, built by cargo for the integration tests.
 pub const HALLGATE: &str = env!("CARGO_BIN_EXE_hallgate");
 
+/// Writes a password or token file as `validate` wants it: readable by its owner only
+/// (`chmod 600`).
+pub fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// Lines of each process log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 40;
 

@@ -178,7 +178,18 @@ pub fn start(
         stats: stats.clone(),
         warned: Mutex::new(HashSet::new()),
     });
-    tokio::spawn(serve(listener, shared, stop.clone()));
+    // Should this task ever end while the gateway runs, /healthz, an alert and the status
+    // page say the intake stopped.
+    let watch = super::StopWatch {
+        stats: stats.clone(),
+        shutdown: stop.clone(),
+        part: "listener",
+    };
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _watch = watch;
+        serve(listener, shared, stop).await;
+    });
     Ok(())
 }
 
@@ -253,56 +264,15 @@ impl Shared {
             let id = rest.split('/').next().unwrap_or_default();
             return self.counter_post(peer, id, &query, request).await;
         }
-        let (terminal, zk) = if let Some(rest) = path.strip_prefix("/terminals/") {
-            let id = rest.split('/').next().unwrap_or_default();
-            (self.terminals.iter().find(|t| t.id == id), false)
-        } else if path == "/iclock/cdata" || path == "/iclock/getrequest" {
-            let sn = query_value(&query, "SN").unwrap_or_default();
-            (
-                self.terminals
-                    .iter()
-                    .find(|t| t.id == sn && t.vendor == Vendor::Zkteco),
-                true,
-            )
-        } else {
-            self.refuse(None, "unknown_path", "no terminal is served at this path");
-            return plain(StatusCode::NOT_FOUND, "no terminal here\n");
+        let terminal = match self.terminal_of(&path, &query) {
+            Ok(terminal) => terminal,
+            Err(refusal) => return refusal.reply(),
         };
-        let Some(terminal) = terminal else {
-            self.refuse(
-                None,
-                "unknown_terminal",
-                "a request names a terminal that is not a push terminal in the config",
-            );
-            return plain(StatusCode::NOT_FOUND, "unknown terminal\n");
-        };
+        if let Err(refusal) = self.admit(terminal, peer, request.headers(), &query) {
+            return refusal.reply();
+        }
         let stats = &self.stats.terminals[terminal.index];
-        if let Some(address) = terminal.address
-            && address != peer.ip()
-        {
-            self.refuse(
-                Some(terminal),
-                "wrong_address",
-                "a request for this terminal came from another address than its configured one",
-            );
-            return plain(StatusCode::FORBIDDEN, "not from this terminal's address\n");
-        }
-        if let Some((user, secret)) = &terminal.login
-            && !credential_matches(request.headers(), &query, user, secret)
-        {
-            self.refuse(
-                Some(terminal),
-                "unauthorized",
-                "a request for this terminal came without its credential",
-            );
-            let mut reply = plain(StatusCode::UNAUTHORIZED, "credential required\n");
-            reply.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"hallgate\""),
-            );
-            return reply;
-        }
-        if zk && request.method() == Method::GET {
+        if path.starts_with("/iclock/") && request.method() == Method::GET {
             // The handshake and the command polls carry no records: answered at once.
             Stats::count(&stats.messages);
             stats.last_seen_ms.store(
@@ -339,23 +309,87 @@ impl Shared {
                 };
             }
         };
-        let envelopes = match self.envelopes(terminal, &content_type, &query, &body) {
-            Ok(envelopes) => envelopes,
+        match self.envelopes(terminal, &content_type, &query, &body) {
+            Ok(envelopes) => self.take(terminal, envelopes).await,
             Err(Unpacked::NotRecords) => {
                 // Another ZKTeco table (operation log, photos): nothing to count, and the
                 // device must not keep re-sending it.
+                Stats::count(&stats.messages);
                 Stats::count(&stats.ignored);
-                return plain(StatusCode::OK, &wire::zkteco::records_taken_answer(0));
+                plain(StatusCode::OK, &wire::zkteco::records_taken_answer(0))
             }
             Err(Unpacked::Refused(reason)) => {
-                Stats::count(&stats.messages);
                 self.refuse(Some(terminal), reason, "a request body could not be read");
-                return plain(StatusCode::BAD_REQUEST, "malformed request\n");
+                plain(StatusCode::BAD_REQUEST, "malformed request\n")
             }
+        }
+    }
+
+    /// The push terminal a request is for: by the path's id, or ZKTeco's `SN`.
+    fn terminal_of(&self, path: &str, query: &str) -> Result<&PushTerminal, Refusal> {
+        let found = if let Some(rest) = path.strip_prefix("/terminals/") {
+            let id = rest.split('/').next().unwrap_or_default();
+            self.terminals.iter().find(|t| t.id == id)
+        } else if path == "/iclock/cdata" || path == "/iclock/getrequest" {
+            let sn = query_value(query, "SN").unwrap_or_default();
+            self.terminals
+                .iter()
+                .find(|t| t.id == sn && t.vendor == Vendor::Zkteco)
+        } else {
+            self.refuse(None, "unknown_path", "no terminal is served at this path");
+            return Err(Refusal(StatusCode::NOT_FOUND, "no terminal here\n"));
         };
+        found.ok_or_else(|| {
+            self.refuse(
+                None,
+                "unknown_terminal",
+                "a request names a terminal that is not a push terminal in the config",
+            );
+            Refusal(StatusCode::NOT_FOUND, "unknown terminal\n")
+        })
+    }
+
+    /// Whether the request comes from the terminal's address, with its credential.
+    fn admit(
+        &self,
+        terminal: &PushTerminal,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        query: &str,
+    ) -> Result<(), Refusal> {
+        if let Some(address) = terminal.address
+            && address != peer.ip()
+        {
+            self.refuse(
+                Some(terminal),
+                "wrong_address",
+                "a request for this terminal came from another address than its configured one",
+            );
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "not from this terminal's address\n",
+            ));
+        }
+        if let Some((user, secret)) = &terminal.login
+            && !credential_matches(headers, query, user, secret)
+        {
+            self.refuse(
+                Some(terminal),
+                "unauthorized",
+                "a request for this terminal came without its credential",
+            );
+            return Err(Refusal(StatusCode::UNAUTHORIZED, "credential required\n"));
+        }
+        Ok(())
+    }
+
+    /// Hands a request's records to the ingest and answers once every one is safe.
+    ///
+    /// Every record goes to the ingest first, then the answers are awaited together: one
+    /// commit holds them all, so a post of many records waits no longer than one.
+    async fn take(&self, terminal: &PushTerminal, envelopes: Vec<Envelope>) -> Reply {
+        let stats = &self.stats.terminals[terminal.index];
         let taken = envelopes.len();
-        // Every record goes to the ingest first, then the answers are awaited together: one
-        // commit holds them all, so a post of many records waits no longer than one.
         let mut answers = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             if let Some(reason) = envelope.picture_dropped {
@@ -383,8 +417,8 @@ impl Shared {
         }
         for answer in answers {
             if answer.await.is_err() {
-                // Not committed (the gateway is stopping): the device keeps the records and
-                // sends them again; the ones that were committed count once.
+                // Not safe (the gateway is stopping): the device keeps the records and sends
+                // them again; the ones that were safe count once.
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "try again\n");
             }
         }
@@ -562,6 +596,22 @@ impl Shared {
                 "a terminal HTTP request was refused and counted; further ones like it are only counted"
             );
         }
+    }
+}
+
+/// A request refused before its body is read: its status and a line of text.
+struct Refusal(StatusCode, &'static str);
+
+impl Refusal {
+    fn reply(self) -> Reply {
+        let mut reply = plain(self.0, self.1);
+        if self.0 == StatusCode::UNAUTHORIZED {
+            reply.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hallgate\""),
+            );
+        }
+        reply
     }
 }
 

@@ -1,10 +1,13 @@
 //! The terminals' driver: where face-recognition terminals' MQTT messages come in, and the
 //! thin loop that turns them into passages for the core.
 //!
-//! Terminals publish to an MQTT broker on the box: hallgate's own (rumqttd, listening only on
-//! the configured address, a login per terminal, a payload size limit), or — by config — a
-//! broker already running there, which hallgate subscribes to. Either way the messages reach
-//! one loop that, per message, finds the vendor profile by topic, decodes it with
+//! Terminals publish over MQTT to the gateway itself ([`mqtt`]: a publish-only MQTT 3.1.1
+//! endpoint on the configured address, a login per terminal, each login bound to its own
+//! terminal, PUBACK only once the passage is committed), or — by config — to a broker
+//! already running on the box, which hallgate subscribes to (a persistent session, acked by
+//! hand after the commit). Push and pull transports hand their records in the same way.
+//! Every message reaches one loop that, per message, finds the vendor profile by topic,
+//! decodes it with
 //! [`crate::terminals::decode`], turns the member id into a daily-salted hash
 //! ([`MemberHasher`]) and hands a [`PassageFacts`] with the event's key to the core, which
 //! drops re-sends (it keeps the keys with the counts, so that holds across restarts). Names
@@ -17,8 +20,10 @@
 pub mod http;
 
 use std::borrow::Cow;
+pub mod mqtt;
+
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -46,6 +51,9 @@ pub mod pull;
 /// Messages from the broker waiting for the decoding loop. When full, the broker's link
 /// waits (back-pressure into the broker's own queues), so nothing is dropped here.
 const MESSAGE_QUEUE: usize = 256;
+
+/// Distinct (terminal, reason) pairs the ingest logs a WARN for; beyond it, only counts.
+const WARNED_KEYS: usize = 256;
 
 /// One terminal's counts since the gateway started.
 #[derive(Debug, Default)]
@@ -140,6 +148,84 @@ pub struct TerminalsStats {
     pub terminals: Vec<TerminalStats>,
     /// Messages from terminals not in the config, or on topics no profile matches.
     pub unattributed: TerminalStats,
+    /// The MQTT endpoint's connections.
+    pub endpoint: EndpointStats,
+    /// Whether the terminals can still deliver.
+    pub intake: IntakeHealth,
+}
+
+/// The MQTT endpoint's refusals since the gateway started.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Logins refused (wrong user or password, or an address shut out after failures).
+    pub login_failures: AtomicU64,
+    /// Connections refused because the login or the endpoint had too many.
+    pub refused: AtomicU64,
+}
+
+/// A copy of [`EndpointStats`], as published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub login_failures: u64,
+    pub refused: u64,
+}
+
+impl EndpointStats {
+    pub fn snapshot(&self) -> EndpointCounts {
+        EndpointCounts {
+            login_failures: self.login_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Set when a part of the terminal intake ends while the gateway runs (it should never):
+/// read by `/healthz`, the alerts and the status page.
+#[derive(Debug, Default)]
+pub struct IntakeHealth {
+    /// A listener's task ended: the MQTT endpoint, its subscription to a local broker, or
+    /// the HTTP listener.
+    pub listener_stopped: AtomicBool,
+    /// The ingest (the decoding loop every transport feeds) ended.
+    pub ingest_stopped: AtomicBool,
+}
+
+impl IntakeHealth {
+    /// What stopped, in English for the logs and metrics; `None` while all is well.
+    pub fn stopped(&self) -> Option<&'static str> {
+        if self.ingest_stopped.load(Ordering::Relaxed) {
+            Some("ingest")
+        } else if self.listener_stopped.load(Ordering::Relaxed) {
+            Some("listener")
+        } else {
+            None
+        }
+    }
+}
+
+/// Marks a part of the intake stopped when dropped — returned, or unwound by a panic —
+/// unless the gateway is stopping anyway.
+struct StopWatch {
+    stats: Arc<TerminalsStats>,
+    shutdown: CancellationToken,
+    part: &'static str,
+}
+
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let flag = match self.part {
+            "ingest" => &self.stats.intake.ingest_stopped,
+            _ => &self.stats.intake.listener_stopped,
+        };
+        flag.store(true, Ordering::Relaxed);
+        tracing::error!(
+            part = self.part,
+            "终端接入已停止 (terminal intake stopped): terminals cannot deliver until the gateway restarts"
+        );
+    }
 }
 
 impl TerminalsStats {
@@ -151,6 +237,8 @@ impl TerminalsStats {
                 .map(|_| TerminalStats::default())
                 .collect(),
             unattributed: TerminalStats::default(),
+            endpoint: EndpointStats::default(),
+            intake: IntakeHealth::default(),
         })
     }
 }
@@ -162,8 +250,6 @@ pub enum TerminalsError {
         listen: SocketAddr,
         error: std::io::Error,
     },
-    #[error("the embedded terminal broker failed to start: {0}")]
-    Broker(String),
     #[error("cannot start face counting: {0}")]
     Vision(String),
 }
@@ -281,7 +367,7 @@ impl TerminalIngest {
     }
 }
 
-/// Starts the terminals' transports (the MQTT broker or subscription, the HTTP listener,
+/// Starts the terminals' transports (the MQTT endpoint or subscription, the HTTP listener,
 /// the pull clients) and the decoding loop they all feed; `None` when the hall has no
 /// terminals. `passage_keys` are the (terminal, event key) pairs the outbox kept: where the
 /// pull clients resume reading the terminals' logs.
@@ -299,7 +385,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(MESSAGE_QUEUE);
     let ingest = TerminalIngest { tx };
     if let Some(broker) = &config.terminal_broker {
-        start_mqtt(config, broker, &ingest, shutdown)?;
+        start_mqtt(config, broker, &ingest, stats, shutdown)?;
     }
     if let Some(limits) = &config.terminal_http {
         http::start(config, limits, counters, stats, ingest.clone(), shutdown)?;
@@ -309,22 +395,32 @@ pub fn spawn(
     drop(pull::spawn(config, &ingest, stats, &resume, shutdown));
     let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
     let decoding = Ingest::new(config, stats.clone(), events.clone(), vision);
-    let task = tokio::spawn(decoding.run(rx, shutdown.clone()));
+    let watch = StopWatch {
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        part: "ingest",
+    };
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let _watch = watch;
+        decoding.run(rx, shutdown).await;
+    });
     drop(ingest);
     Ok(Some(task))
 }
 
-/// The MQTT side: the embedded broker, or a subscription to a broker already on the box.
+/// The MQTT side: the gateway's own endpoint, or a subscription to a broker already on the box.
 fn start_mqtt(
     config: &Config,
     broker: &TerminalBroker,
     ingest: &TerminalIngest,
+    stats: &Arc<TerminalsStats>,
     shutdown: &CancellationToken,
 ) -> Result<(), TerminalsError> {
-    let filters = topic_filters(config, broker);
-    let tx = ingest.tx.clone();
     match &broker.source {
-        TerminalSource::Embedded { listen } => start_embedded(config, broker, *listen, filters, tx),
+        TerminalSource::Embedded { listen } => {
+            start_endpoint(config, broker, *listen, ingest, stats, shutdown)
+        }
         TerminalSource::External { host, port, login } => {
             let driver = external::ExternalSubscription {
                 host: host.clone(),
@@ -332,11 +428,20 @@ fn start_mqtt(
                 login: login
                     .as_ref()
                     .map(|(u, p)| (u.clone(), p.expose().to_string())),
-                filters,
+                filters: topic_filters(config, broker),
                 max_payload_bytes: broker.decode.max_payload_bytes * 2,
                 client_id: format!("hallgate-{}-terminals", config.hall.id),
             };
-            tokio::spawn(driver.run(tx, shutdown.clone()));
+            let watch = StopWatch {
+                stats: stats.clone(),
+                shutdown: shutdown.clone(),
+                part: "listener",
+            };
+            let (ingest, shutdown) = (ingest.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let _watch = watch;
+                driver.run(ingest, shutdown).await;
+            });
             Ok(())
         }
     }
@@ -359,106 +464,42 @@ fn topic_filters(config: &Config, broker: &TerminalBroker) -> Vec<String> {
     filters
 }
 
-/// rumqttd on `listen` only, one login per terminal, and a local link subscribed to the
-/// terminals' topics. The broker and the link block, so each has a thread of its own; they
-/// live as long as the process.
-fn start_embedded(
+/// The gateway's own MQTT endpoint on `listen` only (see [`mqtt`]).
+fn start_endpoint(
     config: &Config,
     broker: &TerminalBroker,
     listen: SocketAddr,
-    filters: Vec<String>,
-    tx: mpsc::Sender<Incoming>,
+    ingest: &TerminalIngest,
+    stats: &Arc<TerminalsStats>,
+    shutdown: &CancellationToken,
 ) -> Result<(), TerminalsError> {
-    // rumqttd binds on its own thread and only logs a failure there: try the address here
-    // first, so a taken port or a wrong interface is a clear error at start-up.
-    TcpListener::bind(listen)
-        .map(drop)
-        .map_err(|error| TerminalsError::Listen { listen, error })?;
-    let auth: std::collections::HashMap<String, String> = config
-        .terminals
-        .iter()
-        .filter_map(|t| t.login.as_ref())
-        .chain(config.cameras.iter().filter_map(|c| c.login.as_ref()))
-        .map(|(user, secret)| (user.clone(), secret.expose().to_string()))
-        .collect();
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 10_000,
+    let listener = mqtt::bind(listen).map_err(|error| TerminalsError::Listen { listen, error })?;
+    let logins = mqtt::Logins::from_config(config);
+    let endpoint = mqtt::Endpoint {
+        limits: mqtt::Limits::for_logins(logins.len()),
+        logins,
         // Twice the decoder's limit: an oversized message still arrives, so it can be
-        // refused with a reason and counted against its terminal; far larger ones are cut
-        // off by the broker.
-        max_payload_size: broker.decode.max_payload_bytes * 2,
-        max_inflight_count: 100,
-        auth: Some(auth),
-        external_auth: None,
-        dynamic_filters: true,
+        // refused with a reason and counted against its terminal; larger packets are
+        // counted as `oversized` and their connection closed.
+        max_packet: broker.decode.max_payload_bytes * 2,
     };
-    let server = rumqttd::ServerSettings {
-        name: "terminals".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
-    let broker_config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: (config.terminals.len() + 8).max(16),
-            max_outgoing_packet_count: 200,
-            // Room for a few of the largest messages; more only costs the box memory.
-            max_segment_size: (broker.decode.max_payload_bytes * 4).max(256 * 1024),
-            max_segment_count: 2,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(std::collections::HashMap::from([("1".to_string(), server)])),
-        ..rumqttd::Config::default()
-    };
-    let mut embedded = rumqttd::Broker::new(broker_config);
-    let (mut link_tx, mut link_rx) = embedded
-        .link("hallgate-terminal-ingest")
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    for filter in &filters {
-        link_tx
-            .subscribe(filter.clone())
-            .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    }
-    std::thread::Builder::new()
-        .name("terminal-broker".into())
-        .spawn(move || {
-            if let Err(error) = embedded.start() {
-                tracing::error!(%error, "the embedded terminal broker stopped; terminals cannot deliver until restart");
-            }
-        })
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
-    std::thread::Builder::new()
-        .name("terminal-link".into())
-        .spawn(move || {
-            // Keeps the subscriptions alive for the life of the link.
-            let _link_tx = link_tx;
-            while let Ok(notification) = link_rx.recv() {
-                if let Some(rumqttd::Notification::Forward(forward)) = notification {
-                    let message = Incoming {
-                        route: Route::Topic(
-                            String::from_utf8_lossy(&forward.publish.topic).into_owned(),
-                        ),
-                        payload: forward.publish.payload.to_vec(),
-                        picture: None,
-                        ack: None,
-                    };
-                    if tx.blocking_send(message).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .map_err(|e| TerminalsError::Broker(e.to_string()))?;
     tracing::info!(
         %listen,
         terminals = config.terminals.len(),
-        topics = %filters.join(" "),
+        logins = endpoint.logins.len(),
+        max_connections = endpoint.limits.total,
         "embedded terminal broker listening"
     );
+    let watch = StopWatch {
+        stats: stats.clone(),
+        shutdown: shutdown.clone(),
+        part: "listener",
+    };
+    let (ingest, stats, shutdown) = (ingest.clone(), stats.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let _watch = watch;
+        endpoint.serve(listener, ingest, stats, shutdown).await;
+    });
     Ok(())
 }
 
@@ -483,6 +524,8 @@ struct Ingest {
     events: mpsc::Sender<DeviceEvent>,
     /// (terminal, reason) pairs already logged: one WARN each, then only counts.
     warned: HashSet<(String, &'static str)>,
+    /// The set reached [`WARNED_KEYS`] and that was said once.
+    warned_full: bool,
     /// Face counting, when `[vision]` is configured.
     vision: Option<VisionLink>,
 }
@@ -602,6 +645,7 @@ impl Ingest {
             stats,
             events,
             warned: HashSet::new(),
+            warned_full: false,
             vision,
         }
     }
@@ -690,6 +734,18 @@ impl Ingest {
     }
 
     fn warn_once(&mut self, terminal: &str, reason: &'static str, detail: &str) {
+        // The names come from the messages (a topic level, a payload field): bounded, so a
+        // sender inventing ids cannot grow the set or the log.
+        if self.warned.len() >= WARNED_KEYS {
+            if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    distinct = WARNED_KEYS,
+                    "many distinct terminals or reasons were refused; further new ones are only counted"
+                );
+            }
+            return;
+        }
         if self.warned.insert((terminal.to_string(), reason)) {
             tracing::warn!(
                 terminal,
@@ -722,43 +778,18 @@ impl Ingest {
                 .and_then(|t| t.strip_suffix("/snapshot"))
         {
             let camera = camera.to_string();
+            // A snapshot is not a passage: nothing of it needs a commit before the camera is
+            // answered (and its head count, if any, carries no receipt).
+            if let Some(receipt) = &receipt {
+                receipt.settle(Ack::NotAPassage);
+            }
             return match self.camera_snapshot(&camera, payload, now) {
                 Some(event) => Ok(Some(event)),
                 None => Err(Ack::NotAPassage),
             };
         }
-        // A bound message is read with its own terminal's profile only: a login cannot
-        // borrow another vendor's mapping to dress up a payload.
-        let found = match bound {
-            Some(t) => self
-                .profiles
-                .iter()
-                .find(|p| p.name == self.profile_names[t])
-                .and_then(|p| p.matches(&topic).map(|m| (p, m))),
-            None => self
-                .profiles
-                .iter()
-                .find_map(|p| p.matches(&topic).map(|m| (p, m))),
-        };
-        let Some((profile, matched)) = found else {
-            let stats = match bound {
-                Some(t) => &self.stats.terminals[t],
-                None => &self.stats.unattributed,
-            };
-            Stats::count(&stats.messages);
-            let reason = if bound.is_some() {
-                "wrong_topic"
-            } else {
-                "unknown_topic"
-            };
-            stats.reject(reason);
-            self.warn_once(
-                &topic,
-                reason,
-                "no terminal profile of this login matches this topic",
-            );
-            return Err(Ack::Refused(reason));
-        };
+        let (profile, matched) = self.profile_for(&topic, bound)?;
+        let profile = &self.profiles[profile];
         let by_topic = matched
             .terminal
             .as_ref()
@@ -787,21 +818,10 @@ impl Ingest {
             .map(|t| t.to_string())
             .or_else(|| decoded_terminal.map(|t| t.to_string()))
             .unwrap_or_else(|| "(unknown)".into());
-        // A login speaks for its own terminal only: a topic or a device id naming another
-        // one is a forgery (or a miswired device), refused before anything is counted.
-        if let Some(t) = bound {
-            let own = self.ids[t].clone();
-            let topic_other = matched.terminal.as_ref().is_some_and(|id| *id != own);
-            let payload_other = decoded_terminal.is_some_and(|id| *id != own);
-            if topic_other || payload_other {
-                stats.reject("forged");
-                self.warn_once(
-                    own.as_str(),
-                    "forged",
-                    "a message names another terminal than the one that sent it",
-                );
-                return Err(Ack::Refused("forged"));
-            }
+        if let Some(t) = bound
+            && self.forged(t, matched.terminal.as_ref(), decoded_terminal)
+        {
+            return Err(Ack::Refused("forged"));
         }
         let passage = match result {
             Err(reason) => {
@@ -847,6 +867,86 @@ impl Ingest {
             );
             return Err(Ack::Refused("unknown_terminal"));
         };
+        let event = self.passage_event(t, &passage, receipt);
+        // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
+        // counted and dropped; never stored.
+        let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
+        match (snapshot, self.vision.as_mut()) {
+            (Some(snapshot), Some(vision)) => Ok(vision.submit(event, snapshot)),
+            _ => Ok(Some(event)),
+        }
+    }
+
+    /// The profile (index into `profiles`) that reads a message on `topic`, and what the
+    /// topic says of its terminal. A bound message is read with its own terminal's profile
+    /// only: a login cannot borrow another vendor's mapping to dress up a payload.
+    fn profile_for(
+        &mut self,
+        topic: &str,
+        bound: Option<usize>,
+    ) -> Result<(usize, crate::terminals::TopicMatch), Ack> {
+        let found = match bound {
+            Some(t) => self
+                .profiles
+                .iter()
+                .position(|p| p.name == self.profile_names[t])
+                .and_then(|i| self.profiles[i].matches(topic).map(|m| (i, m))),
+            None => self
+                .profiles
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| p.matches(topic).map(|m| (i, m))),
+        };
+        found.ok_or_else(|| {
+            let stats = match bound {
+                Some(t) => &self.stats.terminals[t],
+                None => &self.stats.unattributed,
+            };
+            Stats::count(&stats.messages);
+            let reason = if bound.is_some() {
+                "wrong_topic"
+            } else {
+                "unknown_topic"
+            };
+            stats.reject(reason);
+            self.warn_once(
+                topic,
+                reason,
+                "no terminal profile of this login matches this topic",
+            );
+            Ack::Refused(reason)
+        })
+    }
+
+    /// A login speaks for its own terminal only: a topic or a device id naming another one
+    /// is a forgery (or a miswired device), refused (and counted) before anything is counted.
+    fn forged(
+        &mut self,
+        terminal: usize,
+        by_topic: Option<&TerminalId>,
+        by_payload: Option<&TerminalId>,
+    ) -> bool {
+        let own = &self.ids[terminal];
+        if by_topic.is_none_or(|id| id == own) && by_payload.is_none_or(|id| id == own) {
+            return false;
+        }
+        self.stats.terminals[terminal].reject("forged");
+        let own = own.as_str().to_string();
+        self.warn_once(
+            &own,
+            "forged",
+            "a message names another terminal than the one that sent it",
+        );
+        true
+    }
+
+    /// The passage's event for the core: its member id reduced to today's salted hash.
+    fn passage_event(
+        &mut self,
+        terminal: usize,
+        passage: &crate::terminals::PassageRecorded,
+        receipt: Option<Receipt>,
+    ) -> DeviceEvent {
         // The business day the passage belongs to, which is also the salt's day.
         let day = self
             .model
@@ -855,12 +955,12 @@ impl Ingest {
             Who::Member(m) => Some(self.hasher.hash(day, m)),
             Who::Stranger => None,
         };
-        let event = DeviceEvent::Passage {
-            terminal: t,
-            key: passage.dedup_key,
+        DeviceEvent::Passage {
+            terminal,
+            key: passage.dedup_key.clone(),
             at: passage.at,
             facts: PassageFacts {
-                room: self.rooms[t],
+                room: self.rooms[terminal],
                 member,
                 fever: passage.fever,
                 mask_off: passage.mask == MaskState::Off,
@@ -868,13 +968,6 @@ impl Ingest {
                 people: 1,
             },
             receipt,
-        };
-        // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
-        // counted and dropped; never stored.
-        let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
-        match (snapshot, self.vision.as_mut()) {
-            (Some(snapshot), Some(vision)) => Ok(vision.submit(event, snapshot)),
-            _ => Ok(Some(event)),
         }
     }
 
@@ -889,15 +982,25 @@ impl Ingest {
     }
 }
 
-/// Subscribing to a broker that is already on the box.
+/// Subscribing to a broker that is already on the box: a persistent session (clean session
+/// off) at QoS 1 with manual acks, so the broker keeps every message until the gateway has
+/// committed it — across a gateway restart too — and hands un-acked ones over again.
 mod external {
     use std::time::Duration;
 
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    use tokio::sync::mpsc;
+    use std::collections::VecDeque;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+    use tokio::sync::oneshot;
     use tokio_util::sync::CancellationToken;
 
-    use super::Incoming;
+    use super::{Ack, Incoming, TerminalIngest};
+
+    /// A message's answer from the ingest: still awaited, or in (ack it).
+    enum Answer {
+        Waiting(oneshot::Receiver<Ack>),
+        Ready,
+    }
 
     pub struct ExternalSubscription {
         pub host: String,
@@ -912,36 +1015,79 @@ mod external {
         // The terminal side of the box, not the uplink: the one other MQTT client the gateway
         // has, and the rule in clippy.toml is about the uplink's delivery to the centre.
         #[allow(clippy::disallowed_methods)]
-        pub async fn run(self, tx: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
+        pub async fn run(self, ingest: TerminalIngest, shutdown: CancellationToken) {
             let mut options =
                 MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
             options.set_keep_alive(Duration::from_secs(30));
             options.set_max_packet_size(self.max_payload_bytes + 1024, 64 * 1024);
+            options.set_clean_session(false);
+            options.set_manual_acks(true);
             if let Some((user, pass)) = &self.login {
                 options.set_credentials(user.clone(), pass.clone());
             }
             let (client, mut eventloop) = AsyncClient::new(options, 64);
+            // Messages awaiting their ack, in arrival order (MQTT wants acks in order). Held
+            // here, not in a task of their own: the event loop must keep running (pings, and
+            // the acks themselves go out through it), and the broker sends no more than its
+            // in-flight window of un-acked messages, which bounds this queue. One left
+            // unanswered (the gateway stopping) is never acked, nor is anything after it: the
+            // broker re-delivers them to the next session.
+            let mut pending: VecDeque<(Publish, Answer)> = VecDeque::new();
             loop {
+                while let Some((publish, Answer::Ready)) = pending.front() {
+                    if client.try_ack(publish).is_err() {
+                        // The client's request queue is full: the event loop drains it.
+                        break;
+                    }
+                    pending.pop_front();
+                }
+                let waiting = matches!(pending.front(), Some((_, Answer::Waiting(_))));
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    answer = async {
+                        match pending.front_mut() {
+                            Some((_, Answer::Waiting(rx))) => rx.await,
+                            _ => std::future::pending().await,
+                        }
+                    }, if waiting => {
+                        if answer.is_err() {
+                            return;
+                        }
+                        if let Some(front) = pending.front_mut() {
+                            front.1 = Answer::Ready;
+                        }
+                        continue;
+                    }
                     e = eventloop.poll() => e,
                 };
                 match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(broker = %format!("{}:{}", self.host, self.port), "subscribed to the terminals' local broker");
-                        for f in &self.filters {
-                            let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        tracing::info!(broker = %format!("{}:{}", self.host, self.port), session_present = ack.session_present, "subscribed to the terminals' local broker");
+                        if !ack.session_present {
+                            for f in &self.filters {
+                                let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                            }
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let (tx, rx) = oneshot::channel();
+                        let waits = p.qos != QoS::AtMostOnce;
                         let message = Incoming {
-                            route: super::Route::Topic(p.topic),
+                            route: super::Route::Topic(p.topic.clone()),
                             payload: p.payload.to_vec(),
                             picture: None,
-                            ack: None,
+                            ack: waits.then_some(tx),
                         };
-                        if tx.send(message).await.is_err() {
+                        if ingest.deliver(message).await.is_err() {
                             return;
+                        }
+                        if waits {
+                            // Only the packet id and QoS are needed to ack it.
+                            let header = Publish {
+                                payload: Default::default(),
+                                ..p
+                            };
+                            pending.push_back((header, Answer::Waiting(rx)));
                         }
                     }
                     Ok(_) => {}
@@ -969,9 +1115,17 @@ mod tests {
         std::fs::read(format!("{FIXTURES}/{profile}/{name}.json")).expect("fixture exists")
     }
 
+    /// A password file as `validate` wants it: only its owner can read it.
+    fn write_secret(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("password file");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .expect("password file mode");
+    }
+
     /// A hall with one Hikvision terminal, `T1`, in the lobby.
     fn ingest(dir: &Path) -> (Ingest, Arc<TerminalsStats>) {
-        std::fs::write(dir.join("t1.pass"), "s3cret\n").expect("password file");
+        write_secret(&dir.join("t1.pass"), "s3cret-of-terminal-1\n");
         let text = r#"
 [hall]
 id = "h"
@@ -1117,6 +1271,42 @@ password_file = "t1.pass"
         assert_eq!(u.rejected.get("unknown_topic"), Some(&1));
     }
 
+    #[tokio::test]
+    async fn an_intake_task_that_ends_or_panics_is_marked_stopped_unless_the_gateway_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, stats) = ingest(dir.path());
+        let shutdown = CancellationToken::new();
+        let watch = |part| StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part,
+        };
+        assert_eq!(stats.intake.stopped(), None);
+        let w = watch("listener");
+        let panicked = tokio::spawn(async move {
+            let _w = w;
+            panic!("a bug in the listener");
+        })
+        .await;
+        assert!(panicked.is_err());
+        assert_eq!(stats.intake.stopped(), Some("listener"));
+        drop(watch("ingest"));
+        assert_eq!(stats.intake.stopped(), Some("ingest"));
+
+        let (_, stats) = ingest(dir.path());
+        shutdown.cancel();
+        drop(StopWatch {
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            part: "ingest",
+        });
+        assert_eq!(
+            stats.intake.stopped(),
+            None,
+            "a stop at shutdown is no failure"
+        );
+    }
+
     #[test]
     fn an_embedded_broker_admits_nobody_without_a_login() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1166,7 +1356,7 @@ room = "lobby"
     #[tokio::test]
     async fn a_room_camera_snapshot_becomes_a_head_count_of_the_faces_in_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("cam.pass"), "pw").expect("password file");
+        write_secret(&dir.path().join("cam.pass"), "camera-password-1");
         let text = format!(
             r#"
 [hall]

@@ -478,7 +478,7 @@ fn serials(got: &Mutex<Vec<(Value, bool)>>, committed_only: bool) -> Vec<u64> {
 fn stats() -> Arc<TerminalsStats> {
     Arc::new(TerminalsStats {
         terminals: vec![TerminalStats::default()],
-        unattributed: TerminalStats::default(),
+        ..TerminalsStats::default()
     })
 }
 
@@ -816,7 +816,7 @@ async fn a_searched_record_and_a_streamed_event_decode_to_a_passage_keyed_by_its
 fn stats_for(n: usize) -> Arc<TerminalsStats> {
     Arc::new(TerminalsStats {
         terminals: (0..n).map(|_| TerminalStats::default()).collect(),
-        unattributed: TerminalStats::default(),
+        ..TerminalsStats::default()
     })
 }
 
