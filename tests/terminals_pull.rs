@@ -33,7 +33,7 @@ fn terminal_sections(dir: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     for (i, (id, profile, room, transport)) in TERMINALS.iter().enumerate() {
         let file = dir.join(format!("t{i}.pass"));
-        std::fs::write(&file, format!("pw-{i}-{id}\n"))?;
+        common::write_secret(&file, &format!("pw-{i}-{id}\n"))?;
         text.push_str(&format!(
             "\n[[terminals]]\nid = \"{id}\"\nprofile = \"{profile}\"\nroom = \"{room}\"\n\
              transport = \"{transport}\"\naddress = \"127.0.0.1:{}\"\nusername = \"admin\"\n\

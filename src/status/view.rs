@@ -761,7 +761,12 @@ mod tests {
     #[test]
     fn a_pulled_terminal_whose_login_was_refused_is_offline_and_says_why_chinese_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("t.pass"), "x\n").expect("password file");
+        let file = dir.path().join("t.pass");
+        std::fs::write(&file, "x\n").expect("password file");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
         let config = crate::config::parse(
             "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
              [[rooms]]\nid = \"lobby\"\ncapacity = 10\n\

@@ -119,9 +119,16 @@ fn resume_points_are_the_highest_kept_serial_of_each_pulled_terminal() {
     assert_eq!(resume_points(&config, &[]), [None, None]);
 }
 
+/// A password file only its owner can read, as the config requires.
+fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("password file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// T1 pulled from `address`, T2 on its alert stream.
 fn config(dir: &std::path::Path, address: &str) -> Config {
-    std::fs::write(dir.join("t.pass"), format!("{PASSWORD}\n")).expect("password file");
+    write_secret(&dir.join("t.pass"), &format!("{PASSWORD}\n"));
     let text = format!(
         r#"
 [hall]
