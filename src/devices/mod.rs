@@ -6,6 +6,7 @@
 //! so a late read loses nothing. The kinds of device are a closed list: a new kind is a new
 //! module and a `match` arm in [`spawn_all`].
 
+pub mod backoff;
 pub mod counter;
 pub mod modbus_rtu;
 pub mod modbus_tcp;

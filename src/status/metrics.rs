@@ -368,6 +368,30 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
         }
     }
     e.family(
+        "hallgate_terminal_link_errors_total",
+        Counter,
+        "A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.",
+    );
+    for (id, s) in &terminals {
+        for (reason, n) in &s.link_errors {
+            e.sample(
+                "hallgate_terminal_link_errors_total",
+                &[("terminal", id), ("reason", reason)],
+                *n as f64,
+            );
+        }
+    }
+    e.family(
+        "hallgate_terminal_login_refused",
+        Gauge,
+        "1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).",
+    );
+    for (id, s) in &terminals {
+        if s.login_refused {
+            e.sample("hallgate_terminal_login_refused", &[("terminal", id)], 1.0);
+        }
+    }
+    e.family(
         "hallgate_terminal_last_seen_timestamp_seconds",
         Gauge,
         "When the terminal last sent anything, heartbeats included (Unix time).",

@@ -385,7 +385,11 @@ pub fn build(
         ));
     }
     for (terminal, s) in config.terminals.iter().zip(&snap.terminals) {
-        let judged = terminal_condition(s.last_seen_ms, started, now, tz);
+        let judged = if s.login_refused {
+            login_refused(terminal.id.as_str())
+        } else {
+            terminal_condition(s.last_seen_ms, started, now, tz)
+        };
         devices.push(device(
             terminal.id.to_string(),
             DeviceKind::Terminal,
@@ -535,6 +539,21 @@ pub fn counter_condition(
                 }
             }
         }
+    }
+}
+
+/// A pulled terminal whose login was refused: its client stopped (see
+/// `devices::terminals::pull`), so it stays offline until the password is fixed — staff must
+/// hear why, not only that it is silent.
+pub fn login_refused(terminal: &str) -> Judged {
+    Judged {
+        condition: Condition::Offline,
+        since: None,
+        detail: format!(
+            "终端 {terminal} 登录被拒，已停止重试以免锁定账户 (login refused; stopped retrying so \
+             the device does not lock the account): 请核对密码文件并重新加载配置 (fix the \
+             password file and reload)"
+        ),
     }
 }
 
@@ -737,6 +756,72 @@ mod tests {
         assert_eq!(off.since, Some(at("2026-12-01T00:10:00Z")));
         let waiting = counter_condition(None, None, None, None, None, started, started, &tz());
         assert_eq!(waiting.condition, Condition::Waiting);
+    }
+
+    #[test]
+    fn a_pulled_terminal_whose_login_was_refused_is_offline_and_says_why_chinese_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.pass");
+        std::fs::write(&file, "x\n").expect("password file");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n\
+             [[terminals]]\nid = \"T1\"\nprofile = \"hikvision-isapi\"\nroom = \"lobby\"\n\
+             transport = \"hikvision_pull\"\naddress = \"127.0.0.1:9\"\nusername = \"admin\"\n\
+             password_file = \"t.pass\"\n",
+            dir.path(),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let now = at("2026-12-01T06:00:00Z");
+        let mut terminal = crate::devices::terminals::TerminalStatsSnapshot {
+            last_seen_ms: now.as_millisecond() as u64,
+            ..Default::default()
+        };
+        let mut snapshot = Snapshot {
+            taken: std::time::Instant::now(),
+            at: now,
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![crate::status::RoomFigures::default()],
+            visitors_today: 0,
+            clock_synced: true,
+            counters: Vec::new(),
+            buses: Vec::new(),
+            terminals: vec![terminal.clone()],
+            terminals_unattributed: Default::default(),
+            terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
+            outbox: Default::default(),
+            uplink: Default::default(),
+            bookings: Default::default(),
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
+        };
+        let device = |snapshot: &Snapshot| {
+            build(&config, snapshot, now, None)
+                .devices
+                .into_iter()
+                .find(|d| d.id == "T1")
+                .expect("the terminal is listed")
+        };
+        assert_eq!(device(&snapshot).condition, Condition::Online);
+        terminal.login_refused = true;
+        snapshot.terminals = vec![terminal];
+        let refused = device(&snapshot);
+        assert_eq!(refused.condition, Condition::Offline);
+        assert!(
+            refused.detail.starts_with(
+                "终端 T1 登录被拒，已停止重试以免锁定账户 (login refused; stopped retrying so the \
+                 device does not lock the account)"
+            ),
+            "{}",
+            refused.detail
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub async fn run(
         &terminal_stats,
         &events_tx,
         &drivers_stop,
+        &restored.passage_keys,
     )?;
     drop(events_tx);
 

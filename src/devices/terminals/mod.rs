@@ -46,6 +46,8 @@ use crate::vision::{
 
 use super::{DeviceEvent, Stats};
 
+pub mod pull;
+
 /// Messages from the broker waiting for the decoding loop. When full, the broker's link
 /// waits (back-pressure into the broker's own queues), so nothing is dropped here.
 const MESSAGE_QUEUE: usize = 256;
@@ -73,6 +75,12 @@ pub struct TerminalStats {
     pub bad_snapshots: AtomicU64,
     /// Unix ms of the last message.
     pub last_seen_ms: AtomicU64,
+    /// A pulled terminal refused the gateway's login twice: its driver stopped so the
+    /// device does not lock the account, until the password is fixed and the config
+    /// reloaded.
+    pub login_refused: AtomicBool,
+    /// A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.
+    pub link_errors: std::sync::Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A copy of [`TerminalStats`], as published.
@@ -91,6 +99,10 @@ pub struct TerminalStatsSnapshot {
     /// Unix ms of the last message of any kind (heartbeats too): is the terminal alive.
     #[serde(skip_serializing_if = "is_zero")]
     pub last_seen_ms: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub login_refused: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub link_errors: BTreeMap<&'static str, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -108,11 +120,23 @@ impl TerminalStats {
             rejected: self.rejected.lock().map(|r| r.clone()).unwrap_or_default(),
             bad_snapshots: self.bad_snapshots.load(Ordering::Relaxed),
             last_seen_ms: self.last_seen_ms.load(Ordering::Relaxed),
+            login_refused: self.login_refused.load(Ordering::Relaxed),
+            link_errors: self
+                .link_errors
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default(),
         }
     }
 
     fn reject(&self, reason: &'static str) {
         if let Ok(mut r) = self.rejected.lock() {
+            *r.entry(reason).or_default() += 1;
+        }
+    }
+
+    fn link_error(&self, reason: &'static str) {
+        if let Ok(mut r) = self.link_errors.lock() {
             *r.entry(reason).or_default() += 1;
         }
     }
@@ -343,14 +367,17 @@ impl TerminalIngest {
     }
 }
 
-/// Starts the terminals' transports (the MQTT endpoint or subscription, the HTTP listener)
-/// and the decoding loop they all feed; `None` when the hall has no terminals.
+/// Starts the terminals' transports (the MQTT endpoint or subscription, the HTTP listener,
+/// the pull clients) and the decoding loop they all feed; `None` when the hall has no
+/// terminals. `passage_keys` are the (terminal, event key) pairs the outbox kept: where the
+/// pull clients resume reading the terminals' logs.
 pub fn spawn(
     config: &Config,
     counters: http::CounterLinks<'_>,
     stats: &Arc<TerminalsStats>,
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,
+    passage_keys: &[(String, String)],
 ) -> Result<Option<tokio::task::JoinHandle<()>>, TerminalsError> {
     if config.terminals.is_empty() && config.cameras.is_empty() && config.terminal_http.is_none() {
         return Ok(None);
@@ -363,6 +390,9 @@ pub fn spawn(
     if let Some(limits) = &config.terminal_http {
         http::start(config, limits, counters, stats, ingest.clone(), shutdown)?;
     }
+    let resume = pull::resume_points(config, passage_keys);
+    // They stop on `shutdown` (their sockets with them); nothing waits for them.
+    drop(pull::spawn(config, &ingest, stats, &resume, shutdown));
     let vision = config.vision.as_ref().map(VisionLink::start).transpose()?;
     let decoding = Ingest::new(config, stats.clone(), events.clone(), vision);
     let watch = StopWatch {
