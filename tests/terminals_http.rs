@@ -1114,3 +1114,60 @@ async fn a_counting_camera_moves_the_room_by_its_real_time_totals_and_not_by_win
     })
     .await;
 }
+
+// -------------------------------------------------------------------------------------------
+// Throughput: a terminal sends one record per request and waits for each answer.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_entrance_terminal_pushing_two_passages_a_second_is_answered_without_a_growing_backlog()
+ {
+    let terminals = vec![
+        HttpTerminal::push(HIK, "hikvision-isapi", "lobby")
+            .address("127.0.0.1")
+            .password(HIK_SECRET),
+    ];
+    let (rig, _listen) =
+        http_rig("http-busy", &HttpLimits::default(), &terminals, None).expect("rig");
+    rig.run(Duration::from_secs(90), async |rig| {
+        let config = start(rig).await?;
+        let truth = rig.dir().join("truth.jsonl");
+        // A queue at opening time: one person every half second for 20 s. The device waits for
+        // each answer before it sends the next record (10 s, the listener's own bound).
+        let lines = simulate_terminals(
+            &config,
+            &truth,
+            &[
+                "--seed",
+                "11",
+                "--passages",
+                "40",
+                "--rate-per-sec",
+                "2",
+                "--resend-share",
+                "0",
+                "--bad-share",
+                "0",
+                "--request-timeout-ms",
+                "10000",
+                "--drain-secs",
+                "10",
+            ],
+            Duration::from_secs(60),
+        )?;
+        let last = final_line(&lines)?.clone();
+        let report = &last["terminals"][HIK];
+        ensure!(
+            last["complete"] == Value::Bool(true) && num(report, "retries") == 0,
+            "the terminal could not deliver two passages a second: {} of {} still unanswered 10 s \
+             after the last one ({} requests, {} failed); each answer waits for the commit that \
+             holds the passage: {report}",
+            num(report, "unacknowledged"),
+            num(report, "acknowledged") + num(report, "unacknowledged"),
+            num(report, "requests"),
+            num(report, "failed_requests"),
+        );
+        wait_for_figures(rig, final_totals(&lines)?, Duration::from_secs(30)).await?;
+        Ok(())
+    })
+    .await;
+}
