@@ -47,6 +47,13 @@ const ZK: &str = "CJDE193560012";
 const HIK_SECRET: &str = "hik-push-secret-4711";
 const UNI_SECRET: &str = "uniubi-token-55190";
 
+/// One scenario at a time in this file. Each push waits for the commit that holds its passage
+/// (seconds: see the busy-terminal test), so a terminal delivers well under one record a
+/// second; two scenarios side by side on a 2-core runner (two debug gateways, two simulators,
+/// a flood) stretch that until the devices time out and the scenarios test the load instead
+/// of what they are about.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SNAPSHOT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/images/astronaut_640x480.jpg"
@@ -178,6 +185,7 @@ async fn status_get(addr: SocketAddr, path: &str) -> anyhow::Result<common::http
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_figures_match_the_ground_truth_per_vendor_and_nothing_personal_leaves_the_box() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let (rig, _listen) = http_rig(
         "http-figures",
         &HttpLimits::default(),
@@ -398,6 +406,7 @@ fn now_with_offset(offset: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pictures_are_counted_by_vision_the_boundary_quirk_and_odd_offsets_are_read_and_a_picture_over_the_bound_is_dropped()
  {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let limits = HttpLimits {
         max_picture_bytes: 400 * 1024,
         ..HttpLimits::default()
@@ -484,6 +493,7 @@ async fn pictures_are_counted_by_vision_the_boundary_quirk_and_odd_offsets_are_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_while_terminals_push_loses_no_acknowledged_passage_and_counts_none_twice()
 {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let (rig, _listen) = http_rig(
         "http-kill9",
         &HttpLimits::default(),
@@ -607,6 +617,7 @@ async fn slow_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_are_counted_while_good_terminals_keep_counting_and_healthz_stays_up() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     const MAX_CONNECTIONS: usize = 16;
     const PARTIAL_BODIES: usize = 4;
     const FLOOD: usize = 10_000;
@@ -614,7 +625,7 @@ async fn refused_requests_are_counted_while_good_terminals_keep_counting_and_hea
         max_body_bytes: 256 * 1024,
         max_picture_bytes: 128 * 1024,
         max_connections: MAX_CONNECTIONS,
-        request_timeout_ms: 2500,
+        request_timeout_ms: 5000,
     };
     let terminals = push_terminals();
     let basic = terminals[0].basic().expect("a password");
@@ -925,6 +936,7 @@ fn figures(state: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_venue_gives_the_same_figures_over_mqtt_and_over_http() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let args = [
         "--seed",
         "23",
@@ -1025,6 +1037,7 @@ fn people_counting_xml(method: &str, enter: u64, exit: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counting_camera_moves_the_room_by_its_real_time_totals_and_not_by_windows_or_resets() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut plan = HallPlan::lobby_with_function_rooms("t-camera", 0);
     plan.counters.clear();
     let mut rig = Rig::new("http-camera", plan).expect("rig");
@@ -1129,6 +1142,7 @@ async fn a_counting_camera_moves_the_room_by_its_real_time_totals_and_not_by_win
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_entrance_terminal_pushing_two_passages_a_second_is_answered_without_a_growing_backlog()
  {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let terminals = vec![
         HttpTerminal::push(HIK, "hikvision-isapi", "lobby")
             .address("127.0.0.1")
@@ -1175,6 +1189,90 @@ async fn a_busy_entrance_terminal_pushing_two_passages_a_second_is_answered_with
             num(report, "failed_requests"),
         );
         wait_for_figures(rig, final_totals(&lines)?, Duration::from_secs(30)).await?;
+        Ok(())
+    })
+    .await;
+}
+
+// -------------------------------------------------------------------------------------------
+// ZKTeco's naive times.
+
+/// Wall-clock time in Asia/Shanghai `hours_ago` hours ago, as ZKTeco writes it (no zone).
+fn shanghai_naive(hours_ago: i64) -> String {
+    let tz = jiff::tz::TimeZone::get(common::hall::TIME_ZONE).expect("zone");
+    jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_hours(hours_ago))
+        .expect("in range")
+        .to_zoned(tz)
+        .datetime()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zkteco_naive_times_are_read_in_the_hall_s_time_zone() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let terminals = vec![HttpTerminal::push(ZK, "zkteco-adms", "room-2").address("127.0.0.1")];
+    let (rig, listen) =
+        http_rig("http-zkteco", &HttpLimits::default(), &terminals, None).expect("rig");
+    rig.run(Duration::from_secs(60), async |rig| {
+        start(rig).await?;
+        let handshake = RawRequest {
+            method: "GET".into(),
+            target: format!("/iclock/cdata?SN={ZK}&options=all&pushver=2.4.1"),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let answer = send(listen, &handshake).await?;
+        ensure!(
+            answer.status == 200 && answer.body.contains("GET OPTION FROM"),
+            "handshake: {} {}",
+            answer.status,
+            answer.body
+        );
+        // Now, and 14 hours ago: the hall closed about 12 hours ago (the harness puts the
+        // closing time 12 hours from now), so the second belongs to the day before. Read as
+        // UTC it would be 6 hours ago, today; the first would be 8 hours ahead.
+        let body = format!(
+            "9100001\t{}\t0\t15\t0\t0\t0\t1\t36.5\n9100002\t{}\t0\t15\t0\t0\t0\t1\t36.4\n\
+             9100003\tyesterday\t0\t15\t0\t0\t0\t1\t36.4\n",
+            shanghai_naive(0),
+            shanghai_naive(14)
+        );
+        let post = RawRequest::post(
+            &format!("/iclock/cdata?SN={ZK}&table=ATTLOG&Stamp=9999"),
+            "text/plain",
+            body,
+        );
+        let answer = send(listen, &post).await?;
+        ensure!(
+            answer.status == 200 && answer.body.trim() == "OK: 2",
+            "ATTLOG: {} {:?}",
+            answer.status,
+            answer.body
+        );
+        let state = wait_for_state(
+            rig,
+            "one of the two ZKTeco records today and one of the day before",
+            Duration::from_secs(20),
+            |s| {
+                terminal(s, ZK).is_some_and(|t| {
+                    num(&t["stats"], "earlier_day") + num(&t["stats"], "passages") >= 2
+                })
+            },
+        )
+        .await?;
+        let stats = &terminal(&state, ZK).context("in the state")?["stats"];
+        ensure!(
+            num(stats, "earlier_day") == 1
+                && num(&state["rooms"][2]["passages_today"], "passages") == 1,
+            "the naive times were not read in Asia/Shanghai: {stats} / {}",
+            state["rooms"][2]
+        );
+        ensure!(
+            rejected_for(stats, "bad_time") == 1,
+            "the line without a time was not refused and counted: {stats}"
+        );
         Ok(())
     })
     .await;
