@@ -12,15 +12,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::ensure;
 use serde_json::Value;
 
-use common::HALLGATE;
 use common::hall::HallPlan;
 use common::rig::Rig;
+use common::terminal_figures::{
+    database_bytes, final_totals, find_all, num, rejected, secrets, simulate_terminals,
+    terminal_stat, wait_for_figures,
+};
 
 /// One terminal per shipped profile, in three rooms.
 const TERMINALS: [(&str, &str, &str); 3] = [
@@ -49,152 +51,6 @@ fn terminal_sections(dir: &Path, port: u16, vision: bool) -> anyhow::Result<Stri
         ));
     }
     Ok(text)
-}
-
-/// Runs the terminal simulator to completion; returns its truth lines.
-fn simulate_terminals(config: &Path, truth: &Path, args: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let out = Command::new(HALLGATE)
-        .args(["simulate-terminals", "--config"])
-        .arg(config)
-        .arg("--truth")
-        .arg(truth)
-        .args(args)
-        .output()
-        .context("cannot run hallgate simulate-terminals")?;
-    ensure!(
-        out.status.success(),
-        "simulate-terminals failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(truth)?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("bad truth line {l}")))
-        .collect()
-}
-
-fn final_totals(lines: &[Value]) -> anyhow::Result<&Value> {
-    lines
-        .iter()
-        .rev()
-        .find(|l| l.get("final") == Some(&Value::Bool(true)))
-        .and_then(|l| l.get("totals"))
-        .context("the simulator wrote no final line")
-}
-
-fn num(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-const FIGURES: [&str; 6] = [
-    "passages",
-    "members",
-    "strangers",
-    "fevers",
-    "mask_off",
-    "sensor_errors",
-];
-
-/// Expected against got, per room and for the hall; `Ok` when all equal.
-fn compare(state: &Value, totals: &Value) -> Result<(), String> {
-    let mut table = String::new();
-    let mut exact = true;
-    let rooms = state
-        .get("rooms")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for room in &rooms {
-        let id = room.get("id").and_then(Value::as_str).unwrap_or("?");
-        let want = &totals["rooms"][id];
-        let got = room.get("passages_today").cloned().unwrap_or(Value::Null);
-        for f in FIGURES {
-            let (w, g) = (num(want, f), num(&got, f));
-            if w != g {
-                exact = false;
-                table.push_str(&format!("{id:<8} {f:<14} want {w:>4} got {g:>4}\n"));
-            }
-        }
-    }
-    let hall = &state["hall"];
-    let (w, g) = (
-        num(&totals["hall"], "unique_members"),
-        num(hall, "unique_members_today"),
-    );
-    if w != g {
-        exact = false;
-        table.push_str(&format!("hall unique_members want {w} got {g}\n"));
-    }
-    if exact { Ok(()) } else { Err(table) }
-}
-
-/// Sum of one stats field over the state's terminals.
-fn terminal_stat(state: &Value, key: &str) -> u64 {
-    state
-        .get("terminals")
-        .and_then(Value::as_array)
-        .map(|ts| ts.iter().map(|t| num(&t["stats"], key)).sum())
-        .unwrap_or(0)
-}
-
-fn rejected(state: &Value) -> u64 {
-    let of = |stats: &Value| -> u64 {
-        stats
-            .get("rejected")
-            .and_then(Value::as_object)
-            .map(|m| m.values().filter_map(Value::as_u64).sum())
-            .unwrap_or(0)
-    };
-    let terminals: u64 = state
-        .get("terminals")
-        .and_then(Value::as_array)
-        .map(|ts| ts.iter().map(|t| of(&t["stats"])).sum())
-        .unwrap_or(0);
-    terminals + of(&state["terminals_unattributed"])
-}
-
-async fn wait_for_figures(rig: &mut Rig, totals: &Value, limit: Duration) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        rig.ensure_alive()?;
-        let state = rig.watcher()?.state();
-        let verdict = match &state {
-            Some(s) => compare(s, totals),
-            None => Err("no state yet".into()),
-        };
-        match (verdict, state) {
-            (Ok(()), Some(state)) => return Ok(state),
-            (Err(table), _) if Instant::now() >= deadline => {
-                bail!("the terminal figures in the state do not match the ground truth:\n{table}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
-}
-
-/// Needles that must appear nowhere: every member id the simulator used (from its truth) and
-/// every name its terminals put in their payloads.
-fn secrets(lines: &[Value]) -> Vec<String> {
-    let mut out: Vec<String> = hallgate::simulate::terminals::FAKE_NAMES
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    for l in lines {
-        if let Some(id) = l.get("member").and_then(Value::as_str)
-            && !out.iter().any(|o| o == id)
-        {
-            out.push(id.to_string());
-        }
-    }
-    out
-}
-
-fn find_all(haystack: &[u8], needles: &[Vec<u8>]) -> Vec<String> {
-    needles
-        .iter()
-        .filter(|n| !n.is_empty() && haystack.windows(n.len()).any(|w| w == n.as_slice()))
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect()
 }
 
 fn plan(hall: &str) -> HallPlan {
@@ -246,6 +102,7 @@ async fn terminal_figures_match_the_ground_truth_and_nothing_personal_leaves_the
                 "--snapshot",
                 snapshot,
             ],
+            Duration::from_secs(120),
         )?;
         let totals = final_totals(&lines)?.clone();
         ensure!(
@@ -314,17 +171,7 @@ async fn terminal_figures_match_the_ground_truth_and_nothing_personal_leaves_the
         ensure!(leaked.is_empty(), "reached the central broker: {leaked:?}");
         rig.gateway()?.sigterm()?;
         rig.gateway()?.wait_exit(Duration::from_secs(15)).await;
-        let mut db = Vec::new();
-        for entry in std::fs::read_dir(&rig.data_dir)? {
-            let path = entry?.path();
-            if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("hallgate.db"))
-            {
-                db.extend(std::fs::read(&path)?);
-            }
-        }
+        let db = database_bytes(&rig.data_dir)?;
         ensure!(db.len() > 10_000, "the database is suspiciously small");
         let leaked = find_all(&db, &needles);
         ensure!(leaked.is_empty(), "stored in the SQLite file: {leaked:?}");

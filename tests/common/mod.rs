@@ -21,12 +21,14 @@ pub mod contract;
 pub mod dead_peers;
 pub mod hall;
 pub mod http;
+pub mod http_terminals;
 pub mod pki;
 pub mod process;
 pub mod pymodbus;
 pub mod rig;
 pub mod serial;
 pub mod sockets;
+pub mod terminal_figures;
 pub mod truth;
 pub mod watcher;
 
