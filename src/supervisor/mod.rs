@@ -851,9 +851,9 @@ impl Core {
     /// and the outbox's fsync budget since the last one is spent.
     fn journal_now(&self) -> bool {
         !self.pending.received.is_empty()
-            && self
-                .last_journal_commit
-                .is_none_or(|t| t.elapsed() >= self.config.storage.min_commit_gap)
+            && self.last_journal_commit.is_none_or(|t| {
+                t.elapsed() >= self.config.storage.min_commit_gap / crate::outbox::JOURNAL_PACE
+            })
     }
 
     /// Receipts whose commit failed wait for the next one, before those that came since.

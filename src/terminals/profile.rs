@@ -30,6 +30,8 @@
 //!
 //! [dedup]         # optional: alternatives, the first one present is the event's key
 //! fields = ["recordId", "id"]
+//! personal = false  # true: the key is made from a member id (ZKTeco's PIN and time), so
+//!                   # only its daily-salted hash is kept, like the member's
 //!
 //! [member]        # optional
 //! field = "personId"
@@ -244,6 +246,9 @@ pub struct TimeConfig {
 pub struct DedupConfig {
     /// Alternatives: the first field present is the event's key.
     pub fields: Vec<String>,
+    /// The key carries a member id: the gateway keeps only its daily-salted hash.
+    #[serde(default)]
+    pub personal: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +391,8 @@ pub struct TerminalProfile {
     pub(crate) outcome: OutcomeRule,
     pub(crate) time: Option<TimeRule>,
     pub(crate) dedup: Vec<JsonPath>,
+    /// The event key carries a member id (see [`DedupConfig::personal`]).
+    pub dedup_personal: bool,
     pub(crate) member: Option<MemberRule>,
     pub(crate) temperature: Option<TemperatureRule>,
     pub(crate) mask: Option<MapRule<MaskState>>,
@@ -719,6 +726,7 @@ impl TerminalProfileConfig {
                     outcome,
                     time,
                     dedup,
+                    dedup_personal: self.dedup.as_ref().is_some_and(|d| d.personal),
                     member,
                     temperature,
                     mask,

@@ -24,6 +24,7 @@ pub mod mqtt;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -520,6 +521,9 @@ struct Ingest {
     cameras: BTreeMap<String, (usize, usize)>,
     model: HallModel,
     hasher: MemberHasher,
+    /// Where the day's salt is kept on the box, so a restart does not count a member seen
+    /// before it as a second visitor (see `terminals::member`).
+    salt: SaltFile,
     stats: Arc<TerminalsStats>,
     events: mpsc::Sender<DeviceEvent>,
     /// (terminal, reason) pairs already logged: one WARN each, then only counts.
@@ -528,6 +532,74 @@ struct Ingest {
     warned_full: bool,
     /// Face counting, when `[vision]` is configured.
     vision: Option<VisionLink>,
+}
+
+/// The day's member salt, in the data directory.
+const SALT_FILE: &str = "member-salt.json";
+
+/// The day's member salt on the box: read at start, written (mode 0600, then renamed into
+/// place) when a new day's salt is drawn. Only the current day's salt is ever on disk: a new
+/// one replaces it, so old days' hashes stay unlinkable. Never leaves the box.
+struct SaltFile {
+    path: PathBuf,
+    saved: Option<jiff::civil::Date>,
+    warned: bool,
+}
+
+impl SaltFile {
+    fn new(path: PathBuf) -> Self {
+        SaltFile {
+            path,
+            saved: None,
+            warned: false,
+        }
+    }
+
+    fn restore(&self, hasher: &mut MemberHasher) {
+        let Ok(text) = std::fs::read(&self.path) else {
+            return;
+        };
+        match serde_json::from_slice::<crate::terminals::LocalSaltState>(&text) {
+            Ok(state) => hasher.restore(state),
+            Err(error) => {
+                tracing::warn!(%error, path = %self.path.display(), "the kept member salt is unreadable; today's unique visitors restart counting");
+            }
+        }
+    }
+
+    /// Writes the hasher's salt if its day changed since the last write.
+    fn keep(&mut self, hasher: &MemberHasher) {
+        let Some(state) = hasher.local_state() else {
+            return;
+        };
+        if self.saved == Some(state.day) {
+            return;
+        }
+        match self.write(&state) {
+            Ok(()) => self.saved = Some(state.day),
+            Err(error) => {
+                if !self.warned {
+                    self.warned = true;
+                    tracing::warn!(%error, path = %self.path.display(), "cannot keep the day's member salt; after a restart today's members may count twice as unique visitors");
+                }
+            }
+        }
+    }
+
+    fn write(&self, state: &crate::terminals::LocalSaltState) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
 }
 
 /// The ingest's side of the vision worker. Passages whose snapshot is being counted wait in
@@ -617,6 +689,9 @@ impl Ingest {
         // Without vision nothing looks at snapshots: leave the field unread (it is most of
         // the bytes).
         decode.decode_snapshot = vision.is_some();
+        let salt = SaltFile::new(config.storage.data_dir.join(SALT_FILE));
+        let mut hasher = MemberHasher::new();
+        salt.restore(&mut hasher);
         Ingest {
             profiles,
             decode,
@@ -641,7 +716,8 @@ impl Ingest {
                 .map(|(i, c)| (c.id.clone(), (i, c.room)))
                 .collect(),
             model: HallModel::from_config(config),
-            hasher: MemberHasher::new(),
+            hasher,
+            salt,
             stats,
             events,
             warned: HashSet::new(),
@@ -790,6 +866,7 @@ impl Ingest {
         }
         let (profile, matched) = self.profile_for(&topic, bound)?;
         let profile = &self.profiles[profile];
+        let personal_key = profile.dedup_personal;
         let by_topic = matched
             .terminal
             .as_ref()
@@ -867,7 +944,7 @@ impl Ingest {
             );
             return Err(Ack::Refused("unknown_terminal"));
         };
-        let event = self.passage_event(t, &passage, receipt);
+        let event = self.passage_event(t, &passage, personal_key, receipt);
         // The picture beside the record (HTTP) or inside it (MQTT): decoded in memory,
         // counted and dropped; never stored.
         let snapshot = picture.or_else(|| passage.snapshot.map(|s| s.into_bytes()));
@@ -941,10 +1018,12 @@ impl Ingest {
     }
 
     /// The passage's event for the core: its member id reduced to today's salted hash.
+    /// A key made from a member id (`personal_key`) is kept only as its daily-salted hash.
     fn passage_event(
         &mut self,
         terminal: usize,
         passage: &crate::terminals::PassageRecorded,
+        personal_key: bool,
         receipt: Option<Receipt>,
     ) -> DeviceEvent {
         // The business day the passage belongs to, which is also the salt's day.
@@ -955,9 +1034,19 @@ impl Ingest {
             Who::Member(m) => Some(self.hasher.hash(day, m)),
             Who::Stranger => None,
         };
+        let mut key = passage.dedup_key.clone();
+        if personal_key {
+            // Re-sends of the day hash alike (the salt is kept across restarts, below);
+            // a record of another day is not counted into today anyway.
+            key.event = self
+                .hasher
+                .hash(day, &crate::terminals::MemberRef::new(&key.event))
+                .to_string();
+        }
+        self.salt.keep(&self.hasher);
         DeviceEvent::Passage {
             terminal,
-            key: passage.dedup_key.clone(),
+            key,
             at: passage.at,
             facts: PassageFacts {
                 room: self.rooms[terminal],
