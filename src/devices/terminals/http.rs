@@ -292,12 +292,7 @@ impl Shared {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return reply;
         }
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = content_type(request.headers());
         let body = match self.read_body(request).await {
             Ok(body) => body,
             Err(reason) => {
@@ -465,12 +460,7 @@ impl Shared {
         if request.method() != Method::POST && request.method() != Method::PUT {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
         }
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = content_type(request.headers());
         let Ok(body) = self.read_body(request).await else {
             Stats::count(&stats.bad_answers);
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "body refused\n");
@@ -619,6 +609,15 @@ impl Refusal {
 enum Unpacked {
     NotRecords,
     Refused(&'static str),
+}
+
+/// The request's `Content-Type`, empty when missing or not text.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// HTTP Basic with the terminal's password (and user, when one is configured), or the

@@ -137,9 +137,12 @@ impl HttpEncoder {
     /// passages, the snapshot. Some records go to a device-appended suffix, some firmware
     /// declares one boundary and writes another.
     pub fn hikvision_push(&self, t: &HttpTerminal, e: &Entry, current: bool) -> PushRequest {
-        let serial = e.serial();
-        let suffix = if serial % 2 == 1 { "/ISAPI/event" } else { "" };
-        let quirk = serial % 4 == 1;
+        // Passages take the even serials (a failed verification the odd one after its
+        // passage): choose by the passage's number, or only failures would get the suffix and
+        // the boundary quirk.
+        let n = e.serial() / 2;
+        let suffix = if n % 2 == 1 { "/ISAPI/event" } else { "" };
+        let quirk = n % 4 == 1;
         let (declared, written) = if quirk {
             (HIK_QUIRK_HEADER_BOUNDARY, HIK_QUIRK_BODY_BOUNDARY)
         } else {
