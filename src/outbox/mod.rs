@@ -547,6 +547,9 @@ struct Db {
     /// is leased or acked, so the next fetch starts after it.
     cursor: i64,
     last_write: Option<Instant>,
+    /// The last write that was not a journal-only commit: those keep `min_commit_gap` from
+    /// each other, so the small journal writes between them never hold one back.
+    last_full_write: Option<Instant>,
     fill: FillRate,
     /// A file of zeros kept beside the database and deleted when the disk is full, so there
     /// is room to write the roll-ups and deletions that make room.
@@ -696,6 +699,7 @@ impl Db {
             acked_since: None,
             cursor: 0,
             last_write: None,
+            last_full_write: None,
             fill: FillRate::new(Duration::from_secs(3600)),
             reserve: make_reserve(path),
         };
@@ -829,7 +833,12 @@ impl Db {
 
     /// Waits, if needed, so this write comes `gap` after the last one.
     fn pace_by(&self, gap: Duration) {
-        if let Some(last) = self.last_write {
+        Self::pace_after(self.last_write, gap);
+    }
+
+    /// Waits, if needed, until `gap` after `last`.
+    fn pace_after(last: Option<Instant>, gap: Duration) {
+        if let Some(last) = last {
             let next = last + gap;
             let now = Instant::now();
             if next > now {
@@ -956,12 +965,17 @@ impl Db {
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
-        if batch.is_journal_only() {
+        let journal_only = batch.is_journal_only();
+        if journal_only {
             // A device is waiting for its answer, and the write is a page or two: these may
             // go JOURNAL_PACE times as often as the fsync budget.
             self.pace_by(self.options.min_commit_gap / JOURNAL_PACE);
         } else {
-            self.pace();
+            // The budget between full commits, and a journal write's gap after any write:
+            // waiting out a whole gap behind a journal write would hold the core (and every
+            // device waiting on it) for a second.
+            Self::pace_after(self.last_full_write, self.options.min_commit_gap);
+            self.pace_by(self.options.min_commit_gap / JOURNAL_PACE);
         }
         let mut result = self.try_commit(batch);
         if let Err(error) = &result
@@ -973,6 +987,9 @@ impl Db {
             result = self.try_commit(batch);
         }
         self.last_write = Some(Instant::now());
+        if !journal_only {
+            self.last_full_write = self.last_write;
+        }
         match &result {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
