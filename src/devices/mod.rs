@@ -56,7 +56,7 @@ pub enum DeviceEvent {
         /// The event's identity at its terminal: the core counts each key once, and keeps
         /// the keys with the counts, so a re-send — even after a restart — counts once.
         key: crate::terminals::DedupKey,
-        /// Settled by the core once the passage is committed, for the transport that waits
+        /// Settled by the core once the passage is journaled on disk, for the transport that waits
         /// to tell the device it was received; `None` when nobody waits.
         receipt: Option<terminals::Receipt>,
     },

@@ -7,7 +7,7 @@
 //!                                          ▼
 //!                      wire::{hikvision, uniubi, zkteco} ─► Envelope(s)
 //!                                          ▼
-//!                      TerminalIngest::deliver_and_wait ─► core commits ─► Ack
+//!                      TerminalIngest::deliver ─► journaled on disk ─► Ack
 //!                                          ▼
 //!                      the vendor's success answer (only now), or 503: the device keeps
 //!                      the record and sends it again

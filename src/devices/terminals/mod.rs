@@ -1,13 +1,21 @@
-//! The terminals' driver: where face-recognition terminals' MQTT messages come in, and the
-//! thin loop that turns them into passages for the core.
+//! The terminals' driver: where face-recognition terminals' records come in, whatever the
+//! transport, and the thin loop that turns them into passages for the core.
+//!
+//! ```text
+//! mqtt (the gateway's own endpoint, or a broker on the box) ─┐
+//! http (push: Hikvision, Uniubi, ZKTeco; counting cameras)  ─┼─► Incoming + ack ─► ingest
+//! pull (Hikvision AcsEvent / alertStream, Dahua attach)     ─┘         │
+//!        core: journaled on disk ─► Receipt settled ─► PUBACK / HTTP 200 / next page
+//! ```
 //!
 //! Terminals publish over MQTT to the gateway itself ([`mqtt`]: a publish-only MQTT 3.1.1
 //! endpoint on the configured address, a login per terminal, each login bound to its own
-//! terminal, PUBACK only once the passage is committed), or — by config — to a broker
-//! already running on the box, which hallgate subscribes to (a persistent session, acked by
-//! hand after the commit). Push and pull transports hand their records in the same way.
-//! Every message reaches one loop that, per message, finds the vendor profile by topic,
-//! decodes it with
+//! terminal), or — by config — to a broker already running on the box, which hallgate
+//! subscribes to (a persistent session, acked by hand). Push terminals POST to [`http`];
+//! [`pull`] reads the terminals that cannot push. Every transport tells its device a record
+//! was received only once the core has journaled it on disk ([`Receipt`]).
+//! Every message reaches one loop that, per message, finds the vendor profile (by topic, or
+//! the authenticated terminal's own), decodes it with
 //! [`crate::terminals::decode`], turns the member id into a daily-salted hash
 //! ([`MemberHasher`]) and hands a [`PassageFacts`] with the event's key to the core, which
 //! drops re-sends (it keeps the keys with the counts, so that holds across restarts). Names
@@ -345,26 +353,6 @@ impl TerminalIngest {
     /// device, never a drop).
     pub async fn deliver(&self, message: Incoming) -> Result<(), IngestClosed> {
         self.tx.send(message).await.map_err(|_| IngestClosed)
-    }
-
-    /// Hands a message over and waits for its answer; `None` when the message is not safe
-    /// (the gateway stopped before committing it): tell the device nothing.
-    pub async fn deliver_and_wait(
-        &self,
-        route: Route,
-        payload: Vec<u8>,
-        picture: Option<Vec<u8>>,
-    ) -> Option<Ack> {
-        let (tx, rx) = oneshot::channel();
-        self.deliver(Incoming {
-            route,
-            payload,
-            picture,
-            ack: Some(tx),
-        })
-        .await
-        .ok()?;
-        rx.await.ok()
     }
 }
 
@@ -834,7 +822,7 @@ impl Ingest {
 
     /// One message in: a passage (or a camera's head count) for the core, `Ok(None)` when
     /// it waits on the detector, or the answer for a message that is not a passage.
-    /// `receipt` travels with the passage to the core, which settles it once committed.
+    /// `receipt` travels with the passage to the core, which settles it once journaled.
     fn handle(
         &mut self,
         route: &Route,
