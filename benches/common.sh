@@ -36,7 +36,8 @@ bench_terminals() {
   if [ "$1" = on ]; then printf '[vision]\nmodel = "%s/models/centerface.onnx"\nqueue = 64\n' "$PWD"; fi
   for i in $(seq 0 9); do
     profile=$([ $((i % 2)) = 0 ] && echo httpv2-record || echo uniubi-uface)
-    echo "pw-$i" > "$work/t$i.pass"
+    # validate refuses logins shorter than 12 characters and files others can read.
+    (umask 077 && echo "bench-terminal-password-$i" > "$work/t$i.pass")
     printf '[[terminals]]\nid = "BENCH-T%02d"\nprofile = "%s"\nroom = "lobby"\nusername = "t%d"\npassword_file = "%s"\n' \
       "$i" "$profile" "$i" "$work/t$i.pass"
   done
