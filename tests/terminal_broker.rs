@@ -288,7 +288,7 @@ fn uniubi_passage(device: &str, record: u64, at_ms: i64, photo: &str) -> Vec<u8>
         "recordId": record.to_string(),
         "time": at_ms.to_string(),
         "type": "face_0",
-        "ip": "192.168.20.66",
+        "ip": "127.0.0.1",
         "recType": 1,
         "mask": "1",
         "temperature": "36.5",
@@ -301,7 +301,7 @@ fn uniubi_passage(device: &str, record: u64, at_ms: i64, photo: &str) -> Vec<u8>
 
 fn uniubi_heartbeat(device: &str, at_ms: i64) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "deviceKey": device, "time": at_ms.to_string(), "ip": "192.168.20.66",
+        "deviceKey": device, "time": at_ms.to_string(), "ip": "127.0.0.1",
         "personCount": 120, "faceCount": 118, "version": "5.1.14"
     }))
     .expect("json")
