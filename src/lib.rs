@@ -5,6 +5,7 @@
 //! - [`bookings`]: the centre's room bookings (downlink), validated and stored; held and
 //!   unbooked-use reports per booking.
 //! - [`clock`]: whether the system clock can be trusted (`clock_synced` in payloads).
+//! - [`format`]: stamps, hall-local times, durations in words, rounding: one copy for every output.
 //! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
 //!   [`devices::DeviceEvent`]s.
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod format;
 pub mod occupancy;
 pub mod outbox;
 pub mod simulate;

@@ -232,7 +232,7 @@ impl Memory {
         let Ok(now) = view.generated_at.parse::<Timestamp>() else {
             return Step::default();
         };
-        let today = view::local_date(now, tz);
+        let today = crate::format::local_date(now, tz);
         if self.today != Some(today) {
             self.alerts.clear();
             self.alerts_today = 0;

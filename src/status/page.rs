@@ -10,9 +10,8 @@
 use std::fmt::Write;
 
 use super::text::{backlog_words, buffer_left_words};
-use super::view::{
-    AlertView, Condition, DeviceView, LinkView, RoomView, StateView, duration_words,
-};
+use super::view::{AlertView, Condition, DeviceView, LinkView, RoomView, StateView};
+use crate::format::duration_words;
 
 /// Seconds between the page's reloads of itself.
 pub const REFRESH_SECS: u32 = 5;

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use super::page::attention;
-use super::view::{Condition, LinkView, StateView, duration_words};
+use super::view::{Condition, LinkView, StateView};
+use crate::format::duration_words;
 
 /// Columns `text` takes in a terminal: East Asian wide characters (Chinese room names,
 /// fullwidth brackets) take two.

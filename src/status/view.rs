@@ -14,14 +14,14 @@
 //! - **terminals**: `online` while heard from (passages or heartbeats) within
 //!   [`TERMINAL_SILENT_AFTER`], `stale` when silent longer, `waiting` before the first message.
 
-use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::Snapshot;
 use crate::config::{Config, CounterTransport, Zone};
-use crate::uplink::payload::rfc3339;
+pub use crate::format::rfc3339;
+use crate::format::{duration_words, local_time, round3, secs_between};
 
 /// Version of the `/api/v1/state` document; fields are only ever added within it.
 pub const API_VERSION: u32 = 1;
@@ -591,50 +591,6 @@ pub fn terminal_condition(
     }
 }
 
-/// `HH:MM` in the hall's time zone, with the day in front when it is not the day of `now`.
-pub fn local_time(t: Timestamp, now: Timestamp, tz: &TimeZone) -> String {
-    let (zt, znow) = (t.to_zoned(tz.clone()), now.to_zoned(tz.clone()));
-    if zt.date() == znow.date() {
-        zt.strftime("%H:%M").to_string()
-    } else {
-        zt.strftime("%-d %b %H:%M").to_string()
-    }
-}
-
-/// The local date of `t` in the hall's time zone.
-pub fn local_date(t: Timestamp, tz: &TimeZone) -> Date {
-    t.to_zoned(tz.clone()).date()
-}
-
-/// Whole seconds from `a` to `b`, 0 if `b` is earlier (the clock was stepped back).
-pub fn secs_between(a: Timestamp, b: Timestamp) -> u64 {
-    b.duration_since(a).as_secs().max(0) as u64
-}
-
-/// "less than a minute", "12 minutes", "3 hours 5 minutes", "2 days 4 hours".
-pub fn duration_words(secs: u64) -> String {
-    fn unit(n: u64, one: &str) -> String {
-        if n == 1 {
-            format!("1 {one}")
-        } else {
-            format!("{n} {one}s")
-        }
-    }
-    let (mins, hours, days) = (secs / 60 % 60, secs / 3600 % 24, secs / 86_400);
-    match (days, hours, mins) {
-        (0, 0, 0) => "less than a minute".into(),
-        (0, 0, m) => unit(m, "minute"),
-        (0, h, 0) => unit(h, "hour"),
-        (0, h, m) => format!("{} {}", unit(h, "hour"), unit(m, "minute")),
-        (d, 0, _) => unit(d, "day"),
-        (d, h, _) => format!("{} {}", unit(d, "day"), unit(h, "hour")),
-    }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,29 +601,6 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().expect("a valid timestamp")
-    }
-
-    #[test]
-    fn durations_read_as_words() {
-        assert_eq!(duration_words(0), "less than a minute");
-        assert_eq!(duration_words(59), "less than a minute");
-        assert_eq!(duration_words(60), "1 minute");
-        assert_eq!(duration_words(12 * 60 + 5), "12 minutes");
-        assert_eq!(duration_words(3600), "1 hour");
-        assert_eq!(duration_words(3 * 3600 + 5 * 60), "3 hours 5 minutes");
-        assert_eq!(duration_words(86_400 + 59), "1 day");
-        assert_eq!(duration_words(2 * 86_400 + 4 * 3600 + 7), "2 days 4 hours");
-    }
-
-    #[test]
-    fn local_times_show_the_date_only_when_not_today() {
-        // 06:05 UTC is 14:05 in Shanghai.
-        let now = at("2026-12-01T06:17:00Z");
-        assert_eq!(local_time(at("2026-12-01T06:05:00Z"), now, &tz()), "14:05");
-        assert_eq!(
-            local_time(at("2026-11-30T06:05:00Z"), now, &tz()),
-            "30 Nov 14:05"
-        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! drop duplicates by id. The fields here are the allowlist: aggregates and device health,
 //! never a face, a name or an identity. `docs/uplink.md` documents each with an example.
 
-use jiff::{Timestamp, Unit};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -38,10 +38,7 @@ pub fn base_topic(config: &Config) -> String {
     )
 }
 
-/// RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.round(Unit::Millisecond).unwrap_or(t).to_string()
-}
+pub use crate::format::rfc3339;
 
 /// What the gateway knows of one device's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
