@@ -19,9 +19,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use hallgate::config::{self, Overrides};
-use hallgate::occupancy::{Engine, HallModel, PassageFacts};
+use hallgate::occupancy::{Engine, HallModel, Input, PassageFacts};
 use hallgate::simulate::day::{DayOptions, generate};
-use hallgate::supervisor::replay::replay;
+use hallgate::simulate::replay::replay;
 use hallgate::terminals::{MemberHasher, MemberRef};
 use jiff::{SignedDuration, Timestamp};
 
@@ -83,10 +83,10 @@ fn engine_run(model: &HallModel, start: Timestamp) -> f64 {
         rng ^= rng << 17;
         if op.is_multiple_of(64) {
             now = now.checked_add(SignedDuration::from_secs(1)).unwrap_or(now);
-            black_box(engine.tick(now));
+            black_box(engine.apply(now, Input::Time));
         }
         if op % 16 == 15 {
-            engine.passage(&PassageFacts {
+            let facts = PassageFacts {
                 room: 0,
                 member: rng
                     .is_multiple_of(3)
@@ -95,12 +95,18 @@ fn engine_run(model: &HallModel, start: Timestamp) -> f64 {
                 mask_off: rng.is_multiple_of(13),
                 sensor_error: false,
                 people: 1,
-            });
+            };
+            black_box(engine.apply(now, Input::Passage(&facts)));
         } else {
             // In and out alike, so rooms neither fill up nor sit at zero.
             let door = (rng >> 16) as usize % doors as usize;
             let (inward, outward) = if rng & 1 == 0 { (1, 0) } else { (0, 1) };
-            engine.crossings(door, inward, outward, now);
+            let input = Input::Crossings {
+                door,
+                inward,
+                outward,
+            };
+            black_box(engine.apply(now, input));
         }
     }
     black_box(engine.state());

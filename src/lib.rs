@@ -26,12 +26,14 @@
 //!   seeded hall day with its truth (`simulate::day`) for the venue-day replay.
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
+pub mod alerts;
 pub mod bookings;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod devices;
 pub mod format;
+pub mod health;
 pub mod occupancy;
 pub mod outbox;
 pub mod simulate;

@@ -453,9 +453,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .push(index.with_context(|| format!("--bookable {room}: no such room"))?);
             }
             let started = std::time::Instant::now();
-            let report = runtime()?.block_on(hallgate::supervisor::replay::replay_day(
-                cfg, &options, &out,
-            ))?;
+            let report =
+                runtime()?.block_on(hallgate::simulate::replay::replay_day(cfg, &options, &out))?;
             println!(
                 "replayed day {} (seed {seed}): {} device events, {} messages in {:.2} s; payloads {}, truth {}, bookings {}",
                 report.day,

@@ -16,7 +16,7 @@
 //! restart.
 //!
 //! **Figures.** The 15-minute and day aggregates of the hall's situation, drift and its
-//! correction live in [`situation`]; they are fed from here and closed by [`Engine::tick`].
+//! correction live in [`situation`]; they are fed from here and closed by [`Engine::apply`].
 //!
 //! The whole state is serialisable; the supervisor persists it in the outbox in the same
 //! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
@@ -301,6 +301,25 @@ pub struct EngineState {
     pub situation: Option<Situation>,
 }
 
+/// One input of the engine; [`Engine::apply`] takes it with its time.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Only time moves: bins and days close.
+    Time,
+    /// One counter read's crossings of `door`: `inward` from → to, `outward` to → from.
+    Crossings {
+        door: usize,
+        inward: u64,
+        outward: u64,
+    },
+    /// One accepted terminal passage.
+    Passage(&'a PassageFacts),
+    /// A room camera counted `heads` people in `room`.
+    HeadCount { room: usize, heads: u64 },
+    /// How many of the configured counters answer (the situation's device online ratio).
+    DevicesOnline { online: u32, configured: u32 },
+}
+
 #[derive(Debug, Clone)]
 pub struct Engine {
     model: HallModel,
@@ -411,9 +430,8 @@ impl Engine {
     }
 
     /// Applies `inward` crossings `from → to` and `outward` crossings `to → from` of `door`,
-    /// counted by one read at `now`. Call [`Engine::tick`] first so the crossings land in the
-    /// right minute and day.
-    pub fn crossings(&mut self, door: usize, inward: u64, outward: u64, now: Timestamp) {
+    /// counted by one read at `now` (time already moved there by [`Engine::apply`]).
+    fn crossings(&mut self, door: usize, inward: u64, outward: u64, now: Timestamp) {
         let Some(&(from, to)) = self.model.doors.get(door) else {
             return;
         };
@@ -458,9 +476,8 @@ impl Engine {
         }
     }
 
-    /// Records one accepted terminal passage. Call [`Engine::tick`] with its time first, so it
-    /// lands in the right minute and day.
-    pub fn passage(&mut self, p: &PassageFacts) {
+    /// Records one accepted terminal passage (time already moved to it by [`Engine::apply`]).
+    fn passage(&mut self, p: &PassageFacts) {
         let Some(room) = self.state.rooms.get_mut(p.room) else {
             return;
         };
@@ -475,8 +492,8 @@ impl Engine {
 
     /// A room camera counted `heads` people in `room` at `now`: a direct count beats lines
     /// that drift, so the room's occupancy is re-anchored to it, and the difference is kept
-    /// as the day's camera correction. Call [`Engine::tick`] first.
-    pub fn head_count(&mut self, room: usize, heads: u64, now: Timestamp) {
+    /// as the day's camera correction (time already moved there by [`Engine::apply`]).
+    fn head_count(&mut self, room: usize, heads: u64, now: Timestamp) {
         if room >= self.state.rooms.len() {
             return;
         }
@@ -522,10 +539,32 @@ impl Engine {
         self.advance_situation(t);
     }
 
-    /// Advances time to `now`: clamps balances that stayed negative, closes finished minute
-    /// and 15-minute bins and, at closing time, the day — in time order; on a tie the minute
-    /// first, then the 15-minute bin, then the day.
-    pub fn tick(&mut self, now: Timestamp) -> Vec<EngineOutput> {
+    /// Applies one input at `now`: first time moves to `now` (clamping balances that stayed
+    /// negative, closing finished minute and 15-minute bins and, at closing time, the day —
+    /// in time order; on a tie the minute first, then the 15-minute bin, then the day), then
+    /// the input lands in the minute and day it belongs to. What closed is returned.
+    ///
+    /// The one way in: time cannot be forgotten before an input, nor moved twice.
+    pub fn apply(&mut self, now: Timestamp, input: Input<'_>) -> Vec<EngineOutput> {
+        let closed = self.tick(now);
+        match input {
+            Input::Time => {}
+            Input::Crossings {
+                door,
+                inward,
+                outward,
+            } => self.crossings(door, inward, outward, now),
+            Input::Passage(facts) => self.passage(facts),
+            Input::HeadCount { room, heads } => self.head_count(room, heads, now),
+            Input::DevicesOnline { online, configured } => {
+                self.devices_online(online, configured, now)
+            }
+        }
+        closed
+    }
+
+    /// Moves time to `now` (see [`Engine::apply`]).
+    fn tick(&mut self, now: Timestamp) -> Vec<EngineOutput> {
         let mut out = Vec::new();
         loop {
             let minute_end = minute_start(self.state.bin.minute + 1);

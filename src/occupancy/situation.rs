@@ -185,7 +185,7 @@ pub struct Situation {
     pub quarter: Window,
     pub day: Window,
     /// `None` until the supervisor first reports the counters (see
-    /// [`Engine::devices_online`]).
+    /// [`super::Input::DevicesOnline`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<DeviceCounts>,
 }
@@ -592,7 +592,7 @@ impl Engine {
     /// first report on, a counter never heard from (neither online nor offline yet) counts as
     /// offline — the supervisor passes only the ones it knows are online. The counts are part
     /// of the saved state, so a restart carries on with the last word until the first new one.
-    pub fn devices_online(&mut self, online: u32, configured: u32, now: Timestamp) {
+    pub(super) fn devices_online(&mut self, online: u32, configured: u32, now: Timestamp) {
         self.advance_to(now);
         let counts = DeviceCounts {
             online: online.min(configured),

@@ -26,6 +26,7 @@ pub mod camera;
 pub mod day;
 pub mod http_terminals;
 pub mod registers;
+pub mod replay;
 pub mod rtu;
 pub mod serial;
 pub mod stream;

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::alerts::Observer;
+use super::view::Observer;
 use super::view::StateView;
 use super::{Snapshot, metrics, page};
 use crate::config::Config;
@@ -497,6 +497,7 @@ mod tests {
             visitors_today: 0,
             clock_synced: true,
             counters: Vec::new(),
+            devices: Vec::new(),
             buses: Vec::new(),
             terminals: Vec::new(),
             terminals_unattributed: Default::default(),
@@ -505,7 +506,6 @@ mod tests {
             outbox: Default::default(),
             uplink: Default::default(),
             bookings: Default::default(),
-            fevers: Vec::new(),
             alerts: Vec::new(),
             alerts_today: 0,
         };

@@ -3,32 +3,28 @@
 //! interval for passages, the longer commit interval for cumulative counter reads, and a
 //! counter's first baseline at once).
 //!
-//! The core measures its intervals with `Instant`s it keeps in its fields, so a test moves
-//! "the last time" back rather than waiting. Every case is decided by 400 ms or more, far
-//! beyond the time the test itself takes, and a slow machine only moves the real "now" further
-//! from the moved-back time: the cases that must not commit or publish yet are 3.5 s or more
-//! short of their interval.
+//! The core reads no clock: each call takes its monotonic instant, so a test moves time by
+//! passing a later one (`at(secs)`) — no waiting, and no dependence on the machine's speed.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tokio::sync::watch;
 
-use super::Core;
+use super::{Core, Gauges, SharedStats, Start};
 use crate::config::Config;
 use crate::devices::counter::{CounterTracker, Totals};
+use crate::devices::terminals::TerminalsStats;
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, HallModel, PassageFacts};
-use crate::outbox::{OutMessage, Outbox, OutboxOptions};
+use crate::outbox::{Outbox, OutboxOptions};
 use crate::terminals::DedupKey;
-use crate::uplink::UplinkStatus;
 use crate::uplink::payload;
 
 /// The shuffle tests' hall, with the intervals these tests count on set explicitly.
 fn hall() -> Config {
-    let mut config = super::shuffle_tests::hall();
+    let mut config = crate::supervisor::shuffle_tests::hall();
     config.uplink.state_interval = Duration::from_secs(1);
     config.storage.commit_interval = Duration::from_secs(60);
     config.storage.event_commit_interval = Duration::from_secs(10);
@@ -40,9 +36,15 @@ fn now() -> Timestamp {
     "2026-12-01T02:00:00Z".parse().expect("valid timestamp")
 }
 
-/// A core on a fresh outbox in `dir`, as the gateway starts one; and the uplink's end of the
-/// retained state.
-fn core(dir: &Path) -> (Core, watch::Receiver<Option<OutMessage>>) {
+/// The monotonic instant `secs` after the core started.
+fn at(secs: f64) -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now) + Duration::from_secs_f64(secs)
+}
+
+/// A core as the gateway starts one (at `at(0.0)`), and a fresh outbox in `dir` for its
+/// commits.
+fn core(dir: &Path) -> (Core, Outbox) {
     let mut config = hall();
     config.storage.data_dir = dir.to_path_buf();
     let (outbox, _) = Outbox::open(
@@ -50,34 +52,30 @@ fn core(dir: &Path) -> (Core, watch::Receiver<Option<OutMessage>>) {
         OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
     )
     .expect("a fresh outbox opens");
-    let (state_tx, state_rx) = watch::channel(None);
-    let stats = DeviceStats::new(&config);
-    let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
+    let stats = SharedStats {
+        devices: DeviceStats::new(&config),
+        terminals: TerminalsStats::new(&config),
+    };
     let bookings = crate::bookings::Bookings::new(&config, None);
     let engine = Engine::new(HallModel::from_config(&config), None, now());
-    let core = Core::new(
-        config,
-        engine,
-        outbox,
-        state_tx,
-        Arc::new(UplinkStatus::default()),
-        stats,
-        terminal_stats,
-        now(),
-        bookings,
-    );
-    (core, state_rx)
+    let start = Start {
+        now: now(),
+        mono: at(0.0),
+        clock_synced: true,
+        views: true,
+    };
+    (Core::new(config, engine, bookings, stats, start), outbox)
 }
 
-/// `ago` before now on the monotonic clock.
-fn ago(ago: Duration) -> Instant {
-    Instant::now()
-        .checked_sub(ago)
-        .expect("the machine has been up longer than a minute")
+/// Commits what the core decides to commit at `mono` (as the live loop does), if anything.
+async fn flush(core: &mut Core, outbox: &Outbox, force: bool, mono: Instant) {
+    if let Some(commit) = core.flush(force, mono) {
+        crate::supervisor::commit(outbox, core, commit).await;
+    }
 }
 
-fn commits(core: &Core) -> u64 {
-    core.outbox.stats().snapshot().commits
+fn commits(outbox: &Outbox) -> u64 {
+    outbox.stats().snapshot().commits
 }
 
 /// Counter 0's reads (a cumulative profile): the first one is its baseline.
@@ -118,107 +116,101 @@ fn passage(config: &Config) -> DeviceEvent {
 #[tokio::test]
 async fn the_state_goes_out_at_a_tick_that_comes_a_little_early_but_not_before_its_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut core, mut state) = core(dir.path());
-    core.publish_state(false);
+    let (mut core, outbox) = core(dir.path());
+    let gauges = Gauges::default();
+    let state = |core: &mut Core, mono: Instant| core.state(false, now(), mono, &gauges);
     assert!(
-        state.has_changed().expect("open"),
+        state(&mut core, at(0.0)).is_some(),
         "the first state goes out"
     );
-    state.mark_unchanged();
 
     // A tick 900 ms after the last state (ticks drift by the work in them): with a 1 s
     // interval it must go out, or the state goes out every other second.
-    core.last_state = Some(ago(Duration::from_millis(900)));
     core.state_dirty = true;
-    core.publish_state(false);
     assert!(
-        state.has_changed().expect("open"),
+        state(&mut core, at(0.9)).is_some(),
         "a changed state 900 ms after the last goes out at a 1 s interval"
     );
-    state.mark_unchanged();
 
     // The slack is half a tick, not the interval: at 5 s, one second is far too soon.
     core.config.uplink.state_interval = Duration::from_secs(5);
-    core.last_state = Some(ago(Duration::from_secs(1)));
     core.state_dirty = true;
-    core.publish_state(false);
     assert!(
-        !state.has_changed().expect("open"),
+        state(&mut core, at(1.9)).is_none(),
         "a state 1 s after the last waits for a 5 s interval"
     );
-    core.outbox.close().await;
+    assert!(
+        state(&mut core, at(5.9)).is_some(),
+        "5 s after the last, it goes out"
+    );
+    outbox.close().await;
 }
 
 #[tokio::test]
 async fn a_passage_is_committed_after_the_event_interval_not_the_commit_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut core, _state) = core(dir.path());
+    let (mut core, outbox) = core(dir.path());
     let config = core.config.clone();
     core.apply(passage(&config));
-    let before = commits(&core);
+    let before = commits(&outbox);
 
-    core.last_commit = ago(Duration::from_secs(5));
-    core.flush(false).await;
+    flush(&mut core, &outbox, false, at(5.0)).await;
     assert_eq!(
-        commits(&core),
+        commits(&outbox),
         before,
         "5 s is within the 10 s event interval"
     );
 
-    core.last_commit = ago(Duration::from_secs(11));
-    core.flush(false).await;
+    flush(&mut core, &outbox, false, at(11.0)).await;
     assert_eq!(
-        commits(&core),
+        commits(&outbox),
         before + 1,
         "11 s after the last commit, the passage is committed (long before the 60 s interval)"
     );
-    core.outbox.close().await;
+    outbox.close().await;
 }
 
 #[tokio::test]
 async fn a_cumulative_counters_crossings_wait_for_the_commit_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut core, _state) = core(dir.path());
+    let (mut core, outbox) = core(dir.path());
     let config = core.config.clone();
     let mut read = reads(&config);
     core.apply(read(100));
-    core.last_commit = ago(Duration::from_secs(61));
-    core.flush(false).await;
+    flush(&mut core, &outbox, false, at(61.0)).await;
     core.apply(read(103));
-    let before = commits(&core);
+    let before = commits(&outbox);
 
     // The counter's own total gives these back after a crash: no hurry.
-    core.last_commit = ago(Duration::from_secs(11));
-    core.flush(false).await;
+    flush(&mut core, &outbox, false, at(72.0)).await;
     assert_eq!(
-        commits(&core),
+        commits(&outbox),
         before,
         "cumulative crossings are not urgent: 11 s is within the 60 s commit interval"
     );
 
-    core.last_commit = ago(Duration::from_secs(61));
-    core.flush(false).await;
-    assert_eq!(commits(&core), before + 1, "61 s after: committed");
-    core.outbox.close().await;
+    flush(&mut core, &outbox, false, at(122.0)).await;
+    assert_eq!(commits(&outbox), before + 1, "61 s after: committed");
+    outbox.close().await;
 }
 
 #[tokio::test]
 async fn a_counters_first_baseline_is_committed_at_the_next_tick() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut core, _state) = core(dir.path());
+        let (mut core, outbox) = core(dir.path());
         let config = core.config.clone();
         let mut read = reads(&config);
         // Arrives; still held in the reorder window, and no commit interval has passed.
         core.receive(read(4242));
-        let before = commits(&core);
-        core.flush(false).await;
+        let before = commits(&outbox);
+        flush(&mut core, &outbox, false, at(0.5)).await;
         assert_eq!(
-            commits(&core),
+            commits(&outbox),
             before + 1,
             "the first baseline is committed now"
         );
-        core.outbox.close().await;
+        outbox.close().await;
     }
     // A gateway killed now starts again from that baseline, not from a fresh first read.
     let config = hall();
@@ -265,7 +257,7 @@ fn reopen(dir: &Path) -> (Outbox, crate::outbox::Restored) {
 async fn a_waiting_passage_is_journaled_at_once_and_its_device_told_only_after_that_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut core, _state) = core(dir.path());
+        let (mut core, outbox) = core(dir.path());
         let config = core.config.clone();
         let (waiting, mut ack) = waiting_passage(&config);
         core.receive(waiting);
@@ -275,28 +267,28 @@ async fn a_waiting_passage_is_journaled_at_once_and_its_device_told_only_after_t
         );
         // Still in the reorder window, long before the 10 s event interval: a commit of its
         // journal row alone, then the answer.
-        let before = commits(&core);
-        core.flush(false).await;
-        assert_eq!(commits(&core), before + 1, "journaled at once");
+        let before = commits(&outbox);
+        flush(&mut core, &outbox, false, at(0.5)).await;
+        assert_eq!(commits(&outbox), before + 1, "journaled at once");
         assert_eq!(
             ack.try_recv(),
             Ok(crate::devices::terminals::Ack::Committed)
         );
         // Killed here: the engine never counted it.
-        core.outbox.close().await;
+        outbox.close().await;
     }
     let received = reopen_restored(dir.path()).await.received;
     assert_eq!(received.len(), 1, "the answered passage is on disk");
     {
         // The next life counts it, and the commit that holds the count deletes the row.
-        let (mut core, _state) = core(dir.path());
+        let (mut core, outbox) = core(dir.path());
         core.journaled(received);
         for event in core.reorder.drain() {
             core.apply(event);
         }
-        assert_eq!(core.terminal_stats.terminals[0].snapshot().passages, 1);
-        core.flush(true).await;
-        core.outbox.close().await;
+        assert_eq!(core.stats.terminals.terminals[0].snapshot().passages, 1);
+        flush(&mut core, &outbox, true, at(1.0)).await;
+        outbox.close().await;
     }
     let (outbox, restored) = reopen(dir.path());
     assert!(
@@ -320,7 +312,7 @@ async fn reopen_restored(dir: &Path) -> crate::outbox::Restored {
 #[tokio::test]
 async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut core, _state) = core(dir.path());
+    let (mut core, outbox) = core(dir.path());
     let config = core.config.clone();
     let (mut old, mut ack) = waiting_passage(&config);
     if let DeviceEvent::Passage { at, .. } = &mut old {
@@ -328,7 +320,7 @@ async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_a
     }
     let revision = core.engine.state().revision;
     core.receive(old);
-    core.flush(false).await;
+    flush(&mut core, &outbox, false, at(0.5)).await;
     assert_eq!(
         ack.try_recv(),
         Ok(crate::devices::terminals::Ack::Committed)
@@ -341,10 +333,10 @@ async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_a
         revision,
         "the engine never sees it: not today's visit"
     );
-    assert_eq!(core.terminal_stats.terminals[0].snapshot().earlier_day, 1);
-    assert_eq!(core.terminal_stats.terminals[0].snapshot().passages, 0);
-    core.flush(true).await;
-    core.outbox.close().await;
+    assert_eq!(core.stats.terminals.terminals[0].snapshot().earlier_day, 1);
+    assert_eq!(core.stats.terminals.terminals[0].snapshot().passages, 0);
+    flush(&mut core, &outbox, true, at(1.0)).await;
+    outbox.close().await;
     let restored = reopen_restored(dir.path()).await;
     assert!(
         restored.received.is_empty(),

@@ -14,12 +14,12 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::reorder::{REORDER_WINDOW, device_of, stamp_of};
-use super::replay::replay_arrivals;
 use crate::config::Config;
 use crate::devices::DeviceEvent;
 use crate::devices::counter::{CounterTracker, Totals};
 use crate::occupancy::PassageFacts;
 use crate::outbox::OutMessage;
+use crate::simulate::replay::replay_arrivals;
 use crate::terminals::{DedupKey, MemberHasher, MemberRef};
 
 /// The shipped example hall with terminals (also the core tests' hall).

@@ -436,7 +436,7 @@ struct AlertPayload<'a> {
 /// was raised) and the change, so a re-send is identical and a raise and its clear differ.
 pub fn alert_message(
     config: &Config,
-    change: &crate::status::alerts::AlertChange,
+    change: &crate::alerts::AlertChange,
     clock_synced: bool,
 ) -> OutMessage {
     let msg_id = format!(

@@ -355,7 +355,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::occupancy::{Engine, EngineOutput, HallModel};
+    use crate::occupancy::{Engine, EngineOutput, HallModel, Input};
 
     fn config() -> Config {
         crate::config::parse(
@@ -404,6 +404,14 @@ mod tests {
         text.parse().expect("test timestamp")
     }
 
+    fn crossings(door: usize, inward: u64, outward: u64) -> Input<'static> {
+        Input::Crossings {
+            door,
+            inward,
+            outward,
+        }
+    }
+
     /// A short day: 3 in at 20:50 local, 2 on to the reading room, 1 leaves; closed at 21:00.
     fn outputs(config: &Config) -> Vec<EngineOutput> {
         let mut e = Engine::new(
@@ -415,14 +423,18 @@ mod tests {
         let mut t = at("2026-11-22T12:45:00Z");
         let end = at("2026-11-22T13:00:00Z");
         while t <= end {
-            out.extend(e.tick(t));
+            out.extend(e.apply(t, Input::Time));
             if t == at("2026-11-22T12:50:00Z") {
-                e.devices_online(2, 2, t);
-                e.crossings(0, 3, 0, t);
-                e.crossings(1, 2, 0, t);
+                let online = Input::DevicesOnline {
+                    online: 2,
+                    configured: 2,
+                };
+                out.extend(e.apply(t, online));
+                out.extend(e.apply(t, crossings(0, 3, 0)));
+                out.extend(e.apply(t, crossings(1, 2, 0)));
             }
             if t == at("2026-11-22T12:55:00Z") {
-                e.crossings(0, 0, 1, t);
+                out.extend(e.apply(t, crossings(0, 0, 1)));
             }
             t += jiff::SignedDuration::from_secs(20);
         }

@@ -1,39 +1,43 @@
 //! Replay: the live core loop's own code, driven by a virtual clock.
 //!
 //! ```text
-//! recorded/simulated DeviceEvents ──► Reorder ──► Core::apply/advance/flush ──► outbox (SQLite) ──► messages
+//! recorded/simulated DeviceEvents ──► Core::receive / tick / finish ──► Commit ──► outbox (SQLite) ──► messages
 //!                    virtual clock: the events' stamps, a tick every virtual second
 //! ```
 //!
-//! Nothing here computes a figure: the events go through the same reorder stage,
-//! `Core::apply`, `Core::advance` and `Core::flush` as in the running gateway, into a real
-//! outbox database, and what the outbox then holds is returned in row order. Only time is
-//! different: instead of the wall clock, the clock is each event's own stamp, with a tick at
-//! every whole virtual second in between (as the live loop ticks once a second), and the clock
-//! is taken as synchronised. A day of a busy hall replays in seconds. The uplink, the drivers
-//! and the status page are not started.
+//! Nothing here computes a figure: the events go through the gateway's own core
+//! (`supervisor::core`: reorder window, engine, alert rules, commit pacing) and its commits
+//! through the same `supervisor::commit` into a real outbox database, and what the outbox
+//! then holds is returned in row order. Only time is different: the core is sans-I/O and
+//! takes its time as an argument, so here the wall clock is each event's own stamp, with a
+//! tick at every whole virtual second in between (as the live loop ticks once a second), the
+//! monotonic clock moves with it, and the clock is taken as synchronised. A day of a busy
+//! hall replays in seconds. The uplink, the drivers and the status page are not started, and
+//! the core builds no `state` message and no status snapshot.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::watch;
 
-use super::Core;
 use crate::config::Config;
+use crate::devices::terminals::TerminalsStats;
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::occupancy::{Engine, HallModel};
 use crate::outbox::{OutMessage, Outbox, OutboxError, OutboxOptions};
 use crate::simulate::day::{self, DayError, DayOptions};
+use crate::supervisor::core::{Core, SharedStats, Start};
+use crate::supervisor::reorder::{REORDER_WINDOW, stamp_of};
+use crate::supervisor::{commit, gauges};
 use crate::uplink::UplinkStatus;
 use crate::uplink::payload;
 
-use super::reorder::{REORDER_WINDOW, stamp_of};
-
 /// The live loop's tick, in virtual time.
 const VIRTUAL_TICK: SignedDuration = SignedDuration::from_secs(1);
+/// An interval no replay reaches (about 136 years; `Duration::MAX` would overflow where the
+/// outbox doubles it).
+const NEVER: Duration = Duration::from_secs(u32::MAX as u64);
 /// More rows than any day leaves in the outbox (the fetch stops at the last row anyway).
 const FETCH_ALL: usize = 1 << 30;
 
@@ -114,8 +118,12 @@ pub async fn replay_arrivals(
         }
     }
     config.storage.data_dir = data_dir.to_path_buf();
-    // A day's commits in a few seconds: the flash-wear pacing of fsyncs is for real time.
+    // A day's commits in a few seconds: the flash-wear pacing of fsyncs is for real time,
+    // and so are the intervals between engine-state commits — the replay's outbox is read
+    // for its messages, each committed when made, never restored from.
     config.storage.min_commit_gap = Duration::ZERO;
+    config.storage.commit_interval = NEVER;
+    config.storage.event_commit_interval = NEVER;
     let (outbox, restored) = Outbox::open(
         data_dir,
         OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
@@ -132,34 +140,35 @@ pub async fn replay_arrivals(
         .chain(downlink.first().map(|(at, _)| *at))
         .min()
         .unwrap_or(until);
+    let mut clock = VirtualClock::new(start);
     let bookings = crate::bookings::Bookings::new(&config, None);
     let engine = Engine::new(HallModel::from_config(&config), None, start);
-    let (state_tx, _) = watch::channel(None);
-    let stats = DeviceStats::new(&config);
-    let terminal_stats = crate::devices::terminals::TerminalsStats::new(&config);
+    let stats = SharedStats {
+        devices: DeviceStats::new(&config),
+        terminals: TerminalsStats::new(&config),
+    };
     let mut core = Core::new(
         config,
         engine,
-        outbox.clone(),
-        state_tx,
-        Arc::new(UplinkStatus::default()),
-        stats,
-        terminal_stats,
-        start,
         bookings,
+        stats,
+        Start {
+            now: start,
+            mono: clock.mono(start),
+            clock_synced: true,
+            views: false,
+        },
     );
-    core.clock_synced = true;
+    let link = UplinkStatus::default();
 
-    // The first tick is the first whole second after the start, as an interval timer started
-    // then would fire (give or take its phase, which the figures do not depend on).
-    let mut next_tick = start.checked_add(VIRTUAL_TICK).unwrap_or(start);
     let mut downlink = downlink.into_iter().peekable();
     for (at, event) in arrivals {
-        while next_tick <= at {
-            tick(&mut core, next_tick).await;
-            next_tick = next_tick
-                .checked_add(VIRTUAL_TICK)
-                .unwrap_or(Timestamp::MAX);
+        while let Some(tick) = clock.next_tick(at) {
+            let gauges = gauges(&outbox, &link, true);
+            let due = core.tick(tick, clock.mono(tick), &gauges);
+            if let Some(batch) = due.commit {
+                commit(&outbox, &mut core, batch).await;
+            }
         }
         while let Some((_, bytes)) = downlink.next_if(|(t, _)| *t <= at) {
             core.downlink(&bytes);
@@ -169,17 +178,19 @@ pub async fn replay_arrivals(
     for (_, bytes) in downlink {
         core.downlink(&bytes);
     }
-    while next_tick <= until {
-        tick(&mut core, next_tick).await;
-        next_tick = next_tick
-            .checked_add(VIRTUAL_TICK)
-            .unwrap_or(Timestamp::MAX);
+    while let Some(tick) = clock.next_tick(until) {
+        let gauges = gauges(&outbox, &link, true);
+        let due = core.tick(tick, clock.mono(tick), &gauges);
+        if let Some(batch) = due.commit {
+            commit(&outbox, &mut core, batch).await;
+        }
     }
     // As at shutdown: whatever is still held goes in, then a final commit.
-    for event in core.reorder.drain() {
-        core.apply(event);
+    let end = clock.latest();
+    let last = core.finish(end, clock.mono(end), &gauges(&outbox, &link, true));
+    if let Some(batch) = last.commit {
+        commit(&outbox, &mut core, batch).await;
     }
-    core.flush(true).await;
 
     let mut stored = outbox.fetch(FETCH_ALL).await;
     stored.sort_by_key(|m| m.id);
@@ -187,13 +198,48 @@ pub async fn replay_arrivals(
     Ok(stored.into_iter().map(|m| m.message).collect())
 }
 
-/// What the live loop does on a tick that concerns the outbox: release, advance, raise and
-/// clear alerts (from the status snapshot, which nobody watches here), commit. (The retained
-/// `state` goes to the uplink directly and the watchdog is systemd's: not part of a replay.)
-async fn tick(core: &mut Core, now: Timestamp) {
-    core.step(now);
-    core.publish_status(now);
-    core.flush(false).await;
+/// The replay's clocks: ticks every virtual second from the start, and a monotonic instant
+/// that moves with the virtual wall clock.
+struct VirtualClock {
+    start: Timestamp,
+    base: Instant,
+    next_tick: Timestamp,
+    latest: Timestamp,
+}
+
+impl VirtualClock {
+    fn new(start: Timestamp) -> Self {
+        VirtualClock {
+            start,
+            base: Instant::now(),
+            // The first tick is the first whole second after the start, as an interval timer
+            // started then would fire (give or take its phase, which the figures do not
+            // depend on).
+            next_tick: start.checked_add(VIRTUAL_TICK).unwrap_or(start),
+            latest: start,
+        }
+    }
+
+    /// The next tick at or before `until`, if one is due.
+    fn next_tick(&mut self, until: Timestamp) -> Option<Timestamp> {
+        if self.next_tick > until {
+            return None;
+        }
+        let tick = self.next_tick;
+        self.next_tick = tick.checked_add(VIRTUAL_TICK).unwrap_or(Timestamp::MAX);
+        self.latest = tick;
+        Some(tick)
+    }
+
+    fn latest(&self) -> Timestamp {
+        self.latest
+    }
+
+    /// The monotonic instant of virtual time `t`.
+    fn mono(&self, t: Timestamp) -> Instant {
+        let since = t.duration_since(self.start).unsigned_abs();
+        self.base.checked_add(since).unwrap_or(self.base)
+    }
 }
 
 fn window() -> SignedDuration {
