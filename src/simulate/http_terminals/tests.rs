@@ -787,7 +787,11 @@ async fn stand_in() -> StandIn {
 }
 
 async fn stand_in_at(address: SocketAddr) -> StandIn {
-    let listener = TcpListener::bind(address).await.expect("bind");
+    stand_in_on(TcpListener::bind(address).await.expect("bind"))
+}
+
+/// The stand-in gateway on a listener already bound.
+fn stand_in_on(listener: TcpListener) -> StandIn {
     let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicU64::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -942,12 +946,12 @@ async fn pushing_terminals_resend_refused_records_and_the_truth_lists_each_ackno
 #[tokio::test]
 async fn records_pushed_while_the_gateway_is_down_are_kept_and_taken_once_it_is_back() {
     timeout(LIMIT, async {
-        // A port nobody listens on, for now.
-        let address = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-            .local_addr()
-            .expect("addr");
+        // A gateway that is down: it takes each connection and closes it unanswered. The
+        // port stays ours throughout (a port merely left free could be taken by another
+        // test's listener, which would answer), and "down" lasts a number of failed requests,
+        // not a time, so a slow machine changes nothing.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
         let dir = tempfile::tempdir().expect("tempdir");
         let truth_path = dir.path().join("truth.jsonl");
         let plan = push_plan(
@@ -962,8 +966,11 @@ async fn records_pushed_while_the_gateway_is_down_are_kept_and_taken_once_it_is_
             push_options(9, 30, truth_path.clone()),
             CancellationToken::new(),
         ));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let gateway = stand_in_at(address).await;
+        for _ in 0..40 {
+            let (stream, _) = listener.accept().await.expect("accept");
+            drop(stream);
+        }
+        let gateway = stand_in_on(listener);
         run.await.expect("joins").expect("the run completes");
         gateway.stop.cancel();
         let lines = truth_lines(&truth_path);
