@@ -34,6 +34,7 @@ pub mod devices;
 pub mod format;
 pub mod occupancy;
 pub mod outbox;
+pub mod signals;
 pub mod simulate;
 pub mod status;
 pub mod supervisor;
