@@ -29,6 +29,7 @@
 //! - [`simulate`]: tools above the product — simulated counters and terminals with ground
 //!   truth, a whole seeded hall day (`simulate::day`) replayed through the live core under a
 //!   virtual clock (`simulate::replay`); no product module imports it.
+//! - [`signals`]: the one signal handler (stop; for the daemon, reload on SIGHUP).
 //! - [`demo`]: the one-command demo (embedded broker + simulator + gateway + live table).
 
 pub mod alerts;
@@ -41,6 +42,7 @@ pub mod format;
 pub mod health;
 pub mod occupancy;
 pub mod outbox;
+pub mod signals;
 pub mod simulate;
 pub mod status;
 pub mod supervisor;

@@ -75,15 +75,79 @@ pub async fn run(
     seed: u64,
     shutdown: CancellationToken,
 ) -> Result<(), DemoError> {
+    let data_dir = make_data_dir()?;
+    config.storage.data_dir = data_dir.clone();
+    move_terminals_to_loopback(&mut config)?;
+    move_counters_to_loopback(&mut config, &data_dir);
+    let simulation = match Simulation::bind(&config, simulation_options(seed)).await {
+        Ok(simulation) => simulation,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&data_dir);
+            return Err(error.into());
+        }
+    };
+    let broker_port = free_port()?;
+    point_uplink_at_embedded_broker(&mut config, broker_port);
+    for (id, address) in simulation.counter_addresses() {
+        for counter in config.counters.iter_mut().filter(|c| c.id == id) {
+            if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
+                counter.transport = CounterTransport::ModbusTcp { address, unit_id };
+            }
+        }
+    }
+    give_fresh_logins(&mut config);
+    let terminal_broker_port = move_terminal_broker_to_loopback(&mut config)?;
+    // The status page moves to a free loopback port too: a gateway may already be on 8080.
+    if let Some(status) = &mut config.status {
+        status.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    }
+
+    let latest = Arc::new(Mutex::new(None::<StateView>));
+    start_broker(broker_port, &config, latest.clone())?;
+    print_banner(&config, broker_port, &data_dir);
+
+    let sim_stop = CancellationToken::new();
+    let sim = tokio::spawn(simulation.run(sim_stop.clone()));
+    let gateway = tokio::spawn(supervisor::run(
+        config.clone(),
+        shutdown.clone(),
+        supervisor::notify::Notifier::disabled(),
+    ));
+    if let Some(port) = terminal_broker_port {
+        start_mqtt_terminals(&config, port, seed, &sim_stop);
+    }
+    if simulate::http_terminals::has_http_terminals(&config) {
+        start_http_terminals(&config, seed, &sim_stop)?;
+    }
+    show_table_until(&config, &latest, &shutdown).await;
+
+    println!("\nstopping…");
+    let gateway_result = gateway.await;
+    sim_stop.cancel();
+    let sim_result = sim.await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if let Ok(Err(error)) = gateway_result {
+        return Err(error.into());
+    }
+    if let Ok(Err(error)) = sim_result {
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// The demo's own data directory (the outbox), removed when it stops.
+fn make_data_dir() -> Result<PathBuf, DemoError> {
     let data_dir = std::env::temp_dir().join(format!("hallgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir).map_err(|error| DemoError::DataDir {
         path: data_dir.clone(),
         error,
     })?;
-    config.storage.data_dir = data_dir.clone();
+    Ok(data_dir)
+}
 
-    // HTTP terminals: the listener moves to a free loopback port, push terminals push from
-    // loopback, and pulled terminals are served by the simulator on free loopback ports.
+/// HTTP terminals: the listener moves to a free loopback port, push terminals push from
+/// loopback, and pulled terminals are served by the simulator on free loopback ports.
+fn move_terminals_to_loopback(config: &mut Config) -> Result<(), DemoError> {
     if let Some(http) = &mut config.terminal_http {
         http.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     }
@@ -102,11 +166,14 @@ pub async fn run(
             }
         }
     }
+    Ok(())
+}
 
-    // Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
-    // addresses do not exist here, and a fixed port could be answered by another program.
-    // Serial lines (RS-485 buses, streaming counters) become socat pty pairs the simulator
-    // makes in the demo's directory.
+/// Counters move to loopback ports the simulator binds itself (port 0): the config's LAN
+/// addresses do not exist here, and a fixed port could be answered by another program.
+/// Serial lines (RS-485 buses, streaming counters) become socat pty pairs the simulator
+/// makes in the demo's directory.
+fn move_counters_to_loopback(config: &mut Config, data_dir: &Path) {
     for counter in &mut config.counters {
         match &mut counter.transport {
             CounterTransport::ModbusTcp { address, .. } => {
@@ -131,7 +198,11 @@ pub async fn run(
     for bus in &mut config.buses {
         bus.serial.port = data_dir.join(format!("{}.tty", bus.id));
     }
-    let options = SimulateOptions {
+}
+
+/// The demo's traffic: brisker than a real hall, so the table moves.
+fn simulation_options(seed: u64) -> SimulateOptions {
+    SimulateOptions {
         seed,
         truth: None,
         duration: None,
@@ -141,32 +212,22 @@ pub async fn run(
         serial_peers: Default::default(),
         serial_noise_bytes_per_sec: 0,
         start_file: None,
-    };
-    let simulation = match Simulation::bind(&config, options).await {
-        Ok(simulation) => simulation,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&data_dir);
-            return Err(error.into());
-        }
-    };
-    let broker_port = free_port()?;
+    }
+}
+
+/// The embedded broker is plain MQTT on loopback: no TLS, no login.
+fn point_uplink_at_embedded_broker(config: &mut Config, port: u16) {
     config.uplink.host = Ipv4Addr::LOCALHOST.to_string();
-    config.uplink.port = broker_port;
-    // The embedded broker is plain MQTT on loopback: no TLS, no login.
+    config.uplink.port = port;
     config.uplink.tls = None;
     config.uplink.tls_files_unused = false;
     config.uplink.login = None;
-    for (id, address) in simulation.counter_addresses() {
-        for counter in config.counters.iter_mut().filter(|c| c.id == id) {
-            if let CounterTransport::ModbusTcp { unit_id, .. } = counter.transport {
-                counter.transport = CounterTransport::ModbusTcp { address, unit_id };
-            }
-        }
-    }
+}
 
-    // Every terminal and camera login gets a fresh random password: the config may name the
-    // shipped example files, whose passwords are public. The simulated terminals log in with
-    // what the config holds, so they follow.
+/// Every terminal and camera login gets a fresh random password: the config may name the
+/// shipped example files, whose passwords are public. The simulated terminals log in with
+/// what the config holds, so they follow.
+fn give_fresh_logins(config: &mut Config) {
     for terminal in &mut config.terminals {
         if let Some((_, secret)) = &mut terminal.login
             && !terminal.transport.is_pull()
@@ -179,9 +240,12 @@ pub async fn run(
             *secret = crate::config::terminals::Secret::random();
         }
     }
+}
 
-    // Terminals publish to the gateway's own broker, moved to a free loopback port.
-    let terminal_broker_port = match &mut config.terminal_broker {
+/// Terminals publish to the gateway's own broker, moved to a free loopback port; its port, if
+/// there are MQTT terminals to play.
+fn move_terminal_broker_to_loopback(config: &mut Config) -> Result<Option<u16>, DemoError> {
+    Ok(match &mut config.terminal_broker {
         Some(broker) if !config.terminals.is_empty() => {
             let port = free_port()?;
             broker.source = TerminalSource::Embedded {
@@ -190,16 +254,11 @@ pub async fn run(
             Some(port)
         }
         _ => None,
-    };
+    })
+}
 
-    // The status page moves to a free loopback port too: a gateway may already be on 8080.
-    if let Some(status) = &mut config.status {
-        status.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    }
-
-    let latest = Arc::new(Mutex::new(None::<StateView>));
-    start_broker(broker_port, &config, latest.clone())?;
-
+/// What runs where, before the first table.
+fn print_banner(config: &Config, broker_port: u16, data_dir: &Path) {
     println!(
         "hallgate demo: hall {} — {} rooms, {} simulated counters, embedded broker on 127.0.0.1:{broker_port}",
         config.hall.name,
@@ -221,88 +280,83 @@ pub async fn run(
         "data in {} (removed on exit). Ctrl-C to stop.\n",
         data_dir.display()
     );
+}
 
-    let sim_stop = CancellationToken::new();
-    let sim = tokio::spawn(simulation.run(sim_stop.clone()));
-    let gateway = tokio::spawn(supervisor::run(
-        config.clone(),
-        shutdown.clone(),
-        supervisor::notify::Notifier::disabled(),
-    ));
-    if let Some(port) = terminal_broker_port {
-        println!(
-            "{} simulated face-recognition terminals publish to the gateway's broker on 127.0.0.1:{port}\n",
-            config.terminals.len()
-        );
-        let config = config.clone();
-        let stop = sim_stop.clone();
-        tokio::spawn(async move {
-            // Give the gateway a moment to open its terminal broker.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let options = SimulateTerminalsOptions {
-                broker: None,
-                script: demo_script(seed),
-                truth: None,
-                snapshot: None,
-            };
-            if let Err(error) = simulate::terminals::run(&config, options, stop).await {
-                tracing::error!(%error, "the simulated terminals stopped");
-            }
-        });
-    }
+/// The simulated MQTT terminals, publishing to the gateway's broker on `port` until `stop`.
+fn start_mqtt_terminals(config: &Config, port: u16, seed: u64, stop: &CancellationToken) {
+    println!(
+        "{} simulated face-recognition terminals publish to the gateway's broker on 127.0.0.1:{port}\n",
+        config.terminals.len()
+    );
+    let config = config.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        // Give the gateway a moment to open its terminal broker.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let options = SimulateTerminalsOptions {
+            broker: None,
+            script: demo_script(seed),
+            truth: None,
+            snapshot: None,
+        };
+        if let Err(error) = simulate::terminals::run(&config, options, stop).await {
+            tracing::error!(%error, "the simulated terminals stopped");
+        }
+    });
+}
 
-    if simulate::http_terminals::has_http_terminals(&config) {
-        println!(
-            "{} simulated HTTP terminals push to http://{}/terminals/… or are read by the gateway\n",
-            config.terminals.len(),
-            config
-                .terminal_http
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |h| h.listen.to_string())
-        );
-        let plan = simulate::http_terminals::plan_from_config(&config, None)
-            .map_err(|error| DemoError::Terminals(error.to_string()))?;
-        let stop = sim_stop.clone();
-        tokio::spawn(async move {
-            let options = simulate::http_terminals::HttpOptions {
-                script: demo_script(seed),
-                truth: None,
-                snapshot: None,
-                backlog_secs: 0.0,
-                drain_secs: 5,
-                request_timeout_ms: 10_000,
-                retry_ms: 1_000,
-                lockout_secs: 60,
-                linger_secs: 0,
-            };
-            if let Err(error) = simulate::http_terminals::run(plan, options, stop).await {
-                tracing::error!(%error, "the simulated HTTP terminals stopped");
-            }
-        });
-    }
+/// The simulated HTTP terminals, pushing to the gateway or read by it, until `stop`.
+fn start_http_terminals(
+    config: &Config,
+    seed: u64,
+    stop: &CancellationToken,
+) -> Result<(), DemoError> {
+    println!(
+        "{} simulated HTTP terminals push to http://{}/terminals/… or are read by the gateway\n",
+        config.terminals.len(),
+        config
+            .terminal_http
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |h| h.listen.to_string())
+    );
+    let plan = simulate::http_terminals::plan_from_config(config, None)
+        .map_err(|error| DemoError::Terminals(error.to_string()))?;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let options = simulate::http_terminals::HttpOptions {
+            script: demo_script(seed),
+            truth: None,
+            snapshot: None,
+            backlog_secs: 0.0,
+            drain_secs: 5,
+            request_timeout_ms: 10_000,
+            retry_ms: 1_000,
+            lockout_secs: 60,
+            linger_secs: 0,
+        };
+        if let Err(error) = simulate::http_terminals::run(plan, options, stop).await {
+            tracing::error!(%error, "the simulated HTTP terminals stopped");
+        }
+    });
+    Ok(())
+}
 
+/// Redraws the table from the broker's latest `state` every [`REFRESH`] until `shutdown`.
+async fn show_table_until(
+    config: &Config,
+    latest: &Mutex<Option<StateView>>,
+    shutdown: &CancellationToken,
+) {
     let mut ticker = tokio::time::interval(REFRESH);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
                 let view = latest.lock().map(|g| g.clone()).unwrap_or(None);
-                print_table(&config, view.as_ref());
+                print_table(config, view.as_ref());
             }
         }
     }
-    println!("\nstopping…");
-    let gateway_result = gateway.await;
-    sim_stop.cancel();
-    let sim_result = sim.await;
-    let _ = std::fs::remove_dir_all(&data_dir);
-    if let Ok(Err(error)) = gateway_result {
-        return Err(error.into());
-    }
-    if let Ok(Err(error)) = sim_result {
-        return Err(error.into());
-    }
-    Ok(())
 }
 
 /// The demo's terminals: a passage every second and a half or so, with a few re-sends and

@@ -23,6 +23,7 @@
 
 pub mod backlog;
 pub mod camera;
+pub mod cli;
 pub mod day;
 pub mod http_terminals;
 pub mod registers;
