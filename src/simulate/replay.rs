@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Config;
-use crate::devices::terminals::TerminalsStats;
-use crate::devices::{DeviceEvent, DeviceStats};
-use crate::occupancy::{Engine, HallModel};
+use crate::devices::DeviceEvent;
+use crate::occupancy::HallModel;
 use crate::outbox::{OutMessage, Outbox, OutboxError, OutboxOptions};
 use crate::simulate::day::{self, DayError, DayOptions};
-use crate::supervisor::core::{Core, SharedStats, Start};
+use crate::supervisor::core::{Core, Resume, Start};
 use crate::supervisor::reorder::{REORDER_WINDOW, stamp_of};
 use crate::supervisor::{commit, gauges};
 use crate::uplink::UplinkStatus;
@@ -141,24 +140,13 @@ pub async fn replay_arrivals(
         .min()
         .unwrap_or(until);
     let mut clock = VirtualClock::new(start);
-    let bookings = crate::bookings::Bookings::new(&config, None);
-    let engine = Engine::new(HallModel::from_config(&config), None, start);
-    let stats = SharedStats {
-        devices: DeviceStats::new(&config),
-        terminals: TerminalsStats::new(&config),
+    let start = Start {
+        now: start,
+        mono: clock.mono(start),
+        clock_synced: true,
+        views: false,
     };
-    let mut core = Core::new(
-        config,
-        engine,
-        bookings,
-        stats,
-        Start {
-            now: start,
-            mono: clock.mono(start),
-            clock_synced: true,
-            views: false,
-        },
-    );
+    let mut core = Core::new(config, Resume::default(), start);
     let link = UplinkStatus::default();
 
     let mut downlink = downlink.into_iter().peekable();

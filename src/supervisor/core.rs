@@ -42,7 +42,7 @@ use crate::config::profile::CountMode;
 use crate::devices::terminals::{Ack, Receipt, TerminalStatsSnapshot, TerminalsStats};
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::health::{self, CounterHealth};
-use crate::occupancy::{Engine, EngineOutput, Input, PassageFacts};
+use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel, Input, PassageFacts};
 use crate::outbox::{Batch, OutMessage, OutboxSnapshot, ReceivedPassage};
 use crate::status::{LinkSnapshot, RoomFigures, Snapshot};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
@@ -157,8 +157,31 @@ pub struct Core {
     bookings_committed: Vec<u8>,
 }
 
+/// What the outbox kept of an earlier run.
+#[derive(Debug, Default)]
+pub struct Resume<'a> {
+    pub engine_state: Option<EngineState>,
+    pub bookings_state: Option<&'a [u8]>,
+}
+
 impl Core {
-    pub fn new(
+    /// The core of the hall in `config`, resumed from what an earlier run left (nothing, for
+    /// a replay or a test), starting at `start`.
+    pub fn new(config: Config, resume: Resume<'_>, start: Start) -> Self {
+        let bookings = Bookings::new(&config, resume.bookings_state);
+        let engine = Engine::new(
+            HallModel::from_config(&config),
+            resume.engine_state,
+            start.now,
+        );
+        let stats = SharedStats {
+            devices: DeviceStats::new(&config),
+            terminals: TerminalsStats::new(&config),
+        };
+        Self::with_parts(config, engine, bookings, stats, start)
+    }
+
+    fn with_parts(
         config: Config,
         engine: Engine,
         bookings: Bookings,
@@ -212,9 +235,12 @@ impl Core {
         self.stats.clone()
     }
 
-    /// Counter `counter`'s baseline and health, and the engine, for tests and replays.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn bookings(&self) -> &Bookings {
+        &self.bookings
     }
 
     /// Terminal events counted before a restart (from the outbox): a re-send counts once.

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::{Core, Gauges, SharedStats, Start};
+use super::{Core, Gauges, Resume, Start};
 use crate::config::Config;
+use crate::devices::DeviceEvent;
 use crate::devices::counter::{CounterTracker, Totals};
-use crate::devices::terminals::TerminalsStats;
-use crate::devices::{DeviceEvent, DeviceStats};
-use crate::occupancy::{Engine, HallModel, PassageFacts};
+use crate::occupancy::PassageFacts;
 use crate::outbox::{Outbox, OutboxOptions};
 use crate::terminals::DedupKey;
 use crate::uplink::payload;
@@ -52,19 +51,13 @@ fn core(dir: &Path) -> (Core, Outbox) {
         OutboxOptions::from_config(&config.storage, Some(payload::roll_up)),
     )
     .expect("a fresh outbox opens");
-    let stats = SharedStats {
-        devices: DeviceStats::new(&config),
-        terminals: TerminalsStats::new(&config),
-    };
-    let bookings = crate::bookings::Bookings::new(&config, None);
-    let engine = Engine::new(HallModel::from_config(&config), None, now());
     let start = Start {
         now: now(),
         mono: at(0.0),
         clock_synced: true,
         views: true,
     };
-    (Core::new(config, engine, bookings, stats, start), outbox)
+    (Core::new(config, Resume::default(), start), outbox)
 }
 
 /// Commits what the core decides to commit at `mono` (as the live loop does), if anything.

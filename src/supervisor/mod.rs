@@ -37,12 +37,11 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use self::core::{Commit, CommitKind, Core, Gauges, SharedStats, Start, TICK, settle};
-use crate::bookings::Bookings;
+use self::core::{Commit, CommitKind, Core, Gauges, Resume, Start, TICK, settle};
 use crate::config::Config;
-use crate::devices::terminals::{TerminalsStats, http::CounterLinks};
-use crate::devices::{self, DeviceEvent, DeviceStats};
-use crate::occupancy::{Engine, EngineState, HallModel};
+use crate::devices::terminals::http::CounterLinks;
+use crate::devices::{self, DeviceEvent};
+use crate::occupancy::EngineState;
 use crate::outbox::{Outbox, OutboxError, OutboxOptions, Restored};
 use crate::status::{LinkSnapshot, Snapshot, StatusServer};
 use crate::uplink::payload;
@@ -93,7 +92,6 @@ pub async fn run(
 
 /// The core as the outbox left it: the engine state and the bookings restored.
 fn restore_core(config: Config, restored: Restored) -> (Core, Restored) {
-    let now = Timestamp::now();
     let engine_state = restored.engine_state.as_deref().and_then(|bytes| {
         serde_json::from_slice::<EngineState>(bytes)
             .map_err(|error| {
@@ -102,9 +100,19 @@ fn restore_core(config: Config, restored: Restored) -> (Core, Restored) {
             .ok()
     });
     let resumed = engine_state.is_some();
-    let bookings = Bookings::new(&config, restored.bookings_state.as_deref());
-    let engine = Engine::new(HallModel::from_config(&config), engine_state, now);
     let clock_synced = crate::clock::synchronised();
+    let start = Start {
+        now: Timestamp::now(),
+        mono: Instant::now(),
+        clock_synced,
+        views: true,
+    };
+    let resume = Resume {
+        engine_state,
+        bookings_state: restored.bookings_state.as_deref(),
+    };
+    let core = Core::new(config, resume, start);
+    let config = core.config();
     tracing::info!(
         hall = %config.hall.id,
         rooms = config.rooms.len(),
@@ -112,22 +120,11 @@ fn restore_core(config: Config, restored: Restored) -> (Core, Restored) {
         uplink = %format!("{}:{}", config.uplink.host, config.uplink.port),
         data_dir = %config.storage.data_dir.display(),
         resumed,
-        bookings = bookings.tracker().bookings().len(),
+        bookings = core.bookings().tracker().bookings().len(),
         pending_messages = restored.pending_messages,
         clock_synced,
         "hallgate is running"
     );
-    let stats = SharedStats {
-        devices: DeviceStats::new(&config),
-        terminals: TerminalsStats::new(&config),
-    };
-    let start = Start {
-        now,
-        mono: Instant::now(),
-        clock_synced,
-        views: true,
-    };
-    let core = Core::new(config, engine, bookings, stats, start);
     (core, restored)
 }
 
