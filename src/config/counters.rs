@@ -19,7 +19,7 @@ use super::file::{
 use super::model::{Counter, CounterTransport, SerialSettings};
 use super::problems::{Problems, Report};
 use super::profile::{self, CounterProfile, ProfileSet};
-use super::terminals;
+use super::secrets::{SecretRules, read_secret_with};
 use super::validate::Claims;
 use crate::devices::stream::SerialProfile;
 
@@ -346,11 +346,11 @@ impl CounterConfig {
         let login = match (&self.username, &self.password_file) {
             (user, Some(file)) => {
                 // A login the gateway checks, like a push terminal's.
-                let secret = terminals::read_secret_with(
+                let secret = read_secret_with(
                     cx.base_dir,
                     file,
                     &format!("{path}.password_file"),
-                    terminals::SecretRules::guarding(cx.overrides.allow_example_secrets),
+                    SecretRules::guarding(cx.overrides.allow_example_secrets),
                     problems,
                 );
                 secret.map(|s| Some((user.clone().unwrap_or_default(), s)))

@@ -6,15 +6,18 @@
 //! keys are rejected. What comes out, [`Config`], is typed and cross-checked (ids resolved to
 //! indices, addresses parsed, the time zone loaded), so the rest of the gateway trusts it.
 //!
-//! The module follows the steps of [`parse`]:
-//! - `document`: the TOML text, each section read on its own, key paths mapped to lines;
-//! - `file`: the serde mirror of the file as written ([`ConfigFile`](file::ConfigFile));
-//! - `validate` (with `uplink`, `counters` and the section modules `terminals`,
-//!   `terminal_http`, `status`, `situation`): the checks, into
-//! - `model`: the validated [`Config`] the gateway trusts;
-//! - `problems`: how every check reports what is wrong ([`Problem`], by key path).
+//! The module follows the steps of [`parse`], one file each:
+//! - `document`: the TOML text; each section read on its own, key paths mapped to lines;
+//! - `file`: the serde mirror of the file as written, `ConfigFile`;
+//! - `validate`, `uplink` and `counters` (methods on the file structs), and the section
+//!   modules [`terminals`], [`terminal_http`], [`status`], [`situation`]: the checks, into
+//! - `model`: the validated [`Config`] the gateway trusts.
+//!
+//! Every check reports into one list by key path ([`Problems`], [`Report`]); password and
+//! token files are read by [`secrets`], counter register maps loaded by [`profile`].
 
 pub mod profile;
+pub mod secrets;
 pub mod situation;
 pub mod status;
 pub mod terminal_http;

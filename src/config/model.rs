@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::file::ParityConfig;
 use super::profile::CounterProfile;
+use super::secrets::Secret;
 use super::{situation, status, terminal_http, terminals};
 use crate::devices::stream::SerialProfile;
 
@@ -48,7 +49,7 @@ pub struct Uplink {
     /// override, a test): they are checked, not used, and the start-up log says so.
     pub tls_files_unused: bool,
     /// Username and password on the broker.
-    pub login: Option<(String, terminals::Secret)>,
+    pub login: Option<(String, Secret)>,
     pub topic_prefix: String,
     pub client_id: String,
     pub keep_alive: Duration,
@@ -147,7 +148,7 @@ pub enum CounterTransport {
     /// only with `login`'s password when given.
     HttpPush {
         address: Option<std::net::IpAddr>,
-        login: Option<(String, terminals::Secret)>,
+        login: Option<(String, Secret)>,
     },
 }
 

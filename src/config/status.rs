@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::problems::{Problems, Report};
-use super::terminals::{Secret, read_secret};
+use super::secrets::{Secret, read_secret};
 
 /// `[status]` as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -13,7 +13,7 @@ use super::Overrides;
 use super::file::UplinkConfig;
 use super::model::{Hall, Uplink};
 use super::problems::{Problems, Report};
-use super::terminals::{Secret, read_secret};
+use super::secrets::{Secret, read_secret};
 use super::validate::check_topic_safe_id;
 
 impl UplinkConfig {
