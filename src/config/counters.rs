@@ -1,10 +1,10 @@
 //! `[[counters]]`: each people counter checked against the doors, buses and profiles it names,
 //! into a [`Counter`] the device drivers trust.
 //!
-//! A counter is checked key by key in a fixed order (id, door, profile, intervals, transport,
-//! keys that do not apply to its transport), so the problems of one entry come out in the
-//! order staff read its keys. What the counters before it took (a door, a Modbus address and
-//! unit, a bus unit, a serial port) is a problem for the later one.
+//! A counter is checked key by key, always in the same order (id, door, profile, intervals,
+//! transport, then keys that do not apply to its transport), which is the order its problems
+//! are listed in. What the counters before it took (a door, a Modbus address and unit, a bus
+//! unit, a serial port) is a problem for the later one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

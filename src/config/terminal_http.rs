@@ -71,10 +71,13 @@ pub fn validate(c: &TerminalHttpConfig, problems: &mut Problems) -> Option<Termi
     let listen = match c.listen.parse::<SocketAddr>() {
         Ok(listen) => Some(listen),
         Err(_) => {
-            problems.report("terminal_http.listen", format!(
+            problems.report(
+                "terminal_http.listen",
+                format!(
                     "\"{}\" 不是 IP 地址加端口 (is not an IP address and port such as 192.168.50.2:8090)",
                     c.listen
-                ));
+                ),
+            );
             None
         }
     };

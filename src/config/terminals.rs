@@ -27,11 +27,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::problems::{Problems, Report};
-// The password types keep their old paths here, `config::terminals::Secret` above all.
 use super::secrets::read_secret_with;
-pub use super::secrets::{MIN_LOGIN_CHARS, Secret, SecretRules, is_example_secret};
 use super::terminal_http::{TerminalHttp, TerminalHttpConfig};
 use crate::terminals::{DecodeOptions, TerminalId, TerminalProfiles};
+
+// The password types keep the paths they had when they lived here (`config::terminals::Secret`
+// is used all over the gateway).
+pub use super::secrets::{MIN_LOGIN_CHARS, Secret, SecretRules, is_example_secret};
 
 /// `[terminal_broker]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -486,10 +488,13 @@ impl TerminalConfig {
         let path = format!("terminals[{i}]");
         let id = TerminalId::new(&self.id);
         if id.is_none() {
-            problems.report(format!("{path}.id"), format!(
+            problems.report(
+                format!("{path}.id"),
+                format!(
                     "\"{}\" is not a terminal id: 1 to 64 printable characters, no spaces, '/', '+' or '#'",
                     self.id
-                ));
+                ),
+            );
         }
         if let Some(first) = check.seen.insert(self.id.clone(), i) {
             problems.report(

@@ -27,8 +27,9 @@ use super::{Overrides, situation, status, terminals};
 use crate::devices::stream::{SerialProfile, builtin_serial_profiles};
 
 impl ConfigFile {
-    /// Checks every section, in the order `validate` lists their problems; `None` when any
-    /// section has a problem (all of them are in `problems`).
+    /// Checks every section, in the order `validate` lists their problems. `None` when the
+    /// hall, uplink or situation could not be made; a `Config` is only good when `problems`
+    /// stayed empty, which `parse` checks.
     pub(super) fn validate(
         self,
         base_dir: &Path,
@@ -60,7 +61,8 @@ impl ConfigFile {
         };
         let counters = validate_counters(&self.counters, &counter_context, &mut claims, problems);
 
-        // The terminal sections' own problems are listed after the counters' need for a
+        // The terminal sections get a list of their own: `terminals::validate` looks back
+        // at what it reported, and its problems are listed after the counters' need for a
         // listener, as they always were.
         let mut terminal_problems = Problems::new();
         let mut sections = terminals::validate(
