@@ -31,9 +31,6 @@ mod problems;
 mod uplink;
 mod validate;
 
-#[cfg(test)]
-mod tests;
-
 use std::path::{Path, PathBuf};
 
 pub use file::{
@@ -117,3 +114,6 @@ pub enum ConfigError {
         problems: Vec<Problem>,
     },
 }
+
+#[cfg(test)]
+mod tests;
