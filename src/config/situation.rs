@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use super::terminals::Problems;
+use super::problems::{Problems, Report};
 
 /// `[situation]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,22 +76,22 @@ impl Default for Situation {
 pub fn validate_situation(s: &SituationConfig, problems: &mut Problems) -> Option<Situation> {
     let before = problems.len();
     if !(s.held_share > 0.0 && s.held_share <= 1.0) {
-        problems.push((
-            "situation.held_share".into(),
+        problems.report(
+            "situation.held_share",
             format!(
                 "must be above 0 and at most 1 (a share of the expected attendance), not {}",
                 s.held_share
             ),
-        ));
+        );
     }
     if !(1..=1440).contains(&s.unbooked_min_minutes) {
-        problems.push((
-            "situation.unbooked_min_minutes".into(),
+        problems.report(
+            "situation.unbooked_min_minutes",
             format!(
                 "must be between 1 and 1440 minutes, not {}",
                 s.unbooked_min_minutes
             ),
-        ));
+        );
     }
     let topic = &s.bookings_topic;
     if topic.is_empty()
@@ -99,15 +99,15 @@ pub fn validate_situation(s: &SituationConfig, problems: &mut Problems) -> Optio
         || topic.contains(['+', '#', '\0'])
         || topic.chars().any(char::is_control)
     {
-        problems.push((
-            "situation.bookings_topic".into(),
+        problems.report(
+            "situation.bookings_topic",
             format!(
                 "\"{}\" is not a topic below the hall's base topic: it must be non-empty, \
                  without wildcards (+, #), control characters, or empty levels (a leading, \
                  trailing or doubled /)",
                 topic.escape_debug()
             ),
-        ));
+        );
     }
     (problems.len() == before).then(|| Situation {
         held_share: s.held_share,

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::terminals::{Problems, Secret, read_secret};
+use super::problems::{Problems, Report};
+use super::secrets::{Secret, read_secret};
 
 /// `[status]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,22 +73,22 @@ pub fn validate_status(
     }
     let listen = match s.listen.parse::<SocketAddr>() {
         Ok(addr) if addr.port() == 0 => {
-            problems.push((
-                "status.listen".into(),
+            problems.report(
+                "status.listen",
                 format!("\"{}\" has port 0; name the port staff will open", s.listen),
-            ));
+            );
             None
         }
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push((
-                "status.listen".into(),
+            problems.report(
+                "status.listen",
                 format!(
                     "\"{}\" is not IP:PORT (e.g. \"127.0.0.1:8080\"); a name is not accepted, \
                      so the page never listens somewhere a resolver decides",
                     s.listen
                 ),
-            ));
+            );
             None
         }
     };
@@ -95,10 +96,10 @@ pub fn validate_status(
         let token = read_secret(base_dir, file, "status.token_file", problems)?;
         let text = token.expose();
         if text.chars().count() < MIN_TOKEN_CHARS {
-            problems.push((
-                "status.token_file".into(),
+            problems.report(
+                "status.token_file",
                 format!("the token must be at least {MIN_TOKEN_CHARS} characters long"),
-            ));
+            );
             return None;
         }
         // It travels in a header, a URL and a cookie: keep it to characters none of them
@@ -107,23 +108,23 @@ pub fn validate_status(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
         {
-            problems.push((
-                "status.token_file".into(),
-                "the token may use only letters, digits, '-', '_', '.' and '~'".into(),
-            ));
+            problems.report(
+                "status.token_file",
+                "the token may use only letters, digits, '-', '_', '.' and '~'",
+            );
             return None;
         }
         Some(token)
     });
     let listen = listen?;
     if !listen.ip().is_loopback() && s.token_file.is_none() {
-        problems.push((
-            "status.listen".into(),
+        problems.report(
+            "status.listen",
             format!(
                 "{listen} is not a loopback address: the status page would be open to the \
                  hall's network; set status.token_file"
             ),
-        ));
+        );
         return None;
     }
     if s.token_file.is_some() && token.is_none() {

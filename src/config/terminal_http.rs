@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::terminals::Problems;
+use super::problems::{Problems, Report};
 
 /// `[terminal_http]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,51 +71,51 @@ pub fn validate(c: &TerminalHttpConfig, problems: &mut Problems) -> Option<Termi
     let listen = match c.listen.parse::<SocketAddr>() {
         Ok(listen) => Some(listen),
         Err(_) => {
-            problems.push((
-                "terminal_http.listen".into(),
+            problems.report(
+                "terminal_http.listen",
                 format!(
                     "\"{}\" 不是 IP 地址加端口 (is not an IP address and port such as 192.168.50.2:8090)",
                     c.listen
                 ),
-            ));
+            );
             None
         }
     };
     if !(1024..=64 * 1024 * 1024).contains(&c.max_body_bytes) {
-        problems.push((
-            "terminal_http.max_body_bytes".into(),
+        problems.report(
+            "terminal_http.max_body_bytes",
             format!(
                 "必须在 1024 到 67108864 之间 (must be between 1024 and 67108864), not {}",
                 c.max_body_bytes
             ),
-        ));
+        );
     }
     if c.max_picture_bytes > c.max_body_bytes {
-        problems.push((
-            "terminal_http.max_picture_bytes".into(),
+        problems.report(
+            "terminal_http.max_picture_bytes",
             format!(
                 "不能大于 max_body_bytes (cannot exceed max_body_bytes, {})",
                 c.max_body_bytes
             ),
-        ));
+        );
     }
     if !(1..=4096).contains(&c.max_connections) {
-        problems.push((
-            "terminal_http.max_connections".into(),
+        problems.report(
+            "terminal_http.max_connections",
             format!(
                 "必须在 1 到 4096 之间 (must be between 1 and 4096), not {}",
                 c.max_connections
             ),
-        ));
+        );
     }
     if !(500..=120_000).contains(&c.request_timeout_ms) {
-        problems.push((
-            "terminal_http.request_timeout_ms".into(),
+        problems.report(
+            "terminal_http.request_timeout_ms",
             format!(
                 "必须在 500 到 120000 毫秒之间 (must be between 500 and 120000 ms), not {}",
                 c.request_timeout_ms
             ),
-        ));
+        );
     }
     if problems.len() > before {
         return None;

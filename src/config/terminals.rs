@@ -17,18 +17,23 @@
 //! ```
 //!
 //! Passwords are read from files at load time (so a typo is a config error, not a runtime
-//! surprise) and held in a [`Secret`] that never prints.
+//! surprise) and held in a [`Secret`] that never prints (`secrets.rs`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::{Problems, Report};
+use super::secrets::read_secret_with;
 use super::terminal_http::{TerminalHttp, TerminalHttpConfig};
 use crate::terminals::{DecodeOptions, TerminalId, TerminalProfiles};
+
+// The password types keep the paths they had when they lived here (`config::terminals::Secret`
+// is used all over the gateway).
+pub use super::secrets::{MIN_LOGIN_CHARS, Secret, SecretRules, is_example_secret};
 
 /// `[terminal_broker]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,14 +110,14 @@ pub fn validate_vision(
     let model = base_dir.join(&v.model);
     let mut ok = true;
     if !model.is_file() {
-        problems.push((
-            "vision.model".into(),
+        problems.report(
+            "vision.model",
             format!("{} is not a readable file", model.display()),
-        ));
+        );
         ok = false;
     }
     if !(1..=1024).contains(&v.queue) {
-        problems.push(("vision.queue".into(), "must be between 1 and 1024".into()));
+        problems.report("vision.queue", "must be between 1 and 1024");
         ok = false;
     }
     let defaults = crate::vision::DetectorConfig::default();
@@ -123,7 +128,7 @@ pub fn validate_vision(
         nms_iou: v.nms_iou.unwrap_or(defaults.nms_iou),
     };
     for problem in detector.problems() {
-        problems.push(("vision".into(), problem));
+        problems.report("vision", problem);
         ok = false;
     }
     ok.then_some(Vision {
@@ -237,38 +242,35 @@ pub fn validate_cameras(
         let Some(c) = c else { continue };
         let path = format!("cameras[{i}]");
         if !vision {
-            problems.push((
-                path.clone(),
-                "a room camera needs [vision] to count heads".into(),
-            ));
+            problems.report(path.clone(), "a room camera needs [vision] to count heads");
         }
         if broker.is_none() {
-            problems.push((
+            problems.report(
                 path.clone(),
-                "a room camera publishes to the terminal broker: add [terminal_broker]".into(),
-            ));
+                "a room camera publishes to the terminal broker: add [terminal_broker]",
+            );
         }
         if TerminalId::new(&c.id).is_none() {
-            problems.push((
+            problems.report(
                 format!("{path}.id"),
                 format!(
                     "\"{}\" must be 1 to 64 printable characters without spaces, '/', '+' or '#'",
                     c.id
                 ),
-            ));
+            );
         }
         if let Some(first) = seen.insert(c.id.clone(), i) {
-            problems.push((
+            problems.report(
                 format!("{path}.id"),
                 format!("\"{}\" is already cameras[{first}]", c.id),
-            ));
+            );
         }
         let room = room_index.get(c.room.as_str()).copied();
         if room.is_none() {
-            problems.push((
+            problems.report(
                 format!("{path}.room"),
                 format!("unknown room \"{}\"", c.room),
-            ));
+            );
         }
         let login = match (&c.username, &c.password_file) {
             (Some(user), Some(file)) => read_secret_with(
@@ -284,19 +286,18 @@ pub fn validate_cameras(
                     broker.map(|b| &b.source),
                     Some(TerminalSource::Embedded { .. })
                 ) {
-                    problems.push((
+                    problems.report(
                         format!("{path}.username"),
-                        "a camera on the embedded broker needs `username` and `password_file`"
-                            .into(),
-                    ));
+                        "a camera on the embedded broker needs `username` and `password_file`",
+                    );
                 }
                 None
             }
             _ => {
-                problems.push((
+                problems.report(
                     format!("{path}.password_file"),
-                    "`username` and `password_file` go together".into(),
-                ));
+                    "`username` and `password_file` go together",
+                );
                 None
             }
         };
@@ -309,56 +310,6 @@ pub fn validate_cameras(
         }
     }
     out
-}
-
-/// A password read from a file: never printed, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether `given` is this secret, in time that depends on neither: their digests are
-    /// compared byte for byte without an early exit, so neither content nor length leaks to
-    /// someone guessing over the network.
-    pub fn matches(&self, given: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let (a, b) = (
-            Sha256::digest(given.as_bytes()),
-            Sha256::digest(self.0.as_bytes()),
-        );
-        let difference = a
-            .iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-        std::hint::black_box(difference) == 0
-    }
-
-    /// A fresh random password (32 hex digits): what the demo gives its simulated terminals.
-    pub fn random() -> Self {
-        use rand::Rng as _;
-        let mut rng = rand::rng();
-        Secret(
-            (0..32)
-                .map(|_| format!("{:x}", rng.random_range(0..16u8)))
-                .collect(),
-        )
-    }
-}
-
-#[cfg(test)]
-impl Secret {
-    pub fn for_tests(secret: &str) -> Self {
-        Secret(secret.to_string())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
 }
 
 /// Where terminals' messages come from.
@@ -397,160 +348,6 @@ pub struct Terminal {
     pub login: Option<(String, Secret)>,
 }
 
-/// What the validation of these sections reports: (key path, message) pairs.
-pub type Problems = Vec<(String, String)>;
-
-/// The shortest password accepted for a login the gateway itself checks.
-pub const MIN_LOGIN_CHARS: usize = 12;
-
-/// The passwords shipped in `firmware-config/examples/secrets/`: public, so never a login.
-const EXAMPLE_SECRETS: [&str; 3] = [
-    include_str!("../../firmware-config/examples/secrets/t-entrance.pass"),
-    include_str!("../../firmware-config/examples/secrets/t-reading.pass"),
-    include_str!("../../firmware-config/examples/secrets/t-health.pass"),
-];
-
-/// What a password file must hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SecretRules {
-    /// At least this many characters (0: whatever the other side set, e.g. a device's own
-    /// login or the central broker's).
-    pub min_chars: usize,
-    /// `hallgate demo` only: the shipped example files (world-readable in a checkout, their
-    /// passwords public) are accepted, because the demo replaces every login with a fresh
-    /// random one before anything listens.
-    pub allow_examples: bool,
-}
-
-impl SecretRules {
-    /// A credential the gateway presents to someone else: the file's mode and the shipped
-    /// examples are checked, not the length.
-    pub const PRESENTED: SecretRules = SecretRules {
-        min_chars: 0,
-        allow_examples: false,
-    };
-
-    /// A login the gateway checks (terminals, cameras): long enough too.
-    pub fn guarding(allow_examples: bool) -> Self {
-        SecretRules {
-            min_chars: MIN_LOGIN_CHARS,
-            allow_examples,
-        }
-    }
-
-    /// The same file rules, for a credential presented to someone else.
-    pub fn presented(self) -> Self {
-        SecretRules {
-            min_chars: 0,
-            ..self
-        }
-    }
-}
-
-/// Whether `secret` is one of the shipped example passwords (or made like them).
-pub fn is_example_secret(secret: &str) -> bool {
-    secret.starts_with("example-only")
-        || EXAMPLE_SECRETS
-            .iter()
-            .any(|e| e.trim_end_matches(['\r', '\n']) == secret)
-}
-
-/// The problems of a password read from `path`, Chinese first (staff read `validate`).
-fn secret_problems(
-    path: &Path,
-    secret: &str,
-    mode: Option<u32>,
-    rules: SecretRules,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let shown = path.display();
-    if !rules.allow_examples {
-        if let Some(mode) = mode
-            && mode & 0o077 != 0
-        {
-            out.push(format!(
-                "密码文件可被他人读取 (password file readable by group or others): {shown} has \
-                 mode {:04o}; run `chmod 600 {shown}` (owner: the user hallgate runs as)",
-                mode & 0o7777
-            ));
-        }
-        if is_example_secret(secret) {
-            out.push(format!(
-                "示例密码不可使用 (the shipped example password): {shown} holds a password \
-                 published with hallgate; write a new random one (e.g. `openssl rand -hex 16 > \
-                 {shown}`) and set the same on the device"
-            ));
-        }
-    }
-    let chars = secret.chars().count();
-    if chars < rules.min_chars {
-        out.push(format!(
-            "密码太短 (password too short): {shown} holds {chars} characters, at least {} are \
-             needed",
-            rules.min_chars
-        ));
-    }
-    out
-}
-
-/// The permission bits of a file, where the platform has them.
-fn file_mode(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).ok().map(|m| m.permissions().mode())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
-}
-
-/// Reads a password (or token) file for a credential the gateway presents elsewhere.
-pub(super) fn read_secret(
-    base_dir: &Path,
-    file: &Path,
-    key: &str,
-    problems: &mut Problems,
-) -> Option<Secret> {
-    read_secret_with(base_dir, file, key, SecretRules::PRESENTED, problems)
-}
-
-/// Reads a password file and checks it against `rules`.
-pub(super) fn read_secret_with(
-    base_dir: &Path,
-    file: &Path,
-    key: &str,
-    rules: SecretRules,
-    problems: &mut Problems,
-) -> Option<Secret> {
-    let path = base_dir.join(file);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let secret = text.trim_end_matches(['\r', '\n']).to_string();
-            if secret.is_empty() {
-                problems.push((key.into(), format!("{} is empty", path.display())));
-                return None;
-            }
-            let found = secret_problems(&path, &secret, file_mode(&path), rules);
-            if found.is_empty() {
-                Some(Secret(secret))
-            } else {
-                problems.extend(found.into_iter().map(|m| (key.to_string(), m)));
-                None
-            }
-        }
-        Err(error) => {
-            problems.push((
-                key.into(),
-                format!("cannot read {}: {error}", path.display()),
-            ));
-            None
-        }
-    }
-}
-
 /// The hall's rules for turning a terminal's record into a passage, whatever its transport.
 #[derive(Debug, Clone)]
 pub struct TerminalRules {
@@ -568,7 +365,8 @@ pub struct TerminalSections {
 }
 
 /// Validates `[terminal_broker]`, `[terminal_http]` and `[[terminals]]` against the hall's
-/// rooms.
+/// rooms. `problems` must hold this validation's problems only: a terminal that needs the
+/// broker says so once, unless `[terminal_broker]` already has a problem of its own here.
 pub fn validate(
     broker: Option<&TerminalBrokerConfig>,
     http: Option<&TerminalHttpConfig>,
@@ -576,10 +374,47 @@ pub fn validate(
     room_index: &HashMap<&str, usize>,
     base_dir: &Path,
     allow_example_secrets: bool,
-) -> (TerminalSections, Problems) {
-    let mut problems = Problems::new();
+    problems: &mut Problems,
+) -> TerminalSections {
+    let rules = hall_rules(broker, http, base_dir, problems);
+    let logins = SecretRules::guarding(allow_example_secrets);
+    let broker =
+        broker.and_then(|b| validate_broker(b, &rules, base_dir, logins.presented(), problems));
+    let http = http.and_then(|h| super::terminal_http::validate(h, problems));
+    let mut check = TerminalCheck {
+        rules: &rules,
+        broker: broker.as_ref(),
+        http: http.as_ref(),
+        room_index,
+        base_dir,
+        logins,
+        seen: HashMap::new(),
+        users: HashMap::new(),
+    };
     let mut out = Vec::new();
-    let rules = match (broker, http) {
+    for (i, t) in terminals.iter().enumerate() {
+        let Some(t) = t else { continue };
+        if let Some(terminal) = t.validate(i, &mut check, problems) {
+            out.push(terminal);
+        }
+    }
+    TerminalSections {
+        broker,
+        http,
+        rules,
+        terminals: out,
+    }
+}
+
+/// The hall's terminal rules: from `[terminal_broker]` when there is one (and then only
+/// there), else from `[terminal_http]`, else the defaults.
+fn hall_rules(
+    broker: Option<&TerminalBrokerConfig>,
+    http: Option<&TerminalHttpConfig>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> TerminalRules {
+    match (broker, http) {
         (Some(b), h) => {
             if let Some(h) = h
                 && (h.fever_threshold_c.is_some()
@@ -587,12 +422,11 @@ pub fn validate(
                     || h.plausible_max_c.is_some()
                     || h.profile_dirs.is_some())
             {
-                problems.push((
-                    "terminal_http".into(),
+                problems.report(
+                    "terminal_http",
                     "终端规则只设一处 (the terminal rules are set once): with [terminal_broker] \
-                     present, set fever_threshold_c, plausible_*_c and profile_dirs there"
-                        .into(),
-                ));
+                     present, set fever_threshold_c, plausible_*_c and profile_dirs there",
+                );
             }
             rules(
                 "terminal_broker",
@@ -601,7 +435,7 @@ pub fn validate(
                 (b.plausible_min_c, b.plausible_max_c),
                 &b.profile_dirs,
                 base_dir,
-                &mut problems,
+                problems,
             )
         }
         (None, Some(h)) => rules(
@@ -615,7 +449,7 @@ pub fn validate(
             ),
             h.profile_dirs.as_deref().unwrap_or_default(),
             base_dir,
-            &mut problems,
+            problems,
         ),
         (None, None) => rules(
             "terminal_broker",
@@ -624,87 +458,129 @@ pub fn validate(
             (default_plausible_min_c(), default_plausible_max_c()),
             &[],
             base_dir,
-            &mut problems,
+            problems,
         ),
-    };
-    let logins = SecretRules::guarding(allow_example_secrets);
-    let broker = broker
-        .and_then(|b| validate_broker(b, &rules, base_dir, logins.presented(), &mut problems));
-    let http = http.and_then(|h| super::terminal_http::validate(h, &mut problems));
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut users: HashMap<String, usize> = HashMap::new();
-    for (i, t) in terminals.iter().enumerate() {
-        let Some(t) = t else { continue };
+    }
+}
+
+/// What each terminal is checked against, and what the terminals before it took.
+struct TerminalCheck<'a> {
+    rules: &'a TerminalRules,
+    broker: Option<&'a TerminalBroker>,
+    http: Option<&'a TerminalHttp>,
+    room_index: &'a HashMap<&'a str, usize>,
+    base_dir: &'a Path,
+    /// What a login the gateway checks must be.
+    logins: SecretRules,
+    /// Terminal ids, and logins on the embedded broker, to the index of the first user.
+    seen: HashMap<String, usize>,
+    users: HashMap<String, usize>,
+}
+
+impl TerminalConfig {
+    /// Checks `terminals[i]`.
+    fn validate(
+        &self,
+        i: usize,
+        check: &mut TerminalCheck<'_>,
+        problems: &mut Problems,
+    ) -> Option<Terminal> {
         let path = format!("terminals[{i}]");
-        let id = TerminalId::new(&t.id);
+        let id = TerminalId::new(&self.id);
         if id.is_none() {
-            problems.push((
+            problems.report(
                 format!("{path}.id"),
                 format!(
                     "\"{}\" is not a terminal id: 1 to 64 printable characters, no spaces, '/', '+' or '#'",
-                    t.id
+                    self.id
                 ),
-            ));
+            );
         }
-        if let Some(first) = seen.insert(t.id.clone(), i) {
-            problems.push((
+        if let Some(first) = check.seen.insert(self.id.clone(), i) {
+            problems.report(
                 format!("{path}.id"),
-                format!("\"{}\" is already terminals[{first}]", t.id),
-            ));
+                format!("\"{}\" is already terminals[{first}]", self.id),
+            );
         }
-        let room = room_index.get(t.room.as_str()).copied();
+        let room = check.room_index.get(self.room.as_str()).copied();
         if room.is_none() {
-            problems.push((
+            problems.report(
                 format!("{path}.room"),
-                format!("unknown room \"{}\"", t.room),
-            ));
+                format!("unknown room \"{}\"", self.room),
+            );
         }
-        if rules.profiles.get(&t.profile).is_none() {
-            let known: Vec<&str> = rules.profiles.iter().map(|p| p.name.as_str()).collect();
-            problems.push((
+        if check.rules.profiles.get(&self.profile).is_none() {
+            let known: Vec<&str> = check
+                .rules
+                .profiles
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            problems.report(
                 format!("{path}.profile"),
                 format!(
                     "unknown terminal profile \"{}\"; known: {}",
-                    t.profile,
+                    self.profile,
                     known.join(", ")
                 ),
-            ));
+            );
         }
-        let transport = validate_transport(t, &path, broker.as_ref(), http.as_ref(), &mut problems);
+        let transport = validate_transport(self, &path, check.broker, check.http, problems);
+        let login = self.login(i, &path, transport.as_ref(), check, problems);
+        Some(Terminal {
+            id: id?,
+            profile: self.profile.clone(),
+            room: room?,
+            transport: transport?,
+            login,
+        })
+    }
+
+    /// The terminal's login: on the embedded broker, the credential it pushes with, or its
+    /// own that the gateway pulls with; `None` when it needs none (or it has a problem).
+    fn login(
+        &self,
+        i: usize,
+        path: &str,
+        transport: Option<&TerminalTransport>,
+        check: &mut TerminalCheck<'_>,
+        problems: &mut Problems,
+    ) -> Option<(String, Secret)> {
         let embedded = matches!(
-            broker.as_ref().map(|b| &b.source),
+            check.broker.map(|b| &b.source),
             Some(TerminalSource::Embedded { .. })
-        ) && transport == Some(TerminalTransport::Mqtt);
+        ) && transport == Some(&TerminalTransport::Mqtt);
+        let is_pull = transport.is_some_and(TerminalTransport::is_pull);
         let needs_login = embedded
-            || transport.as_ref().is_some_and(TerminalTransport::is_pull)
+            || is_pull
             || (matches!(
                 transport,
                 Some(TerminalTransport::HttpPush { address: None })
             ));
-        let login = match (&t.username, &t.password_file) {
+        match (&self.username, &self.password_file) {
             (user, Some(file)) if user.is_some() || !embedded => {
                 if let Some(user) = user
                     && embedded
-                    && let Some(first) = users.insert(user.clone(), i)
+                    && let Some(first) = check.users.insert(user.clone(), i)
                 {
-                    problems.push((
+                    problems.report(
                         format!("{path}.username"),
                         format!("\"{user}\" is already the login of terminals[{first}]"),
-                    ));
+                    );
                 }
                 // A pull terminal's password is the device's own: the gateway presents it, so
                 // only the file is checked. Every other is a login the gateway checks.
-                let rules = if transport.as_ref().is_some_and(TerminalTransport::is_pull) {
-                    logins.presented()
+                let rules = if is_pull {
+                    check.logins.presented()
                 } else {
-                    logins
+                    check.logins
                 };
                 read_secret_with(
-                    base_dir,
+                    check.base_dir,
                     file,
                     &format!("{path}.password_file"),
                     rules,
-                    &mut problems,
+                    problems,
                 )
                 .map(|s| (user.clone().unwrap_or_default(), s))
             }
@@ -712,44 +588,26 @@ pub fn validate(
                 let why = if embedded {
                     "a terminal on the embedded broker needs `username` and `password_file`: \
                      the broker admits no one without a login"
-                } else if transport.as_ref().is_some_and(TerminalTransport::is_pull) {
+                } else if is_pull {
                     "the gateway logs in to this terminal: set `username` and `password_file` \
                      (the device's own login)"
                 } else {
                     "a push terminal needs `password_file` (sent as HTTP Basic or ?token=), or \
                      `address` when the device cannot send a credential"
                 };
-                problems.push((format!("{path}.username"), why.into()));
+                problems.report(format!("{path}.username"), why);
                 None
             }
             (None, None) => None,
             _ => {
-                problems.push((
+                problems.report(
                     format!("{path}.password_file"),
-                    "`username` and `password_file` go together".into(),
-                ));
+                    "`username` and `password_file` go together",
+                );
                 None
             }
-        };
-        if let (Some(id), Some(room), Some(transport)) = (id, room, transport) {
-            out.push(Terminal {
-                id,
-                profile: t.profile.clone(),
-                room,
-                transport,
-                login,
-            });
         }
     }
-    (
-        TerminalSections {
-            broker,
-            http,
-            rules,
-            terminals: out,
-        },
-        problems,
-    )
 }
 
 /// A terminal's `transport`, `address` and `poll_interval_ms`, checked together.
@@ -761,26 +619,26 @@ fn validate_transport(
     problems: &mut Problems,
 ) -> Option<TerminalTransport> {
     if t.poll_interval_ms.is_some() && t.transport != TerminalTransportConfig::HikvisionPull {
-        problems.push((
+        problems.report(
             format!("{path}.poll_interval_ms"),
-            "only a `hikvision_pull` terminal is polled".into(),
-        ));
+            "only a `hikvision_pull` terminal is polled",
+        );
     }
     let device = |problems: &mut Problems| -> Option<String> {
         match t.address.as_deref() {
             Some(a) if valid_host_port(a) => Some(a.to_string()),
             Some(a) => {
-                problems.push((
+                problems.report(
                     format!("{path}.address"),
                     format!("\"{a}\" 不是 主机:端口 (is not HOST:PORT such as 192.168.50.31:80)"),
-                ));
+                );
                 None
             }
             None => {
-                problems.push((
+                problems.report(
                     format!("{path}.address"),
-                    "the gateway connects to this terminal: set its `address`, HOST:PORT".into(),
-                ));
+                    "the gateway connects to this terminal: set its `address`, HOST:PORT",
+                );
                 None
             }
         }
@@ -788,64 +646,61 @@ fn validate_transport(
     match t.transport {
         TerminalTransportConfig::Mqtt => {
             if broker.is_none() {
-                if problems.iter().any(|(p, _)| p == "terminal_broker") {
+                if problems.iter().any(|p| p.path == "terminal_broker") {
                     return None;
                 }
-                problems.push((
-                    "terminal_broker".into(),
+                problems.report(
+                    "terminal_broker",
                     "terminals are configured but [terminal_broker] is missing: set `listen` to \
-                     the interface and port the terminals reach (or `external`)"
-                        .into(),
-                ));
+                     the interface and port the terminals reach (or `external`)",
+                );
                 return None;
             }
             if t.address.is_some() {
-                problems.push((
+                problems.report(
                     format!("{path}.address"),
-                    "an MQTT terminal is known by its login, not its address".into(),
-                ));
+                    "an MQTT terminal is known by its login, not its address",
+                );
             }
             Some(TerminalTransport::Mqtt)
         }
         TerminalTransportConfig::HttpPush => {
             if http.is_none() {
-                problems.push((
+                problems.report(
                     format!("{path}.transport"),
-                    "a push terminal delivers to [terminal_http]: add that section with `listen`"
-                        .into(),
-                ));
+                    "a push terminal delivers to [terminal_http]: add that section with `listen`",
+                );
             }
             let address = match t.address.as_deref().map(str::parse::<IpAddr>) {
                 None => None,
                 Some(Ok(ip)) => Some(ip),
                 Some(Err(_)) => {
-                    problems.push((
+                    problems.report(
                         format!("{path}.address"),
                         format!(
                             "\"{}\" 不是 IP 地址 (is not an IP address such as 192.168.50.31)",
                             t.address.as_deref().unwrap_or_default()
                         ),
-                    ));
+                    );
                     return None;
                 }
             };
             if t.profile.starts_with("zkteco") && address.is_none() {
-                problems.push((
+                problems.report(
                     format!("{path}.address"),
                     "a ZKTeco terminal cannot send a credential: set its `address` so no one \
-                     else can push as it"
-                        .into(),
-                ));
+                     else can push as it",
+                );
             }
             http.map(|_| TerminalTransport::HttpPush { address })
         }
         TerminalTransportConfig::HikvisionPull => {
             let interval = t.poll_interval_ms.unwrap_or(DEFAULT_PULL_INTERVAL_MS);
             if !(500..=600_000).contains(&interval) {
-                problems.push((
+                problems.report(
                     format!("{path}.poll_interval_ms"),
                     format!("must be between 500 and 600000 ms, not {interval}"),
-                ));
+                );
             }
             device(problems).map(|address| TerminalTransport::HikvisionPull {
                 address,
@@ -892,17 +747,17 @@ fn rules(
     };
     if let Err(messages) = decode.validate() {
         for message in messages {
-            problems.push((section.into(), message));
+            problems.report(section, message);
         }
     }
     let dirs: Vec<PathBuf> = profile_dirs.iter().map(|d| base_dir.join(d)).collect();
     let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     let (profiles, profile_problems) = TerminalProfiles::load(&dir_refs);
     for (origin, message) in profile_problems {
-        problems.push((
+        problems.report(
             format!("{section}.profile_dirs"),
             format!("{origin}: {message}"),
-        ));
+        );
     }
     TerminalRules { decode, profiles }
 }
@@ -918,22 +773,22 @@ fn validate_broker(
         (Some(listen), None) => match listen.parse::<SocketAddr>() {
             Ok(listen) => Some(TerminalSource::Embedded { listen }),
             Err(_) => {
-                problems.push((
-                    "terminal_broker.listen".into(),
+                problems.report(
+                    "terminal_broker.listen",
                     format!("\"{listen}\" is not an IP address and port such as 192.168.50.2:1884"),
-                ));
+                );
                 None
             }
         },
         (None, Some(url)) => match super::parse_broker_url(url) {
             Ok(broker) if broker.tls => {
-                problems.push((
-                    "terminal_broker.external".into(),
+                problems.report(
+                    "terminal_broker.external",
                     format!(
                         "\"{url}\": a broker on the box is reached over plain mqtt://; \
                          mqtts:// is for the central broker"
                     ),
-                ));
+                );
                 None
             }
             Ok(super::BrokerUrl { host, port, .. }) => {
@@ -948,27 +803,26 @@ fn validate_broker(
                     .map(|s| (user.clone(), s)),
                     (None, None) => None,
                     _ => {
-                        problems.push((
-                            "terminal_broker.password_file".into(),
-                            "`username` and `password_file` go together".into(),
-                        ));
+                        problems.report(
+                            "terminal_broker.password_file",
+                            "`username` and `password_file` go together",
+                        );
                         None
                     }
                 };
                 Some(TerminalSource::External { host, port, login })
             }
             Err(message) => {
-                problems.push(("terminal_broker.external".into(), message));
+                problems.report("terminal_broker.external", message);
                 None
             }
         },
         _ => {
-            problems.push((
-                "terminal_broker".into(),
+            problems.report(
+                "terminal_broker",
                 "set exactly one of `listen` (the embedded broker) and `external` (a broker \
-                 already on the box)"
-                    .into(),
-            ));
+                 already on the box)",
+            );
             None
         }
     };
@@ -977,72 +831,4 @@ fn validate_broker(
         decode: rules.decode.clone(),
         profiles: rules.profiles.clone(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_equal_only_when_identical() {
-        let secret = Secret::for_tests("abc");
-        assert!(secret.matches("abc"));
-        assert!(!secret.matches("abd"));
-        assert!(!secret.matches("abcd"));
-        assert!(!secret.matches(""));
-    }
-
-    const FILE: &str = "/etc/hallgate/secrets/t1.pass";
-
-    fn problems(secret: &str, mode: u32, rules: SecretRules) -> Vec<String> {
-        secret_problems(Path::new(FILE), secret, Some(mode), rules)
-    }
-
-    #[test]
-    fn a_login_password_of_twelve_characters_in_a_private_file_is_accepted() {
-        assert!(problems("0123456789ab", 0o100600, SecretRules::guarding(false)).is_empty());
-        assert!(problems("0123456789ab", 0o100400, SecretRules::guarding(false)).is_empty());
-    }
-
-    #[test]
-    fn a_short_login_password_is_refused_but_a_presented_one_is_whatever_the_other_side_set() {
-        let p = problems("s3cret", 0o600, SecretRules::guarding(false));
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(
-            p[0].starts_with("密码太短") && p[0].contains("at least 12"),
-            "{p:?}"
-        );
-        assert!(problems("a", 0o600, SecretRules::guarding(false)).len() == 1);
-        assert!(problems("admin12", 0o600, SecretRules::PRESENTED).is_empty());
-    }
-
-    #[test]
-    fn a_file_readable_by_group_or_others_is_refused_with_the_chmod_that_fixes_it() {
-        for mode in [0o640, 0o604, 0o644, 0o660, 0o100644] {
-            let p = problems("a-long-enough-password", mode, SecretRules::PRESENTED);
-            assert_eq!(p.len(), 1, "mode {mode:o}: {p:?}");
-            assert!(p[0].contains(&format!("chmod 600 {FILE}")), "{p:?}");
-        }
-    }
-
-    #[test]
-    fn the_shipped_example_passwords_are_refused_outside_the_demo() {
-        for example in EXAMPLE_SECRETS {
-            let secret = example.trim_end_matches(['\r', '\n']);
-            assert!(is_example_secret(secret), "{secret}");
-            let p = problems(secret, 0o600, SecretRules::guarding(false));
-            assert!(p.iter().any(|m| m.starts_with("示例密码")), "{p:?}");
-            // The demo: its logins are replaced by random ones before anything listens.
-            assert!(problems(secret, 0o644, SecretRules::guarding(true)).is_empty());
-        }
-        assert!(is_example_secret("example-only-lobby-2"));
-        assert!(!is_example_secret("a-real-random-password"));
-    }
-
-    #[test]
-    fn a_random_secret_is_long_enough_and_fresh() {
-        let (a, b) = (Secret::random(), Secret::random());
-        assert_ne!(a, b);
-        assert!(problems(a.expose(), 0o600, SecretRules::guarding(false)).is_empty());
-    }
 }
