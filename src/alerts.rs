@@ -253,8 +253,8 @@ pub struct AlertMemory {
     today: Option<Date>,
 }
 
-/// One step's work: the page's new alerts and the episodes opened and closed, at `now`.
-struct Step<'m> {
+/// One step's round of the rules: the page's new alerts and the episodes opened and closed, at `now`.
+struct Round<'m> {
     now: Timestamp,
     tz: &'m TimeZone,
     page: Vec<AlertView>,
@@ -262,7 +262,7 @@ struct Step<'m> {
     changes: Vec<AlertChange>,
 }
 
-impl Step<'_> {
+impl Round<'_> {
     /// A new alert for the page's list.
     fn page(&mut self, kind: AlertKind, subject: Option<&str>, message: String) {
         self.page.push(AlertView {
@@ -351,7 +351,7 @@ impl AlertMemory {
             self.alerts_today = 0;
             self.today = Some(today);
         }
-        let mut step = Step {
+        let mut step = Round {
             now,
             tz,
             page: Vec::new(),
@@ -399,7 +399,7 @@ impl AlertMemory {
         self.dropped = facts.dropped_messages;
         self.primed = true;
 
-        let Step { page, changes, .. } = step;
+        let Round { page, changes, .. } = step;
         for alert in &page {
             if self.alerts.len() == MAX_ALERTS {
                 self.alerts.pop_front();
@@ -422,7 +422,7 @@ impl AlertMemory {
 
 /// A device that went offline, stale or came back: the page hears of each change, the
 /// centre of each offline and stale episode.
-fn device_rules(step: &mut Step<'_>, d: &DeviceCondition, before: Condition) {
+fn device_rules(step: &mut Round<'_>, d: &DeviceCondition, before: Condition) {
     let condition = d.judged.condition;
     let detail = &d.judged.detail;
     let what = match d.kind {
@@ -489,7 +489,7 @@ fn device_rules(step: &mut Step<'_>, d: &DeviceCondition, before: Condition) {
 }
 
 /// A room over capacity: raised once, re-armed at [`ROOM_REARM_SHARE`] of it.
-fn room_rules(step: &mut Step<'_>, r: &RoomFact<'_>) {
+fn room_rules(step: &mut Round<'_>, r: &RoomFact<'_>) {
     if r.over_capacity() && !step.is_open(EpisodeKind::OverCapacity, r.id) {
         let message = format!(
             "{} is over capacity (超员): {} people, {} allowed",
@@ -508,7 +508,7 @@ fn room_rules(step: &mut Step<'_>, r: &RoomFact<'_>) {
 }
 
 /// Fevers at a terminal: one episode while they keep coming, cleared after [`FEVER_QUIET`].
-fn fever_rules(step: &mut Step<'_>, t: &FeverFact<'_>) {
+fn fever_rules(step: &mut Round<'_>, t: &FeverFact<'_>) {
     let now = step.now;
     let more = t.new;
     let key = (EpisodeKind::Fever, t.terminal.to_string());
@@ -551,7 +551,7 @@ fn fever_rules(step: &mut Step<'_>, t: &FeverFact<'_>) {
     }
 }
 
-fn clock_rules(step: &mut Step<'_>, before: bool, synced: bool) {
+fn clock_rules(step: &mut Round<'_>, before: bool, synced: bool) {
     match (before, synced) {
         (true, false) => step.page(
             AlertKind::ClockNotSynchronised,
@@ -584,7 +584,7 @@ fn clock_rules(step: &mut Step<'_>, before: bool, synced: bool) {
     }
 }
 
-fn intake_rules(step: &mut Step<'_>, stopped: Option<&str>) {
+fn intake_rules(step: &mut Round<'_>, stopped: Option<&str>) {
     if let Some(part) = stopped {
         let message = format!(
             "终端接入已停止 (terminal intake stopped): the terminals' {part} has ended, so \
@@ -603,7 +603,7 @@ fn intake_rules(step: &mut Step<'_>, stopped: Option<&str>) {
 }
 
 /// `before`: connected at the last step, and ever connected.
-fn link_rules(step: &mut Step<'_>, before: (bool, bool), connected: bool) {
+fn link_rules(step: &mut Round<'_>, before: (bool, bool), connected: bool) {
     let (was_connected, ever_up) = before;
     if was_connected && !connected {
         step.page(
@@ -622,7 +622,7 @@ fn link_rules(step: &mut Step<'_>, before: (bool, bool), connected: bool) {
     }
 }
 
-fn outbox_rules(step: &mut Step<'_>, used: f64) {
+fn outbox_rules(step: &mut Round<'_>, used: f64) {
     if used >= OUTBOX_FILLING_PERCENT {
         let message = format!(
             "The offline buffer (离线缓存) is {used:.0} % full: older figures are being \

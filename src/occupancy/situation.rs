@@ -50,7 +50,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// How many of the configured people counters are online, as the supervisor last said.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceCounts {
+pub struct OnlineCounts {
     pub online: u32,
     pub configured: u32,
 }
@@ -187,7 +187,7 @@ pub struct Situation {
     /// `None` until the supervisor first reports the counters (see
     /// [`super::Input::DevicesOnline`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devices: Option<DeviceCounts>,
+    pub devices: Option<OnlineCounts>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,7 +594,7 @@ impl Engine {
     /// of the saved state, so a restart carries on with the last word until the first new one.
     pub(super) fn devices_online(&mut self, online: u32, configured: u32, now: Timestamp) {
         self.advance_to(now);
-        let counts = DeviceCounts {
+        let counts = OnlineCounts {
             online: online.min(configured),
             configured,
         };

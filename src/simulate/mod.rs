@@ -57,7 +57,7 @@ use crate::config::{Config, CounterTransport};
 use registers::SimulatedCounter;
 use serial::{SerialBus, SerialError, SocatPair};
 use stream::StreamDevice;
-use traffic::{Crossing, Tally, Traffic, TrafficError, TrafficOptions};
+use traffic::{Crossing, CrossingTally, Traffic, TrafficError, TrafficOptions};
 use truth::{CrossingLine, FinalLine, TruthWriter};
 
 /// How the simulated hall behaves.
@@ -395,7 +395,7 @@ impl Simulation {
             config: &config,
             counters: &counters,
             door_counter: &door_counter,
-            tally: Tally::new(config.rooms.len(), config.doors.len()),
+            tally: CrossingTally::new(config.rooms.len(), config.doors.len()),
             truth,
         };
         let result = playback.play(traffic, &options, &shutdown).await;
@@ -560,7 +560,7 @@ struct Playback<'a> {
     counters: &'a [SharedCounter],
     door_counter: &'a [Option<usize>],
     /// The crossings actually played (the model has always decided one more than that).
-    tally: Tally,
+    tally: CrossingTally,
     truth: Option<TruthWriter>,
 }
 

@@ -12,7 +12,7 @@ use tokio_modbus::ExceptionCode;
 
 use crate::config::profile::{CountMode, CounterProfile, FunctionCode, ValueType, WordOrder};
 
-use super::traffic::Direction;
+use super::traffic::Way;
 
 /// Most registers one Modbus read may ask for (the protocol's limit for function codes 3/4).
 const MAX_READ_QUANTITY: u16 = 125;
@@ -99,10 +99,10 @@ impl SimulatedCounter {
     }
 
     /// Counts one person through the door.
-    pub fn record(&mut self, direction: Direction) {
+    pub fn record(&mut self, direction: Way) {
         match direction {
-            Direction::In => self.in_total += 1,
-            Direction::Out => self.out_total += 1,
+            Way::In => self.in_total += 1,
+            Way::Out => self.out_total += 1,
         }
     }
 
@@ -329,8 +329,8 @@ mod tests {
     #[test]
     fn a_cumulative_counter_keeps_counting_across_reads() {
         let mut c = SimulatedCounter::new(u32_high_first(), 65_535, 10);
-        c.record(Direction::In);
-        c.record(Direction::Out);
+        c.record(Way::In);
+        c.record(Way::Out);
         assert_eq!(
             c.read(FunctionCode::HoldingRegisters, 0, 4),
             Ok(vec![1, 0, 0, 11])
@@ -356,12 +356,12 @@ mod tests {
         );
         let mut c = SimulatedCounter::new(p, 500, 400);
         assert_eq!(c.read(FunctionCode::HoldingRegisters, 0, 2), Ok(vec![0, 0]));
-        c.record(Direction::In);
-        c.record(Direction::In);
-        c.record(Direction::Out);
+        c.record(Way::In);
+        c.record(Way::In);
+        c.record(Way::Out);
         // Reading only IN clears only IN.
         assert_eq!(c.read(FunctionCode::HoldingRegisters, 0, 1), Ok(vec![2]));
-        c.record(Direction::In);
+        c.record(Way::In);
         assert_eq!(c.read(FunctionCode::HoldingRegisters, 0, 2), Ok(vec![1, 1]));
         assert_eq!(c.read(FunctionCode::HoldingRegisters, 0, 2), Ok(vec![0, 0]));
     }

@@ -1,7 +1,7 @@
 //! Replay: the live core loop's own code, driven by a virtual clock.
 //!
 //! ```text
-//! recorded/simulated DeviceEvents ──► Core::receive / tick / finish ──► Commit ──► outbox (SQLite) ──► messages
+//! recorded/simulated DeviceEvents ──► HallCore::receive / tick / finish ──► Commit ──► outbox (SQLite) ──► messages
 //!                    virtual clock: the events' stamps, a tick every virtual second
 //! ```
 //!
@@ -26,7 +26,7 @@ use crate::devices::DeviceEvent;
 use crate::occupancy::HallModel;
 use crate::outbox::{OutMessage, Outbox, OutboxError, OutboxOptions};
 use crate::simulate::day::{self, DayError, DayOptions};
-use crate::supervisor::core::{Core, Resume, Start};
+use crate::supervisor::core::{HallCore, Resume, Start};
 use crate::supervisor::reorder::{REORDER_WINDOW, stamp_of};
 use crate::supervisor::{commit, gauges};
 use crate::uplink::UplinkStatus;
@@ -146,7 +146,7 @@ pub async fn replay_arrivals(
         clock_synced: true,
         views: false,
     };
-    let mut core = Core::new(config, Resume::default(), start);
+    let mut core = HallCore::new(config, Resume::default(), start);
     let link = UplinkStatus::default();
 
     let mut downlink = downlink.into_iter().peekable();

@@ -10,15 +10,15 @@
 //!
 //! The pure part decides and encodes, with no I/O and no clock (the start time is passed in):
 //! [`Script`] (which message when, from a seeded RNG), [`Encoder`] (a message to the vendor's
-//! bytes), [`Tally`] (the totals the gateway must arrive at) and [`check_decoded`] (what
+//! bytes), [`TerminalTally`] (the totals the gateway must arrive at) and [`check_decoded`] (what
 //! [`terminals::decode`](crate::terminals::decode) must make of a message: the unit tests run
 //! it over whole scripts, and [`run`] over samples against the config's own profiles before
 //! it starts). The async shell — [`run`] — owns the MQTT connections (one driver task per
 //! terminal), the pacing and the truth file.
 //!
 //! ```text
-//! Script ─► Step { offset, messages } ─► Encoder ─► outbox ─► drive (QoS 1) ─► PUBACK
-//!                                    └─► Tally + truth line
+//! Script ─► ScriptStep { offset, messages } ─► Encoder ─► outbox ─► drive (QoS 1) ─► PUBACK
+//!                                    └─► TerminalTally + truth line
 //! ```
 //!
 //! A run goes: check the options, the snapshot and the config's profiles → connect as every
@@ -357,7 +357,7 @@ impl Message {
 /// What is published at one moment: due heartbeats, one passage, maybe a re-send and a bad
 /// payload.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub struct ScriptStep {
     /// Since the start of the script.
     pub offset: Duration,
     /// The start time plus `offset`, Unix milliseconds.
@@ -442,7 +442,7 @@ fn implausible_tenths(options: &DecodeOptions) -> (i32, i32) {
     )
 }
 
-/// The seeded sequence of [`Step`]s: the same seed, terminals and options give the same
+/// The seeded sequence of [`ScriptStep`]s: the same seed, terminals and options give the same
 /// steps. Pure: times are the given start plus each step's offset.
 #[derive(Debug)]
 pub struct Script {
@@ -546,9 +546,9 @@ impl Script {
 }
 
 impl Iterator for Script {
-    type Item = Step;
+    type Item = ScriptStep;
 
-    fn next(&mut self) -> Option<Step> {
+    fn next(&mut self) -> Option<ScriptStep> {
         if self.played >= self.options.passages {
             return None;
         }
@@ -584,7 +584,7 @@ impl Iterator for Script {
         if self.rng.random::<f64>() < self.options.bad_share {
             messages.push(self.draw_bad(at_ms));
         }
-        Some(Step {
+        Some(ScriptStep {
             offset,
             at_ms,
             messages,
@@ -1093,7 +1093,7 @@ pub fn self_check(
 
 /// The figures for one room or the hall.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
+pub struct TruthTotals {
     /// Distinct passages the gateway must accept (re-sends and bad payloads excluded).
     pub passages: u64,
     /// Passages by members.
@@ -1115,7 +1115,7 @@ pub struct Totals {
 
 #[derive(Debug, Clone, Default)]
 struct RoomTally {
-    totals: Totals,
+    totals: TruthTotals,
     members: BTreeSet<u32>,
 }
 
@@ -1143,8 +1143,8 @@ impl RoomTally {
         }
     }
 
-    fn totals(&self) -> Totals {
-        Totals {
+    fn totals(&self) -> TruthTotals {
+        TruthTotals {
             unique_members: self.members.len() as u64,
             ..self.totals
         }
@@ -1153,14 +1153,14 @@ impl RoomTally {
 
 /// What was published, per room and for the hall.
 #[derive(Debug, Clone)]
-pub struct Tally {
+pub struct TerminalTally {
     rooms: Vec<RoomTally>,
     hall: RoomTally,
 }
 
-impl Tally {
+impl TerminalTally {
     pub fn new(rooms: usize) -> Self {
-        Tally {
+        TerminalTally {
             rooms: vec![RoomTally::default(); rooms],
             hall: RoomTally::default(),
         }
@@ -1174,11 +1174,11 @@ impl Tally {
         }
     }
 
-    pub fn hall(&self) -> Totals {
+    pub fn hall(&self) -> TruthTotals {
         self.hall.totals()
     }
 
-    pub fn room(&self, room: usize) -> Totals {
+    pub fn room(&self, room: usize) -> TruthTotals {
         self.rooms
             .get(room)
             .map(RoomTally::totals)
@@ -1222,7 +1222,12 @@ pub struct MessageLine<'a> {
 }
 
 impl<'a> MessageLine<'a> {
-    pub fn new(terminal: &'a SimTerminal, room: &'a str, step: &Step, message: &Message) -> Self {
+    pub fn new(
+        terminal: &'a SimTerminal,
+        room: &'a str,
+        step: &ScriptStep,
+        message: &Message,
+    ) -> Self {
         let facts = |p: &Passage| PassageFacts {
             member: p.member.map(member_id),
             stranger: p.member.is_none(),
@@ -1267,12 +1272,12 @@ pub struct FinalLine<'a> {
 /// to guess whether a missing key means zero.
 #[derive(Debug, Serialize)]
 pub struct FinalTotals<'a> {
-    pub hall: Totals,
-    pub rooms: BTreeMap<&'a str, Totals>,
+    pub hall: TruthTotals,
+    pub rooms: BTreeMap<&'a str, TruthTotals>,
 }
 
 impl<'a> FinalLine<'a> {
-    pub fn new(rooms: &[&'a str], tally: &Tally, redelivered: u64) -> Self {
+    pub fn new(rooms: &[&'a str], tally: &TerminalTally, redelivered: u64) -> Self {
         FinalLine {
             is_final: true,
             redelivered,
@@ -1484,7 +1489,7 @@ pub async fn run(
         rooms: &rooms,
         encoder: &encoder,
         links,
-        tally: Tally::new(rooms.len()),
+        tally: TerminalTally::new(rooms.len()),
         truth: truth.as_mut(),
         start: Instant::now(),
     };
@@ -1911,7 +1916,7 @@ struct Player<'a> {
     encoder: &'a Encoder,
     /// By terminal index.
     links: Vec<Link>,
-    tally: Tally,
+    tally: TerminalTally,
     truth: Option<&'a mut TruthFile>,
     start: Instant,
 }
@@ -2186,7 +2191,7 @@ mod tests {
         };
         let options = DecodeOptions::default();
         let mut dedup = Dedup::default();
-        let mut tally = Tally::new(terminals.len());
+        let mut tally = TerminalTally::new(terminals.len());
         let mut counted = 0;
         let mut bad_kinds = HashSet::new();
         for step in script(&terminals, &heavy) {
@@ -2223,9 +2228,9 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_script_and_another_seed_another() {
         let terminals = terminals();
-        let a: Vec<Step> = script(&terminals, &options(7, 200)).collect();
-        let b: Vec<Step> = script(&terminals, &options(7, 200)).collect();
-        let c: Vec<Step> = script(&terminals, &options(8, 200)).collect();
+        let a: Vec<ScriptStep> = script(&terminals, &options(7, 200)).collect();
+        let b: Vec<ScriptStep> = script(&terminals, &options(7, 200)).collect();
+        let c: Vec<ScriptStep> = script(&terminals, &options(8, 200)).collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -2233,11 +2238,11 @@ mod tests {
     #[test]
     fn passages_are_paced_at_the_rate_with_heartbeats_first_and_every_half_minute() {
         let terminals = terminals();
-        let steps: Vec<Step> = script(&terminals, &options(3, 400)).collect();
+        let steps: Vec<ScriptStep> = script(&terminals, &options(3, 400)).collect();
         assert_eq!(steps.len(), 400);
         assert_eq!(steps[5].offset, Duration::from_millis(1000));
         assert_eq!(steps[5].at_ms, START_MS + 1000);
-        let heartbeats = |step: &Step| {
+        let heartbeats = |step: &ScriptStep| {
             step.messages
                 .iter()
                 .filter(|m| matches!(m, Message::Heartbeat { .. }))
@@ -2283,7 +2288,7 @@ mod tests {
     #[test]
     fn members_repeat_so_unique_members_stay_below_the_pool_and_the_passages() {
         let terminals = terminals();
-        let mut tally = Tally::new(terminals.len());
+        let mut tally = TerminalTally::new(terminals.len());
         for step in script(&terminals, &options(9, 1000)) {
             for message in &step.messages {
                 tally.record(terminals[message.terminal()].room, message);
@@ -2292,7 +2297,7 @@ mod tests {
         let hall = tally.hall();
         assert_eq!(hall.members + hall.strangers, hall.passages);
         assert_eq!(hall.unique_members, 40, "1000 passages visit every member");
-        let rooms: Vec<Totals> = (0..3).map(|i| tally.room(i)).collect();
+        let rooms: Vec<TruthTotals> = (0..3).map(|i| tally.room(i)).collect();
         assert_eq!(rooms.iter().map(|r| r.passages).sum::<u64>(), hall.passages);
         assert_eq!(
             rooms[0].strangers, 0,
@@ -2441,7 +2446,7 @@ mod tests {
         let terminals = terminals();
         let encoder = Encoder::new(256 * 1024, None);
         let rooms = ["lobby", "reading", "health"];
-        let mut tally = Tally::new(rooms.len());
+        let mut tally = TerminalTally::new(rooms.len());
         let mut truth = String::new();
         let mut names_sent = 0;
         for step in script(&terminals, &options(2, 300)) {
@@ -2475,7 +2480,7 @@ mod tests {
             mask_off: false,
             broken_snapshot: false,
         };
-        let step = Step {
+        let step = ScriptStep {
             offset: Duration::from_millis(1500),
             at_ms: START_MS + 1500,
             messages: Vec::new(),
@@ -2502,7 +2507,7 @@ mod tests {
             }),
             r#"{"kind":"heartbeat","terminal":"T2-84E0F420","room":"health","t_ms":1709601154500,"offset_ms":1500}"#
         );
-        let mut tally = Tally::new(2);
+        let mut tally = TerminalTally::new(2);
         tally.record(
             1,
             &Message::Heartbeat {

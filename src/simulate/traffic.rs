@@ -37,16 +37,16 @@ const MIN_RETRY: Duration = Duration::from_millis(100);
 /// Which way a crossing went through its door, relative to the door's (and its counter's) IN
 /// direction, `from` → `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub enum Way {
     In,
     Out,
 }
 
-impl Direction {
+impl Way {
     pub fn as_str(self) -> &'static str {
         match self {
-            Direction::In => "in",
-            Direction::Out => "out",
+            Way::In => "in",
+            Way::Out => "out",
         }
     }
 }
@@ -63,7 +63,7 @@ pub struct Crossing {
     pub door: usize,
     pub from: Zone,
     pub to: Zone,
-    pub direction: Direction,
+    pub direction: Way,
 }
 
 /// How the visitors behave.
@@ -88,7 +88,7 @@ pub enum TrafficError {
 /// out of each room and through each door. The model keeps one for its own decisions; the
 /// shell keeps another for the crossings it has actually played.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tally {
+pub struct CrossingTally {
     /// People in each room, by room index.
     pub occupancy: Vec<u32>,
     /// Crossings into each room, by room index.
@@ -102,9 +102,9 @@ pub struct Tally {
     pub crossings: u64,
 }
 
-impl Tally {
+impl CrossingTally {
     pub fn new(rooms: usize, doors: usize) -> Self {
-        Tally {
+        CrossingTally {
             occupancy: vec![0; rooms],
             entries: vec![0; rooms],
             exits: vec![0; rooms],
@@ -126,8 +126,8 @@ impl Tally {
             self.entries[r] += 1;
         }
         match crossing.direction {
-            Direction::In => self.door_in[crossing.door] += 1,
-            Direction::Out => self.door_out[crossing.door] += 1,
+            Way::In => self.door_in[crossing.door] += 1,
+            Way::Out => self.door_out[crossing.door] += 1,
         }
         self.crossings += 1;
     }
@@ -185,7 +185,7 @@ pub struct Traffic {
     sequence: u64,
     visitors: HashMap<u64, Visitor>,
     next_person: u64,
-    tally: Tally,
+    tally: CrossingTally,
     turned_away: u64,
     finished: bool,
 }
@@ -211,7 +211,7 @@ impl Traffic {
             .iter()
             .any(|&(a, b)| a == Zone::Outside || b == Zone::Outside);
         let mut traffic = Traffic {
-            tally: Tally::new(capacities.len(), doors.len()),
+            tally: CrossingTally::new(capacities.len(), doors.len()),
             capacities,
             doors,
             hops,
@@ -233,7 +233,7 @@ impl Traffic {
     }
 
     /// The crossings returned so far, totalled.
-    pub fn tally(&self) -> &Tally {
+    pub fn tally(&self) -> &CrossingTally {
         &self.tally
     }
 
@@ -376,9 +376,9 @@ impl Traffic {
                 }
             };
             let direction = if self.doors[hop.door].0 == visitor.zone {
-                Direction::In
+                Way::In
             } else {
-                Direction::Out
+                Way::Out
             };
             let crossing = Crossing {
                 offset: at,
@@ -601,9 +601,12 @@ mod tests {
     }
 
     /// Replays crossings and checks every invariant the simulator promises; returns the tally.
-    fn check_invariants(config: &Config, options: &TrafficOptions) -> (Tally, Vec<Crossing>) {
+    fn check_invariants(
+        config: &Config,
+        options: &TrafficOptions,
+    ) -> (CrossingTally, Vec<Crossing>) {
         let traffic = Traffic::new(config, options).expect("valid options");
-        let mut tally = Tally::new(config.rooms.len(), config.doors.len());
+        let mut tally = CrossingTally::new(config.rooms.len(), config.doors.len());
         let mut whereabouts: HashMap<u64, Zone> = HashMap::new();
         let mut last = Duration::ZERO;
         let mut crossings = Vec::new();
@@ -615,8 +618,8 @@ mod tests {
             }
             let door = &config.doors[c.door];
             match c.direction {
-                Direction::In => assert_eq!((c.from, c.to), (door.from, door.to)),
-                Direction::Out => assert_eq!((c.from, c.to), (door.to, door.from)),
+                Way::In => assert_eq!((c.from, c.to), (door.from, door.to)),
+                Way::Out => assert_eq!((c.from, c.to), (door.to, door.from)),
             }
             let at = whereabouts.get(&c.person).copied().unwrap_or(Zone::Outside);
             assert_eq!(
@@ -688,7 +691,7 @@ mod tests {
         let hall = awkward_hall();
         let (tally, crossings) = check_invariants(&hall, &options(3, 120.0, 120, 3600));
         // Replay to find the peaks: a crowd this size fills every room.
-        let mut replay = Tally::new(hall.rooms.len(), hall.doors.len());
+        let mut replay = CrossingTally::new(hall.rooms.len(), hall.doors.len());
         let mut peak = vec![0u32; hall.rooms.len()];
         for c in &crossings {
             replay.apply(c);
@@ -723,7 +726,7 @@ mod tests {
         let mut first_seen: HashMap<u64, Duration> = HashMap::new();
         let mut last_zone: HashMap<u64, Zone> = HashMap::new();
         let mut peak = 0;
-        let mut replay = Tally::new(hall.rooms.len(), hall.doors.len());
+        let mut replay = CrossingTally::new(hall.rooms.len(), hall.doors.len());
         for c in traffic.take_while(|c| c.offset < horizon) {
             first_seen.entry(c.person).or_insert(c.offset);
             last_zone.insert(c.person, c.to);

@@ -2,7 +2,7 @@
 //!
 //! One line per crossing as it is played onto the counters, then — as soon as the traffic
 //! stops — one line with the totals a test compares the gateway's figures with. The lines are
-//! built from the config and the traffic's [`Tally`]; [`TruthWriter`] only buffers and writes.
+//! built from the config and the traffic's [`CrossingTally`]; [`TruthWriter`] only buffers and writes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::Config;
 
 use super::SimulateError;
-use super::traffic::{Crossing, Tally};
+use super::traffic::{Crossing, CrossingTally};
 
 /// One person through one door.
 #[derive(Debug, Serialize)]
@@ -80,7 +80,7 @@ pub struct FinalLine<'a> {
 }
 
 impl<'a> FinalLine<'a> {
-    pub fn new(config: &'a Config, tally: &Tally) -> Self {
+    pub fn new(config: &'a Config, tally: &CrossingTally) -> Self {
         let per_room = |values: &[u64]| -> BTreeMap<&'a str, u64> {
             config
                 .rooms
@@ -190,7 +190,7 @@ mod tests {
 
     use super::*;
     use crate::config::Zone;
-    use crate::simulate::traffic::Direction;
+    use crate::simulate::traffic::Way;
 
     fn hall() -> Config {
         crate::config::parse(
@@ -210,7 +210,7 @@ mod tests {
             door: 0,
             from: Zone::Room(0),
             to: Zone::Outside,
-            direction: Direction::Out,
+            direction: Way::Out,
         };
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let line = CrossingLine::new(&config, Some("pc-entrance"), &crossing, at);
@@ -223,14 +223,14 @@ mod tests {
     #[test]
     fn the_final_line_lists_every_room_and_counter() {
         let config = hall();
-        let mut tally = Tally::new(config.rooms.len(), config.doors.len());
+        let mut tally = CrossingTally::new(config.rooms.len(), config.doors.len());
         tally.apply(&Crossing {
             offset: Duration::ZERO,
             person: 1,
             door: 0,
             from: Zone::Outside,
             to: Zone::Room(0),
-            direction: Direction::In,
+            direction: Way::In,
         });
         let value = serde_json::to_value(FinalLine::new(&config, &tally)).expect("serialises");
         assert_eq!(value["final_occupancy"]["lobby"], 1);

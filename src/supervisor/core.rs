@@ -12,7 +12,7 @@
 //! figures are stamped) and `mono` (a monotonic instant, for pacing commits and `state`
 //! messages). The live loop in [`super`] reads the clocks and the gauges (outbox, uplink,
 //! clock synchronisation), commits each [`Commit`] and reports back with
-//! [`Core::committed`] or [`Core::not_committed`]; a replay drives the same core with a
+//! [`HallCore::committed`] or [`HallCore::not_committed`]; a replay drives the same core with a
 //! virtual clock, and the tests move time by passing it.
 //!
 //! What the core decides:
@@ -22,7 +22,7 @@
 //!   most once per `commit_interval` (cumulative counters give a crash's crossings back),
 //!   sooner for passages and delta counters (`event_commit_interval`); a counter's first
 //!   baseline at the next tick; the journal of passages a device waits on at once, paced by a
-//!   quarter of the fsync budget (see [`Core::receive`]).
+//!   quarter of the fsync budget (see [`HallCore::receive`]).
 //! - **Alerts**: once a tick, the device conditions ([`crate::health`]) and the rules
 //!   ([`crate::alerts`]) over typed facts; raises and clears become `alerts` messages.
 
@@ -109,7 +109,7 @@ pub enum CommitKind {
 }
 
 /// The core's state: the engine and what waits for the next commit.
-pub struct Core {
+pub struct HallCore {
     config: Config,
     engine: Engine,
     /// Events held until stragglers from other devices are in (see [`super::reorder`]).
@@ -164,7 +164,7 @@ pub struct Resume<'a> {
     pub bookings_state: Option<&'a [u8]>,
 }
 
-impl Core {
+impl HallCore {
     /// The core of the hall in `config`, resumed from what an earlier run left (nothing, for
     /// a replay or a test), starting at `start`.
     pub fn new(config: Config, resume: Resume<'_>, start: Start) -> Self {
@@ -197,7 +197,7 @@ impl Core {
                 ..DeviceHealth::default()
             })
             .collect();
-        Core {
+        HallCore {
             reorder: Reorder::new(REORDER_WINDOW),
             passage_keys: Dedup::default(),
             ordered_online: vec![None; devices.len()],
@@ -317,10 +317,10 @@ impl Core {
     /// crossings.
     ///
     /// A passage whose device waits for its answer is journaled at once (outbox
-    /// `passage_received`, see [`Core::journal_due`]), not a reorder window and a commit
+    /// `passage_received`, see [`HallCore::journal_due`]), not a reorder window and a commit
     /// later: the journal row is a few dozen bytes, and a device sending one record at a time
     /// gets its answer as soon as that row is on disk. A restart gives journaled passages
-    /// back to the core ([`Core::journaled`]); the commit that holds the engine state
+    /// back to the core ([`HallCore::journaled`]); the commit that holds the engine state
     /// counting one deletes its row, so it is counted once either way.
     pub fn receive(&mut self, event: DeviceEvent) {
         self.note_health(&event);

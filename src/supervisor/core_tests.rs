@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::{Core, Gauges, Resume, Start};
+use super::{Gauges, HallCore, Resume, Start};
 use crate::config::Config;
 use crate::devices::DeviceEvent;
 use crate::devices::counter::{CounterTracker, Totals};
@@ -43,7 +43,7 @@ fn at(secs: f64) -> Instant {
 
 /// A core as the gateway starts one (at `at(0.0)`), and a fresh outbox in `dir` for its
 /// commits.
-fn core(dir: &Path) -> (Core, Outbox) {
+fn core(dir: &Path) -> (HallCore, Outbox) {
     let mut config = hall();
     config.storage.data_dir = dir.to_path_buf();
     let (outbox, _) = Outbox::open(
@@ -57,11 +57,11 @@ fn core(dir: &Path) -> (Core, Outbox) {
         clock_synced: true,
         views: true,
     };
-    (Core::new(config, Resume::default(), start), outbox)
+    (HallCore::new(config, Resume::default(), start), outbox)
 }
 
 /// Commits what the core decides to commit at `mono` (as the live loop does), if anything.
-async fn flush(core: &mut Core, outbox: &Outbox, force: bool, mono: Instant) {
+async fn flush(core: &mut HallCore, outbox: &Outbox, force: bool, mono: Instant) {
     if let Some(commit) = core.flush(force, mono) {
         crate::supervisor::commit(outbox, core, commit).await;
     }
@@ -111,7 +111,7 @@ async fn the_state_goes_out_at_a_tick_that_comes_a_little_early_but_not_before_i
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut core, outbox) = core(dir.path());
     let gauges = Gauges::default();
-    let state = |core: &mut Core, mono: Instant| core.state(false, now(), mono, &gauges);
+    let state = |core: &mut HallCore, mono: Instant| core.state(false, now(), mono, &gauges);
     assert!(
         state(&mut core, at(0.0)).is_some(),
         "the first state goes out"

@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use self::core::{Commit, CommitKind, Core, Gauges, Resume, Start, TICK, settle};
+use self::core::{Commit, CommitKind, Gauges, HallCore, Resume, Start, TICK, settle};
 use crate::config::Config;
 use crate::devices::terminals::http::CounterLinks;
 use crate::devices::{self, DeviceEvent};
@@ -91,7 +91,7 @@ pub async fn run(
 }
 
 /// The core as the outbox left it: the engine state and the bookings restored.
-fn restore_core(config: Config, restored: Restored) -> (Core, Restored) {
+fn restore_core(config: Config, restored: Restored) -> (HallCore, Restored) {
     let engine_state = restored.engine_state.as_deref().and_then(|bytes| {
         serde_json::from_slice::<EngineState>(bytes)
             .map_err(|error| {
@@ -111,7 +111,7 @@ fn restore_core(config: Config, restored: Restored) -> (Core, Restored) {
         engine_state,
         bookings_state: restored.bookings_state.as_deref(),
     };
-    let core = Core::new(config, resume, start);
+    let core = HallCore::new(config, resume, start);
     let config = core.config();
     tracing::info!(
         hall = %config.hall.id,
@@ -150,7 +150,7 @@ impl Shell {
     /// Starts the uplink, the drivers, the terminals' intake and the status page around
     /// `core`, then tells systemd the gateway is ready.
     fn start(
-        core: &mut Core,
+        core: &mut HallCore,
         outbox: Outbox,
         restored: &Restored,
         status_server: Option<StatusServer>,
@@ -231,7 +231,7 @@ impl Shell {
     }
 
     /// The loop: events and the downlink into the core, a tick a second, until `shutdown`.
-    async fn run(&mut self, core: &mut Core, shutdown: &CancellationToken) {
+    async fn run(&mut self, core: &mut HallCore, shutdown: &CancellationToken) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -253,7 +253,7 @@ impl Shell {
         }
     }
 
-    async fn tick(&mut self, core: &mut Core) {
+    async fn tick(&mut self, core: &mut HallCore) {
         self.receive_waiting(core);
         let gauges = gauges(&self.outbox, &self.link, crate::clock::synchronised());
         let tick = core.tick(Timestamp::now(), Instant::now(), &gauges);
@@ -278,7 +278,7 @@ impl Shell {
     }
 
     /// Takes the events already waiting in the channel (at most a channel's worth).
-    fn receive_waiting(&mut self, core: &mut Core) {
+    fn receive_waiting(&mut self, core: &mut HallCore) {
         for _ in 0..devices::EVENT_CHANNEL_CAPACITY {
             match self.events.try_recv() {
                 Ok(event) => core.receive(event),
@@ -288,7 +288,7 @@ impl Shell {
     }
 
     /// Staged shutdown, each stage named in the log, all under one deadline.
-    async fn stop(mut self, mut core: Core) {
+    async fn stop(mut self, mut core: HallCore) {
         let staged = async {
             tracing::info!(stage = "status", "closing the status page");
             self.status_stop.cancel();
@@ -353,7 +353,7 @@ pub fn gauges(outbox: &Outbox, link: &UplinkStatus, clock_synced: bool) -> Gauge
 
 /// Commits what the core asked for and tells it how that went; on success the waiting
 /// devices are told their passages are safe.
-pub async fn commit(outbox: &Outbox, core: &mut Core, commit: Commit) {
+pub async fn commit(outbox: &Outbox, core: &mut HallCore, commit: Commit) {
     let Commit {
         batch,
         receipts,

@@ -12,14 +12,14 @@
 //!
 //! What happens is decided by the MQTT simulator's seeded [`Script`] (the same passages,
 //! members, readings, re-sends and heartbeats for the same seed), and counted with its
-//! [`Tally`] and truth lines — but a line is written only when the gateway has the record:
+//! [`TerminalTally`] and truth lines — but a line is written only when the gateway has the record:
 //! for a push, when it answered success (real devices keep a record they could not deliver
 //! and send it again later, and so does the simulator); for a pull, when the record first
 //! went out in a search answer or on a stream. So a test can hold "every acknowledged
 //! passage counted exactly once" against the gateway's figures.
 //!
 //! ```text
-//! Script ─► Step ─► player ─┬─► PushQueue ─► push::run (POST, retry until success) ─┐
+//! Script ─► ScriptStep ─► player ─┬─► PushQueue ─► push::run (POST, retry until success) ─┐
 //!                           └─► DeviceLog ─► serve::run (AcsEvent / streams)          ├─► Ledger ─► truth
 //!                                                                                     ┘
 //! ```
@@ -69,7 +69,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::config::terminals::TerminalTransport;
 use crate::simulate::terminals::{
-    FinalLine, Message, MessageLine, Script, ScriptOptions, SimTerminal, Step, Tally, Vendor,
+    FinalLine, Message, MessageLine, Script, ScriptOptions, ScriptStep, SimTerminal, TerminalTally,
+    Vendor,
 };
 use crate::terminals::{DecodeOptions, TerminalId};
 
@@ -263,8 +264,8 @@ impl Entry {
         }
     }
 
-    fn step(&self) -> Step {
-        Step {
+    fn step(&self) -> ScriptStep {
+        ScriptStep {
             offset: Duration::from_millis(self.offset_ms),
             at_ms: self.at_ms,
             messages: Vec::new(),
@@ -409,7 +410,7 @@ struct HttpFinalLine<'a> {
 struct Ledger {
     terminals: Vec<HttpTerminal>,
     rooms: Vec<String>,
-    tally: Tally,
+    tally: TerminalTally,
     reports: Vec<TerminalReport>,
     /// Passages sent again after a failure.
     redelivered: u64,
@@ -643,7 +644,7 @@ pub async fn run(
     let ledger: SharedLedger = Arc::new(Mutex::new(Ledger {
         terminals: plan.terminals.clone(),
         rooms: plan.rooms.clone(),
-        tally: Tally::new(plan.rooms.len()),
+        tally: TerminalTally::new(plan.rooms.len()),
         reports: plan
             .terminals
             .iter()

@@ -414,7 +414,7 @@ fn ledger(terminals: Vec<HttpTerminal>) -> SharedLedger {
     Arc::new(Mutex::new(Ledger {
         terminals,
         rooms: vec!["lobby".into()],
-        tally: Tally::new(1),
+        tally: TerminalTally::new(1),
         reports,
         redelivered: 0,
         truth: None,
