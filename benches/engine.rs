@@ -8,7 +8,7 @@
 //!    The 64-room bench hall of `benches/bench_hall.py`; virtual time, so minute bins, 15-minute
 //!    bins and a day close all happen.
 //! 2. **core**: a seeded busy day (`simulate::day`) replayed through the live core
-//!    (`supervisor::replay`): reorder window, `Core::apply`, alerts, bins, situation figures,
+//!    (`simulate::replay`): reorder window, `HallCore`, alert rules, bins, situation figures,
 //!    and every message committed to a real SQLite outbox in a temporary directory. This is
 //!    the per-event cost of everything but the network.
 //!

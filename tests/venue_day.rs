@@ -4,7 +4,7 @@
 //! `hallgate replay-day` generates the day (`src/simulate/day.rs`: opening hours, bookings
 //! held and not held, unbooked use, arrivals with a morning and an afternoon peak, groups,
 //! members and strangers, fevers, no masks) and replays it through the gateway's own core loop
-//! and outbox under a virtual clock (`src/supervisor/replay.rs`), writing every payload and the
+//! and outbox under a virtual clock (`src/simulate/replay.rs`), writing every payload and the
 //! truth. This test runs the binary and then checks:
 //!
 //! - every payload against its JSON Schema, with `tests/peers/validate_payloads.py`;

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Pure and seeded, like [`super::traffic`]: no clock, no I/O; the same config, seed and
-//! options always give the same day. `supervisor::replay` plays the events through the real
+//! options always give the same day. `simulate::replay` plays the events through the real
 //! core loop under a virtual clock, and `tests/venue_day.rs` holds the gateway's figures
 //! against [`DayTruth`].
 //!
