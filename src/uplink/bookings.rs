@@ -140,6 +140,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::uplink::payload::tests::assert_pinned;
 
     fn config() -> Config {
         crate::config::parse(
@@ -234,5 +235,105 @@ bookable = true
         assert_eq!(v["kind"], "unbooked_use");
         assert_eq!(v["person_minutes"], 70.0);
         assert_eq!(v["clock_synced"], false);
+    }
+
+    #[test]
+    fn the_booking_report_payloads_are_the_pinned_json() {
+        let held = BookingReport {
+            booking_id: "b-17".into(),
+            room: "lecture".into(),
+            start: t("2026-12-01T06:00:00Z"),
+            end: t("2026-12-01T07:30:00Z"),
+            expected_attendance: 25,
+            held: true,
+            attendance: 19,
+            attendance_share: 0.76,
+            start_delay_minutes: Some(4),
+            occupancy_mean: 15.123456,
+        };
+        let not_held = BookingReport {
+            booking_id: "b-18".into(),
+            held: false,
+            attendance: 0,
+            attendance_share: 0.0,
+            start_delay_minutes: None,
+            occupancy_mean: 0.0,
+            ..held.clone()
+        };
+        for (report, pinned) in [
+            (
+                held,
+                r#"{
+            "attendance": 19,
+            "attendance_share": 0.76,
+            "booking_id": "b-17",
+            "clock_synced": true,
+            "district": "d1",
+            "end": "2026-12-01T07:30:00Z",
+            "expected_attendance": 25,
+            "hall_id": "h1",
+            "held": true,
+            "kind": "booking_report",
+            "msg_id": "h1:booking_report:b-17:r0",
+            "occupancy_mean": 15.123,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:00:00Z",
+            "start_delay_minutes": 4
+        }"#,
+            ),
+            (
+                not_held,
+                r#"{
+            "attendance": 0,
+            "attendance_share": 0.0,
+            "booking_id": "b-18",
+            "clock_synced": true,
+            "district": "d1",
+            "end": "2026-12-01T07:30:00Z",
+            "expected_attendance": 25,
+            "hall_id": "h1",
+            "held": false,
+            "kind": "booking_report",
+            "msg_id": "h1:booking_report:b-18:r0",
+            "occupancy_mean": 0.0,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:00:00Z",
+            "start_delay_minutes": null
+        }"#,
+            ),
+        ] {
+            let m = report_message(&config(), &SituationReport::Booking(report), true);
+            assert_pinned(&m.payload, pinned);
+        }
+    }
+
+    #[test]
+    fn the_unbooked_use_payload_is_the_pinned_json() {
+        let u = UnbookedUse {
+            room: "lecture".into(),
+            start: t("2026-12-01T06:05:00Z"),
+            end: t("2026-12-01T06:40:00.5Z"),
+            occupancy_peak: 3,
+            person_minutes: 70.0004,
+        };
+        let m = report_message(&config(), &SituationReport::Unbooked(u), false);
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "clock_synced": false,
+            "district": "d1",
+            "end": "2026-12-01T06:40:00.5Z",
+            "hall_id": "h1",
+            "kind": "unbooked_use",
+            "msg_id": "h1:unbooked_use:lecture:20261201T0605Z:r0",
+            "occupancy_peak": 3,
+            "person_minutes": 70.0,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:05:00Z"
+        }"#,
+        );
     }
 }

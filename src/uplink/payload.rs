@@ -522,8 +522,432 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+
     use super::*;
+    use crate::occupancy::{Engine, HallModel, MinuteRoom, PassageFacts};
+    use crate::status::alerts::{AlertChange, AlertState, EpisodeKind};
+    use crate::terminals::MemberHash;
+
+    /// Fails unless `payload` is the JSON `pinned` holds: the same keys with the same values
+    /// (in any order), `1.0` and `1` told apart. Prints the payload when it differs, so a
+    /// deliberate change to the contract can be pinned anew after review.
+    pub(crate) fn assert_pinned(payload: &[u8], pinned: &str) {
+        let actual: Value = serde_json::from_slice(payload).expect("a payload is JSON");
+        let expected: Value = serde_json::from_str(pinned).expect("the pinned text is JSON");
+        assert!(
+            actual == expected,
+            "the payload is not the pinned one; it is:\n{}",
+            serde_json::to_string_pretty(&actual).expect("a value serialises")
+        );
+    }
+
+    /// Two rooms, a Modbus TCP counter, an RTU counter on a bus and a pushing terminal: every
+    /// part of the `state` message has something to say.
+    fn config() -> Config {
+        crate::config::parse(
+            r#"
+[hall]
+id = "h1"
+district = "d1"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[[rooms]]
+id = "lobby"
+capacity = 40
+[[rooms]]
+id = "reading"
+capacity = 7
+[[doors]]
+id = "entrance"
+from = "outside"
+to = "lobby"
+[[doors]]
+id = "reading-door"
+from = "lobby"
+to = "reading"
+[[buses]]
+id = "rs485"
+port = "/dev/serial/by-id/usb-adapter"
+baud = 19200
+[[counters]]
+id = "pc-entrance"
+door = "entrance"
+profile = "generic-u32"
+transport = "modbus_tcp"
+address = "127.0.0.1:1502"
+[[counters]]
+id = "pc-reading"
+door = "reading-door"
+profile = "generic-u16"
+transport = "modbus_rtu"
+bus = "rs485"
+unit_id = 3
+[terminal_http]
+listen = "127.0.0.1:0"
+[[terminals]]
+id = "ZK1"
+profile = "zkteco-adms"
+room = "reading"
+transport = "http_push"
+address = "127.0.0.1"
+"#,
+            Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config")
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a test timestamp")
+    }
+
+    #[test]
+    fn the_state_payload_is_the_pinned_json() {
+        let config = config();
+        let now = at("2026-12-01T06:17:30.123456Z");
+        let mut engine = Engine::new(HallModel::from_config(&config), None, now);
+        engine.tick(now);
+        engine.crossings(0, 9, 1, now);
+        engine.crossings(1, 3, 0, now);
+        let member: MemberHash =
+            serde_json::from_str("\"00112233445566778899aabbccddeeff\"").expect("a hash");
+        for (member, fever) in [(Some(member), true), (None, false)] {
+            engine.passage(&PassageFacts {
+                room: 1,
+                member,
+                fever,
+                mask_off: !fever,
+                sensor_error: false,
+                people: 2,
+            });
+        }
+        engine.head_count(0, 3, now);
+        let devices = [
+            DeviceHealth {
+                id: "pc-entrance".into(),
+                kind: "counter",
+                online: Some(true),
+                since: Some(at("2026-12-01T06:00:00.5Z")),
+                reason: None,
+            },
+            DeviceHealth {
+                id: "pc-reading".into(),
+                kind: "counter",
+                online: Some(false),
+                since: Some(at("2026-12-01T06:10:00Z")),
+                reason: Some("no answer within 500 ms".into()),
+            },
+        ];
+        let stats = DeviceStats::new(&config);
+        stats.counters[0]
+            .polls
+            .store(120, std::sync::atomic::Ordering::Relaxed);
+        stats.counters[1]
+            .timeouts
+            .store(4, std::sync::atomic::Ordering::Relaxed);
+        stats.buses[0]
+            .crc_errors
+            .store(2, std::sync::atomic::Ordering::Relaxed);
+        let gateway = GatewayHealth {
+            clock_synced: true,
+            outbox: OutboxSnapshot {
+                pending: 3,
+                bytes: 2048,
+                max_bytes: 1 << 20,
+                commits: 17,
+                buffer_left_hours: Some(12.5),
+                ..OutboxSnapshot::default()
+            },
+            terminals: vec![TerminalStatsSnapshot {
+                messages: 5,
+                passages: 2,
+                last_seen_ms: 1_764_569_850_000,
+                ..TerminalStatsSnapshot::default()
+            }],
+            terminals_unattributed: TerminalStatsSnapshot {
+                messages: 1,
+                rejected: [("bad_json", 1)].into(),
+                ..TerminalStatsSnapshot::default()
+            },
+        };
+        let m = state_message(&config, engine.state(), &devices, &stats, &gateway, now);
+        assert_eq!(
+            (m.kind.as_str(), m.topic.as_str(), m.retain, m.bin_start),
+            ("state", "state", true, None)
+        );
+        assert_eq!(m.msg_id, format!("h1:state:{}", now.as_millisecond()));
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:state:1796105850123", "kind": "state",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "ts": "2026-12-01T06:17:30.123Z", "day": "2026-12-01",
+            "rooms": [
+                {"id": "lobby", "occupancy": 3, "capacity": 40, "utilisation": 0.075,
+                 "entries_today": 9, "exits_today": 4, "drift_today": 0,
+                 "camera_correction_today": -2},
+                {"id": "reading", "occupancy": 3, "capacity": 7, "utilisation": 0.429,
+                 "entries_today": 3, "exits_today": 0, "drift_today": 0,
+                 "passages_today": {"passages": 2, "people": 4, "members": 1,
+                                    "strangers": 1, "fevers": 1, "mask_off": 1}}
+            ],
+            "hall": {"occupancy": 6, "capacity": 47, "visitors_today": 9,
+                     "passages_today": {"passages": 2, "people": 4, "members": 1,
+                                        "strangers": 1, "fevers": 1, "mask_off": 1},
+                     "unique_members_today": 1},
+            "outbox": {"pending": 3, "bytes": 2048, "max_bytes": 1048576, "commits": 17,
+                       "rolled_up": 0, "dropped": 0, "write_errors": 0, "disk_full": false,
+                       "buffer_left_hours": 12.5},
+            "terminals": [
+                {"id": "ZK1", "room": "reading",
+                 "stats": {"messages": 5, "passages": 2, "duplicates": 0, "ignored": 0,
+                           "last_seen_ms": 1764569850000}}
+            ],
+            "terminals_unattributed": {"messages": 1, "passages": 0, "duplicates": 0,
+                                       "ignored": 0, "rejected": {"bad_json": 1}},
+            "devices": [
+                {"id": "pc-entrance", "kind": "counter", "online": true,
+                 "since": "2026-12-01T06:00:00.5Z",
+                 "stats": {"polls": 120, "timeouts": 0, "crc_errors": 0, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}},
+                {"id": "pc-reading", "kind": "counter", "online": false,
+                 "since": "2026-12-01T06:10:00Z", "reason": "no answer within 500 ms",
+                 "stats": {"polls": 0, "timeouts": 4, "crc_errors": 0, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}}
+            ],
+            "buses": [
+                {"id": "rs485",
+                 "stats": {"polls": 0, "timeouts": 0, "crc_errors": 2, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}}
+            ]
+        }"#,
+        );
+    }
+
+    fn minute(start: &str, synced: bool) -> OutMessage {
+        let start = at(start);
+        let agg = MinuteAggregate {
+            start,
+            end: start + jiff::SignedDuration::from_secs(60),
+            rooms: vec![
+                MinuteRoom {
+                    id: "lobby".into(),
+                    entries: 4,
+                    exits: 1,
+                    occupancy_mean: 2.345_678,
+                    occupancy_peak: 5,
+                    passages: Passages::default(),
+                },
+                MinuteRoom {
+                    id: "reading".into(),
+                    entries: 1,
+                    exits: 0,
+                    occupancy_mean: 0.5,
+                    occupancy_peak: 1,
+                    passages: Passages {
+                        passages: 1,
+                        people: 1,
+                        strangers: 1,
+                        mask_off: 1,
+                        ..Passages::default()
+                    },
+                },
+            ],
+        };
+        minute_message(&config(), &agg, synced)
+    }
+
+    #[test]
+    fn the_agg_1m_payload_is_the_pinned_json() {
+        let m = minute("2026-12-01T06:17:00Z", true);
+        assert_eq!(m.msg_id, "h1:agg_1m:20261201T0617Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_1m:20261201T0617Z:r0", "kind": "agg_1m",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:17:00Z", "bin_end": "2026-12-01T06:18:00Z",
+            "rooms": [
+                {"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 1, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 1, "people": 1, "strangers": 1,
+                 "mask_off": 1}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_agg_15m_roll_up_payload_is_the_pinned_json() {
+        let parts = [
+            minute("2026-12-01T06:15:00Z", true),
+            minute("2026-12-01T06:17:00Z", false),
+        ];
+        let bin = at("2026-12-01T06:15:00Z").as_second();
+        let m = roll_up(&parts, Coarse::Quarter, bin).expect("merges");
+        assert_eq!(m.msg_id, "h1:agg_15m:20261201T0615Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_15m:20261201T0615Z:r0", "kind": "agg_15m",
+            "hall_id": "h1", "district": "d1", "clock_synced": false,
+            "bin_start": "2026-12-01T06:15:00Z", "bin_end": "2026-12-01T06:30:00Z",
+            "minutes": 2, "minute_mask": "5",
+            "rooms": [
+                {"id": "lobby", "entries": 8, "exits": 2, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 2, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 2, "people": 2, "strangers": 2,
+                 "mask_off": 2}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_agg_1h_roll_up_payload_is_the_pinned_json() {
+        let quarter = roll_up(
+            &[minute("2026-12-01T06:15:00Z", true)],
+            Coarse::Quarter,
+            at("2026-12-01T06:15:00Z").as_second(),
+        )
+        .expect("merges");
+        let parts = [minute("2026-12-01T06:01:00Z", true), quarter];
+        let bin = at("2026-12-01T06:00:00Z").as_second();
+        let m = roll_up(&parts, Coarse::Hour, bin).expect("merges");
+        assert_eq!(m.msg_id, "h1:agg_1h:20261201T0600Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_1h:20261201T0600Z:r0", "kind": "agg_1h",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:00:00Z", "bin_end": "2026-12-01T07:00:00Z",
+            "minutes": 2, "minute_mask": "8002",
+            "rooms": [
+                {"id": "lobby", "entries": 8, "exits": 2, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 2, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 2, "people": 2, "strangers": 2,
+                 "mask_off": 2}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_roll_up_reads_a_stored_minute_whatever_the_order_of_its_keys() {
+        // The outbox keeps the bytes a minute was written with: envelope keys last here.
+        let stored = r#"{"bin_start": "2026-12-01T06:17:00Z", "bin_end": "2026-12-01T06:18:00Z",
+            "rooms": [{"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                       "occupancy_peak": 5}],
+            "clock_synced": true, "district": "d1", "hall_id": "h1", "kind": "agg_1m",
+            "msg_id": "h1:agg_1m:20261201T0617Z:r0", "schema_version": 1}"#;
+        let mut part = minute("2026-12-01T06:17:00Z", true);
+        part.payload = stored.as_bytes().to_vec();
+        let bin = at("2026-12-01T06:15:00Z").as_second();
+        let m = roll_up(&[part], Coarse::Quarter, bin).expect("merges");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_15m:20261201T0615Z:r0", "kind": "agg_15m",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:15:00Z", "bin_end": "2026-12-01T06:30:00Z",
+            "minute_mask": "4",
+            "rooms": [
+                {"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_raised_fever_alert_payload_is_the_pinned_json() {
+        let change = AlertChange {
+            kind: EpisodeKind::Fever,
+            subject: "ZK1".into(),
+            room: Some("reading".into()),
+            state: AlertState::Raised,
+            raised_at: at("2026-12-01T06:05:00.25Z"),
+            cleared_at: None,
+            count: Some(2),
+            detail: "2 passages with fever".into(),
+        };
+        let m = alert_message(&config(), &change, true);
+        assert_eq!(
+            (m.kind.as_str(), m.topic.as_str(), m.priority),
+            ("alert", "alerts", Priority::Alert)
+        );
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:alert:fever:ZK1:1796105100250:raised",
+            "kind": "alert", "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "alert": "fever", "subject": "ZK1", "state": "raised",
+            "raised_at": "2026-12-01T06:05:00.25Z", "room": "reading", "count": 2,
+            "detail": "2 passages with fever"
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_cleared_device_alert_payload_is_the_pinned_json() {
+        let change = AlertChange {
+            kind: EpisodeKind::DeviceOffline,
+            subject: "pc-reading".into(),
+            room: None,
+            state: AlertState::Cleared,
+            raised_at: at("2026-12-01T06:05:00Z"),
+            cleared_at: Some(at("2026-12-01T06:45:10Z")),
+            count: None,
+            detail: "no answer within 500 ms".into(),
+        };
+        assert_pinned(
+            &alert_message(&config(), &change, false).payload,
+            r#"{
+            "schema_version": 1,
+            "msg_id": "h1:alert:device_offline:pc-reading:1796105100000:cleared",
+            "kind": "alert", "hall_id": "h1", "district": "d1", "clock_synced": false,
+            "alert": "device_offline", "subject": "pc-reading", "state": "cleared",
+            "raised_at": "2026-12-01T06:05:00Z", "cleared_at": "2026-12-01T06:45:10Z",
+            "detail": "no answer within 500 ms"
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_status_payloads_are_the_pinned_json() {
+        let started = at("2026-12-01T05:00:00Z");
+        let now = at("2026-12-01T06:17:30.5Z");
+        for (online, pinned) in [
+            (
+                true,
+                r#"{
+            "schema_version": 1, "msg_id": "h1:status:1796101200000:1796105850500:online",
+            "kind": "status", "hall_id": "h1", "status": "online",
+            "ts": "2026-12-01T06:17:30.5Z", "started": "2026-12-01T05:00:00Z",
+            "version": "VERSION"
+        }"#,
+            ),
+            (
+                false,
+                r#"{
+            "schema_version": 1, "msg_id": "h1:status:1796101200000:1796105850500:offline",
+            "kind": "status", "hall_id": "h1", "status": "offline",
+            "ts": "2026-12-01T06:17:30.5Z", "started": "2026-12-01T05:00:00Z",
+            "version": "VERSION"
+        }"#,
+            ),
+        ] {
+            let pinned = pinned.replace("VERSION", env!("CARGO_PKG_VERSION"));
+            assert_pinned(&status_payload(&config(), online, started, now), &pinned);
+        }
+    }
 
     fn part(start: i64, minutes: u32, synced: bool, rooms: &[(&str, u64, f64, u64)]) -> OutMessage {
         let doc = AggPayload {
