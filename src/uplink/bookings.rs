@@ -10,9 +10,10 @@
 
 use serde::Serialize;
 
-use super::payload::{SCHEMA_VERSION, rfc3339};
+use super::payload::Envelope;
 use crate::bookings::{BookingReport, SituationReport, UnbookedUse};
 use crate::config::Config;
+use crate::format::{rfc3339, round3};
 use crate::outbox::{OutMessage, Priority};
 
 /// Topic levels below the hall's base topic.
@@ -24,12 +25,8 @@ pub const KIND_UNBOOKED_USE: &str = "unbooked_use";
 
 #[derive(Debug, Serialize)]
 struct BookingPayload<'a> {
-    schema_version: u32,
-    msg_id: &'a str,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     booking_id: &'a str,
     room: &'a str,
     start: String,
@@ -44,12 +41,8 @@ struct BookingPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct UnbookedPayload<'a> {
-    schema_version: u32,
-    msg_id: &'a str,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     room: &'a str,
     start: String,
     end: String,
@@ -71,12 +64,7 @@ pub fn booking_message(config: &Config, r: &BookingReport, clock_synced: bool) -
         config.hall.id, r.booking_id
     );
     let payload = BookingPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: &msg_id,
-        kind: KIND_BOOKING_REPORT,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_BOOKING_REPORT, msg_id.clone(), clock_synced),
         booking_id: &r.booking_id,
         room: &r.room,
         start: rfc3339(r.start),
@@ -88,7 +76,7 @@ pub fn booking_message(config: &Config, r: &BookingReport, clock_synced: bool) -
         start_delay_minutes: r.start_delay_minutes,
         occupancy_mean: round3(r.occupancy_mean),
     };
-    message(KIND_BOOKING_REPORT, TOPIC_BOOKING, msg_id.clone(), &payload)
+    message(KIND_BOOKING_REPORT, TOPIC_BOOKING, msg_id, &payload)
 }
 
 pub fn unbooked_message(config: &Config, u: &UnbookedUse, clock_synced: bool) -> OutMessage {
@@ -99,19 +87,14 @@ pub fn unbooked_message(config: &Config, u: &UnbookedUse, clock_synced: bool) ->
         u.start.strftime("%Y%m%dT%H%MZ")
     );
     let payload = UnbookedPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: &msg_id,
-        kind: KIND_UNBOOKED_USE,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_UNBOOKED_USE, msg_id.clone(), clock_synced),
         room: &u.room,
         start: rfc3339(u.start),
         end: rfc3339(u.end),
         occupancy_peak: u.occupancy_peak,
         person_minutes: round3(u.person_minutes),
     };
-    message(KIND_UNBOOKED_USE, TOPIC_UNBOOKED, msg_id.clone(), &payload)
+    message(KIND_UNBOOKED_USE, TOPIC_UNBOOKED, msg_id, &payload)
 }
 
 fn message<T: Serialize>(kind: &str, topic: &str, msg_id: String, payload: &T) -> OutMessage {
@@ -126,10 +109,6 @@ fn message<T: Serialize>(kind: &str, topic: &str, msg_id: String, payload: &T) -
         // Not an aggregate bin: roll-ups leave it alone.
         bin_start: None,
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Uplink payloads, contract v1: what the centre receives, and nothing more.
 //!
-//! Every payload has `schema_version` and a `msg_id` that is fixed when the message is
-//! written to the outbox, so a re-send is byte-for-byte the same message and the centre can
-//! drop duplicates by id. The fields here are the allowlist: aggregates and device health,
-//! never a face, a name or an identity. `docs/uplink.md` documents each with an example.
+//! Every payload opens with an [`Envelope`] (`status` with four of its keys): `schema_version`
+//! and a `msg_id` that is fixed when the message is written to the outbox, so a re-send is
+//! byte-for-byte the same message and the centre can drop duplicates by id. The fields here
+//! are the allowlist: aggregates and device health, never a face, a name or an identity.
+//! `docs/uplink.md` documents each with an example.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,36 @@ pub fn base_topic(config: &Config) -> String {
 }
 
 pub use crate::format::rfc3339;
+use crate::format::{is_zero, is_zero_i64, round3};
+
+/// The keys every payload of the contract opens with but `status` (which names the process,
+/// not figures: no district, no clock). Each payload carries it `#[serde(flatten)]`, so its
+/// keys stay at the top level of the message, beside the payload's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema_version: u32,
+    /// Fixed when the message is written to the outbox: a re-send is the same message.
+    pub msg_id: String,
+    pub kind: String,
+    pub hall_id: String,
+    pub district: String,
+    /// Whether the gateway's clock was synchronised when the figures were taken.
+    pub clock_synced: bool,
+}
+
+impl Envelope {
+    /// The envelope of a message of `kind` from this hall, under contract [`SCHEMA_VERSION`].
+    pub fn new(config: &Config, kind: &str, msg_id: String, clock_synced: bool) -> Self {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            msg_id,
+            kind: kind.into(),
+            hall_id: config.hall.id.clone(),
+            district: config.hall.district.clone(),
+            clock_synced,
+        }
+    }
+}
 
 /// What the gateway knows of one device's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,14 +84,10 @@ pub struct DeviceHealth {
 
 #[derive(Debug, Serialize)]
 struct StatePayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
+    #[serde(flatten)]
+    envelope: Envelope,
     ts: String,
     day: String,
-    clock_synced: bool,
     rooms: Vec<RoomState<'a>>,
     hall: HallState,
     outbox: &'a OutboxSnapshot,
@@ -121,14 +148,6 @@ struct HallState {
     unique_members_today: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_i64(n: &i64) -> bool {
-    *n == 0
-}
-
 #[derive(Debug, Serialize)]
 struct DeviceState<'a> {
     id: &'a str,
@@ -177,15 +196,11 @@ pub fn state_message(
             camera_correction_today: r.camera_correction,
         })
         .collect();
+    let msg_id = format!("{}:state:{}", config.hall.id, now.as_millisecond());
     let payload = StatePayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: format!("{}:state:{}", config.hall.id, now.as_millisecond()),
-        kind: "state",
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
+        envelope: Envelope::new(config, "state", msg_id, gateway.clock_synced),
         ts: rfc3339(now),
         day: engine.day.to_string(),
-        clock_synced: gateway.clock_synced,
         outbox: &gateway.outbox,
         terminals: config
             .terminals
@@ -235,7 +250,7 @@ pub fn state_message(
         kind: "state".into(),
         topic: TOPIC_STATE.into(),
         retain: true,
-        msg_id: payload.msg_id.clone(),
+        msg_id: payload.envelope.msg_id.clone(),
         payload: to_json(&payload),
         priority: Priority::Normal,
         bin_start: None,
@@ -246,11 +261,10 @@ pub fn state_message(
 /// hour (`agg_1h`). Owned and deserialisable, because roll-ups read stored bins back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggPayload {
-    pub schema_version: u32,
-    pub msg_id: String,
-    pub kind: String,
-    pub hall_id: String,
-    pub district: String,
+    /// `clock_synced`: whether the gateway's clock was synchronised when the bin closed (a
+    /// roll-up: when all its parts did).
+    #[serde(flatten)]
+    pub envelope: Envelope,
     pub bin_start: String,
     pub bin_end: String,
     /// Minutes of data in the bin: absent (1) for a minute bin; for a roll-up, the minutes
@@ -263,8 +277,6 @@ pub struct AggPayload {
     /// has and count nothing twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minute_mask: Option<String>,
-    /// Whether the gateway's clock was synchronised when the bin closed.
-    pub clock_synced: bool,
     pub rooms: Vec<AggRoom>,
 }
 
@@ -298,16 +310,11 @@ fn agg_msg_id(hall: &str, kind: &str, start: Timestamp) -> String {
 pub fn minute_message(config: &Config, agg: &MinuteAggregate, clock_synced: bool) -> OutMessage {
     let msg_id = agg_msg_id(&config.hall.id, KIND_AGG_1M, agg.start);
     let payload = AggPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_AGG_1M.into(),
-        hall_id: config.hall.id.clone(),
-        district: config.hall.district.clone(),
+        envelope: Envelope::new(config, KIND_AGG_1M, msg_id.clone(), clock_synced),
         bin_start: rfc3339(agg.start),
         bin_end: rfc3339(agg.end),
         minutes: 1,
         minute_mask: None,
-        clock_synced,
         rooms: agg
             .rooms
             .iter()
@@ -378,18 +385,21 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
             }
         }
     }
-    let msg_id = agg_msg_id(&first.hall_id, kind, start);
+    let msg_id = agg_msg_id(&first.envelope.hall_id, kind, start);
     let payload = AggPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: kind.into(),
-        hall_id: first.hall_id.clone(),
-        district: first.district.clone(),
+        // The hall as the parts name it: a roll-up runs without the config.
+        envelope: Envelope {
+            schema_version: SCHEMA_VERSION,
+            msg_id: msg_id.clone(),
+            kind: kind.into(),
+            hall_id: first.envelope.hall_id.clone(),
+            district: first.envelope.district.clone(),
+            clock_synced: docs.iter().all(|d| d.envelope.clock_synced),
+        },
         bin_start: rfc3339(start),
         bin_end: rfc3339(end),
         minutes,
         minute_mask: Some(format!("{mask:x}")),
-        clock_synced: docs.iter().all(|d| d.clock_synced),
         rooms: rooms
             .into_iter()
             .map(|(mut r, sum)| {
@@ -411,12 +421,8 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
 
 #[derive(Debug, Serialize)]
 struct AlertPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     alert: &'static str,
     subject: &'a str,
     state: &'static str,
@@ -448,12 +454,7 @@ pub fn alert_message(
         change.state.as_str()
     );
     let payload = AlertPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_ALERT,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_ALERT, msg_id.clone(), clock_synced),
         alert: change.kind.as_str(),
         subject: &change.subject,
         state: change.state.as_str(),
@@ -474,6 +475,8 @@ pub fn alert_message(
     }
 }
 
+/// Not an [`Envelope`]: the status names the process (it is the last will too), and has
+/// neither district nor clock.
 #[derive(Debug, Serialize)]
 struct StatusPayload<'a> {
     schema_version: u32,
@@ -510,10 +513,6 @@ pub fn status_payload(
         started: rfc3339(started),
         version: env!("CARGO_PKG_VERSION"),
     })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -951,16 +950,18 @@ address = "127.0.0.1"
 
     fn part(start: i64, minutes: u32, synced: bool, rooms: &[(&str, u64, f64, u64)]) -> OutMessage {
         let doc = AggPayload {
-            schema_version: SCHEMA_VERSION,
-            msg_id: format!("h1:agg_1m:{start}:r0"),
-            kind: KIND_AGG_1M.into(),
-            hall_id: "h1".into(),
-            district: "d1".into(),
+            envelope: Envelope {
+                schema_version: SCHEMA_VERSION,
+                msg_id: format!("h1:agg_1m:{start}:r0"),
+                kind: KIND_AGG_1M.into(),
+                hall_id: "h1".into(),
+                district: "d1".into(),
+                clock_synced: synced,
+            },
             bin_start: start.to_string(),
             bin_end: (start + 60).to_string(),
             minutes,
             minute_mask: (minutes > 1).then(|| format!("{:x}", (1u64 << minutes) - 1)),
-            clock_synced: synced,
             rooms: rooms
                 .iter()
                 .map(|(id, entries, mean, peak)| AggRoom {
@@ -977,7 +978,7 @@ address = "127.0.0.1"
             kind: KIND_AGG_1M.into(),
             topic: TOPIC_AGG_1M.into(),
             retain: false,
-            msg_id: doc.msg_id.clone(),
+            msg_id: doc.envelope.msg_id.clone(),
             payload: to_json(&doc),
             priority: Priority::Normal,
             bin_start: Some(start),
@@ -1008,7 +1009,10 @@ address = "127.0.0.1"
         );
         assert_eq!(doc.bin_start, "2023-11-14T22:00:00Z");
         assert_eq!(doc.bin_end, "2023-11-14T23:00:00Z");
-        assert!(!doc.clock_synced, "one part had an untrusted clock");
+        assert!(
+            !doc.envelope.clock_synced,
+            "one part had an untrusted clock"
+        );
         let a = &doc.rooms[0];
         assert_eq!(
             (a.id.as_str(), a.entries, a.exits, a.occupancy_peak),

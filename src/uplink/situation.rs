@@ -12,8 +12,9 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::payload::{SCHEMA_VERSION, rfc3339};
+use super::payload::Envelope;
 use crate::config::Config;
+use crate::format::{rfc3339, round3};
 use crate::occupancy::{
     CorrectedRoom, DayFigures, HallFigures, QuarterClosed, RoomFigures, Scaled,
 };
@@ -23,10 +24,6 @@ pub const TOPIC_SITUATION_15M: &str = "situation/15m";
 pub const TOPIC_SITUATION_DAY: &str = "situation/day";
 pub const KIND_SITUATION_15M: &str = "situation_15m";
 pub const KIND_SITUATION_DAY: &str = "situation_day";
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
 
 #[derive(Debug, Serialize)]
 struct HallPayload {
@@ -120,12 +117,8 @@ impl<'a> RoomPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct QuarterPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     bin_start: String,
     bin_end: String,
     day: String,
@@ -146,12 +139,7 @@ fn quarter_msg_id(hall: &str, start: Timestamp) -> String {
 pub fn quarter_message(config: &Config, q: &QuarterClosed, clock_synced: bool) -> OutMessage {
     let msg_id = quarter_msg_id(&config.hall.id, q.start);
     let payload = QuarterPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_SITUATION_15M,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_SITUATION_15M, msg_id.clone(), clock_synced),
         bin_start: rfc3339(q.start),
         bin_end: rfc3339(q.end),
         day: q.day.to_string(),
@@ -242,12 +230,8 @@ struct CorrectedPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct DayPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     day: String,
     open_from: String,
     open_to: String,
@@ -290,12 +274,7 @@ pub fn day_message(config: &Config, d: &DayFigures, clock_synced: bool) -> OutMe
     let day = d.day.to_string();
     let msg_id = format!("{}:{KIND_SITUATION_DAY}:{day}:r0", config.hall.id);
     let payload = DayPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_SITUATION_DAY,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_SITUATION_DAY, msg_id.clone(), clock_synced),
         day,
         open_from: rfc3339(d.open_from),
         open_to: rfc3339(d.open_to),
