@@ -628,14 +628,14 @@ address = "127.0.0.1"
         let devices = [
             DeviceHealth {
                 id: "pc-entrance".into(),
-                kind: "counter",
+                kind: "people_counter",
                 online: Some(true),
                 since: Some(at("2026-12-01T06:00:00.5Z")),
                 reason: None,
             },
             DeviceHealth {
                 id: "pc-reading".into(),
-                kind: "counter",
+                kind: "people_counter",
                 online: Some(false),
                 since: Some(at("2026-12-01T06:10:00Z")),
                 reason: Some("no answer within 500 ms".into()),
@@ -709,11 +709,11 @@ address = "127.0.0.1"
             "terminals_unattributed": {"messages": 1, "passages": 0, "duplicates": 0,
                                        "ignored": 0, "rejected": {"bad_json": 1}},
             "devices": [
-                {"id": "pc-entrance", "kind": "counter", "online": true,
+                {"id": "pc-entrance", "kind": "people_counter", "online": true,
                  "since": "2026-12-01T06:00:00.5Z",
                  "stats": {"polls": 120, "timeouts": 0, "crc_errors": 0, "exceptions": 0,
                            "bad_answers": 0, "link_errors": 0}},
-                {"id": "pc-reading", "kind": "counter", "online": false,
+                {"id": "pc-reading", "kind": "people_counter", "online": false,
                  "since": "2026-12-01T06:10:00Z", "reason": "no answer within 500 ms",
                  "stats": {"polls": 0, "timeouts": 4, "crc_errors": 0, "exceptions": 0,
                            "bad_answers": 0, "link_errors": 0}}
