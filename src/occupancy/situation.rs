@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Engine, HallModel, PassageFacts};
 use crate::config::{ServiceVisits, Zone};
+use crate::format::is_zero;
 use crate::terminals::MemberHash;
 
 /// A 15-minute bin, in seconds.
@@ -43,10 +44,6 @@ pub const QUARTER_SECS: i64 = 900;
 const QUARTER_MS: i64 = QUARTER_SECS * 1000;
 const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: f64 = 60_000.0;
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
 
 /// How many of the configured people counters are online, as the supervisor last said.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

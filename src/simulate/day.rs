@@ -44,9 +44,9 @@ use crate::config::profile::CountMode;
 use crate::config::{Config, ServiceVisits, Zone};
 use crate::devices::DeviceEvent;
 use crate::devices::counter::{CounterTracker, Totals};
+use crate::format::rfc3339;
 use crate::occupancy::PassageFacts;
 use crate::terminals::{DedupKey, MemberHasher, MemberRef};
-use crate::uplink::payload::rfc3339;
 
 /// Length of a situation bin.
 pub const BIN_MINUTES: i64 = 15;

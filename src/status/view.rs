@@ -15,8 +15,7 @@ use crate::alerts::outbox_used_percent;
 pub use crate::alerts::{AlertKind, AlertView, OUTBOX_FILLING_PERCENT};
 use crate::config::Config;
 use crate::devices::StatsSnapshot;
-pub use crate::format::rfc3339;
-use crate::format::{local_time, round3, secs_between};
+use crate::format::{local_time, rfc3339, round3, secs_between};
 use crate::health::DeviceCondition;
 pub use crate::health::{Condition, DeviceKind};
 

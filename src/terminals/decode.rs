@@ -187,12 +187,13 @@ pub enum Who {
     Stranger,
 }
 
-/// The decoded snapshot (JPEG bytes as sent). Handed to the caller for counting and dropped;
-/// its `Debug` shows only the size, so it never ends up in a log.
+/// The picture decoded from the profile's snapshot field (JPEG bytes as sent). Handed to the
+/// caller for counting and dropped; its `Debug` shows only the size, so it never ends up in a
+/// log. (Not `Snapshot`: that name is the status figures, `status::Snapshot`.)
 #[derive(Clone, PartialEq, Eq)]
-pub struct Snapshot(Vec<u8>);
+pub struct Picture(Vec<u8>);
 
-impl Snapshot {
+impl Picture {
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -210,9 +211,9 @@ impl Snapshot {
     }
 }
 
-impl fmt::Debug for Snapshot {
+impl fmt::Debug for Picture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Snapshot({} bytes)", self.0.len())
+        write!(f, "Picture({} bytes)", self.0.len())
     }
 }
 
@@ -238,7 +239,7 @@ pub struct PassageRecorded {
     pub direction: Direction,
     /// The terminal plus its event serial, for [`Dedup`](super::Dedup).
     pub dedup_key: DedupKey,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Picture>,
     /// Why the snapshot field could not be used (not base64, not a string); the passage
     /// stands without it.
     pub snapshot_error: Option<RejectReason>,
@@ -717,7 +718,7 @@ fn read_temperature(
     Ok(reading)
 }
 
-fn read_snapshot(root: &Value, path: &FieldPath) -> Result<Option<Snapshot>, RejectReason> {
+fn read_snapshot(root: &Value, path: &FieldPath) -> Result<Option<Picture>, RejectReason> {
     let Some((path, value)) = field(root, path) else {
         return Ok(None);
     };
@@ -742,7 +743,7 @@ fn read_snapshot(root: &Value, path: &FieldPath) -> Result<Option<Snapshot>, Rej
         Cow::Borrowed(body)
     };
     let bytes = SNAPSHOT_BASE64.decode(body.as_bytes()).map_err(|_| bad())?;
-    Ok((!bytes.is_empty()).then_some(Snapshot(bytes)))
+    Ok((!bytes.is_empty()).then_some(Picture(bytes)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -873,7 +874,7 @@ mod tests {
         assert_eq!(p.direction, Direction::Unknown);
         assert_eq!(p.dedup_key.event, "42");
         assert_eq!(
-            p.snapshot.map(Snapshot::into_bytes),
+            p.snapshot.map(Picture::into_bytes),
             Some(vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10])
         );
     }

@@ -40,7 +40,7 @@ mod tests;
 
 pub use decode::{
     DecodeOptions, DecodeStats, Decoded, Direction, IgnoreReason, Ignored, MaskState,
-    PassageRecorded, PassageVerdict, RejectReason, Snapshot, Who, decode,
+    PassageRecorded, PassageVerdict, Picture, RejectReason, Who, decode,
 };
 pub use dedup::{Dedup, DedupKey};
 pub use member::{LocalSaltState, MemberHash, MemberHasher, MemberRef};

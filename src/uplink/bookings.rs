@@ -10,9 +10,10 @@
 
 use serde::Serialize;
 
-use super::payload::{SCHEMA_VERSION, rfc3339};
+use super::payload::Envelope;
 use crate::bookings::{BookingReport, SituationReport, UnbookedUse};
 use crate::config::Config;
+use crate::format::{rfc3339, round3};
 use crate::outbox::{OutMessage, Priority};
 
 /// Topic levels below the hall's base topic.
@@ -24,12 +25,8 @@ pub const KIND_UNBOOKED_USE: &str = "unbooked_use";
 
 #[derive(Debug, Serialize)]
 struct BookingPayload<'a> {
-    schema_version: u32,
-    msg_id: &'a str,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     booking_id: &'a str,
     room: &'a str,
     start: String,
@@ -44,12 +41,8 @@ struct BookingPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct UnbookedPayload<'a> {
-    schema_version: u32,
-    msg_id: &'a str,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     room: &'a str,
     start: String,
     end: String,
@@ -71,12 +64,7 @@ pub fn booking_message(config: &Config, r: &BookingReport, clock_synced: bool) -
         config.hall.id, r.booking_id
     );
     let payload = BookingPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: &msg_id,
-        kind: KIND_BOOKING_REPORT,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_BOOKING_REPORT, msg_id.clone(), clock_synced),
         booking_id: &r.booking_id,
         room: &r.room,
         start: rfc3339(r.start),
@@ -88,7 +76,7 @@ pub fn booking_message(config: &Config, r: &BookingReport, clock_synced: bool) -
         start_delay_minutes: r.start_delay_minutes,
         occupancy_mean: round3(r.occupancy_mean),
     };
-    message(KIND_BOOKING_REPORT, TOPIC_BOOKING, msg_id.clone(), &payload)
+    message(KIND_BOOKING_REPORT, TOPIC_BOOKING, msg_id, &payload)
 }
 
 pub fn unbooked_message(config: &Config, u: &UnbookedUse, clock_synced: bool) -> OutMessage {
@@ -99,19 +87,14 @@ pub fn unbooked_message(config: &Config, u: &UnbookedUse, clock_synced: bool) ->
         u.start.strftime("%Y%m%dT%H%MZ")
     );
     let payload = UnbookedPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: &msg_id,
-        kind: KIND_UNBOOKED_USE,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_UNBOOKED_USE, msg_id.clone(), clock_synced),
         room: &u.room,
         start: rfc3339(u.start),
         end: rfc3339(u.end),
         occupancy_peak: u.occupancy_peak,
         person_minutes: round3(u.person_minutes),
     };
-    message(KIND_UNBOOKED_USE, TOPIC_UNBOOKED, msg_id.clone(), &payload)
+    message(KIND_UNBOOKED_USE, TOPIC_UNBOOKED, msg_id, &payload)
 }
 
 fn message<T: Serialize>(kind: &str, topic: &str, msg_id: String, payload: &T) -> OutMessage {
@@ -128,10 +111,6 @@ fn message<T: Serialize>(kind: &str, topic: &str, msg_id: String, payload: &T) -
     }
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -140,6 +119,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::uplink::payload::tests::assert_pinned;
 
     fn config() -> Config {
         crate::config::parse(
@@ -234,5 +214,105 @@ bookable = true
         assert_eq!(v["kind"], "unbooked_use");
         assert_eq!(v["person_minutes"], 70.0);
         assert_eq!(v["clock_synced"], false);
+    }
+
+    #[test]
+    fn the_booking_report_payloads_are_the_pinned_json() {
+        let held = BookingReport {
+            booking_id: "b-17".into(),
+            room: "lecture".into(),
+            start: t("2026-12-01T06:00:00Z"),
+            end: t("2026-12-01T07:30:00Z"),
+            expected_attendance: 25,
+            held: true,
+            attendance: 19,
+            attendance_share: 0.76,
+            start_delay_minutes: Some(4),
+            occupancy_mean: 15.123456,
+        };
+        let not_held = BookingReport {
+            booking_id: "b-18".into(),
+            held: false,
+            attendance: 0,
+            attendance_share: 0.0,
+            start_delay_minutes: None,
+            occupancy_mean: 0.0,
+            ..held.clone()
+        };
+        for (report, pinned) in [
+            (
+                held,
+                r#"{
+            "attendance": 19,
+            "attendance_share": 0.76,
+            "booking_id": "b-17",
+            "clock_synced": true,
+            "district": "d1",
+            "end": "2026-12-01T07:30:00Z",
+            "expected_attendance": 25,
+            "hall_id": "h1",
+            "held": true,
+            "kind": "booking_report",
+            "msg_id": "h1:booking_report:b-17:r0",
+            "occupancy_mean": 15.123,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:00:00Z",
+            "start_delay_minutes": 4
+        }"#,
+            ),
+            (
+                not_held,
+                r#"{
+            "attendance": 0,
+            "attendance_share": 0.0,
+            "booking_id": "b-18",
+            "clock_synced": true,
+            "district": "d1",
+            "end": "2026-12-01T07:30:00Z",
+            "expected_attendance": 25,
+            "hall_id": "h1",
+            "held": false,
+            "kind": "booking_report",
+            "msg_id": "h1:booking_report:b-18:r0",
+            "occupancy_mean": 0.0,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:00:00Z",
+            "start_delay_minutes": null
+        }"#,
+            ),
+        ] {
+            let m = report_message(&config(), &SituationReport::Booking(report), true);
+            assert_pinned(&m.payload, pinned);
+        }
+    }
+
+    #[test]
+    fn the_unbooked_use_payload_is_the_pinned_json() {
+        let u = UnbookedUse {
+            room: "lecture".into(),
+            start: t("2026-12-01T06:05:00Z"),
+            end: t("2026-12-01T06:40:00.5Z"),
+            occupancy_peak: 3,
+            person_minutes: 70.0004,
+        };
+        let m = report_message(&config(), &SituationReport::Unbooked(u), false);
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "clock_synced": false,
+            "district": "d1",
+            "end": "2026-12-01T06:40:00.5Z",
+            "hall_id": "h1",
+            "kind": "unbooked_use",
+            "msg_id": "h1:unbooked_use:lecture:20261201T0605Z:r0",
+            "occupancy_peak": 3,
+            "person_minutes": 70.0,
+            "room": "lecture",
+            "schema_version": 1,
+            "start": "2026-12-01T06:05:00Z"
+        }"#,
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Uplink payloads, contract v1: what the centre receives, and nothing more.
 //!
-//! Every payload has `schema_version` and a `msg_id` that is fixed when the message is
-//! written to the outbox, so a re-send is byte-for-byte the same message and the centre can
-//! drop duplicates by id. The fields here are the allowlist: aggregates and device health,
-//! never a face, a name or an identity. `docs/uplink.md` documents each with an example.
+//! Every payload opens with an [`Envelope`] (`status` with four of its keys): `schema_version`
+//! and a `msg_id` that is fixed when the message is written to the outbox, so a re-send is
+//! byte-for-byte the same message and the centre can drop duplicates by id. The fields here
+//! are the allowlist: aggregates and device health, never a face, a name or an identity.
+//! `docs/uplink.md` documents each with an example.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,36 @@ pub fn base_topic(config: &Config) -> String {
     )
 }
 
-pub use crate::format::rfc3339;
+use crate::format::{is_zero, is_zero_i64, rfc3339, round3};
+
+/// The keys every payload of the contract opens with but `status` (which names the process,
+/// not figures: no district, no clock). Each payload carries it `#[serde(flatten)]`, so its
+/// keys stay at the top level of the message, beside the payload's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema_version: u32,
+    /// Fixed when the message is written to the outbox: a re-send is the same message.
+    pub msg_id: String,
+    pub kind: String,
+    pub hall_id: String,
+    pub district: String,
+    /// Whether the gateway's clock was synchronised when the figures were taken.
+    pub clock_synced: bool,
+}
+
+impl Envelope {
+    /// The envelope of a message of `kind` from this hall, under contract [`SCHEMA_VERSION`].
+    pub fn new(config: &Config, kind: &str, msg_id: String, clock_synced: bool) -> Self {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            msg_id,
+            kind: kind.into(),
+            hall_id: config.hall.id.clone(),
+            district: config.hall.district.clone(),
+            clock_synced,
+        }
+    }
+}
 
 /// What the gateway knows of one device's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,14 +83,10 @@ pub struct DeviceHealth {
 
 #[derive(Debug, Serialize)]
 struct StatePayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
+    #[serde(flatten)]
+    envelope: Envelope,
     ts: String,
     day: String,
-    clock_synced: bool,
     rooms: Vec<RoomState<'a>>,
     hall: HallState,
     outbox: &'a OutboxSnapshot,
@@ -121,14 +147,6 @@ struct HallState {
     unique_members_today: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_i64(n: &i64) -> bool {
-    *n == 0
-}
-
 #[derive(Debug, Serialize)]
 struct DeviceState<'a> {
     id: &'a str,
@@ -177,15 +195,11 @@ pub fn state_message(
             camera_correction_today: r.camera_correction,
         })
         .collect();
+    let msg_id = format!("{}:state:{}", config.hall.id, now.as_millisecond());
     let payload = StatePayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: format!("{}:state:{}", config.hall.id, now.as_millisecond()),
-        kind: "state",
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
+        envelope: Envelope::new(config, "state", msg_id, gateway.clock_synced),
         ts: rfc3339(now),
         day: engine.day.to_string(),
-        clock_synced: gateway.clock_synced,
         outbox: &gateway.outbox,
         terminals: config
             .terminals
@@ -235,7 +249,7 @@ pub fn state_message(
         kind: "state".into(),
         topic: TOPIC_STATE.into(),
         retain: true,
-        msg_id: payload.msg_id.clone(),
+        msg_id: payload.envelope.msg_id.clone(),
         payload: to_json(&payload),
         priority: Priority::Normal,
         bin_start: None,
@@ -246,11 +260,10 @@ pub fn state_message(
 /// hour (`agg_1h`). Owned and deserialisable, because roll-ups read stored bins back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggPayload {
-    pub schema_version: u32,
-    pub msg_id: String,
-    pub kind: String,
-    pub hall_id: String,
-    pub district: String,
+    /// `clock_synced`: whether the gateway's clock was synchronised when the bin closed (a
+    /// roll-up: when all its parts did).
+    #[serde(flatten)]
+    pub envelope: Envelope,
     pub bin_start: String,
     pub bin_end: String,
     /// Minutes of data in the bin: absent (1) for a minute bin; for a roll-up, the minutes
@@ -263,8 +276,6 @@ pub struct AggPayload {
     /// has and count nothing twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minute_mask: Option<String>,
-    /// Whether the gateway's clock was synchronised when the bin closed.
-    pub clock_synced: bool,
     pub rooms: Vec<AggRoom>,
 }
 
@@ -298,16 +309,11 @@ fn agg_msg_id(hall: &str, kind: &str, start: Timestamp) -> String {
 pub fn minute_message(config: &Config, agg: &MinuteAggregate, clock_synced: bool) -> OutMessage {
     let msg_id = agg_msg_id(&config.hall.id, KIND_AGG_1M, agg.start);
     let payload = AggPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_AGG_1M.into(),
-        hall_id: config.hall.id.clone(),
-        district: config.hall.district.clone(),
+        envelope: Envelope::new(config, KIND_AGG_1M, msg_id.clone(), clock_synced),
         bin_start: rfc3339(agg.start),
         bin_end: rfc3339(agg.end),
         minutes: 1,
         minute_mask: None,
-        clock_synced,
         rooms: agg
             .rooms
             .iter()
@@ -378,18 +384,21 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
             }
         }
     }
-    let msg_id = agg_msg_id(&first.hall_id, kind, start);
+    let msg_id = agg_msg_id(&first.envelope.hall_id, kind, start);
     let payload = AggPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: kind.into(),
-        hall_id: first.hall_id.clone(),
-        district: first.district.clone(),
+        // The hall as the parts name it: a roll-up runs without the config.
+        envelope: Envelope {
+            schema_version: SCHEMA_VERSION,
+            msg_id: msg_id.clone(),
+            kind: kind.into(),
+            hall_id: first.envelope.hall_id.clone(),
+            district: first.envelope.district.clone(),
+            clock_synced: docs.iter().all(|d| d.envelope.clock_synced),
+        },
         bin_start: rfc3339(start),
         bin_end: rfc3339(end),
         minutes,
         minute_mask: Some(format!("{mask:x}")),
-        clock_synced: docs.iter().all(|d| d.clock_synced),
         rooms: rooms
             .into_iter()
             .map(|(mut r, sum)| {
@@ -411,12 +420,8 @@ pub fn roll_up(parts: &[OutMessage], grain: Coarse, bin_start: i64) -> Option<Ou
 
 #[derive(Debug, Serialize)]
 struct AlertPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     alert: &'static str,
     subject: &'a str,
     state: &'static str,
@@ -448,12 +453,7 @@ pub fn alert_message(
         change.state.as_str()
     );
     let payload = AlertPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_ALERT,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_ALERT, msg_id.clone(), clock_synced),
         alert: change.kind.as_str(),
         subject: &change.subject,
         state: change.state.as_str(),
@@ -474,6 +474,8 @@ pub fn alert_message(
     }
 }
 
+/// Not an [`Envelope`]: the status names the process (it is the last will too), and has
+/// neither district nor clock.
 #[derive(Debug, Serialize)]
 struct StatusPayload<'a> {
     schema_version: u32,
@@ -512,31 +514,458 @@ pub fn status_payload(
     })
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.
     serde_json::to_vec(value).expect("uplink payloads are plain data and always serialise")
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+
     use super::*;
+    use crate::alerts::{AlertChange, AlertState, EpisodeKind};
+    use crate::occupancy::{Engine, HallModel, Input, MinuteRoom, PassageFacts};
+    use crate::terminals::MemberHash;
+
+    /// Fails unless `payload` is the JSON `pinned` holds: the same keys with the same values
+    /// (in any order), `1.0` and `1` told apart. Prints the payload when it differs, so a
+    /// deliberate change to the contract can be pinned anew after review.
+    pub(crate) fn assert_pinned(payload: &[u8], pinned: &str) {
+        let actual: Value = serde_json::from_slice(payload).expect("a payload is JSON");
+        let expected: Value = serde_json::from_str(pinned).expect("the pinned text is JSON");
+        assert!(
+            actual == expected,
+            "the payload is not the pinned one; it is:\n{}",
+            serde_json::to_string_pretty(&actual).expect("a value serialises")
+        );
+    }
+
+    /// Two rooms, a Modbus TCP counter, an RTU counter on a bus and a pushing terminal: every
+    /// part of the `state` message has something to say.
+    fn config() -> Config {
+        crate::config::parse(
+            r#"
+[hall]
+id = "h1"
+district = "d1"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[[rooms]]
+id = "lobby"
+capacity = 40
+[[rooms]]
+id = "reading"
+capacity = 7
+[[doors]]
+id = "entrance"
+from = "outside"
+to = "lobby"
+[[doors]]
+id = "reading-door"
+from = "lobby"
+to = "reading"
+[[buses]]
+id = "rs485"
+port = "/dev/serial/by-id/usb-adapter"
+baud = 19200
+[[counters]]
+id = "pc-entrance"
+door = "entrance"
+profile = "generic-u32"
+transport = "modbus_tcp"
+address = "127.0.0.1:1502"
+[[counters]]
+id = "pc-reading"
+door = "reading-door"
+profile = "generic-u16"
+transport = "modbus_rtu"
+bus = "rs485"
+unit_id = 3
+[terminal_http]
+listen = "127.0.0.1:0"
+[[terminals]]
+id = "ZK1"
+profile = "zkteco-adms"
+room = "reading"
+transport = "http_push"
+address = "127.0.0.1"
+"#,
+            Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config")
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a test timestamp")
+    }
+
+    #[test]
+    fn the_state_payload_is_the_pinned_json() {
+        let config = config();
+        let now = at("2026-12-01T06:17:30.123456Z");
+        let mut engine = Engine::new(HallModel::from_config(&config), None, now);
+        let crossings = |door, inward, outward| Input::Crossings {
+            door,
+            inward,
+            outward,
+        };
+        engine.apply(now, crossings(0, 9, 1));
+        engine.apply(now, crossings(1, 3, 0));
+        let member: MemberHash =
+            serde_json::from_str("\"00112233445566778899aabbccddeeff\"").expect("a hash");
+        for (member, fever) in [(Some(member), true), (None, false)] {
+            let facts = PassageFacts {
+                room: 1,
+                member,
+                fever,
+                mask_off: !fever,
+                sensor_error: false,
+                people: 2,
+            };
+            engine.apply(now, Input::Passage(&facts));
+        }
+        engine.apply(now, Input::HeadCount { room: 0, heads: 3 });
+        let devices = [
+            DeviceHealth {
+                id: "pc-entrance".into(),
+                kind: "people_counter",
+                online: Some(true),
+                since: Some(at("2026-12-01T06:00:00.5Z")),
+                reason: None,
+            },
+            DeviceHealth {
+                id: "pc-reading".into(),
+                kind: "people_counter",
+                online: Some(false),
+                since: Some(at("2026-12-01T06:10:00Z")),
+                reason: Some("no answer within 500 ms".into()),
+            },
+        ];
+        let stats = DeviceStats::new(&config);
+        stats.counters[0]
+            .polls
+            .store(120, std::sync::atomic::Ordering::Relaxed);
+        stats.counters[1]
+            .timeouts
+            .store(4, std::sync::atomic::Ordering::Relaxed);
+        stats.buses[0]
+            .crc_errors
+            .store(2, std::sync::atomic::Ordering::Relaxed);
+        let gateway = GatewayHealth {
+            clock_synced: true,
+            outbox: OutboxSnapshot {
+                pending: 3,
+                bytes: 2048,
+                max_bytes: 1 << 20,
+                commits: 17,
+                buffer_left_hours: Some(12.5),
+                ..OutboxSnapshot::default()
+            },
+            terminals: vec![TerminalStatsSnapshot {
+                messages: 5,
+                passages: 2,
+                last_seen_ms: 1_764_569_850_000,
+                ..TerminalStatsSnapshot::default()
+            }],
+            terminals_unattributed: TerminalStatsSnapshot {
+                messages: 1,
+                rejected: [("bad_json", 1)].into(),
+                ..TerminalStatsSnapshot::default()
+            },
+        };
+        let m = state_message(&config, engine.state(), &devices, &stats, &gateway, now);
+        assert_eq!(
+            (m.kind.as_str(), m.topic.as_str(), m.retain, m.bin_start),
+            ("state", "state", true, None)
+        );
+        assert_eq!(m.msg_id, format!("h1:state:{}", now.as_millisecond()));
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:state:1796105850123", "kind": "state",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "ts": "2026-12-01T06:17:30.123Z", "day": "2026-12-01",
+            "rooms": [
+                {"id": "lobby", "occupancy": 3, "capacity": 40, "utilisation": 0.075,
+                 "entries_today": 9, "exits_today": 4, "drift_today": 0,
+                 "camera_correction_today": -2},
+                {"id": "reading", "occupancy": 3, "capacity": 7, "utilisation": 0.429,
+                 "entries_today": 3, "exits_today": 0, "drift_today": 0,
+                 "passages_today": {"passages": 2, "people": 4, "members": 1,
+                                    "strangers": 1, "fevers": 1, "mask_off": 1}}
+            ],
+            "hall": {"occupancy": 6, "capacity": 47, "visitors_today": 9,
+                     "passages_today": {"passages": 2, "people": 4, "members": 1,
+                                        "strangers": 1, "fevers": 1, "mask_off": 1},
+                     "unique_members_today": 1},
+            "outbox": {"pending": 3, "bytes": 2048, "max_bytes": 1048576, "commits": 17,
+                       "rolled_up": 0, "dropped": 0, "write_errors": 0, "disk_full": false,
+                       "buffer_left_hours": 12.5},
+            "terminals": [
+                {"id": "ZK1", "room": "reading",
+                 "stats": {"messages": 5, "passages": 2, "duplicates": 0, "ignored": 0,
+                           "last_seen_ms": 1764569850000}}
+            ],
+            "terminals_unattributed": {"messages": 1, "passages": 0, "duplicates": 0,
+                                       "ignored": 0, "rejected": {"bad_json": 1}},
+            "devices": [
+                {"id": "pc-entrance", "kind": "people_counter", "online": true,
+                 "since": "2026-12-01T06:00:00.5Z",
+                 "stats": {"polls": 120, "timeouts": 0, "crc_errors": 0, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}},
+                {"id": "pc-reading", "kind": "people_counter", "online": false,
+                 "since": "2026-12-01T06:10:00Z", "reason": "no answer within 500 ms",
+                 "stats": {"polls": 0, "timeouts": 4, "crc_errors": 0, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}}
+            ],
+            "buses": [
+                {"id": "rs485",
+                 "stats": {"polls": 0, "timeouts": 0, "crc_errors": 2, "exceptions": 0,
+                           "bad_answers": 0, "link_errors": 0}}
+            ]
+        }"#,
+        );
+    }
+
+    fn minute(start: &str, synced: bool) -> OutMessage {
+        let start = at(start);
+        let agg = MinuteAggregate {
+            start,
+            end: start + jiff::SignedDuration::from_secs(60),
+            rooms: vec![
+                MinuteRoom {
+                    id: "lobby".into(),
+                    entries: 4,
+                    exits: 1,
+                    occupancy_mean: 2.345_678,
+                    occupancy_peak: 5,
+                    passages: Passages::default(),
+                },
+                MinuteRoom {
+                    id: "reading".into(),
+                    entries: 1,
+                    exits: 0,
+                    occupancy_mean: 0.5,
+                    occupancy_peak: 1,
+                    passages: Passages {
+                        passages: 1,
+                        people: 1,
+                        strangers: 1,
+                        mask_off: 1,
+                        ..Passages::default()
+                    },
+                },
+            ],
+        };
+        minute_message(&config(), &agg, synced)
+    }
+
+    #[test]
+    fn the_agg_1m_payload_is_the_pinned_json() {
+        let m = minute("2026-12-01T06:17:00Z", true);
+        assert_eq!(m.msg_id, "h1:agg_1m:20261201T0617Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_1m:20261201T0617Z:r0", "kind": "agg_1m",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:17:00Z", "bin_end": "2026-12-01T06:18:00Z",
+            "rooms": [
+                {"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 1, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 1, "people": 1, "strangers": 1,
+                 "mask_off": 1}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_agg_15m_roll_up_payload_is_the_pinned_json() {
+        let parts = [
+            minute("2026-12-01T06:15:00Z", true),
+            minute("2026-12-01T06:17:00Z", false),
+        ];
+        let bin = at("2026-12-01T06:15:00Z").as_second();
+        let m = roll_up(&parts, Coarse::Quarter, bin).expect("merges");
+        assert_eq!(m.msg_id, "h1:agg_15m:20261201T0615Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_15m:20261201T0615Z:r0", "kind": "agg_15m",
+            "hall_id": "h1", "district": "d1", "clock_synced": false,
+            "bin_start": "2026-12-01T06:15:00Z", "bin_end": "2026-12-01T06:30:00Z",
+            "minutes": 2, "minute_mask": "5",
+            "rooms": [
+                {"id": "lobby", "entries": 8, "exits": 2, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 2, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 2, "people": 2, "strangers": 2,
+                 "mask_off": 2}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_agg_1h_roll_up_payload_is_the_pinned_json() {
+        let quarter = roll_up(
+            &[minute("2026-12-01T06:15:00Z", true)],
+            Coarse::Quarter,
+            at("2026-12-01T06:15:00Z").as_second(),
+        )
+        .expect("merges");
+        let parts = [minute("2026-12-01T06:01:00Z", true), quarter];
+        let bin = at("2026-12-01T06:00:00Z").as_second();
+        let m = roll_up(&parts, Coarse::Hour, bin).expect("merges");
+        assert_eq!(m.msg_id, "h1:agg_1h:20261201T0600Z:r0");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_1h:20261201T0600Z:r0", "kind": "agg_1h",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:00:00Z", "bin_end": "2026-12-01T07:00:00Z",
+            "minutes": 2, "minute_mask": "8002",
+            "rooms": [
+                {"id": "lobby", "entries": 8, "exits": 2, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5},
+                {"id": "reading", "entries": 2, "exits": 0, "occupancy_mean": 0.5,
+                 "occupancy_peak": 1, "passages": 2, "people": 2, "strangers": 2,
+                 "mask_off": 2}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_roll_up_reads_a_stored_minute_whatever_the_order_of_its_keys() {
+        // The outbox keeps the bytes a minute was written with: envelope keys last here.
+        let stored = r#"{"bin_start": "2026-12-01T06:17:00Z", "bin_end": "2026-12-01T06:18:00Z",
+            "rooms": [{"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                       "occupancy_peak": 5}],
+            "clock_synced": true, "district": "d1", "hall_id": "h1", "kind": "agg_1m",
+            "msg_id": "h1:agg_1m:20261201T0617Z:r0", "schema_version": 1}"#;
+        let mut part = minute("2026-12-01T06:17:00Z", true);
+        part.payload = stored.as_bytes().to_vec();
+        let bin = at("2026-12-01T06:15:00Z").as_second();
+        let m = roll_up(&[part], Coarse::Quarter, bin).expect("merges");
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:agg_15m:20261201T0615Z:r0", "kind": "agg_15m",
+            "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "bin_start": "2026-12-01T06:15:00Z", "bin_end": "2026-12-01T06:30:00Z",
+            "minute_mask": "4",
+            "rooms": [
+                {"id": "lobby", "entries": 4, "exits": 1, "occupancy_mean": 2.346,
+                 "occupancy_peak": 5}
+            ]
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_raised_fever_alert_payload_is_the_pinned_json() {
+        let change = AlertChange {
+            kind: EpisodeKind::Fever,
+            subject: "ZK1".into(),
+            room: Some("reading".into()),
+            state: AlertState::Raised,
+            raised_at: at("2026-12-01T06:05:00.25Z"),
+            cleared_at: None,
+            count: Some(2),
+            detail: "2 passages with fever".into(),
+        };
+        let m = alert_message(&config(), &change, true);
+        assert_eq!(
+            (m.kind.as_str(), m.topic.as_str(), m.priority),
+            ("alert", "alerts", Priority::Alert)
+        );
+        assert_pinned(
+            &m.payload,
+            r#"{
+            "schema_version": 1, "msg_id": "h1:alert:fever:ZK1:1796105100250:raised",
+            "kind": "alert", "hall_id": "h1", "district": "d1", "clock_synced": true,
+            "alert": "fever", "subject": "ZK1", "state": "raised",
+            "raised_at": "2026-12-01T06:05:00.25Z", "room": "reading", "count": 2,
+            "detail": "2 passages with fever"
+        }"#,
+        );
+    }
+
+    #[test]
+    fn a_cleared_device_alert_payload_is_the_pinned_json() {
+        let change = AlertChange {
+            kind: EpisodeKind::DeviceOffline,
+            subject: "pc-reading".into(),
+            room: None,
+            state: AlertState::Cleared,
+            raised_at: at("2026-12-01T06:05:00Z"),
+            cleared_at: Some(at("2026-12-01T06:45:10Z")),
+            count: None,
+            detail: "no answer within 500 ms".into(),
+        };
+        assert_pinned(
+            &alert_message(&config(), &change, false).payload,
+            r#"{
+            "schema_version": 1,
+            "msg_id": "h1:alert:device_offline:pc-reading:1796105100000:cleared",
+            "kind": "alert", "hall_id": "h1", "district": "d1", "clock_synced": false,
+            "alert": "device_offline", "subject": "pc-reading", "state": "cleared",
+            "raised_at": "2026-12-01T06:05:00Z", "cleared_at": "2026-12-01T06:45:10Z",
+            "detail": "no answer within 500 ms"
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_status_payloads_are_the_pinned_json() {
+        let started = at("2026-12-01T05:00:00Z");
+        let now = at("2026-12-01T06:17:30.5Z");
+        for (online, pinned) in [
+            (
+                true,
+                r#"{
+            "schema_version": 1, "msg_id": "h1:status:1796101200000:1796105850500:online",
+            "kind": "status", "hall_id": "h1", "status": "online",
+            "ts": "2026-12-01T06:17:30.5Z", "started": "2026-12-01T05:00:00Z",
+            "version": "VERSION"
+        }"#,
+            ),
+            (
+                false,
+                r#"{
+            "schema_version": 1, "msg_id": "h1:status:1796101200000:1796105850500:offline",
+            "kind": "status", "hall_id": "h1", "status": "offline",
+            "ts": "2026-12-01T06:17:30.5Z", "started": "2026-12-01T05:00:00Z",
+            "version": "VERSION"
+        }"#,
+            ),
+        ] {
+            let pinned = pinned.replace("VERSION", env!("CARGO_PKG_VERSION"));
+            assert_pinned(&status_payload(&config(), online, started, now), &pinned);
+        }
+    }
 
     fn part(start: i64, minutes: u32, synced: bool, rooms: &[(&str, u64, f64, u64)]) -> OutMessage {
         let doc = AggPayload {
-            schema_version: SCHEMA_VERSION,
-            msg_id: format!("h1:agg_1m:{start}:r0"),
-            kind: KIND_AGG_1M.into(),
-            hall_id: "h1".into(),
-            district: "d1".into(),
+            envelope: Envelope {
+                schema_version: SCHEMA_VERSION,
+                msg_id: format!("h1:agg_1m:{start}:r0"),
+                kind: KIND_AGG_1M.into(),
+                hall_id: "h1".into(),
+                district: "d1".into(),
+                clock_synced: synced,
+            },
             bin_start: start.to_string(),
             bin_end: (start + 60).to_string(),
             minutes,
             minute_mask: (minutes > 1).then(|| format!("{:x}", (1u64 << minutes) - 1)),
-            clock_synced: synced,
             rooms: rooms
                 .iter()
                 .map(|(id, entries, mean, peak)| AggRoom {
@@ -553,7 +982,7 @@ mod tests {
             kind: KIND_AGG_1M.into(),
             topic: TOPIC_AGG_1M.into(),
             retain: false,
-            msg_id: doc.msg_id.clone(),
+            msg_id: doc.envelope.msg_id.clone(),
             payload: to_json(&doc),
             priority: Priority::Normal,
             bin_start: Some(start),
@@ -584,7 +1013,10 @@ mod tests {
         );
         assert_eq!(doc.bin_start, "2023-11-14T22:00:00Z");
         assert_eq!(doc.bin_end, "2023-11-14T23:00:00Z");
-        assert!(!doc.clock_synced, "one part had an untrusted clock");
+        assert!(
+            !doc.envelope.clock_synced,
+            "one part had an untrusted clock"
+        );
         let a = &doc.rooms[0];
         assert_eq!(
             (a.id.as_str(), a.entries, a.exits, a.occupancy_peak),

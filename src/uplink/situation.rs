@@ -12,8 +12,9 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::payload::{SCHEMA_VERSION, rfc3339};
+use super::payload::Envelope;
 use crate::config::Config;
+use crate::format::{rfc3339, round3};
 use crate::occupancy::{
     CorrectedRoom, DayFigures, HallFigures, QuarterClosed, RoomFigures, Scaled,
 };
@@ -23,10 +24,6 @@ pub const TOPIC_SITUATION_15M: &str = "situation/15m";
 pub const TOPIC_SITUATION_DAY: &str = "situation/day";
 pub const KIND_SITUATION_15M: &str = "situation_15m";
 pub const KIND_SITUATION_DAY: &str = "situation_day";
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
 
 #[derive(Debug, Serialize)]
 struct HallPayload {
@@ -120,12 +117,8 @@ impl<'a> RoomPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct QuarterPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     bin_start: String,
     bin_end: String,
     day: String,
@@ -146,12 +139,7 @@ fn quarter_msg_id(hall: &str, start: Timestamp) -> String {
 pub fn quarter_message(config: &Config, q: &QuarterClosed, clock_synced: bool) -> OutMessage {
     let msg_id = quarter_msg_id(&config.hall.id, q.start);
     let payload = QuarterPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_SITUATION_15M,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_SITUATION_15M, msg_id.clone(), clock_synced),
         bin_start: rfc3339(q.start),
         bin_end: rfc3339(q.end),
         day: q.day.to_string(),
@@ -242,12 +230,8 @@ struct CorrectedPayload<'a> {
 
 #[derive(Debug, Serialize)]
 struct DayPayload<'a> {
-    schema_version: u32,
-    msg_id: String,
-    kind: &'static str,
-    hall_id: &'a str,
-    district: &'a str,
-    clock_synced: bool,
+    #[serde(flatten)]
+    envelope: Envelope,
     day: String,
     open_from: String,
     open_to: String,
@@ -290,12 +274,7 @@ pub fn day_message(config: &Config, d: &DayFigures, clock_synced: bool) -> OutMe
     let day = d.day.to_string();
     let msg_id = format!("{}:{KIND_SITUATION_DAY}:{day}:r0", config.hall.id);
     let payload = DayPayload {
-        schema_version: SCHEMA_VERSION,
-        msg_id: msg_id.clone(),
-        kind: KIND_SITUATION_DAY,
-        hall_id: &config.hall.id,
-        district: &config.hall.district,
-        clock_synced,
+        envelope: Envelope::new(config, KIND_SITUATION_DAY, msg_id.clone(), clock_synced),
         day,
         open_from: rfc3339(d.open_from),
         open_to: rfc3339(d.open_to),
@@ -356,6 +335,7 @@ mod tests {
 
     use super::*;
     use crate::occupancy::{Engine, EngineOutput, HallModel, Input};
+    use crate::uplink::payload::tests::assert_pinned;
 
     fn config() -> Config {
         crate::config::parse(
@@ -568,5 +548,149 @@ mod tests {
         // The reading room never saw an exit: scaling cannot end it at zero, so it is left.
         assert_eq!(doc["corrected"]["rooms"][1]["scaled"], "none");
         assert_eq!(doc["corrected"]["method"], "scale_exits");
+    }
+
+    fn closed(config: &Config) -> (Box<QuarterClosed>, Box<DayFigures>) {
+        let out = outputs(config);
+        let quarter = out.iter().find_map(|o| match o {
+            EngineOutput::QuarterClosed(q) => Some(q.clone()),
+            _ => None,
+        });
+        let day = out.iter().find_map(|o| match o {
+            EngineOutput::DayClosed(d) => d.figures.clone(),
+            _ => None,
+        });
+        (
+            quarter.expect("a quarter closed"),
+            day.expect("the day closed"),
+        )
+    }
+
+    #[test]
+    fn the_situation_15m_payload_is_the_pinned_json() {
+        let config = config();
+        let (q, _) = closed(&config);
+        assert_pinned(
+            &quarter_message(&config, &q, true).payload,
+            r#"{
+            "bin_end": "2026-11-22T13:00:00Z",
+            "bin_start": "2026-11-22T12:45:00Z",
+            "clock_synced": true,
+            "day": "2026-11-22",
+            "district": "d1",
+            "hall": {
+                "device_online_ratio": 1.0,
+                "entries": 3,
+                "exits": 1,
+                "fevers": 0,
+                "mask_off": 0,
+                "member_visits": 0,
+                "occupancy_mean": 1.667,
+                "occupancy_peak": 3,
+                "person_minutes": 25.0,
+                "service_visits": 2,
+                "stranger_visits": 0,
+                "unique_visitors": 0,
+                "utilisation_mean": 0.033,
+                "utilisation_peak": 0.06
+            },
+            "hall_id": "h-1",
+            "kind": "situation_15m",
+            "msg_id": "h-1:situation_15m:20261122T1245Z:r0",
+            "open_minutes": 15,
+            "rooms": [
+                {"capacity": 40, "dwell_minutes_mean": 1.667, "entries": 3, "exits": 3,
+                 "fevers": 0, "hotspot_rank": 2, "id": "lobby", "mask_off": 0,
+                 "member_visits": 0, "occupancy_mean": 0.333, "occupancy_peak": 1,
+                 "occupied_share": 0.333, "person_minutes": 5.0, "service_visits": 0,
+                 "stranger_visits": 0, "unique_visitors": 0, "utilisation_mean": 0.008,
+                 "utilisation_peak": 0.025},
+                {"capacity": 10, "dwell_minutes_mean": 10.0, "entries": 2, "exits": 0,
+                 "fevers": 0, "hotspot_rank": 1, "id": "reading", "mask_off": 0,
+                 "member_visits": 0, "occupancy_mean": 1.333, "occupancy_peak": 2,
+                 "occupied_share": 0.667, "person_minutes": 20.0, "service_visits": 2,
+                 "stranger_visits": 0, "unique_visitors": 0, "utilisation_mean": 0.133,
+                 "utilisation_peak": 0.2}
+            ],
+            "schema_version": 1
+        }"#,
+        );
+    }
+
+    #[test]
+    fn the_situation_day_payload_is_the_pinned_json() {
+        let config = config();
+        let (_, d) = closed(&config);
+        assert_pinned(
+            &day_message(&config, &d, false).payload,
+            r#"{
+            "clock_synced": false,
+            "corrected": {
+                "hall": {"occupancy_mean": 1.667, "person_minutes": 25.0,
+                         "utilisation_mean": 0.033},
+                "method": "scale_exits",
+                "rooms": [
+                    {"dwell_minutes_mean": 1.667, "entries": 3, "exits": 3, "factor": 1.0,
+                     "id": "lobby", "occupancy_mean": 0.333, "person_minutes": 5.0,
+                     "scaled": "none", "utilisation_mean": 0.008},
+                    {"dwell_minutes_mean": 10.0, "entries": 2, "exits": 0, "factor": 1.0,
+                     "id": "reading", "occupancy_mean": 1.333, "person_minutes": 20.0,
+                     "scaled": "none", "utilisation_mean": 0.133}
+                ]
+            },
+            "day": "2026-11-22",
+            "district": "d1",
+            "drift": {
+                "lines": [
+                    {"counter": "pc-entrance", "from": "outside", "in": 3, "out": 1,
+                     "to": "lobby"},
+                    {"counter": "pc-reading", "from": "lobby", "in": 2, "out": 0,
+                     "to": "reading"}
+                ],
+                "rooms": [
+                    {"clamped": 0, "id": "lobby", "residual": 0},
+                    {"clamped": 0, "id": "reading", "residual": 2}
+                ]
+            },
+            "hall": {
+                "device_online_ratio": 1.0,
+                "entries": 3,
+                "exits": 1,
+                "fevers": 0,
+                "mask_off": 0,
+                "member_visits": 0,
+                "occupancy_mean": 1.667,
+                "occupancy_peak": 3,
+                "occupancy_peak_at": "2026-11-22T12:50:00Z",
+                "person_minutes": 25.0,
+                "service_visits": 2,
+                "stranger_visits": 0,
+                "unique_visitors": 0,
+                "utilisation_mean": 0.033,
+                "utilisation_peak": 0.06
+            },
+            "hall_id": "h-1",
+            "kind": "situation_day",
+            "msg_id": "h-1:situation_day:2026-11-22:r0",
+            "open_from": "2026-11-22T00:00:00Z",
+            "open_to": "2026-11-22T13:00:00Z",
+            "peak_hour": "20:00",
+            "rooms": [
+                {"capacity": 40, "dwell_minutes_mean": 1.667, "entries": 3, "exits": 3,
+                 "fevers": 0, "hotspot_rank": 2, "id": "lobby", "mask_off": 0,
+                 "member_visits": 0, "occupancy_mean": 0.333, "occupancy_peak": 1,
+                 "occupied_share": 0.333, "person_minutes": 5.0, "service_visits": 0,
+                 "stranger_visits": 0, "unique_visitors": 0, "utilisation_mean": 0.008,
+                 "utilisation_peak": 0.025},
+                {"capacity": 10, "dwell_minutes_mean": 10.0, "entries": 2, "exits": 0,
+                 "fevers": 0, "hotspot_rank": 1, "id": "reading", "mask_off": 0,
+                 "member_visits": 0, "occupancy_mean": 1.333, "occupancy_peak": 2,
+                 "occupied_share": 0.667, "person_minutes": 20.0, "service_visits": 2,
+                 "stranger_visits": 0, "unique_visitors": 0, "utilisation_mean": 0.133,
+                 "utilisation_peak": 0.2}
+            ],
+            "schema_version": 1
+        }"#,
+        );
     }
 }

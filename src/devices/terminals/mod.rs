@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::config::terminals::{TerminalBroker, TerminalSource, TerminalTransport, Vision};
+use crate::format::is_zero;
 use crate::occupancy::{HallModel, PassageFacts};
 use crate::terminals::{
     DecodeOptions, Decoded, MaskState, MemberHasher, PassageVerdict, TerminalId, TerminalProfile,
@@ -112,10 +113,6 @@ pub struct TerminalStatsSnapshot {
     pub login_refused: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub link_errors: BTreeMap<&'static str, u64>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl TerminalStats {
