@@ -424,3 +424,29 @@ pub fn open_serial(
         .stop_bits(stop_bits)
         .open_native_async()
 }
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    /// The waits between attempts to open the port, in ms, for `n` failures in a row.
+    fn waits(n: usize) -> Vec<u128> {
+        let mut backoff = MIN_BACKOFF;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(backoff.as_millis());
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        out
+    }
+
+    #[test]
+    fn reopen_waits_double_from_a_quarter_second_to_ten_seconds_exactly() {
+        assert_eq!(
+            waits(9),
+            [250, 500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]
+        );
+        // A port lost after it was open is reopened after the first wait.
+        assert_eq!(MIN_BACKOFF, Duration::from_millis(250));
+    }
+}

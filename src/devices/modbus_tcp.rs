@@ -180,3 +180,27 @@ async fn sleep_or_shutdown(shutdown: &CancellationToken, d: Duration) -> bool {
         _ = tokio::time::sleep(d) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The waits between reconnects, in ms, for `n` failures in a row.
+    fn waits(n: usize) -> Vec<u128> {
+        let mut backoff = MIN_BACKOFF;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(backoff.as_millis());
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        out
+    }
+
+    #[test]
+    fn reconnect_waits_double_from_a_quarter_second_to_half_a_minute_exactly() {
+        assert_eq!(
+            waits(10),
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+    }
+}

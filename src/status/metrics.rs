@@ -569,4 +569,507 @@ mod tests {
              x_total{terminal=\"T\\\"1\",reason=\"oversized\"} 3\n"
         );
     }
+    /// A hall with a counter on the LAN, one on a bus and a terminal, and a snapshot in which
+    /// every figure differs from its neighbours, so a family or a sample out of place shows.
+    fn busy_hall() -> (Config, Snapshot, StateView) {
+        let config = crate::config::parse(
+            "[hall]\nid = \"h-1\"\nname = \"Hall\"\ndistrict = \"d\"\n\
+             time_zone = \"Asia/Shanghai\"\n\
+             [uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\nname = \"Lobby (大厅)\"\ncapacity = 80\n\
+             [[rooms]]\nid = \"reading\"\nname = \"Reading\"\ncapacity = 3\n\
+             [[doors]]\nid = \"entrance\"\nfrom = \"outside\"\nto = \"lobby\"\n\
+             [[doors]]\nid = \"reading-door\"\nfrom = \"lobby\"\nto = \"reading\"\n\
+             [[buses]]\nid = \"rs485\"\nport = \"/dev/null\"\nbaud = 19200\n\
+             [[counters]]\nid = \"pc-entrance\"\ndoor = \"entrance\"\nprofile = \"generic-u32\"\n\
+             transport = \"modbus_tcp\"\naddress = \"127.0.0.1:1\"\n\
+             [[counters]]\nid = \"pc-reading\"\ndoor = \"reading-door\"\nprofile = \"generic-u16\"\n\
+             transport = \"modbus_rtu\"\nbus = \"rs485\"\nunit_id = 1\n\
+             [terminal_broker]\nexternal = \"mqtt://127.0.0.1:1\"\n\
+             [[terminals]]\nid = \"T1\"\nprofile = \"hikvision-acs\"\nroom = \"lobby\"\n",
+            std::path::Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let at: jiff::Timestamp = "2026-12-01T06:17:00.250Z".parse().expect("a time");
+        let started: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().expect("a time");
+        let stats = |n: u64| crate::devices::StatsSnapshot {
+            polls: n,
+            timeouts: n + 1,
+            crc_errors: n + 2,
+            exceptions: n + 3,
+            bad_answers: n + 4,
+            link_errors: n + 5,
+        };
+        let health =
+            |id: &str, online: Option<bool>, since: &str| crate::uplink::payload::DeviceHealth {
+                id: id.into(),
+                kind: "people_counter",
+                online,
+                since: Some(since.parse().expect("a time")),
+                reason: online
+                    .is_some_and(|o| !o)
+                    .then(|| "no answer within 500 ms".into()),
+            };
+        let terminal = crate::devices::terminals::TerminalStatsSnapshot {
+            messages: 40,
+            passages: 31,
+            duplicates: 2,
+            earlier_day: 1,
+            ignored: 6,
+            rejected: [("oversized", 3), ("invalid_json", 4)]
+                .into_iter()
+                .collect(),
+            bad_snapshots: 5,
+            last_seen_ms: 1_796_105_700_500,
+            login_refused: true,
+            link_errors: [("refused", 7)].into_iter().collect(),
+        };
+        let snap = Snapshot {
+            taken: std::time::Instant::now(),
+            at,
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![
+                super::super::RoomFigures {
+                    occupancy: 52,
+                    entries: 60,
+                    exits: 8,
+                },
+                super::super::RoomFigures {
+                    occupancy: 4,
+                    entries: 9,
+                    exits: 5,
+                },
+            ],
+            visitors_today: 61,
+            clock_synced: false,
+            counters: vec![
+                super::super::CounterHealth {
+                    health: health("pc-entrance", Some(true), "2026-12-01T00:00:05Z"),
+                    stats: stats(100),
+                    last_counted: Some("2026-12-01T06:16:00Z".parse().expect("a time")),
+                },
+                super::super::CounterHealth {
+                    health: health("pc-reading", Some(false), "2026-12-01T06:05:00Z"),
+                    stats: stats(200),
+                    last_counted: None,
+                },
+            ],
+            buses: vec![stats(300)],
+            terminals: vec![terminal],
+            terminals_unattributed: crate::devices::terminals::TerminalStatsSnapshot {
+                messages: 11,
+                rejected: [("topic_mismatch", 12)].into_iter().collect(),
+                ..Default::default()
+            },
+            terminal_intake_stopped: Some("ingest"),
+            terminal_endpoint: crate::devices::terminals::EndpointCounts {
+                login_failures: 13,
+                refused: 14,
+            },
+            outbox: crate::outbox::OutboxSnapshot {
+                pending: 17,
+                bytes: 20_480,
+                max_bytes: 64 << 20,
+                commits: 900,
+                rolled_up: 15,
+                dropped: 16,
+                write_errors: 18,
+                disk_full: true,
+                buffer_left_hours: Some(412.5),
+            },
+            uplink: super::super::LinkSnapshot {
+                connected: true,
+                delivered: 500,
+                dropped: 19,
+                connect_attempts: 21,
+                tls_failures: 22,
+                login_refusals: 23,
+                last_ack_ms: 1_796_105_810_125,
+            },
+            bookings: crate::bookings::BookingCounts {
+                messages_accepted: 24,
+                messages_rejected: [("not_json", 25)].into_iter().collect(),
+                accepted: 26,
+                rejected: [("bad_time", 27)].into_iter().collect(),
+                stored: 28,
+            },
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
+        };
+        let mut view = super::super::view::build(&config, &snap, started, Some(started));
+        view.alerts_today = 29;
+        (config, snap, view)
+    }
+
+    #[test]
+    fn the_whole_exposition_of_a_busy_hall_is_pinned_byte_for_byte() {
+        let (config, snap, view) = busy_hall();
+        let text = render(&config, &snap, &view, "1.2.3");
+        assert_eq!(text, PINNED, "--- got ---\n{text}");
+    }
+
+    #[test]
+    fn the_whole_exposition_of_a_quiet_hall_without_terminals_is_pinned_byte_for_byte() {
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n",
+            std::path::Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let at: jiff::Timestamp = "2026-12-01T06:17:00Z".parse().expect("a time");
+        let snap = Snapshot {
+            taken: std::time::Instant::now(),
+            at,
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![super::super::RoomFigures::default()],
+            visitors_today: 0,
+            clock_synced: true,
+            counters: Vec::new(),
+            buses: Vec::new(),
+            terminals: Vec::new(),
+            terminals_unattributed: Default::default(),
+            terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
+            outbox: Default::default(),
+            uplink: Default::default(),
+            bookings: Default::default(),
+            fevers: Vec::new(),
+            alerts: Vec::new(),
+            alerts_today: 0,
+        };
+        let view = super::super::view::build(&config, &snap, at, None);
+        let text = render(&config, &snap, &view, "0.1.0");
+        assert_eq!(text, PINNED_QUIET, "--- got ---\n{text}");
+    }
+
+    /// What `render` wrote for [`busy_hall`] before it was split into family groups.
+    const PINNED: &str = r#"# HELP hallgate_build_info The running gateway's version; always 1.
+# TYPE hallgate_build_info gauge
+hallgate_build_info{version="1.2.3"} 1
+# HELP hallgate_clock_synced 1 when the system clock is synchronised (figures are stamped with trusted time).
+# TYPE hallgate_clock_synced gauge
+hallgate_clock_synced 0
+# HELP hallgate_snapshot_timestamp_seconds When the core loop took the figures below (Unix time).
+# TYPE hallgate_snapshot_timestamp_seconds gauge
+hallgate_snapshot_timestamp_seconds 1796105820.25
+# HELP hallgate_outbox_pending_messages Messages for the centre not yet acknowledged.
+# TYPE hallgate_outbox_pending_messages gauge
+hallgate_outbox_pending_messages 17
+# HELP hallgate_outbox_bytes Space the pending messages take, as counted against the bound.
+# TYPE hallgate_outbox_bytes gauge
+hallgate_outbox_bytes 20480
+# HELP hallgate_outbox_max_bytes The outbox's bound in force.
+# TYPE hallgate_outbox_max_bytes gauge
+hallgate_outbox_max_bytes 67108864
+# HELP hallgate_outbox_commits_total Write transactions (one fsync each).
+# TYPE hallgate_outbox_commits_total counter
+hallgate_outbox_commits_total 900
+# HELP hallgate_outbox_rolled_up_total Rows merged into coarser bins to make room.
+# TYPE hallgate_outbox_rolled_up_total counter
+hallgate_outbox_rolled_up_total 15
+# HELP hallgate_outbox_dropped_total Rows dropped unsent because even roll-ups did not make room (data loss).
+# TYPE hallgate_outbox_dropped_total counter
+hallgate_outbox_dropped_total 16
+# HELP hallgate_outbox_write_errors_total Write transactions that failed.
+# TYPE hallgate_outbox_write_errors_total counter
+hallgate_outbox_write_errors_total 18
+# HELP hallgate_outbox_disk_full 1 while the disk is full.
+# TYPE hallgate_outbox_disk_full gauge
+hallgate_outbox_disk_full 1
+# HELP hallgate_outbox_buffer_left_hours Hours until the outbox is full at the current rate; absent while nothing piles up.
+# TYPE hallgate_outbox_buffer_left_hours gauge
+hallgate_outbox_buffer_left_hours 412.5
+# HELP hallgate_uplink_connected 1 while connected to the central broker.
+# TYPE hallgate_uplink_connected gauge
+hallgate_uplink_connected 1
+# HELP hallgate_uplink_delivered_total Outbox messages acknowledged by the central broker.
+# TYPE hallgate_uplink_delivered_total counter
+hallgate_uplink_delivered_total 500
+# HELP hallgate_uplink_dropped_total Messages that could never be sent (over the packet size limit).
+# TYPE hallgate_uplink_dropped_total counter
+hallgate_uplink_dropped_total 19
+# HELP hallgate_uplink_connect_attempts_total Connection attempts to the central broker.
+# TYPE hallgate_uplink_connect_attempts_total counter
+hallgate_uplink_connect_attempts_total 21
+# HELP hallgate_uplink_tls_failures_total Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).
+# TYPE hallgate_uplink_tls_failures_total counter
+hallgate_uplink_tls_failures_total 22
+# HELP hallgate_uplink_login_refusals_total Connections the central broker refused for the login (bad username or password, not authorised).
+# TYPE hallgate_uplink_login_refusals_total counter
+hallgate_uplink_login_refusals_total 23
+# HELP hallgate_uplink_last_ack_timestamp_seconds When the central broker last acknowledged an outbox message (Unix time); absent before the first.
+# TYPE hallgate_uplink_last_ack_timestamp_seconds gauge
+hallgate_uplink_last_ack_timestamp_seconds 1796105810.125
+# HELP hallgate_device_online 1 while the device answers (a bus: while any counter on it does).
+# TYPE hallgate_device_online gauge
+hallgate_device_online{device="pc-entrance",kind="people_counter"} 1
+hallgate_device_online{device="pc-reading",kind="people_counter"} 0
+hallgate_device_online{device="rs485",kind="bus"} 0
+hallgate_device_online{device="T1",kind="terminal"} 0
+# HELP hallgate_device_condition 1 for the condition the status page shows for the device (online, offline, stale, waiting).
+# TYPE hallgate_device_condition gauge
+hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="online"} 1
+hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="offline"} 0
+hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="stale"} 0
+hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="waiting"} 0
+hallgate_device_condition{device="pc-reading",kind="people_counter",condition="online"} 0
+hallgate_device_condition{device="pc-reading",kind="people_counter",condition="offline"} 1
+hallgate_device_condition{device="pc-reading",kind="people_counter",condition="stale"} 0
+hallgate_device_condition{device="pc-reading",kind="people_counter",condition="waiting"} 0
+hallgate_device_condition{device="rs485",kind="bus",condition="online"} 0
+hallgate_device_condition{device="rs485",kind="bus",condition="offline"} 1
+hallgate_device_condition{device="rs485",kind="bus",condition="stale"} 0
+hallgate_device_condition{device="rs485",kind="bus",condition="waiting"} 0
+hallgate_device_condition{device="T1",kind="terminal",condition="online"} 0
+hallgate_device_condition{device="T1",kind="terminal",condition="offline"} 1
+hallgate_device_condition{device="T1",kind="terminal",condition="stale"} 0
+hallgate_device_condition{device="T1",kind="terminal",condition="waiting"} 0
+# HELP hallgate_device_polls_total Requests made to a counter or bus (frames received, for streaming counters).
+# TYPE hallgate_device_polls_total counter
+hallgate_device_polls_total{device="pc-entrance",kind="people_counter"} 100
+hallgate_device_polls_total{device="pc-reading",kind="people_counter"} 200
+hallgate_device_polls_total{device="rs485",kind="bus"} 300
+# HELP hallgate_device_errors_total Failed requests to a counter or bus, by kind of failure.
+# TYPE hallgate_device_errors_total counter
+hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="timeout"} 101
+hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="crc"} 102
+hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="exception"} 103
+hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="bad_answer"} 104
+hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="link"} 105
+hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="timeout"} 201
+hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="crc"} 202
+hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="exception"} 203
+hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="bad_answer"} 204
+hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="link"} 205
+hallgate_device_errors_total{device="rs485",kind="bus",error="timeout"} 301
+hallgate_device_errors_total{device="rs485",kind="bus",error="crc"} 302
+hallgate_device_errors_total{device="rs485",kind="bus",error="exception"} 303
+hallgate_device_errors_total{device="rs485",kind="bus",error="bad_answer"} 304
+hallgate_device_errors_total{device="rs485",kind="bus",error="link"} 305
+# HELP hallgate_terminal_messages_total Messages received from the terminal (all kinds).
+# TYPE hallgate_terminal_messages_total counter
+hallgate_terminal_messages_total{terminal="T1"} 40
+# HELP hallgate_terminal_passages_total Passages counted (each once).
+# TYPE hallgate_terminal_passages_total counter
+hallgate_terminal_passages_total{terminal="T1"} 31
+# HELP hallgate_terminal_duplicates_total Re-sent events dropped.
+# TYPE hallgate_terminal_duplicates_total counter
+hallgate_terminal_duplicates_total{terminal="T1"} 2
+# HELP hallgate_terminal_ignored_total Heartbeats and other messages that are not passages.
+# TYPE hallgate_terminal_ignored_total counter
+hallgate_terminal_ignored_total{terminal="T1"} 6
+# HELP hallgate_terminal_bad_snapshots_total Passages whose snapshot could not be used (counted as one person).
+# TYPE hallgate_terminal_bad_snapshots_total counter
+hallgate_terminal_bad_snapshots_total{terminal="T1"} 5
+# HELP hallgate_terminal_rejected_total Messages rejected as malformed, by reason.
+# TYPE hallgate_terminal_rejected_total counter
+hallgate_terminal_rejected_total{terminal="T1",reason="invalid_json"} 4
+hallgate_terminal_rejected_total{terminal="T1",reason="oversized"} 3
+# HELP hallgate_terminal_link_errors_total A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.
+# TYPE hallgate_terminal_link_errors_total counter
+hallgate_terminal_link_errors_total{terminal="T1",reason="refused"} 7
+# HELP hallgate_terminal_login_refused 1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).
+# TYPE hallgate_terminal_login_refused gauge
+hallgate_terminal_login_refused{terminal="T1"} 1
+# HELP hallgate_terminal_last_seen_timestamp_seconds When the terminal last sent anything, heartbeats included (Unix time).
+# TYPE hallgate_terminal_last_seen_timestamp_seconds gauge
+hallgate_terminal_last_seen_timestamp_seconds{terminal="T1"} 1796105700.5
+# HELP hallgate_terminal_intake_up 1 while the terminals can deliver; 0 once a part of the intake (the MQTT listener, the ingest) has stopped.
+# TYPE hallgate_terminal_intake_up gauge
+hallgate_terminal_intake_up 0
+# HELP hallgate_terminal_login_failures_total Terminal logins refused at the MQTT endpoint (wrong user or password, or an address shut out after repeated failures).
+# TYPE hallgate_terminal_login_failures_total counter
+hallgate_terminal_login_failures_total 13
+# HELP hallgate_terminal_connections_refused_total Terminal connections refused because the login or the endpoint had too many.
+# TYPE hallgate_terminal_connections_refused_total counter
+hallgate_terminal_connections_refused_total 14
+# HELP hallgate_terminals_unattributed_messages_total Messages from terminals not in the config, or on topics no profile matches.
+# TYPE hallgate_terminals_unattributed_messages_total counter
+hallgate_terminals_unattributed_messages_total 11
+# HELP hallgate_terminals_unattributed_rejected_total Unattributed messages rejected, by reason.
+# TYPE hallgate_terminals_unattributed_rejected_total counter
+hallgate_terminals_unattributed_rejected_total{reason="topic_mismatch"} 12
+# HELP hallgate_bookings_stored Bookings from the centre in the stored set now.
+# TYPE hallgate_bookings_stored gauge
+hallgate_bookings_stored 28
+# HELP hallgate_bookings_accepted_total Bookings accepted from the centre's downlink messages.
+# TYPE hallgate_bookings_accepted_total counter
+hallgate_bookings_accepted_total 26
+# HELP hallgate_bookings_rejected_total Bookings rejected one by one (the others in their message stand), by reason.
+# TYPE hallgate_bookings_rejected_total counter
+hallgate_bookings_rejected_total{reason="not_an_object"} 0
+hallgate_bookings_rejected_total{reason="unknown_field"} 0
+hallgate_bookings_rejected_total{reason="missing_field"} 0
+hallgate_bookings_rejected_total{reason="wrong_type"} 0
+hallgate_bookings_rejected_total{reason="bad_id"} 0
+hallgate_bookings_rejected_total{reason="duplicate_id"} 0
+hallgate_bookings_rejected_total{reason="unknown_room"} 0
+hallgate_bookings_rejected_total{reason="room_not_bookable"} 0
+hallgate_bookings_rejected_total{reason="bad_time"} 27
+hallgate_bookings_rejected_total{reason="end_not_after_start"} 0
+hallgate_bookings_rejected_total{reason="slot_too_long"} 0
+hallgate_bookings_rejected_total{reason="too_far_ahead"} 0
+hallgate_bookings_rejected_total{reason="bad_attendance"} 0
+hallgate_bookings_rejected_total{reason="title_too_long"} 0
+hallgate_bookings_rejected_total{reason="overlap"} 0
+# HELP hallgate_bookings_messages_rejected_total Bookings messages rejected as a whole (the stored set stays), by reason.
+# TYPE hallgate_bookings_messages_rejected_total counter
+hallgate_bookings_messages_rejected_total{reason="not_json"} 25
+# HELP hallgate_room_occupancy People in the room now.
+# TYPE hallgate_room_occupancy gauge
+hallgate_room_occupancy{room="lobby"} 52
+hallgate_room_occupancy{room="reading"} 4
+# HELP hallgate_room_capacity Most people the room may hold.
+# TYPE hallgate_room_capacity gauge
+hallgate_room_capacity{room="lobby"} 80
+hallgate_room_capacity{room="reading"} 3
+# HELP hallgate_room_entries_today People who came into the room today (resets at closing time).
+# TYPE hallgate_room_entries_today gauge
+hallgate_room_entries_today{room="lobby"} 60
+hallgate_room_entries_today{room="reading"} 9
+# HELP hallgate_room_exits_today People who left the room today (resets at closing time).
+# TYPE hallgate_room_exits_today gauge
+hallgate_room_exits_today{room="lobby"} 8
+hallgate_room_exits_today{room="reading"} 5
+# HELP hallgate_visitors_today People who came in from the street today (resets at closing time).
+# TYPE hallgate_visitors_today gauge
+hallgate_visitors_today 61
+# HELP hallgate_alerts_today Alerts the status page raised today (hall time).
+# TYPE hallgate_alerts_today gauge
+hallgate_alerts_today 29
+"#;
+    /// The same for a hall with only a room: the optional families keep their header.
+    const PINNED_QUIET: &str = r#"# HELP hallgate_build_info The running gateway's version; always 1.
+# TYPE hallgate_build_info gauge
+hallgate_build_info{version="0.1.0"} 1
+# HELP hallgate_clock_synced 1 when the system clock is synchronised (figures are stamped with trusted time).
+# TYPE hallgate_clock_synced gauge
+hallgate_clock_synced 1
+# HELP hallgate_snapshot_timestamp_seconds When the core loop took the figures below (Unix time).
+# TYPE hallgate_snapshot_timestamp_seconds gauge
+hallgate_snapshot_timestamp_seconds 1796105820
+# HELP hallgate_outbox_pending_messages Messages for the centre not yet acknowledged.
+# TYPE hallgate_outbox_pending_messages gauge
+hallgate_outbox_pending_messages 0
+# HELP hallgate_outbox_bytes Space the pending messages take, as counted against the bound.
+# TYPE hallgate_outbox_bytes gauge
+hallgate_outbox_bytes 0
+# HELP hallgate_outbox_max_bytes The outbox's bound in force.
+# TYPE hallgate_outbox_max_bytes gauge
+hallgate_outbox_max_bytes 0
+# HELP hallgate_outbox_commits_total Write transactions (one fsync each).
+# TYPE hallgate_outbox_commits_total counter
+hallgate_outbox_commits_total 0
+# HELP hallgate_outbox_rolled_up_total Rows merged into coarser bins to make room.
+# TYPE hallgate_outbox_rolled_up_total counter
+hallgate_outbox_rolled_up_total 0
+# HELP hallgate_outbox_dropped_total Rows dropped unsent because even roll-ups did not make room (data loss).
+# TYPE hallgate_outbox_dropped_total counter
+hallgate_outbox_dropped_total 0
+# HELP hallgate_outbox_write_errors_total Write transactions that failed.
+# TYPE hallgate_outbox_write_errors_total counter
+hallgate_outbox_write_errors_total 0
+# HELP hallgate_outbox_disk_full 1 while the disk is full.
+# TYPE hallgate_outbox_disk_full gauge
+hallgate_outbox_disk_full 0
+# HELP hallgate_outbox_buffer_left_hours Hours until the outbox is full at the current rate; absent while nothing piles up.
+# TYPE hallgate_outbox_buffer_left_hours gauge
+# HELP hallgate_uplink_connected 1 while connected to the central broker.
+# TYPE hallgate_uplink_connected gauge
+hallgate_uplink_connected 0
+# HELP hallgate_uplink_delivered_total Outbox messages acknowledged by the central broker.
+# TYPE hallgate_uplink_delivered_total counter
+hallgate_uplink_delivered_total 0
+# HELP hallgate_uplink_dropped_total Messages that could never be sent (over the packet size limit).
+# TYPE hallgate_uplink_dropped_total counter
+hallgate_uplink_dropped_total 0
+# HELP hallgate_uplink_connect_attempts_total Connection attempts to the central broker.
+# TYPE hallgate_uplink_connect_attempts_total counter
+hallgate_uplink_connect_attempts_total 0
+# HELP hallgate_uplink_tls_failures_total Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).
+# TYPE hallgate_uplink_tls_failures_total counter
+hallgate_uplink_tls_failures_total 0
+# HELP hallgate_uplink_login_refusals_total Connections the central broker refused for the login (bad username or password, not authorised).
+# TYPE hallgate_uplink_login_refusals_total counter
+hallgate_uplink_login_refusals_total 0
+# HELP hallgate_uplink_last_ack_timestamp_seconds When the central broker last acknowledged an outbox message (Unix time); absent before the first.
+# TYPE hallgate_uplink_last_ack_timestamp_seconds gauge
+# HELP hallgate_device_online 1 while the device answers (a bus: while any counter on it does).
+# TYPE hallgate_device_online gauge
+# HELP hallgate_device_condition 1 for the condition the status page shows for the device (online, offline, stale, waiting).
+# TYPE hallgate_device_condition gauge
+# HELP hallgate_device_polls_total Requests made to a counter or bus (frames received, for streaming counters).
+# TYPE hallgate_device_polls_total counter
+# HELP hallgate_device_errors_total Failed requests to a counter or bus, by kind of failure.
+# TYPE hallgate_device_errors_total counter
+# HELP hallgate_terminal_messages_total Messages received from the terminal (all kinds).
+# TYPE hallgate_terminal_messages_total counter
+# HELP hallgate_terminal_passages_total Passages counted (each once).
+# TYPE hallgate_terminal_passages_total counter
+# HELP hallgate_terminal_duplicates_total Re-sent events dropped.
+# TYPE hallgate_terminal_duplicates_total counter
+# HELP hallgate_terminal_ignored_total Heartbeats and other messages that are not passages.
+# TYPE hallgate_terminal_ignored_total counter
+# HELP hallgate_terminal_bad_snapshots_total Passages whose snapshot could not be used (counted as one person).
+# TYPE hallgate_terminal_bad_snapshots_total counter
+# HELP hallgate_terminal_rejected_total Messages rejected as malformed, by reason.
+# TYPE hallgate_terminal_rejected_total counter
+# HELP hallgate_terminal_link_errors_total A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.
+# TYPE hallgate_terminal_link_errors_total counter
+# HELP hallgate_terminal_login_refused 1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).
+# TYPE hallgate_terminal_login_refused gauge
+# HELP hallgate_terminal_last_seen_timestamp_seconds When the terminal last sent anything, heartbeats included (Unix time).
+# TYPE hallgate_terminal_last_seen_timestamp_seconds gauge
+# HELP hallgate_terminals_unattributed_messages_total Messages from terminals not in the config, or on topics no profile matches.
+# TYPE hallgate_terminals_unattributed_messages_total counter
+hallgate_terminals_unattributed_messages_total 0
+# HELP hallgate_terminals_unattributed_rejected_total Unattributed messages rejected, by reason.
+# TYPE hallgate_terminals_unattributed_rejected_total counter
+# HELP hallgate_bookings_stored Bookings from the centre in the stored set now.
+# TYPE hallgate_bookings_stored gauge
+hallgate_bookings_stored 0
+# HELP hallgate_bookings_accepted_total Bookings accepted from the centre's downlink messages.
+# TYPE hallgate_bookings_accepted_total counter
+hallgate_bookings_accepted_total 0
+# HELP hallgate_bookings_rejected_total Bookings rejected one by one (the others in their message stand), by reason.
+# TYPE hallgate_bookings_rejected_total counter
+hallgate_bookings_rejected_total{reason="not_an_object"} 0
+hallgate_bookings_rejected_total{reason="unknown_field"} 0
+hallgate_bookings_rejected_total{reason="missing_field"} 0
+hallgate_bookings_rejected_total{reason="wrong_type"} 0
+hallgate_bookings_rejected_total{reason="bad_id"} 0
+hallgate_bookings_rejected_total{reason="duplicate_id"} 0
+hallgate_bookings_rejected_total{reason="unknown_room"} 0
+hallgate_bookings_rejected_total{reason="room_not_bookable"} 0
+hallgate_bookings_rejected_total{reason="bad_time"} 0
+hallgate_bookings_rejected_total{reason="end_not_after_start"} 0
+hallgate_bookings_rejected_total{reason="slot_too_long"} 0
+hallgate_bookings_rejected_total{reason="too_far_ahead"} 0
+hallgate_bookings_rejected_total{reason="bad_attendance"} 0
+hallgate_bookings_rejected_total{reason="title_too_long"} 0
+hallgate_bookings_rejected_total{reason="overlap"} 0
+# HELP hallgate_bookings_messages_rejected_total Bookings messages rejected as a whole (the stored set stays), by reason.
+# TYPE hallgate_bookings_messages_rejected_total counter
+# HELP hallgate_room_occupancy People in the room now.
+# TYPE hallgate_room_occupancy gauge
+hallgate_room_occupancy{room="lobby"} 0
+# HELP hallgate_room_capacity Most people the room may hold.
+# TYPE hallgate_room_capacity gauge
+hallgate_room_capacity{room="lobby"} 10
+# HELP hallgate_room_entries_today People who came into the room today (resets at closing time).
+# TYPE hallgate_room_entries_today gauge
+hallgate_room_entries_today{room="lobby"} 0
+# HELP hallgate_room_exits_today People who left the room today (resets at closing time).
+# TYPE hallgate_room_exits_today gauge
+hallgate_room_exits_today{room="lobby"} 0
+# HELP hallgate_visitors_today People who came in from the street today (resets at closing time).
+# TYPE hallgate_visitors_today gauge
+hallgate_visitors_today 0
+# HELP hallgate_alerts_today Alerts the status page raised today (hall time).
+# TYPE hallgate_alerts_today gauge
+hallgate_alerts_today 0
+"#;
 }

@@ -223,4 +223,125 @@ mod tests {
         assert_eq!(bytes_words(20_480), "20.0 KiB");
         assert_eq!(bytes_words(64 << 20), "64.0 MiB");
     }
+
+    /// A hall in trouble: every section has something to say, and every device condition
+    /// shows, so a line out of place or a changed word fails the pinned summary.
+    const TROUBLED: &str = r#"{
+        "api_version": 1,
+        "hall": {"id": "h-1", "name": "Tianlin (天林)", "time_zone": "Asia/Shanghai"},
+        "generated_at": "2026-12-01T06:17:00Z", "generated_local": "2026-12-01 14:17:00",
+        "day": "2026-12-01", "clock_synced": false,
+        "visits_today": 120, "occupancy": 56, "capacity": 53,
+        "rooms": [
+            {"id": "reading", "name": "Reading room (阅览室)", "occupancy": 52, "capacity": 50,
+             "utilisation": 1.04, "over_capacity": true, "entries_today": 60, "exits_today": 8},
+            {"id": "health", "name": "Health", "occupancy": 4, "capacity": 3,
+             "utilisation": 0.333, "over_capacity": false, "entries_today": 9, "exits_today": 5}
+        ],
+        "devices": [
+            {"id": "pc-entrance", "kind": "people_counter", "place": "door entrance",
+             "condition": "online", "since": "2026-12-01T00:00:05Z", "since_local": "08:00",
+             "for_secs": 22615, "detail": "answering", "counts": {}},
+            {"id": "pc-reading", "kind": "people_counter", "place": "door reading",
+             "condition": "offline", "since": "2026-12-01T06:05:00Z", "since_local": "14:05",
+             "for_secs": 720, "detail": "no answer within 500 ms", "counts": {}},
+            {"id": "rs485", "kind": "bus", "place": "/dev/ttyUSB0", "condition": "stale",
+             "detail": "quiet", "counts": {}},
+            {"id": "T1", "kind": "terminal", "place": "Lobby", "condition": "waiting",
+             "detail": "no message yet", "counts": {}}
+        ],
+        "link": {"connected": false, "since": "2026-12-01T06:00:00Z", "since_local": "14:00",
+                 "last_upload": "2026-12-01T05:59:00Z", "last_upload_local": "13:59",
+                 "last_upload_ago_secs": 1080, "delivered": 3, "backlog_messages": 17,
+                 "backlog_bytes": 20480, "outbox_max_bytes": 67108864,
+                 "outbox_used_percent": 85.5, "dropped_messages": 2, "disk_full": false},
+        "alerts": [
+            {"at": "2026-12-01T06:05:00Z", "at_local": "14:05", "kind": "device_offline",
+             "message": "pc-reading is offline"},
+            {"at": "2026-12-01T06:10:00Z", "at_local": "14:10", "kind": "link_lost",
+             "message": "the link is lost"}
+        ],
+        "alerts_today": 5,
+        "terminal_intake_stopped": "ingest"
+    }"#;
+
+    /// A quiet, healthy hall: the "all is well" and "none" lines.
+    const QUIET: &str = r#"{
+        "api_version": 1,
+        "hall": {"id": "h", "name": "h", "time_zone": "UTC"},
+        "generated_at": "2026-12-01T06:17:00Z", "generated_local": "2026-12-01 06:17:00",
+        "day": "2026-12-01", "clock_synced": true,
+        "visits_today": 0, "occupancy": 0, "capacity": 10,
+        "rooms": [
+            {"id": "lobby", "name": "lobby", "occupancy": 0, "capacity": 10,
+             "utilisation": 0.0, "over_capacity": false, "entries_today": 0, "exits_today": 0}
+        ],
+        "devices": [],
+        "link": {"connected": true, "since": "2026-12-01T06:00:00Z", "since_local": "06:00",
+                 "delivered": 0, "backlog_messages": 1, "backlog_bytes": 512,
+                 "outbox_max_bytes": 67108864, "outbox_used_percent": 0.0,
+                 "buffer_left_hours": 412.3, "dropped_messages": 0, "disk_full": false},
+        "alerts": [],
+        "alerts_today": 0
+    }"#;
+
+    fn summary(json: &str) -> String {
+        render(&serde_json::from_str(json).expect("a valid view"))
+    }
+
+    #[test]
+    fn the_summary_of_a_troubled_hall_is_pinned_line_for_line() {
+        let text = summary(TROUBLED);
+        assert_eq!(text, PINNED_TROUBLED, "--- got ---\n{text}");
+    }
+
+    #[test]
+    fn the_summary_of_a_quiet_hall_is_pinned_line_for_line() {
+        let text = summary(QUIET);
+        assert_eq!(text, PINNED_QUIET, "--- got ---\n{text}");
+    }
+
+    /// What `render` wrote for [`TROUBLED`] before it was split into sections.
+    const PINNED_TROUBLED: &str = r#"Tianlin (天林) (h-1) — 2026-12-01 14:17:00 hall time (Asia/Shanghai), clock NOT synchronised
+Needs attention: 终端接入已停止 (terminal intake stopped): the face terminals cannot deliver; restart the gateway; Reading room (阅览室) is over capacity; pc-reading is offline; rs485 is stale; no link to the central platform; the offline buffer is filling up; the clock is not synchronised.
+
+Rooms — visits today 120, in the hall now 56 of 53
+  Reading room (阅览室)     52 of 50     104 %  OVER CAPACITY
+  Health                     4 of 3       33 %
+
+Devices
+  pc-entrance  people_counter online since 08:00 (6 hours 16 minutes): answering
+  pc-reading   people_counter OFFLINE since 14:05 (12 minutes): no answer within 500 ms
+  rs485        bus            STALE: quiet
+  T1           terminal       waiting: no message yet
+
+Central link: NOT CONNECTED since 14:00
+  last upload: 13:59 (18 minutes ago)
+  backlog: 17 messages waiting (20.0 KiB)
+  offline buffer left: still measuring (85.5 % of 64.0 MiB in use)
+  LOST: 2 messages could not be kept
+
+Today's alerts
+  (3 earlier alerts not shown)
+  14:05  pc-reading is offline
+  14:10  the link is lost
+"#;
+    /// What `render` wrote for [`QUIET`] before it was split into sections.
+    const PINNED_QUIET: &str = r#"h (h) — 2026-12-01 06:17:00 hall time (UTC), clock synchronised
+All is well.
+
+Rooms — visits today 0, in the hall now 0 of 10
+  lobby      0 of 10       0 %
+
+Devices
+  (none configured)
+
+Central link: connected since 06:00
+  last upload: nothing yet since the gateway started
+  backlog: 1 message waiting (512 bytes)
+  offline buffer left: 412 hours (about 17 days)
+
+Today's alerts
+  none
+"#;
 }

@@ -961,6 +961,114 @@ mod tests {
         }
     }
 
+    /// Every check `resolve` makes, tripped by two profiles, with the exact words and order
+    /// of the problems (validate prints them as they come).
+    #[test]
+    fn every_check_says_its_problem_in_a_fixed_order() {
+        let first = parse_terminal_profile(
+            r#"
+            name = "bad name"
+            topic_filter = "a/+/+/b"
+            [kind]
+            field = "k..x"
+            [outcome]
+            field = "x..y"
+            map = {}
+            [time]
+            field = "t..x"
+            format = "rfc3339"
+            [dedup]
+            fields = []
+            [member]
+            field = "m..x"
+            stranger_values = [""]
+            [temperature]
+            field = "t[0"
+            unit = "celsius"
+            unit_map = { F = "fahrenheit" }
+            not_measured = [nan]
+            abnormal_values = ["1"]
+            [mask]
+            field = "m"
+            map = {}
+            [direction]
+            field = "d..x"
+            map = {}
+            [snapshot]
+            field = "s..x"
+            "#,
+        )
+        .expect_err("broken");
+        let second = parse_terminal_profile(
+            r#"
+            name = "second"
+            topic_filter = ""
+            device_id_field = "d..x"
+            [outcome]
+            field = "c"
+            map = { "1" = "ignore" }
+            [dedup]
+            fields = ["ok", "b..x"]
+            [temperature]
+            field = "t"
+            unit = "celsius"
+            unit_field = "u..x"
+            abnormal_field = "a"
+            "#,
+        )
+        .expect_err("broken");
+        let named = |name: &str, problems: &[&str]| -> Vec<String> {
+            problems
+                .iter()
+                .map(|p| format!("terminal profile {name:?}: {p}"))
+                .collect()
+        };
+        assert_eq!(
+            first,
+            named(
+                "bad name",
+                &[
+                    "name must be one word without spaces, not \"bad name\"",
+                    "topic_filter \"a/+/+/b\" must have exactly one '+' (the terminal id) when device_id_field is not set; it has 2",
+                    "kind.field: path \"k..x\" has an empty segment",
+                    "kind: with an empty map and otherwise = missing every message is the same kind; drop [kind] or say how kinds differ",
+                    "kind: no value is a \"passage\", so nothing would be decoded",
+                    "outcome.field: path \"x..y\" has an empty segment",
+                    "outcome.map must not be empty",
+                    "time.field: path \"t..x\" has an empty segment",
+                    "dedup.fields must name at least one field",
+                    "member.stranger_values must not contain an empty value",
+                    "member.field: path \"m..x\" has an empty segment",
+                    "temperature.field: path \"t[0\" has a '[' without its ']'",
+                    "temperature.unit_map needs temperature.unit_field to read from",
+                    "temperature.abnormal_values needs temperature.abnormal_field",
+                    "temperature.not_measured values must be finite numbers",
+                    "mask.map must not be empty",
+                    "direction.map must not be empty",
+                    "direction.field: path \"d..x\" has an empty segment",
+                    "snapshot.field: path \"s..x\" has an empty segment",
+                ]
+            ),
+            "{first:#?}"
+        );
+        assert_eq!(
+            second,
+            named(
+                "second",
+                &[
+                    "topic_filter must not be empty",
+                    "device_id_field: path \"d..x\" has an empty segment",
+                    "outcome.map maps every code to \"ignore\", so no passage would be recorded",
+                    "dedup.fields[1]: path \"b..x\" has an empty segment",
+                    "temperature.unit_field: path \"u..x\" has an empty segment",
+                    "temperature.unit_map must not be empty with unit_field",
+                    "temperature.abnormal_values must list the values that mean abnormal",
+                ]
+            ),
+            "{second:#?}"
+        );
+    }
+
     #[test]
     fn bad_topic_filters_are_refused() {
         for (filter, needle) in [

@@ -666,3 +666,46 @@ impl UplinkDriver {
         let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
     }
 }
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    /// The ceilings of the waits before each reconnect (ms), for connections that each
+    /// failed (`false`) or were established and then lost (`true`), with the reconnect cap
+    /// `cap`. Every wait is a random part of its ceiling.
+    fn ceilings(cap: Duration, script: &[bool]) -> Vec<u128> {
+        let mut backoff = MIN_BACKOFF;
+        let mut out = Vec::new();
+        for &was_connected in script {
+            if was_connected {
+                // What the ConnAck did.
+                backoff = MIN_BACKOFF;
+                backoff = backoff.max(FIRST_RETRY_SPREAD).min(cap);
+            }
+            let wait = backoff.mul_f64(rand::rng().random_range(0.0..=1.0));
+            assert!(wait <= backoff);
+            out.push(backoff.as_millis());
+            backoff = (backoff * 2).min(cap);
+        }
+        out
+    }
+
+    #[test]
+    fn reconnect_ceilings_double_to_the_cap_and_a_lost_connection_spreads_its_first_retry() {
+        let script = [false, false, false, true, false, false, false, true, false];
+        assert_eq!(
+            ceilings(Duration::from_secs(30), &script),
+            [250, 500, 1000, 5000, 10000, 20000, 30000, 5000, 10000]
+        );
+        assert_eq!(
+            ceilings(Duration::from_secs(3), &script),
+            [250, 500, 1000, 3000, 3000, 3000, 3000, 3000, 3000]
+        );
+        // A cap below the first wait: the first wait keeps its quarter second.
+        assert_eq!(
+            ceilings(Duration::from_millis(100), &[false, false, true, false]),
+            [250, 100, 100, 100]
+        );
+    }
+}
