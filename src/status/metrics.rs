@@ -6,11 +6,16 @@
 //! terminal) and closed enums (device kind, error kind, rejection reason, condition) — never
 //! free text, names or anything about a person. A hall's series count is fixed by its config.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::Snapshot;
-use super::view::{Condition, StateView};
+use super::view::{Condition, RoomView, StateView};
+use super::{LinkSnapshot, Snapshot};
+use crate::bookings::BookingCounts;
 use crate::config::Config;
+use crate::devices::StatsSnapshot;
+use crate::devices::terminals::TerminalStatsSnapshot;
+use crate::outbox::OutboxSnapshot;
 
 /// The exposition format's media type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -20,6 +25,7 @@ enum Kind {
     Gauge,
     Counter,
 }
+use Kind::{Counter, Gauge};
 
 /// Builds one exposition, family by family.
 struct Exposition {
@@ -55,6 +61,22 @@ impl Exposition {
     fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
+    }
+
+    /// One-sample families in a row: name, kind, help, value.
+    fn singles(&mut self, rows: &[(&str, Kind, &str, f64)]) {
+        for &(name, kind, help, value) in rows {
+            self.single(name, kind, help, value);
+        }
+    }
+
+    /// A family whose one unlabelled sample is absent while there is no figure; its help and
+    /// type are written all the same.
+    fn optional(&mut self, name: &str, kind: Kind, help: &str, value: Option<f64>) {
+        self.family(name, kind, help);
+        if let Some(value) = value {
+            self.sample(name, &[], value);
+        }
     }
 }
 
@@ -94,156 +116,180 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// The whole exposition for `snap`, whose view is `view`.
+/// The whole exposition for `snap`, whose view is `view`: the families in a fixed order,
+/// group by group.
 pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str) -> String {
     let mut e = Exposition {
         out: String::with_capacity(8 * 1024),
     };
-    use Kind::{Counter, Gauge};
+    gateway(&mut e, snap, version);
+    outbox(&mut e, &snap.outbox);
+    uplink(&mut e, &snap.uplink);
+    devices(&mut e, config, snap, view);
+    let terminals: Vec<(&str, &TerminalStatsSnapshot)> = config
+        .terminals
+        .iter()
+        .zip(&snap.terminals)
+        .map(|(t, s)| (t.id.as_str(), s))
+        .collect();
+    terminal_counts(&mut e, &terminals);
+    terminal_troubles(&mut e, &terminals);
+    if !config.terminals.is_empty() || !config.cameras.is_empty() {
+        terminal_intake(&mut e, snap);
+    }
+    unattributed(&mut e, &snap.terminals_unattributed);
+    bookings(&mut e, &snap.bookings);
+    rooms(&mut e, view);
+    e.singles(&[
+        (
+            "hallgate_visitors_today",
+            Gauge,
+            "People who came in from the street today (resets at closing time).",
+            snap.visitors_today as f64,
+        ),
+        (
+            "hallgate_alerts_today",
+            Gauge,
+            "Alerts the status page raised today (hall time).",
+            view.alerts_today as f64,
+        ),
+    ]);
+    e.out
+}
 
+/// The gateway itself: version, clock, when the figures were taken.
+fn gateway(e: &mut Exposition, snap: &Snapshot, version: &str) {
     e.family(
         "hallgate_build_info",
         Gauge,
         "The running gateway's version; always 1.",
     );
     e.sample("hallgate_build_info", &[("version", version)], 1.0);
-    e.single(
-        "hallgate_clock_synced",
-        Gauge,
-        "1 when the system clock is synchronised (figures are stamped with trusted time).",
-        flag(snap.clock_synced),
-    );
-    e.single(
-        "hallgate_snapshot_timestamp_seconds",
-        Gauge,
-        "When the core loop took the figures below (Unix time).",
-        snap.at.as_millisecond() as f64 / 1000.0,
-    );
+    e.singles(&[
+        (
+            "hallgate_clock_synced",
+            Gauge,
+            "1 when the system clock is synchronised (figures are stamped with trusted time).",
+            flag(snap.clock_synced),
+        ),
+        (
+            "hallgate_snapshot_timestamp_seconds",
+            Gauge,
+            "When the core loop took the figures below (Unix time).",
+            snap.at.as_millisecond() as f64 / 1000.0,
+        ),
+    ]);
+}
 
-    // Outbox.
-    let o = &snap.outbox;
-    e.single(
-        "hallgate_outbox_pending_messages",
-        Gauge,
-        "Messages for the centre not yet acknowledged.",
-        o.pending as f64,
-    );
-    e.single(
-        "hallgate_outbox_bytes",
-        Gauge,
-        "Space the pending messages take, as counted against the bound.",
-        o.bytes as f64,
-    );
-    e.single(
-        "hallgate_outbox_max_bytes",
-        Gauge,
-        "The outbox's bound in force.",
-        o.max_bytes as f64,
-    );
-    e.single(
-        "hallgate_outbox_commits_total",
-        Counter,
-        "Write transactions (one fsync each).",
-        o.commits as f64,
-    );
-    e.single(
-        "hallgate_outbox_rolled_up_total",
-        Counter,
-        "Rows merged into coarser bins to make room.",
-        o.rolled_up as f64,
-    );
-    e.single(
-        "hallgate_outbox_dropped_total",
-        Counter,
-        "Rows dropped unsent because even roll-ups did not make room (data loss).",
-        o.dropped as f64,
-    );
-    e.single(
-        "hallgate_outbox_write_errors_total",
-        Counter,
-        "Write transactions that failed.",
-        o.write_errors as f64,
-    );
-    e.single(
-        "hallgate_outbox_disk_full",
-        Gauge,
-        "1 while the disk is full.",
-        flag(o.disk_full),
-    );
-    e.family(
+fn outbox(e: &mut Exposition, o: &OutboxSnapshot) {
+    e.singles(&[
+        (
+            "hallgate_outbox_pending_messages",
+            Gauge,
+            "Messages for the centre not yet acknowledged.",
+            o.pending as f64,
+        ),
+        (
+            "hallgate_outbox_bytes",
+            Gauge,
+            "Space the pending messages take, as counted against the bound.",
+            o.bytes as f64,
+        ),
+        (
+            "hallgate_outbox_max_bytes",
+            Gauge,
+            "The outbox's bound in force.",
+            o.max_bytes as f64,
+        ),
+        (
+            "hallgate_outbox_commits_total",
+            Counter,
+            "Write transactions (one fsync each).",
+            o.commits as f64,
+        ),
+        (
+            "hallgate_outbox_rolled_up_total",
+            Counter,
+            "Rows merged into coarser bins to make room.",
+            o.rolled_up as f64,
+        ),
+        (
+            "hallgate_outbox_dropped_total",
+            Counter,
+            "Rows dropped unsent because even roll-ups did not make room (data loss).",
+            o.dropped as f64,
+        ),
+        (
+            "hallgate_outbox_write_errors_total",
+            Counter,
+            "Write transactions that failed.",
+            o.write_errors as f64,
+        ),
+        (
+            "hallgate_outbox_disk_full",
+            Gauge,
+            "1 while the disk is full.",
+            flag(o.disk_full),
+        ),
+    ]);
+    e.optional(
         "hallgate_outbox_buffer_left_hours",
         Gauge,
         "Hours until the outbox is full at the current rate; absent while nothing piles up.",
+        o.buffer_left_hours,
     );
-    if let Some(hours) = o.buffer_left_hours {
-        e.sample("hallgate_outbox_buffer_left_hours", &[], hours);
-    }
+}
 
-    // Uplink.
-    let u = &snap.uplink;
-    e.single(
-        "hallgate_uplink_connected",
-        Gauge,
-        "1 while connected to the central broker.",
-        flag(u.connected),
-    );
-    e.single(
-        "hallgate_uplink_delivered_total",
-        Counter,
-        "Outbox messages acknowledged by the central broker.",
-        u.delivered as f64,
-    );
-    e.single(
-        "hallgate_uplink_dropped_total",
-        Counter,
-        "Messages that could never be sent (over the packet size limit).",
-        u.dropped as f64,
-    );
-    e.single(
-        "hallgate_uplink_connect_attempts_total",
-        Counter,
-        "Connection attempts to the central broker.",
-        u.connect_attempts as f64,
-    );
-    e.single(
-        "hallgate_uplink_tls_failures_total",
-        Counter,
-        "Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).",
-        u.tls_failures as f64,
-    );
-    e.single(
-        "hallgate_uplink_login_refusals_total",
-        Counter,
-        "Connections the central broker refused for the login (bad username or password, not authorised).",
-        u.login_refusals as f64,
-    );
-    e.family(
+fn uplink(e: &mut Exposition, u: &LinkSnapshot) {
+    e.singles(&[
+        (
+            "hallgate_uplink_connected",
+            Gauge,
+            "1 while connected to the central broker.",
+            flag(u.connected),
+        ),
+        (
+            "hallgate_uplink_delivered_total",
+            Counter,
+            "Outbox messages acknowledged by the central broker.",
+            u.delivered as f64,
+        ),
+        (
+            "hallgate_uplink_dropped_total",
+            Counter,
+            "Messages that could never be sent (over the packet size limit).",
+            u.dropped as f64,
+        ),
+        (
+            "hallgate_uplink_connect_attempts_total",
+            Counter,
+            "Connection attempts to the central broker.",
+            u.connect_attempts as f64,
+        ),
+        (
+            "hallgate_uplink_tls_failures_total",
+            Counter,
+            "Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).",
+            u.tls_failures as f64,
+        ),
+        (
+            "hallgate_uplink_login_refusals_total",
+            Counter,
+            "Connections the central broker refused for the login (bad username or password, not authorised).",
+            u.login_refusals as f64,
+        ),
+    ]);
+    e.optional(
         "hallgate_uplink_last_ack_timestamp_seconds",
         Gauge,
         "When the central broker last acknowledged an outbox message (Unix time); absent before the first.",
+        (u.last_ack_ms > 0).then(|| u.last_ack_ms as f64 / 1000.0),
     );
-    if u.last_ack_ms > 0 {
-        e.sample(
-            "hallgate_uplink_last_ack_timestamp_seconds",
-            &[],
-            u.last_ack_ms as f64 / 1000.0,
-        );
-    }
+}
 
-    // Devices: counters and buses share the families, told apart by `kind`.
-    let devices: Vec<(&str, &str, &crate::devices::StatsSnapshot)> = config
-        .counters
-        .iter()
-        .zip(&snap.counters)
-        .map(|(c, h)| (c.id.as_str(), "people_counter", &h.stats))
-        .chain(
-            config
-                .buses
-                .iter()
-                .zip(&snap.buses)
-                .map(|(b, s)| (b.id.as_str(), "bus", s)),
-        )
-        .collect();
+/// Counters and buses share the families, told apart by `kind`; the conditions come from the
+/// view (terminals included), the request counts from the drivers.
+fn devices(e: &mut Exposition, config: &Config, snap: &Snapshot, view: &StateView) {
     e.family(
         "hallgate_device_online",
         Gauge,
@@ -279,6 +325,19 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             );
         }
     }
+    let devices: Vec<(&str, &str, &StatsSnapshot)> = config
+        .counters
+        .iter()
+        .zip(&snap.counters)
+        .map(|(c, h)| (c.id.as_str(), "people_counter", &h.stats))
+        .chain(
+            config
+                .buses
+                .iter()
+                .zip(&snap.buses)
+                .map(|(b, s)| (b.id.as_str(), "bus", s)),
+        )
+        .collect();
     e.family(
         "hallgate_device_polls_total",
         Counter,
@@ -311,15 +370,11 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             );
         }
     }
+}
 
-    // Terminals.
-    let terminals: Vec<(&str, &crate::devices::terminals::TerminalStatsSnapshot)> = config
-        .terminals
-        .iter()
-        .zip(&snap.terminals)
-        .map(|(t, s)| (t.id.as_str(), s))
-        .collect();
-    type Field = fn(&crate::devices::terminals::TerminalStatsSnapshot) -> u64;
+/// What each terminal sent, one family per count.
+fn terminal_counts(e: &mut Exposition, terminals: &[(&str, &TerminalStatsSnapshot)]) {
+    type Field = fn(&TerminalStatsSnapshot) -> u64;
     let per_terminal: [(&str, &str, Field); 5] = [
         (
             "hallgate_terminal_messages_total",
@@ -349,64 +404,62 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
     ];
     for (name, help, field) in per_terminal {
         e.family(name, Counter, help);
-        for (id, s) in &terminals {
+        for (id, s) in terminals {
             e.sample(name, &[("terminal", id)], field(s) as f64);
         }
     }
-    e.family(
-        "hallgate_terminal_rejected_total",
-        Counter,
-        "Messages rejected as malformed, by reason.",
-    );
-    for (id, s) in &terminals {
-        for (reason, n) in &s.rejected {
-            e.sample(
-                "hallgate_terminal_rejected_total",
-                &[("terminal", id), ("reason", reason)],
-                *n as f64,
-            );
+}
+
+/// What went wrong with each terminal, by reason, and when it was last heard from.
+fn terminal_troubles(e: &mut Exposition, terminals: &[(&str, &TerminalStatsSnapshot)]) {
+    type Reasons = fn(&TerminalStatsSnapshot) -> &BTreeMap<&'static str, u64>;
+    let by_reason: [(&str, &str, Reasons); 2] = [
+        (
+            "hallgate_terminal_rejected_total",
+            "Messages rejected as malformed, by reason.",
+            |s| &s.rejected,
+        ),
+        (
+            "hallgate_terminal_link_errors_total",
+            "A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.",
+            |s| &s.link_errors,
+        ),
+    ];
+    for (name, help, reasons) in by_reason {
+        e.family(name, Counter, help);
+        for (id, s) in terminals {
+            for (reason, n) in reasons(s) {
+                e.sample(name, &[("terminal", id), ("reason", reason)], *n as f64);
+            }
         }
     }
-    e.family(
-        "hallgate_terminal_link_errors_total",
-        Counter,
-        "A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.",
-    );
-    for (id, s) in &terminals {
-        for (reason, n) in &s.link_errors {
-            e.sample(
-                "hallgate_terminal_link_errors_total",
-                &[("terminal", id), ("reason", reason)],
-                *n as f64,
-            );
+    type Present = fn(&TerminalStatsSnapshot) -> Option<f64>;
+    let when_present: [(&str, &str, Present); 2] = [
+        (
+            "hallgate_terminal_login_refused",
+            "1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).",
+            |s| s.login_refused.then_some(1.0),
+        ),
+        (
+            "hallgate_terminal_last_seen_timestamp_seconds",
+            "When the terminal last sent anything, heartbeats included (Unix time).",
+            |s| (s.last_seen_ms > 0).then(|| s.last_seen_ms as f64 / 1000.0),
+        ),
+    ];
+    for (name, help, value) in when_present {
+        e.family(name, Gauge, help);
+        for (id, s) in terminals {
+            if let Some(value) = value(s) {
+                e.sample(name, &[("terminal", id)], value);
+            }
         }
     }
-    e.family(
-        "hallgate_terminal_login_refused",
-        Gauge,
-        "1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).",
-    );
-    for (id, s) in &terminals {
-        if s.login_refused {
-            e.sample("hallgate_terminal_login_refused", &[("terminal", id)], 1.0);
-        }
-    }
-    e.family(
-        "hallgate_terminal_last_seen_timestamp_seconds",
-        Gauge,
-        "When the terminal last sent anything, heartbeats included (Unix time).",
-    );
-    for (id, s) in &terminals {
-        if s.last_seen_ms > 0 {
-            e.sample(
-                "hallgate_terminal_last_seen_timestamp_seconds",
-                &[("terminal", id)],
-                s.last_seen_ms as f64 / 1000.0,
-            );
-        }
-    }
-    if !config.terminals.is_empty() || !config.cameras.is_empty() {
-        e.single(
+}
+
+/// The terminals' intake as a whole: only in a hall that has terminals or cameras.
+fn terminal_intake(e: &mut Exposition, snap: &Snapshot) {
+    e.singles(&[
+        (
             "hallgate_terminal_intake_up",
             Gauge,
             "1 while the terminals can deliver; 0 once a part of the intake (the MQTT listener, \
@@ -416,22 +469,24 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             } else {
                 1.0
             },
-        );
-        e.single(
+        ),
+        (
             "hallgate_terminal_login_failures_total",
             Counter,
             "Terminal logins refused at the MQTT endpoint (wrong user or password, or an \
              address shut out after repeated failures).",
             snap.terminal_endpoint.login_failures as f64,
-        );
-        e.single(
+        ),
+        (
             "hallgate_terminal_connections_refused_total",
             Counter,
             "Terminal connections refused because the login or the endpoint had too many.",
             snap.terminal_endpoint.refused as f64,
-        );
-    }
-    let un = &snap.terminals_unattributed;
+        ),
+    ]);
+}
+
+fn unattributed(e: &mut Exposition, un: &TerminalStatsSnapshot) {
     e.single(
         "hallgate_terminals_unattributed_messages_total",
         Counter,
@@ -450,21 +505,24 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             *n as f64,
         );
     }
+}
 
-    // Bookings from the centre (reasons are a closed list).
-    let b = &snap.bookings;
-    e.single(
-        "hallgate_bookings_stored",
-        Gauge,
-        "Bookings from the centre in the stored set now.",
-        b.stored as f64,
-    );
-    e.single(
-        "hallgate_bookings_accepted_total",
-        Counter,
-        "Bookings accepted from the centre's downlink messages.",
-        b.accepted as f64,
-    );
+/// Bookings from the centre (reasons are a closed list).
+fn bookings(e: &mut Exposition, b: &BookingCounts) {
+    e.singles(&[
+        (
+            "hallgate_bookings_stored",
+            Gauge,
+            "Bookings from the centre in the stored set now.",
+            b.stored as f64,
+        ),
+        (
+            "hallgate_bookings_accepted_total",
+            Counter,
+            "Bookings accepted from the centre's downlink messages.",
+            b.accepted as f64,
+        ),
+    ]);
     e.family(
         "hallgate_bookings_rejected_total",
         Counter,
@@ -490,9 +548,10 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             *n as f64,
         );
     }
+}
 
-    // Rooms.
-    type RoomField = fn(&super::view::RoomView) -> f64;
+fn rooms(e: &mut Exposition, view: &StateView) {
+    type RoomField = fn(&RoomView) -> f64;
     let rooms: [(&str, &str, RoomField); 4] = [
         ("hallgate_room_occupancy", "People in the room now.", |r| {
             r.occupancy as f64
@@ -519,19 +578,6 @@ pub fn render(config: &Config, snap: &Snapshot, view: &StateView, version: &str)
             e.sample(name, &[("room", &r.id)], field(r));
         }
     }
-    e.single(
-        "hallgate_visitors_today",
-        Gauge,
-        "People who came in from the street today (resets at closing time).",
-        snap.visitors_today as f64,
-    );
-    e.single(
-        "hallgate_alerts_today",
-        Gauge,
-        "Alerts the status page raised today (hall time).",
-        view.alerts_today as f64,
-    );
-    e.out
 }
 
 #[cfg(test)]
@@ -569,10 +615,10 @@ mod tests {
              x_total{terminal=\"T\\\"1\",reason=\"oversized\"} 3\n"
         );
     }
-    /// A hall with a counter on the LAN, one on a bus and a terminal, and a snapshot in which
-    /// every figure differs from its neighbours, so a family or a sample out of place shows.
-    fn busy_hall() -> (Config, Snapshot, StateView) {
-        let config = crate::config::parse(
+
+    /// A hall with a counter on the LAN, one on a bus and a terminal.
+    fn busy_config() -> Config {
+        crate::config::parse(
             "[hall]\nid = \"h-1\"\nname = \"Hall\"\ndistrict = \"d\"\n\
              time_zone = \"Asia/Shanghai\"\n\
              [uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
@@ -590,7 +636,13 @@ mod tests {
             std::path::Path::new("."),
             &crate::config::Overrides::default(),
         )
-        .expect("a valid config");
+        .expect("a valid config")
+    }
+
+    /// [`busy_config`]'s hall, and a snapshot in which every figure differs from its
+    /// neighbours, so a family or a sample out of place shows.
+    fn busy_hall() -> (Config, Snapshot, StateView) {
+        let config = busy_config();
         let at: jiff::Timestamp = "2026-12-01T06:17:00.250Z".parse().expect("a time");
         let started: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().expect("a time");
         let stats = |n: u64| crate::devices::StatsSnapshot {
@@ -746,330 +798,7 @@ mod tests {
     }
 
     /// What `render` wrote for [`busy_hall`] before it was split into family groups.
-    const PINNED: &str = r#"# HELP hallgate_build_info The running gateway's version; always 1.
-# TYPE hallgate_build_info gauge
-hallgate_build_info{version="1.2.3"} 1
-# HELP hallgate_clock_synced 1 when the system clock is synchronised (figures are stamped with trusted time).
-# TYPE hallgate_clock_synced gauge
-hallgate_clock_synced 0
-# HELP hallgate_snapshot_timestamp_seconds When the core loop took the figures below (Unix time).
-# TYPE hallgate_snapshot_timestamp_seconds gauge
-hallgate_snapshot_timestamp_seconds 1796105820.25
-# HELP hallgate_outbox_pending_messages Messages for the centre not yet acknowledged.
-# TYPE hallgate_outbox_pending_messages gauge
-hallgate_outbox_pending_messages 17
-# HELP hallgate_outbox_bytes Space the pending messages take, as counted against the bound.
-# TYPE hallgate_outbox_bytes gauge
-hallgate_outbox_bytes 20480
-# HELP hallgate_outbox_max_bytes The outbox's bound in force.
-# TYPE hallgate_outbox_max_bytes gauge
-hallgate_outbox_max_bytes 67108864
-# HELP hallgate_outbox_commits_total Write transactions (one fsync each).
-# TYPE hallgate_outbox_commits_total counter
-hallgate_outbox_commits_total 900
-# HELP hallgate_outbox_rolled_up_total Rows merged into coarser bins to make room.
-# TYPE hallgate_outbox_rolled_up_total counter
-hallgate_outbox_rolled_up_total 15
-# HELP hallgate_outbox_dropped_total Rows dropped unsent because even roll-ups did not make room (data loss).
-# TYPE hallgate_outbox_dropped_total counter
-hallgate_outbox_dropped_total 16
-# HELP hallgate_outbox_write_errors_total Write transactions that failed.
-# TYPE hallgate_outbox_write_errors_total counter
-hallgate_outbox_write_errors_total 18
-# HELP hallgate_outbox_disk_full 1 while the disk is full.
-# TYPE hallgate_outbox_disk_full gauge
-hallgate_outbox_disk_full 1
-# HELP hallgate_outbox_buffer_left_hours Hours until the outbox is full at the current rate; absent while nothing piles up.
-# TYPE hallgate_outbox_buffer_left_hours gauge
-hallgate_outbox_buffer_left_hours 412.5
-# HELP hallgate_uplink_connected 1 while connected to the central broker.
-# TYPE hallgate_uplink_connected gauge
-hallgate_uplink_connected 1
-# HELP hallgate_uplink_delivered_total Outbox messages acknowledged by the central broker.
-# TYPE hallgate_uplink_delivered_total counter
-hallgate_uplink_delivered_total 500
-# HELP hallgate_uplink_dropped_total Messages that could never be sent (over the packet size limit).
-# TYPE hallgate_uplink_dropped_total counter
-hallgate_uplink_dropped_total 19
-# HELP hallgate_uplink_connect_attempts_total Connection attempts to the central broker.
-# TYPE hallgate_uplink_connect_attempts_total counter
-hallgate_uplink_connect_attempts_total 21
-# HELP hallgate_uplink_tls_failures_total Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).
-# TYPE hallgate_uplink_tls_failures_total counter
-hallgate_uplink_tls_failures_total 22
-# HELP hallgate_uplink_login_refusals_total Connections the central broker refused for the login (bad username or password, not authorised).
-# TYPE hallgate_uplink_login_refusals_total counter
-hallgate_uplink_login_refusals_total 23
-# HELP hallgate_uplink_last_ack_timestamp_seconds When the central broker last acknowledged an outbox message (Unix time); absent before the first.
-# TYPE hallgate_uplink_last_ack_timestamp_seconds gauge
-hallgate_uplink_last_ack_timestamp_seconds 1796105810.125
-# HELP hallgate_device_online 1 while the device answers (a bus: while any counter on it does).
-# TYPE hallgate_device_online gauge
-hallgate_device_online{device="pc-entrance",kind="people_counter"} 1
-hallgate_device_online{device="pc-reading",kind="people_counter"} 0
-hallgate_device_online{device="rs485",kind="bus"} 0
-hallgate_device_online{device="T1",kind="terminal"} 0
-# HELP hallgate_device_condition 1 for the condition the status page shows for the device (online, offline, stale, waiting).
-# TYPE hallgate_device_condition gauge
-hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="online"} 1
-hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="offline"} 0
-hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="stale"} 0
-hallgate_device_condition{device="pc-entrance",kind="people_counter",condition="waiting"} 0
-hallgate_device_condition{device="pc-reading",kind="people_counter",condition="online"} 0
-hallgate_device_condition{device="pc-reading",kind="people_counter",condition="offline"} 1
-hallgate_device_condition{device="pc-reading",kind="people_counter",condition="stale"} 0
-hallgate_device_condition{device="pc-reading",kind="people_counter",condition="waiting"} 0
-hallgate_device_condition{device="rs485",kind="bus",condition="online"} 0
-hallgate_device_condition{device="rs485",kind="bus",condition="offline"} 1
-hallgate_device_condition{device="rs485",kind="bus",condition="stale"} 0
-hallgate_device_condition{device="rs485",kind="bus",condition="waiting"} 0
-hallgate_device_condition{device="T1",kind="terminal",condition="online"} 0
-hallgate_device_condition{device="T1",kind="terminal",condition="offline"} 1
-hallgate_device_condition{device="T1",kind="terminal",condition="stale"} 0
-hallgate_device_condition{device="T1",kind="terminal",condition="waiting"} 0
-# HELP hallgate_device_polls_total Requests made to a counter or bus (frames received, for streaming counters).
-# TYPE hallgate_device_polls_total counter
-hallgate_device_polls_total{device="pc-entrance",kind="people_counter"} 100
-hallgate_device_polls_total{device="pc-reading",kind="people_counter"} 200
-hallgate_device_polls_total{device="rs485",kind="bus"} 300
-# HELP hallgate_device_errors_total Failed requests to a counter or bus, by kind of failure.
-# TYPE hallgate_device_errors_total counter
-hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="timeout"} 101
-hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="crc"} 102
-hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="exception"} 103
-hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="bad_answer"} 104
-hallgate_device_errors_total{device="pc-entrance",kind="people_counter",error="link"} 105
-hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="timeout"} 201
-hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="crc"} 202
-hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="exception"} 203
-hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="bad_answer"} 204
-hallgate_device_errors_total{device="pc-reading",kind="people_counter",error="link"} 205
-hallgate_device_errors_total{device="rs485",kind="bus",error="timeout"} 301
-hallgate_device_errors_total{device="rs485",kind="bus",error="crc"} 302
-hallgate_device_errors_total{device="rs485",kind="bus",error="exception"} 303
-hallgate_device_errors_total{device="rs485",kind="bus",error="bad_answer"} 304
-hallgate_device_errors_total{device="rs485",kind="bus",error="link"} 305
-# HELP hallgate_terminal_messages_total Messages received from the terminal (all kinds).
-# TYPE hallgate_terminal_messages_total counter
-hallgate_terminal_messages_total{terminal="T1"} 40
-# HELP hallgate_terminal_passages_total Passages counted (each once).
-# TYPE hallgate_terminal_passages_total counter
-hallgate_terminal_passages_total{terminal="T1"} 31
-# HELP hallgate_terminal_duplicates_total Re-sent events dropped.
-# TYPE hallgate_terminal_duplicates_total counter
-hallgate_terminal_duplicates_total{terminal="T1"} 2
-# HELP hallgate_terminal_ignored_total Heartbeats and other messages that are not passages.
-# TYPE hallgate_terminal_ignored_total counter
-hallgate_terminal_ignored_total{terminal="T1"} 6
-# HELP hallgate_terminal_bad_snapshots_total Passages whose snapshot could not be used (counted as one person).
-# TYPE hallgate_terminal_bad_snapshots_total counter
-hallgate_terminal_bad_snapshots_total{terminal="T1"} 5
-# HELP hallgate_terminal_rejected_total Messages rejected as malformed, by reason.
-# TYPE hallgate_terminal_rejected_total counter
-hallgate_terminal_rejected_total{terminal="T1",reason="invalid_json"} 4
-hallgate_terminal_rejected_total{terminal="T1",reason="oversized"} 3
-# HELP hallgate_terminal_link_errors_total A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.
-# TYPE hallgate_terminal_link_errors_total counter
-hallgate_terminal_link_errors_total{terminal="T1",reason="refused"} 7
-# HELP hallgate_terminal_login_refused 1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).
-# TYPE hallgate_terminal_login_refused gauge
-hallgate_terminal_login_refused{terminal="T1"} 1
-# HELP hallgate_terminal_last_seen_timestamp_seconds When the terminal last sent anything, heartbeats included (Unix time).
-# TYPE hallgate_terminal_last_seen_timestamp_seconds gauge
-hallgate_terminal_last_seen_timestamp_seconds{terminal="T1"} 1796105700.5
-# HELP hallgate_terminal_intake_up 1 while the terminals can deliver; 0 once a part of the intake (the MQTT listener, the ingest) has stopped.
-# TYPE hallgate_terminal_intake_up gauge
-hallgate_terminal_intake_up 0
-# HELP hallgate_terminal_login_failures_total Terminal logins refused at the MQTT endpoint (wrong user or password, or an address shut out after repeated failures).
-# TYPE hallgate_terminal_login_failures_total counter
-hallgate_terminal_login_failures_total 13
-# HELP hallgate_terminal_connections_refused_total Terminal connections refused because the login or the endpoint had too many.
-# TYPE hallgate_terminal_connections_refused_total counter
-hallgate_terminal_connections_refused_total 14
-# HELP hallgate_terminals_unattributed_messages_total Messages from terminals not in the config, or on topics no profile matches.
-# TYPE hallgate_terminals_unattributed_messages_total counter
-hallgate_terminals_unattributed_messages_total 11
-# HELP hallgate_terminals_unattributed_rejected_total Unattributed messages rejected, by reason.
-# TYPE hallgate_terminals_unattributed_rejected_total counter
-hallgate_terminals_unattributed_rejected_total{reason="topic_mismatch"} 12
-# HELP hallgate_bookings_stored Bookings from the centre in the stored set now.
-# TYPE hallgate_bookings_stored gauge
-hallgate_bookings_stored 28
-# HELP hallgate_bookings_accepted_total Bookings accepted from the centre's downlink messages.
-# TYPE hallgate_bookings_accepted_total counter
-hallgate_bookings_accepted_total 26
-# HELP hallgate_bookings_rejected_total Bookings rejected one by one (the others in their message stand), by reason.
-# TYPE hallgate_bookings_rejected_total counter
-hallgate_bookings_rejected_total{reason="not_an_object"} 0
-hallgate_bookings_rejected_total{reason="unknown_field"} 0
-hallgate_bookings_rejected_total{reason="missing_field"} 0
-hallgate_bookings_rejected_total{reason="wrong_type"} 0
-hallgate_bookings_rejected_total{reason="bad_id"} 0
-hallgate_bookings_rejected_total{reason="duplicate_id"} 0
-hallgate_bookings_rejected_total{reason="unknown_room"} 0
-hallgate_bookings_rejected_total{reason="room_not_bookable"} 0
-hallgate_bookings_rejected_total{reason="bad_time"} 27
-hallgate_bookings_rejected_total{reason="end_not_after_start"} 0
-hallgate_bookings_rejected_total{reason="slot_too_long"} 0
-hallgate_bookings_rejected_total{reason="too_far_ahead"} 0
-hallgate_bookings_rejected_total{reason="bad_attendance"} 0
-hallgate_bookings_rejected_total{reason="title_too_long"} 0
-hallgate_bookings_rejected_total{reason="overlap"} 0
-# HELP hallgate_bookings_messages_rejected_total Bookings messages rejected as a whole (the stored set stays), by reason.
-# TYPE hallgate_bookings_messages_rejected_total counter
-hallgate_bookings_messages_rejected_total{reason="not_json"} 25
-# HELP hallgate_room_occupancy People in the room now.
-# TYPE hallgate_room_occupancy gauge
-hallgate_room_occupancy{room="lobby"} 52
-hallgate_room_occupancy{room="reading"} 4
-# HELP hallgate_room_capacity Most people the room may hold.
-# TYPE hallgate_room_capacity gauge
-hallgate_room_capacity{room="lobby"} 80
-hallgate_room_capacity{room="reading"} 3
-# HELP hallgate_room_entries_today People who came into the room today (resets at closing time).
-# TYPE hallgate_room_entries_today gauge
-hallgate_room_entries_today{room="lobby"} 60
-hallgate_room_entries_today{room="reading"} 9
-# HELP hallgate_room_exits_today People who left the room today (resets at closing time).
-# TYPE hallgate_room_exits_today gauge
-hallgate_room_exits_today{room="lobby"} 8
-hallgate_room_exits_today{room="reading"} 5
-# HELP hallgate_visitors_today People who came in from the street today (resets at closing time).
-# TYPE hallgate_visitors_today gauge
-hallgate_visitors_today 61
-# HELP hallgate_alerts_today Alerts the status page raised today (hall time).
-# TYPE hallgate_alerts_today gauge
-hallgate_alerts_today 29
-"#;
+    const PINNED: &str = include_str!("../../tests/fixtures/status/metrics-busy-hall.txt");
     /// The same for a hall with only a room: the optional families keep their header.
-    const PINNED_QUIET: &str = r#"# HELP hallgate_build_info The running gateway's version; always 1.
-# TYPE hallgate_build_info gauge
-hallgate_build_info{version="0.1.0"} 1
-# HELP hallgate_clock_synced 1 when the system clock is synchronised (figures are stamped with trusted time).
-# TYPE hallgate_clock_synced gauge
-hallgate_clock_synced 1
-# HELP hallgate_snapshot_timestamp_seconds When the core loop took the figures below (Unix time).
-# TYPE hallgate_snapshot_timestamp_seconds gauge
-hallgate_snapshot_timestamp_seconds 1796105820
-# HELP hallgate_outbox_pending_messages Messages for the centre not yet acknowledged.
-# TYPE hallgate_outbox_pending_messages gauge
-hallgate_outbox_pending_messages 0
-# HELP hallgate_outbox_bytes Space the pending messages take, as counted against the bound.
-# TYPE hallgate_outbox_bytes gauge
-hallgate_outbox_bytes 0
-# HELP hallgate_outbox_max_bytes The outbox's bound in force.
-# TYPE hallgate_outbox_max_bytes gauge
-hallgate_outbox_max_bytes 0
-# HELP hallgate_outbox_commits_total Write transactions (one fsync each).
-# TYPE hallgate_outbox_commits_total counter
-hallgate_outbox_commits_total 0
-# HELP hallgate_outbox_rolled_up_total Rows merged into coarser bins to make room.
-# TYPE hallgate_outbox_rolled_up_total counter
-hallgate_outbox_rolled_up_total 0
-# HELP hallgate_outbox_dropped_total Rows dropped unsent because even roll-ups did not make room (data loss).
-# TYPE hallgate_outbox_dropped_total counter
-hallgate_outbox_dropped_total 0
-# HELP hallgate_outbox_write_errors_total Write transactions that failed.
-# TYPE hallgate_outbox_write_errors_total counter
-hallgate_outbox_write_errors_total 0
-# HELP hallgate_outbox_disk_full 1 while the disk is full.
-# TYPE hallgate_outbox_disk_full gauge
-hallgate_outbox_disk_full 0
-# HELP hallgate_outbox_buffer_left_hours Hours until the outbox is full at the current rate; absent while nothing piles up.
-# TYPE hallgate_outbox_buffer_left_hours gauge
-# HELP hallgate_uplink_connected 1 while connected to the central broker.
-# TYPE hallgate_uplink_connected gauge
-hallgate_uplink_connected 0
-# HELP hallgate_uplink_delivered_total Outbox messages acknowledged by the central broker.
-# TYPE hallgate_uplink_delivered_total counter
-hallgate_uplink_delivered_total 0
-# HELP hallgate_uplink_dropped_total Messages that could never be sent (over the packet size limit).
-# TYPE hallgate_uplink_dropped_total counter
-hallgate_uplink_dropped_total 0
-# HELP hallgate_uplink_connect_attempts_total Connection attempts to the central broker.
-# TYPE hallgate_uplink_connect_attempts_total counter
-hallgate_uplink_connect_attempts_total 0
-# HELP hallgate_uplink_tls_failures_total Failed TLS handshakes with the central broker (untrusted certificate, refused client certificate).
-# TYPE hallgate_uplink_tls_failures_total counter
-hallgate_uplink_tls_failures_total 0
-# HELP hallgate_uplink_login_refusals_total Connections the central broker refused for the login (bad username or password, not authorised).
-# TYPE hallgate_uplink_login_refusals_total counter
-hallgate_uplink_login_refusals_total 0
-# HELP hallgate_uplink_last_ack_timestamp_seconds When the central broker last acknowledged an outbox message (Unix time); absent before the first.
-# TYPE hallgate_uplink_last_ack_timestamp_seconds gauge
-# HELP hallgate_device_online 1 while the device answers (a bus: while any counter on it does).
-# TYPE hallgate_device_online gauge
-# HELP hallgate_device_condition 1 for the condition the status page shows for the device (online, offline, stale, waiting).
-# TYPE hallgate_device_condition gauge
-# HELP hallgate_device_polls_total Requests made to a counter or bus (frames received, for streaming counters).
-# TYPE hallgate_device_polls_total counter
-# HELP hallgate_device_errors_total Failed requests to a counter or bus, by kind of failure.
-# TYPE hallgate_device_errors_total counter
-# HELP hallgate_terminal_messages_total Messages received from the terminal (all kinds).
-# TYPE hallgate_terminal_messages_total counter
-# HELP hallgate_terminal_passages_total Passages counted (each once).
-# TYPE hallgate_terminal_passages_total counter
-# HELP hallgate_terminal_duplicates_total Re-sent events dropped.
-# TYPE hallgate_terminal_duplicates_total counter
-# HELP hallgate_terminal_ignored_total Heartbeats and other messages that are not passages.
-# TYPE hallgate_terminal_ignored_total counter
-# HELP hallgate_terminal_bad_snapshots_total Passages whose snapshot could not be used (counted as one person).
-# TYPE hallgate_terminal_bad_snapshots_total counter
-# HELP hallgate_terminal_rejected_total Messages rejected as malformed, by reason.
-# TYPE hallgate_terminal_rejected_total counter
-# HELP hallgate_terminal_link_errors_total A pulled terminal's connection troubles (refused, timed out, cut, silent), by reason.
-# TYPE hallgate_terminal_link_errors_total counter
-# HELP hallgate_terminal_login_refused 1 when a pulled terminal refused the gateway's login and its client stopped (fix the password, reload).
-# TYPE hallgate_terminal_login_refused gauge
-# HELP hallgate_terminal_last_seen_timestamp_seconds When the terminal last sent anything, heartbeats included (Unix time).
-# TYPE hallgate_terminal_last_seen_timestamp_seconds gauge
-# HELP hallgate_terminals_unattributed_messages_total Messages from terminals not in the config, or on topics no profile matches.
-# TYPE hallgate_terminals_unattributed_messages_total counter
-hallgate_terminals_unattributed_messages_total 0
-# HELP hallgate_terminals_unattributed_rejected_total Unattributed messages rejected, by reason.
-# TYPE hallgate_terminals_unattributed_rejected_total counter
-# HELP hallgate_bookings_stored Bookings from the centre in the stored set now.
-# TYPE hallgate_bookings_stored gauge
-hallgate_bookings_stored 0
-# HELP hallgate_bookings_accepted_total Bookings accepted from the centre's downlink messages.
-# TYPE hallgate_bookings_accepted_total counter
-hallgate_bookings_accepted_total 0
-# HELP hallgate_bookings_rejected_total Bookings rejected one by one (the others in their message stand), by reason.
-# TYPE hallgate_bookings_rejected_total counter
-hallgate_bookings_rejected_total{reason="not_an_object"} 0
-hallgate_bookings_rejected_total{reason="unknown_field"} 0
-hallgate_bookings_rejected_total{reason="missing_field"} 0
-hallgate_bookings_rejected_total{reason="wrong_type"} 0
-hallgate_bookings_rejected_total{reason="bad_id"} 0
-hallgate_bookings_rejected_total{reason="duplicate_id"} 0
-hallgate_bookings_rejected_total{reason="unknown_room"} 0
-hallgate_bookings_rejected_total{reason="room_not_bookable"} 0
-hallgate_bookings_rejected_total{reason="bad_time"} 0
-hallgate_bookings_rejected_total{reason="end_not_after_start"} 0
-hallgate_bookings_rejected_total{reason="slot_too_long"} 0
-hallgate_bookings_rejected_total{reason="too_far_ahead"} 0
-hallgate_bookings_rejected_total{reason="bad_attendance"} 0
-hallgate_bookings_rejected_total{reason="title_too_long"} 0
-hallgate_bookings_rejected_total{reason="overlap"} 0
-# HELP hallgate_bookings_messages_rejected_total Bookings messages rejected as a whole (the stored set stays), by reason.
-# TYPE hallgate_bookings_messages_rejected_total counter
-# HELP hallgate_room_occupancy People in the room now.
-# TYPE hallgate_room_occupancy gauge
-hallgate_room_occupancy{room="lobby"} 0
-# HELP hallgate_room_capacity Most people the room may hold.
-# TYPE hallgate_room_capacity gauge
-hallgate_room_capacity{room="lobby"} 10
-# HELP hallgate_room_entries_today People who came into the room today (resets at closing time).
-# TYPE hallgate_room_entries_today gauge
-hallgate_room_entries_today{room="lobby"} 0
-# HELP hallgate_room_exits_today People who left the room today (resets at closing time).
-# TYPE hallgate_room_exits_today gauge
-hallgate_room_exits_today{room="lobby"} 0
-# HELP hallgate_visitors_today People who came in from the street today (resets at closing time).
-# TYPE hallgate_visitors_today gauge
-hallgate_visitors_today 0
-# HELP hallgate_alerts_today Alerts the status page raised today (hall time).
-# TYPE hallgate_alerts_today gauge
-hallgate_alerts_today 0
-"#;
+    const PINNED_QUIET: &str = include_str!("../../tests/fixtures/status/metrics-quiet-hall.txt");
 }

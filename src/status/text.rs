@@ -1,11 +1,13 @@
 //! The status summary as plain text, for `hallgate status` in a terminal: the same view as
-//! the page, the same words, one screen.
+//! the page, the same words ([`words`], which the page uses too), one screen.
+
+pub mod words;
 
 use std::fmt::Write;
 
-use super::page::attention;
 use super::view::{Condition, LinkView, StateView};
 use crate::format::duration_words;
+use words::{attention, backlog_words, buffer_left_words};
 
 /// Columns `text` takes in a terminal: East Asian wide characters (Chinese room names,
 /// fullwidth brackets) take two.
@@ -32,53 +34,20 @@ pub fn char_width(c: char) -> usize {
     }
 }
 
-/// "20.0 KiB", "64.0 MiB".
-pub fn bytes_words(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// "17 messages waiting (20.0 KiB)", or "none waiting".
-pub fn backlog_words(l: &LinkView) -> String {
-    match l.backlog_messages {
-        0 => "none waiting".into(),
-        1 => format!("1 message waiting ({})", bytes_words(l.backlog_bytes)),
-        n => format!("{n} messages waiting ({})", bytes_words(l.backlog_bytes)),
-    }
-}
-
-/// "412 hours (about 17 days)", or what is known when no estimate exists.
-pub fn buffer_left_words(l: &LinkView) -> String {
-    match l.buffer_left_hours {
-        Some(h) if h >= 48.0 => format!("{h:.0} hours (about {:.0} days)", h / 24.0),
-        Some(h) if h >= 1.0 => format!("{h:.0} hours"),
-        Some(h) => format!("{:.0} minutes — almost full", (h * 60.0).max(0.0)),
-        None if l.connected => format!(
-            "all of it — nothing is piling up ({:.1} % of {} in use)",
-            l.outbox_used_percent,
-            bytes_words(l.outbox_max_bytes)
-        ),
-        None => format!(
-            "still measuring ({:.1} % of {} in use)",
-            l.outbox_used_percent,
-            bytes_words(l.outbox_max_bytes)
-        ),
-    }
-}
-
-/// The summary `hallgate status` prints.
+/// The summary `hallgate status` prints: a header, then rooms, devices, the central link and
+/// today's alerts, a section each.
 pub fn render(view: &StateView) -> String {
     let mut t = String::new();
+    header(&mut t, view);
+    rooms(&mut t, view);
+    devices(&mut t, view);
+    link(&mut t, &view.link);
+    alerts(&mut t, view);
+    t
+}
+
+/// The hall, its time and clock, and what needs attention.
+fn header(t: &mut String, view: &StateView) {
     let _ = writeln!(
         t,
         "{} ({}) — {} hall time ({}), clock {}",
@@ -98,7 +67,9 @@ pub fn render(view: &StateView) -> String {
     } else {
         let _ = writeln!(t, "Needs attention: {}.", problems.join("; "));
     }
+}
 
+fn rooms(t: &mut String, view: &StateView) {
     let _ = writeln!(
         t,
         "\nRooms — visits today {}, in the hall now {} of {}",
@@ -127,7 +98,9 @@ pub fn render(view: &StateView) -> String {
             }
         );
     }
+}
 
+fn devices(t: &mut String, view: &StateView) {
     let _ = writeln!(t, "\nDevices");
     if view.devices.is_empty() {
         let _ = writeln!(t, "  (none configured)");
@@ -159,8 +132,9 @@ pub fn render(view: &StateView) -> String {
             d.detail
         );
     }
+}
 
-    let l = &view.link;
+fn link(t: &mut String, l: &LinkView) {
     let _ = writeln!(
         t,
         "\nCentral link: {}{}",
@@ -191,7 +165,9 @@ pub fn render(view: &StateView) -> String {
             l.dropped_messages
         );
     }
+}
 
+fn alerts(t: &mut String, view: &StateView) {
     let _ = writeln!(t, "\nToday's alerts");
     if view.alerts.is_empty() {
         let _ = writeln!(t, "  none");
@@ -203,7 +179,6 @@ pub fn render(view: &StateView) -> String {
     for a in &view.alerts {
         let _ = writeln!(t, "  {}  {}", a.at_local, a.message);
     }
-    t
 }
 
 #[cfg(test)]
@@ -215,13 +190,6 @@ mod tests {
         assert_eq!(display_width("Lobby"), 5);
         assert_eq!(display_width("Lobby (大厅)"), 12);
         assert_eq!(display_width("阅览室"), 6);
-    }
-
-    #[test]
-    fn sizes_read_in_binary_units() {
-        assert_eq!(bytes_words(512), "512 bytes");
-        assert_eq!(bytes_words(20_480), "20.0 KiB");
-        assert_eq!(bytes_words(64 << 20), "64.0 MiB");
     }
 
     /// A hall in trouble: every section has something to say, and every device condition
@@ -302,46 +270,8 @@ mod tests {
     }
 
     /// What `render` wrote for [`TROUBLED`] before it was split into sections.
-    const PINNED_TROUBLED: &str = r#"Tianlin (天林) (h-1) — 2026-12-01 14:17:00 hall time (Asia/Shanghai), clock NOT synchronised
-Needs attention: 终端接入已停止 (terminal intake stopped): the face terminals cannot deliver; restart the gateway; Reading room (阅览室) is over capacity; pc-reading is offline; rs485 is stale; no link to the central platform; the offline buffer is filling up; the clock is not synchronised.
-
-Rooms — visits today 120, in the hall now 56 of 53
-  Reading room (阅览室)     52 of 50     104 %  OVER CAPACITY
-  Health                     4 of 3       33 %
-
-Devices
-  pc-entrance  people_counter online since 08:00 (6 hours 16 minutes): answering
-  pc-reading   people_counter OFFLINE since 14:05 (12 minutes): no answer within 500 ms
-  rs485        bus            STALE: quiet
-  T1           terminal       waiting: no message yet
-
-Central link: NOT CONNECTED since 14:00
-  last upload: 13:59 (18 minutes ago)
-  backlog: 17 messages waiting (20.0 KiB)
-  offline buffer left: still measuring (85.5 % of 64.0 MiB in use)
-  LOST: 2 messages could not be kept
-
-Today's alerts
-  (3 earlier alerts not shown)
-  14:05  pc-reading is offline
-  14:10  the link is lost
-"#;
+    const PINNED_TROUBLED: &str =
+        include_str!("../../tests/fixtures/status/summary-troubled-hall.txt");
     /// What `render` wrote for [`QUIET`] before it was split into sections.
-    const PINNED_QUIET: &str = r#"h (h) — 2026-12-01 06:17:00 hall time (UTC), clock synchronised
-All is well.
-
-Rooms — visits today 0, in the hall now 0 of 10
-  lobby      0 of 10       0 %
-
-Devices
-  (none configured)
-
-Central link: connected since 06:00
-  last upload: nothing yet since the gateway started
-  backlog: 1 message waiting (512 bytes)
-  offline buffer left: 412 hours (about 17 days)
-
-Today's alerts
-  none
-"#;
+    const PINNED_QUIET: &str = include_str!("../../tests/fixtures/status/summary-quiet-hall.txt");
 }
