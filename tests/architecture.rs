@@ -90,11 +90,22 @@ fn sources() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The text before the file's test module.
+/// The text before the file's test module (`#[cfg(test)]` on a line of its own, a `mod`
+/// of any visibility, or a `#[path]`, on the next).
 fn product_part(text: &str) -> &str {
-    text.find("#[cfg(test)]\nmod ")
-        .or_else(|| text.find("#[cfg(test)]\n#[path"))
-        .map_or(text, |at| &text[..at])
+    let mut at = 0;
+    while let Some(found) = text[at..].find("#[cfg(test)]\n") {
+        let start = at + found;
+        let next = text[start + "#[cfg(test)]\n".len()..]
+            .lines()
+            .next()
+            .unwrap_or("");
+        if next.contains("mod ") || next.trim_start().starts_with("#[path") {
+            return &text[..start];
+        }
+        at = start + 1;
+    }
+    text
 }
 
 /// Code without comments: what `//` and `//!` say is not an import.
@@ -259,6 +270,10 @@ fn the_checks_see_what_they_look_for() {
     assert_eq!(
         product_part("fn a() {}\n#[cfg(test)]\nmod tests {}\n"),
         "fn a() {}\n"
+    );
+    assert_eq!(
+        product_part("fn a() {}\n#[cfg(test)]\nfn b() {}\n#[cfg(test)]\npub(crate) mod tests {}\n"),
+        "fn a() {}\n#[cfg(test)]\nfn b() {}\n"
     );
     assert!(sources().iter().any(|(p, _)| p == "src/supervisor/core.rs"));
 }

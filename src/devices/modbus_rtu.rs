@@ -35,14 +35,18 @@ use tokio_modbus::slave::{Slave as UnitId, SlaveContext};
 use tokio_serial::{SerialPort, SerialPortBuilderExt};
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::counter::{Totals, decode_totals};
 use super::reporter::CounterReporter;
 use super::{DeviceEvent, DeviceStats, Stats};
 use crate::config::profile::FunctionCode;
 use crate::config::{Bus, Counter, ParityConfig, SerialSettings};
 
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Waits between attempts to open a serial port (this bus's, or a streaming counter's): a
+/// quarter second, doubling to ten seconds, exactly. A port lost after it was open is tried
+/// again after the first wait.
+pub(super) const SERIAL_REOPEN: Backoff =
+    Backoff::exact(Duration::from_millis(250), Duration::from_secs(10));
 
 /// One counter on the bus and its polling schedule.
 #[derive(Debug)]
@@ -164,7 +168,7 @@ impl ModbusRtuBusDriver {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = SERIAL_REOPEN;
         let mut warned = false;
         let mut resyncing = false;
         loop {
@@ -184,9 +188,8 @@ impl ModbusRtuBusDriver {
                     self.all_offline(&reason).await;
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = sleep(backoff) => {}
+                        _ = sleep(backoff.next_wait()) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -199,7 +202,7 @@ impl ModbusRtuBusDriver {
                 );
             }
             warned = false;
-            backoff = MIN_BACKOFF;
+            backoff.reset();
             let mut ctx = rtu::attach(FreshLine {
                 port,
                 read_since_write: true,
@@ -222,7 +225,7 @@ impl ModbusRtuBusDriver {
             self.all_offline(&reason).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sleep(MIN_BACKOFF) => {}
+                _ = sleep(backoff.first()) => {}
             }
         }
     }
@@ -423,4 +426,25 @@ pub fn open_serial(
         .data_bits(data_bits)
         .stop_bits(stop_bits)
         .open_native_async()
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    /// The waits between attempts to open the port, in ms, for `n` failures in a row.
+    fn waits(n: usize) -> Vec<u128> {
+        let mut backoff = SERIAL_REOPEN;
+        (0..n).map(|_| backoff.next_wait().as_millis()).collect()
+    }
+
+    #[test]
+    fn reopen_waits_double_from_a_quarter_second_to_ten_seconds_exactly() {
+        assert_eq!(
+            waits(9),
+            [250, 500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]
+        );
+        // A port lost after it was open is reopened after the first wait.
+        assert_eq!(SERIAL_REOPEN.first(), Duration::from_millis(250));
+    }
 }

@@ -18,14 +18,15 @@ use tokio_util::sync::CancellationToken;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::backoff::Backoff;
 use super::counter::{Totals, decode_totals};
 use super::reporter::CounterReporter;
 use super::{DeviceEvent, DeviceStats, Stats};
 use crate::config::Counter;
 use crate::config::profile::FunctionCode;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Waits between reconnects: a quarter second, doubling to half a minute, exactly.
+const RECONNECT: Backoff = Backoff::exact(Duration::from_millis(250), Duration::from_secs(30));
 
 pub struct ModbusTcpCounterDriver {
     index: usize,
@@ -66,7 +67,7 @@ impl ModbusTcpCounterDriver {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (address, unit_id) = (self.address, self.unit_id);
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = RECONNECT;
         loop {
             let connect = timeout(
                 self.counter.timeout,
@@ -76,31 +77,23 @@ impl ModbusTcpCounterDriver {
                 _ = shutdown.cancelled() => return,
                 attempt = connect => attempt,
             };
-            let mut ctx = match attempt {
-                Ok(Ok(ctx)) => ctx,
-                Ok(Err(error)) => {
+            // Refused and timed out alike: counted, reported, waited out.
+            let connected = match attempt {
+                Ok(Ok(ctx)) => Ok(ctx),
+                Ok(Err(error)) => Err(format!("cannot connect to {address}: {error}")),
+                Err(_) => Err(format!(
+                    "connecting to {address} timed out after {} ms",
+                    self.counter.timeout.as_millis()
+                )),
+            };
+            let mut ctx = match connected {
+                Ok(ctx) => ctx,
+                Err(reason) => {
                     Stats::count(&self.stats().link_errors);
-                    self.reporter
-                        .went_offline(format!("cannot connect to {address}: {error}"))
-                        .await;
-                    if sleep_or_shutdown(&shutdown, backoff).await {
+                    self.reporter.went_offline(reason).await;
+                    if sleep_or_shutdown(&shutdown, backoff.next_wait()).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-                Err(_) => {
-                    Stats::count(&self.stats().link_errors);
-                    self.reporter
-                        .went_offline(format!(
-                            "connecting to {address} timed out after {} ms",
-                            self.counter.timeout.as_millis()
-                        ))
-                        .await;
-                    if sleep_or_shutdown(&shutdown, backoff).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -114,7 +107,7 @@ impl ModbusTcpCounterDriver {
                     _ = ticker.tick() => {}
                 }
                 match self.poll(&mut ctx).await {
-                    Ok(()) => backoff = MIN_BACKOFF,
+                    Ok(()) => backoff.reset(),
                     Err(PollError::Answer(reason)) => self.reporter.went_offline(reason).await,
                     Err(PollError::Connection(reason)) => {
                         self.reporter.went_offline(reason).await;
@@ -122,10 +115,9 @@ impl ModbusTcpCounterDriver {
                     }
                 }
             }
-            if sleep_or_shutdown(&shutdown, backoff).await {
+            if sleep_or_shutdown(&shutdown, backoff.next_wait()).await {
                 return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -178,5 +170,24 @@ async fn sleep_or_shutdown(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The waits between reconnects, in ms, for `n` failures in a row.
+    fn waits(n: usize) -> Vec<u128> {
+        let mut backoff = RECONNECT;
+        (0..n).map(|_| backoff.next_wait().as_millis()).collect()
+    }
+
+    #[test]
+    fn reconnect_waits_double_from_a_quarter_second_to_half_a_minute_exactly() {
+        assert_eq!(
+            waits(10),
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
     }
 }

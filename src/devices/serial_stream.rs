@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::io::AsyncReadExt;
@@ -19,14 +18,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::counter::Totals;
+use super::modbus_rtu::SERIAL_REOPEN;
 use super::reporter::CounterReporter;
 use super::stream::{StreamDecoder, StreamStats};
 use super::{DeviceEvent, DeviceStats, Stats};
 use crate::config::{Counter, SerialSettings};
 use crate::devices::stream::SerialProfile;
-
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 pub struct SerialStreamCounterDriver {
     index: usize,
@@ -56,7 +53,7 @@ impl SerialStreamCounterDriver {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = SERIAL_REOPEN;
         loop {
             let port = match super::modbus_rtu::open(&self.serial) {
                 Ok(port) => port,
@@ -70,13 +67,12 @@ impl SerialStreamCounterDriver {
                         .await;
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            backoff = MIN_BACKOFF;
+            backoff.reset();
             tracing::info!(
                 counter = %self.reporter.id(),
                 port = %self.serial.port.display(),
@@ -90,7 +86,7 @@ impl SerialStreamCounterDriver {
             self.reporter.went_offline(reason).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(MIN_BACKOFF) => {}
+                _ = tokio::time::sleep(backoff.first()) => {}
             }
         }
     }

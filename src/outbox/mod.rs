@@ -528,6 +528,118 @@ fn move_aside(path: &Path) -> Result<PathBuf, OutboxError> {
     Ok(target)
 }
 
+/// The connection's settings, and a check that every page of the file reads.
+fn configure(conn: &Connection, path: &Path) -> Result<(), OutboxError> {
+    let open_err = |error| OutboxError::Open {
+        path: path.to_path_buf(),
+        error,
+    };
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    // Small pages for a new database: a commit rewrites every page it touches (WAL frame,
+    // then checkpoint), and most commits touch a few small rows, so 1 KiB pages write a
+    // quarter of what 4 KiB pages would. An existing file keeps its page size.
+    conn.pragma_update(None, "page_size", 1024)
+        .map_err(open_err)?;
+    // Any page of a damaged file can fail; this reads them all (cheap at outbox sizes).
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if check != "ok" {
+        return Err(OutboxError::Damaged {
+            path: path.to_path_buf(),
+            detail: check,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    // Checkpoint every 256 pages (1 MiB) and give the WAL file back after: a small
+    // data partition must not hold a large idle WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 256)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+        .map_err(open_err)?;
+    Ok(())
+}
+
+/// Creates the tables and runs the migrations, in one transaction.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // The schema and its migrations in one transaction: one commit, so one WAL sync,
+    // where statement by statement a new database took a dozen fsyncs before the gateway
+    // could start (seconds on a busy SD card), and a crash in between cannot leave half a
+    // migration behind.
+    let schema = conn.unchecked_transaction()?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 kind TEXT NOT NULL,
+                 topic TEXT NOT NULL,
+                 retain INTEGER NOT NULL,
+                 msg_id TEXT NOT NULL,
+                 payload BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS engine_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS counter_baseline (
+                 counter_id TEXT PRIMARY KEY,
+                 inward INTEGER NOT NULL,
+                 outward INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS passage_seen (
+                 at INTEGER NOT NULL,
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS bookings_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS passage_received (
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 facts BLOB NOT NULL,
+                 PRIMARY KEY (terminal, event)
+             ) WITHOUT ROWID;",
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        // Version 0 had no priority or bin columns.
+        let has_priority = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'priority'")
+            .and_then(|mut s| s.exists([]))?;
+        if !has_priority {
+            conn.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+                     ALTER TABLE outbox ADD COLUMN bin_start INTEGER;",
+            )?;
+        }
+        // Alerts are few: a partial index finds them without a scan, and costs no write
+        // for the other rows.
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS outbox_alerts ON outbox(id) WHERE priority = 0;
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+    }
+    // Before the append-only key log, keys were in a table keyed by (terminal, event):
+    // carry them over once, oldest first.
+    let keyed = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_key'")
+        .and_then(|mut s| s.exists([]))?;
+    if keyed {
+        conn.execute_batch(
+            "INSERT INTO passage_seen (at, terminal, event)
+                     SELECT at, terminal, event FROM passage_key ORDER BY at;
+                 DROP TABLE passage_key;",
+        )?;
+    }
+    schema.commit()
+}
+
 struct Db {
     conn: Connection,
     stats: Arc<OutboxStats>,
@@ -569,113 +681,8 @@ impl Db {
             error,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
-        // Small pages for a new database: a commit rewrites every page it touches (WAL frame,
-        // then checkpoint), and most commits touch a few small rows, so 1 KiB pages write a
-        // quarter of what 4 KiB pages would. An existing file keeps its page size.
-        conn.pragma_update(None, "page_size", 1024)
-            .map_err(open_err)?;
-        // Any page of a damaged file can fail; this reads them all (cheap at outbox sizes).
-        let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if check != "ok" {
-            return Err(OutboxError::Damaged {
-                path: path.to_path_buf(),
-                detail: check,
-            });
-        }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        // Checkpoint every 256 pages (1 MiB) and give the WAL file back after: a small
-        // data partition must not hold a large idle WAL.
-        conn.pragma_update(None, "wal_autocheckpoint", 256)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
-            .map_err(open_err)?;
-        // The schema and its migrations in one transaction: one commit, so one WAL sync,
-        // where statement by statement a new database took a dozen fsyncs before the gateway
-        // could start (seconds on a busy SD card), and a crash in between cannot leave half a
-        // migration behind.
-        let schema = conn.unchecked_transaction().map_err(open_err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS outbox (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 kind TEXT NOT NULL,
-                 topic TEXT NOT NULL,
-                 retain INTEGER NOT NULL,
-                 msg_id TEXT NOT NULL,
-                 payload BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS engine_state (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 state BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS counter_baseline (
-                 counter_id TEXT PRIMARY KEY,
-                 inward INTEGER NOT NULL,
-                 outward INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS passage_seen (
-                 at INTEGER NOT NULL,
-                 terminal TEXT NOT NULL,
-                 event TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS bookings_state (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 state BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS passage_received (
-                 terminal TEXT NOT NULL,
-                 event TEXT NOT NULL,
-                 at_ms INTEGER NOT NULL,
-                 facts BLOB NOT NULL,
-                 PRIMARY KEY (terminal, event)
-             ) WITHOUT ROWID;",
-        )
-        .map_err(open_err)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(open_err)?;
-        if version < 1 {
-            // Version 0 had no priority or bin columns.
-            let has_priority = conn
-                .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'priority'")
-                .and_then(|mut s| s.exists([]))
-                .map_err(open_err)?;
-            if !has_priority {
-                conn.execute_batch(
-                    "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
-                     ALTER TABLE outbox ADD COLUMN bin_start INTEGER;",
-                )
-                .map_err(open_err)?;
-            }
-            // Alerts are few: a partial index finds them without a scan, and costs no write
-            // for the other rows.
-            conn.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS outbox_alerts ON outbox(id) WHERE priority = 0;
-                 PRAGMA user_version = {SCHEMA_VERSION};"
-            ))
-            .map_err(open_err)?;
-        }
-        // Before the append-only key log, keys were in a table keyed by (terminal, event):
-        // carry them over once, oldest first.
-        let keyed = conn
-            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_key'")
-            .and_then(|mut s| s.exists([]))
-            .map_err(open_err)?;
-        if keyed {
-            conn.execute_batch(
-                "INSERT INTO passage_seen (at, terminal, event)
-                     SELECT at, terminal, event FROM passage_key ORDER BY at;
-                 DROP TABLE passage_key;",
-            )
-            .map_err(open_err)?;
-        }
-        schema.commit().map_err(open_err)?;
+        configure(&conn, path)?;
+        migrate(&conn).map_err(open_err)?;
         let (rows, bytes): (i64, i64) = conn
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",

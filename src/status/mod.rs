@@ -20,6 +20,7 @@ pub mod page;
 pub mod server;
 pub mod text;
 pub mod view;
+pub mod words;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;

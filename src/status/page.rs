@@ -9,8 +9,10 @@
 
 use std::fmt::Write;
 
-use super::text::{backlog_words, buffer_left_words};
 use super::view::{AlertView, Condition, DeviceView, LinkView, RoomView, StateView};
+/// Where `status::alerts` has always found it; the words now live with the summary's.
+pub use super::words::attention;
+use super::words::{backlog_words, buffer_left_words};
 use crate::format::duration_words;
 
 /// Seconds between the page's reloads of itself.
@@ -64,38 +66,6 @@ pub fn escape(text: &str) -> String {
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
-    }
-    out
-}
-
-/// The one sentence for a terminal intake that has stopped.
-pub const TERMINAL_INTAKE_STOPPED: &str = "终端接入已停止 (terminal intake stopped): the face \
-    terminals cannot deliver; restart the gateway";
-
-/// What needs looking at, in a few words each; empty when all is well.
-pub fn attention(view: &StateView) -> Vec<String> {
-    let mut out = Vec::new();
-    if view.terminal_intake_stopped.is_some() {
-        out.push(TERMINAL_INTAKE_STOPPED.into());
-    }
-    for r in view.rooms.iter().filter(|r| r.over_capacity) {
-        out.push(format!("{} is over capacity", r.name));
-    }
-    for d in &view.devices {
-        match d.condition {
-            Condition::Offline => out.push(format!("{} is offline", d.id)),
-            Condition::Stale => out.push(format!("{} is stale", d.id)),
-            Condition::Online | Condition::Waiting => {}
-        }
-    }
-    if !view.link.connected {
-        out.push("no link to the central platform".into());
-    }
-    if view.link.outbox_used_percent >= super::view::OUTBOX_FILLING_PERCENT {
-        out.push("the offline buffer is filling up".into());
-    }
-    if !view.clock_synced {
-        out.push("the clock is not synchronised".into());
     }
     out
 }

@@ -1,10 +1,10 @@
 //! The status summary as plain text, for `hallgate status` in a terminal: the same view as
-//! the page, the same words, one screen.
+//! the page, the same words ([`super::words`], which the page uses too), one screen.
 
 use std::fmt::Write;
 
-use super::page::attention;
 use super::view::{Condition, LinkView, StateView};
+use super::words::{attention, backlog_words, buffer_left_words};
 use crate::format::duration_words;
 
 /// Columns `text` takes in a terminal: East Asian wide characters (Chinese room names,
@@ -32,53 +32,20 @@ pub fn char_width(c: char) -> usize {
     }
 }
 
-/// "20.0 KiB", "64.0 MiB".
-pub fn bytes_words(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// "17 messages waiting (20.0 KiB)", or "none waiting".
-pub fn backlog_words(l: &LinkView) -> String {
-    match l.backlog_messages {
-        0 => "none waiting".into(),
-        1 => format!("1 message waiting ({})", bytes_words(l.backlog_bytes)),
-        n => format!("{n} messages waiting ({})", bytes_words(l.backlog_bytes)),
-    }
-}
-
-/// "412 hours (about 17 days)", or what is known when no estimate exists.
-pub fn buffer_left_words(l: &LinkView) -> String {
-    match l.buffer_left_hours {
-        Some(h) if h >= 48.0 => format!("{h:.0} hours (about {:.0} days)", h / 24.0),
-        Some(h) if h >= 1.0 => format!("{h:.0} hours"),
-        Some(h) => format!("{:.0} minutes — almost full", (h * 60.0).max(0.0)),
-        None if l.connected => format!(
-            "all of it — nothing is piling up ({:.1} % of {} in use)",
-            l.outbox_used_percent,
-            bytes_words(l.outbox_max_bytes)
-        ),
-        None => format!(
-            "still measuring ({:.1} % of {} in use)",
-            l.outbox_used_percent,
-            bytes_words(l.outbox_max_bytes)
-        ),
-    }
-}
-
-/// The summary `hallgate status` prints.
+/// The summary `hallgate status` prints: a header, then rooms, devices, the central link and
+/// today's alerts, a section each.
 pub fn render(view: &StateView) -> String {
     let mut t = String::new();
+    header(&mut t, view);
+    rooms(&mut t, view);
+    devices(&mut t, view);
+    link(&mut t, &view.link);
+    alerts(&mut t, view);
+    t
+}
+
+/// The hall, its time and clock, and what needs attention.
+fn header(t: &mut String, view: &StateView) {
     let _ = writeln!(
         t,
         "{} ({}) — {} hall time ({}), clock {}",
@@ -98,7 +65,9 @@ pub fn render(view: &StateView) -> String {
     } else {
         let _ = writeln!(t, "Needs attention: {}.", problems.join("; "));
     }
+}
 
+fn rooms(t: &mut String, view: &StateView) {
     let _ = writeln!(
         t,
         "\nRooms — visits today {}, in the hall now {} of {}",
@@ -127,7 +96,9 @@ pub fn render(view: &StateView) -> String {
             }
         );
     }
+}
 
+fn devices(t: &mut String, view: &StateView) {
     let _ = writeln!(t, "\nDevices");
     if view.devices.is_empty() {
         let _ = writeln!(t, "  (none configured)");
@@ -159,8 +130,9 @@ pub fn render(view: &StateView) -> String {
             d.detail
         );
     }
+}
 
-    let l = &view.link;
+fn link(t: &mut String, l: &LinkView) {
     let _ = writeln!(
         t,
         "\nCentral link: {}{}",
@@ -191,7 +163,9 @@ pub fn render(view: &StateView) -> String {
             l.dropped_messages
         );
     }
+}
 
+fn alerts(t: &mut String, view: &StateView) {
     let _ = writeln!(t, "\nToday's alerts");
     if view.alerts.is_empty() {
         let _ = writeln!(t, "  none");
@@ -203,7 +177,6 @@ pub fn render(view: &StateView) -> String {
     for a in &view.alerts {
         let _ = writeln!(t, "  {}  {}", a.at_local, a.message);
     }
-    t
 }
 
 #[cfg(test)]
@@ -217,10 +190,86 @@ mod tests {
         assert_eq!(display_width("阅览室"), 6);
     }
 
-    #[test]
-    fn sizes_read_in_binary_units() {
-        assert_eq!(bytes_words(512), "512 bytes");
-        assert_eq!(bytes_words(20_480), "20.0 KiB");
-        assert_eq!(bytes_words(64 << 20), "64.0 MiB");
+    /// A hall in trouble: every section has something to say, and every device condition
+    /// shows, so a line out of place or a changed word fails the pinned summary.
+    const TROUBLED: &str = r#"{
+        "api_version": 1,
+        "hall": {"id": "h-1", "name": "Tianlin (天林)", "time_zone": "Asia/Shanghai"},
+        "generated_at": "2026-12-01T06:17:00Z", "generated_local": "2026-12-01 14:17:00",
+        "day": "2026-12-01", "clock_synced": false,
+        "visits_today": 120, "occupancy": 56, "capacity": 53,
+        "rooms": [
+            {"id": "reading", "name": "Reading room (阅览室)", "occupancy": 52, "capacity": 50,
+             "utilisation": 1.04, "over_capacity": true, "entries_today": 60, "exits_today": 8},
+            {"id": "health", "name": "Health", "occupancy": 4, "capacity": 3,
+             "utilisation": 0.333, "over_capacity": false, "entries_today": 9, "exits_today": 5}
+        ],
+        "devices": [
+            {"id": "pc-entrance", "kind": "people_counter", "place": "door entrance",
+             "condition": "online", "since": "2026-12-01T00:00:05Z", "since_local": "08:00",
+             "for_secs": 22615, "detail": "answering", "counts": {}},
+            {"id": "pc-reading", "kind": "people_counter", "place": "door reading",
+             "condition": "offline", "since": "2026-12-01T06:05:00Z", "since_local": "14:05",
+             "for_secs": 720, "detail": "no answer within 500 ms", "counts": {}},
+            {"id": "rs485", "kind": "bus", "place": "/dev/ttyUSB0", "condition": "stale",
+             "detail": "quiet", "counts": {}},
+            {"id": "T1", "kind": "terminal", "place": "Lobby", "condition": "waiting",
+             "detail": "no message yet", "counts": {}}
+        ],
+        "link": {"connected": false, "since": "2026-12-01T06:00:00Z", "since_local": "14:00",
+                 "last_upload": "2026-12-01T05:59:00Z", "last_upload_local": "13:59",
+                 "last_upload_ago_secs": 1080, "delivered": 3, "backlog_messages": 17,
+                 "backlog_bytes": 20480, "outbox_max_bytes": 67108864,
+                 "outbox_used_percent": 85.5, "dropped_messages": 2, "disk_full": false},
+        "alerts": [
+            {"at": "2026-12-01T06:05:00Z", "at_local": "14:05", "kind": "device_offline",
+             "message": "pc-reading is offline"},
+            {"at": "2026-12-01T06:10:00Z", "at_local": "14:10", "kind": "link_lost",
+             "message": "the link is lost"}
+        ],
+        "alerts_today": 5,
+        "terminal_intake_stopped": "ingest"
+    }"#;
+
+    /// A quiet, healthy hall: the "all is well" and "none" lines.
+    const QUIET: &str = r#"{
+        "api_version": 1,
+        "hall": {"id": "h", "name": "h", "time_zone": "UTC"},
+        "generated_at": "2026-12-01T06:17:00Z", "generated_local": "2026-12-01 06:17:00",
+        "day": "2026-12-01", "clock_synced": true,
+        "visits_today": 0, "occupancy": 0, "capacity": 10,
+        "rooms": [
+            {"id": "lobby", "name": "lobby", "occupancy": 0, "capacity": 10,
+             "utilisation": 0.0, "over_capacity": false, "entries_today": 0, "exits_today": 0}
+        ],
+        "devices": [],
+        "link": {"connected": true, "since": "2026-12-01T06:00:00Z", "since_local": "06:00",
+                 "delivered": 0, "backlog_messages": 1, "backlog_bytes": 512,
+                 "outbox_max_bytes": 67108864, "outbox_used_percent": 0.0,
+                 "buffer_left_hours": 412.3, "dropped_messages": 0, "disk_full": false},
+        "alerts": [],
+        "alerts_today": 0
+    }"#;
+
+    fn summary(json: &str) -> String {
+        render(&serde_json::from_str(json).expect("a valid view"))
     }
+
+    #[test]
+    fn the_summary_of_a_troubled_hall_is_pinned_line_for_line() {
+        let text = summary(TROUBLED);
+        assert_eq!(text, PINNED_TROUBLED, "--- got ---\n{text}");
+    }
+
+    #[test]
+    fn the_summary_of_a_quiet_hall_is_pinned_line_for_line() {
+        let text = summary(QUIET);
+        assert_eq!(text, PINNED_QUIET, "--- got ---\n{text}");
+    }
+
+    /// What `render` wrote for [`TROUBLED`] before it was split into sections.
+    const PINNED_TROUBLED: &str =
+        include_str!("../../tests/fixtures/status/summary-troubled-hall.txt");
+    /// What `render` wrote for [`QUIET`] before it was split into sections.
+    const PINNED_QUIET: &str = include_str!("../../tests/fixtures/status/summary-quiet-hall.txt");
 }

@@ -22,14 +22,17 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::TerminalId;
 use super::dedup::DedupKey;
+use super::facts::{Direction, MaskState, PassageVerdict};
 use super::member::MemberRef;
 use super::path::{FieldPath, JsonPath};
-use super::profile::{DeviceIdSource, MessageKind, TemperatureRule, TerminalProfile, TimeFormat};
+use super::profile::{
+    DeviceIdSource, MapRule, MessageKind, TemperatureRule, TerminalProfile, TimeFormat, TopicMatch,
+};
 
 /// Longest member id accepted; vendors allow 20–64 characters.
 const MAX_MEMBER_ID_BYTES: usize = 128;
@@ -135,50 +138,6 @@ impl DecodeOptions {
 
 // ---------------------------------------------------------------------------------------------
 // The normalised event.
-
-/// What the terminal decided about the person in front of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PassageVerdict {
-    /// Recognised (or otherwise verified) and let through.
-    Pass,
-    /// Recognition or verification failed, or the person had no permission now. Usually
-    /// followed by a retry, so not a visit by itself.
-    Fail,
-    /// A face that is not a registered member.
-    Stranger,
-    /// Turned away because of an abnormal temperature.
-    RefusedFever,
-}
-
-impl PassageVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PassageVerdict::Pass => "pass",
-            PassageVerdict::Fail => "fail",
-            PassageVerdict::Stranger => "stranger",
-            PassageVerdict::RefusedFever => "refused_fever",
-        }
-    }
-}
-
-/// Whether a mask was worn, where the terminal checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MaskState {
-    On,
-    Off,
-    Unknown,
-}
-
-/// Which way the person went, where the terminal says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    In,
-    Out,
-    Unknown,
-}
 
 /// Who passed. The member id is for [`MemberHasher`](super::MemberHasher) only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +295,8 @@ impl RejectReason {
 
 /// Decodes one message that arrived on `topic` with `profile`'s mapping. `now` is the receipt
 /// time, used when the message has no time or an implausible one.
+///
+/// The steps run in this order, and the first that rejects the message decides the reason.
 pub fn decode(
     profile: &TerminalProfile,
     topic: &str,
@@ -343,109 +304,24 @@ pub fn decode(
     now: Timestamp,
     options: &DecodeOptions,
 ) -> Result<Decoded, RejectReason> {
-    if payload.len() > options.max_payload_bytes {
-        return Err(RejectReason::Oversized {
-            bytes: payload.len(),
-            limit: options.max_payload_bytes,
-        });
-    }
-    let topic_match = profile.matches(topic).ok_or(RejectReason::TopicMismatch)?;
-    let text = std::str::from_utf8(payload).map_err(|_| RejectReason::InvalidUtf8)?;
-    let root: Value = serde_json::from_str(text).map_err(|e| RejectReason::InvalidJson {
-        line: e.line(),
-        column: e.column(),
-    })?;
-    if !(root.is_object() || root.is_array()) {
-        return Err(RejectReason::NotAnObject);
-    }
-
+    let (topic_match, root) = parse(profile, topic, payload, options)?;
     // The id is needed for heartbeats too, but a heartbeat without one is still a heartbeat.
-    let terminal: Result<TerminalId, RejectReason> =
-        match (&profile.device_id, topic_match.terminal) {
-            (_, Some(id)) => Ok(id),
-            (DeviceIdSource::Field(path), None) => match code_at(&root, path)? {
-                None => Err(missing(path)),
-                Some(raw) => TerminalId::new(&raw).ok_or_else(|| RejectReason::BadTerminalId {
-                    from: path.to_string(),
-                }),
-            },
-            // Not reached: `matches` names the terminal for every topic-level profile.
-            (DeviceIdSource::TopicLevel(_), None) => Err(RejectReason::BadTerminalId {
-                from: "the topic".to_string(),
-            }),
-        };
-
-    if let Some(rule) = &profile.kind {
-        let kind = match code(&root, &rule.field)? {
-            None => rule.missing,
-            Some(c) => rule.map.get(c.as_ref()).copied().unwrap_or(rule.otherwise),
-        };
-        let reason = match kind {
-            MessageKind::Passage => None,
-            MessageKind::Heartbeat => Some(IgnoreReason::Heartbeat),
-            MessageKind::Other => Some(IgnoreReason::OtherMessage),
-        };
-        if let Some(reason) = reason {
-            return Ok(Decoded::Ignored(Ignored {
-                terminal: terminal.ok(),
-                reason,
-            }));
-        }
+    let terminal = terminal_of(profile, &root, topic_match)?;
+    if let Some(reason) = not_a_passage_kind(profile, &root)? {
+        return Ok(Decoded::Ignored(Ignored {
+            terminal: terminal.ok(),
+            reason,
+        }));
     }
     let terminal = terminal?;
-
-    let outcome = &profile.outcome;
-    let outcome_code = code(&root, &outcome.field)?.ok_or_else(|| missing(&outcome.field))?;
-    let verdict = match outcome.map.get(outcome_code.as_ref()) {
-        Some(v) => *v,
-        None => outcome.otherwise,
-    };
-    let Some(mut verdict) = verdict else {
+    let Some(verdict) = verdict_of(profile, &root)? else {
         return Ok(Decoded::Ignored(Ignored {
             terminal: Some(terminal),
             reason: IgnoreReason::NotAPassage,
         }));
     };
-
-    // Members: the id is read, bounded and wrapped; names are never looked at.
-    let mut member = None;
-    if let Some(rule) = &profile.member
-        && let Some(raw) = code(&root, &rule.field)?
-    {
-        if raw.len() > MAX_MEMBER_ID_BYTES {
-            return Err(RejectReason::BadValue {
-                path: rule.field.to_string(),
-                why: "is too long for a member id",
-            });
-        }
-        if rule.stranger_values.iter().any(|s| s == raw.as_ref()) {
-            // A "pass" for nobody registered is a stranger let through (visitor mode).
-            if verdict == PassageVerdict::Pass {
-                verdict = PassageVerdict::Stranger;
-            }
-        } else {
-            member = Some(MemberRef::new(raw.into_owned()));
-        }
-    }
-    let who = match (verdict, member) {
-        (PassageVerdict::Stranger, _) | (_, None) => Who::Stranger,
-        (_, Some(m)) => Who::Member(m),
-    };
-
-    let (at, device_clock_suspect) = match &profile.time {
-        None => (now, false),
-        Some(rule) => {
-            let (path, value) = field(&root, &rule.field).ok_or_else(|| missing(&rule.field))?;
-            let at = parse_time(value, path, rule.format, &options.time_zone)?;
-            let ahead = SignedDuration::from_secs(options.max_clock_ahead_s.min(86_400) as i64);
-            let latest = now.checked_add(ahead).unwrap_or(Timestamp::MAX);
-            if at < EARLIEST_PLAUSIBLE || at > latest {
-                (now, true)
-            } else {
-                (at, false)
-            }
-        }
-    };
+    let (who, verdict) = who_of(profile, &root, verdict)?;
+    let (at, device_clock_suspect) = event_time(profile, &root, now, options)?;
 
     let reading = match &profile.temperature {
         None => Reading::default(),
@@ -457,50 +333,9 @@ pub fn decode(
         None => flagged && !reading.sensor_error,
     };
 
-    let mask = match &profile.mask {
-        None => MaskState::Unknown,
-        Some(rule) => match code(&root, &rule.field)? {
-            None => MaskState::Unknown,
-            Some(c) => rule
-                .map
-                .get(c.as_ref())
-                .copied()
-                .unwrap_or(MaskState::Unknown),
-        },
-    };
-    let direction = match &profile.direction {
-        None => Direction::Unknown,
-        Some(rule) => match code(&root, &rule.field)? {
-            None => Direction::Unknown,
-            Some(c) => rule
-                .map
-                .get(c.as_ref())
-                .copied()
-                .unwrap_or(Direction::Unknown),
-        },
-    };
-
-    let mut event = None;
-    for path in &profile.dedup {
-        if let Some(raw) = code_at(&root, path)? {
-            if raw.len() > MAX_EVENT_KEY_BYTES || !raw.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(RejectReason::BadValue {
-                    path: path.to_string(),
-                    why: "is not a usable event key (printable ASCII, at most 64 bytes)",
-                });
-            }
-            event = Some(raw.into_owned());
-            break;
-        }
-    }
-    // Without a serial, the event time to the millisecond stands in: one terminal sees one
-    // face at a time, and a re-sent record carries the same time (unless the terminal's clock
-    // is off and `at` is the receipt time: such repeats cannot be recognised).
-    let event = event.unwrap_or_else(|| format!("t{}", at.as_millisecond()));
-    let dedup_key = DedupKey {
-        terminal: terminal.clone(),
-        event,
-    };
+    let mask = mapped(&root, profile.mask.as_ref(), MaskState::Unknown)?;
+    let direction = mapped(&root, profile.direction.as_ref(), Direction::Unknown)?;
+    let dedup_key = dedup_key(profile, &root, &terminal, at)?;
 
     // A broken picture loses the picture, not the passage: the person did pass.
     let (snapshot, snapshot_error) = match (&profile.snapshot, options.decode_snapshot) {
@@ -526,6 +361,187 @@ pub fn decode(
         snapshot,
         snapshot_error,
     }))
+}
+
+/// The checks before any field is read: size, topic, UTF-8, JSON, an object (or an array,
+/// which some vendors wrap a record in).
+fn parse(
+    profile: &TerminalProfile,
+    topic: &str,
+    payload: &[u8],
+    options: &DecodeOptions,
+) -> Result<(TopicMatch, Value), RejectReason> {
+    if payload.len() > options.max_payload_bytes {
+        return Err(RejectReason::Oversized {
+            bytes: payload.len(),
+            limit: options.max_payload_bytes,
+        });
+    }
+    let topic_match = profile.matches(topic).ok_or(RejectReason::TopicMismatch)?;
+    let text = std::str::from_utf8(payload).map_err(|_| RejectReason::InvalidUtf8)?;
+    let root: Value = serde_json::from_str(text).map_err(|e| RejectReason::InvalidJson {
+        line: e.line(),
+        column: e.column(),
+    })?;
+    if !(root.is_object() || root.is_array()) {
+        return Err(RejectReason::NotAnObject);
+    }
+    Ok((topic_match, root))
+}
+
+/// The terminal the message is from: named by the topic, or read from the payload. The
+/// outer error rejects the message at once (the id field has the wrong type); the inner one
+/// (no id, or not a usable one) only matters once the message turns out to be a passage.
+fn terminal_of(
+    profile: &TerminalProfile,
+    root: &Value,
+    topic_match: TopicMatch,
+) -> Result<Result<TerminalId, RejectReason>, RejectReason> {
+    Ok(match (&profile.device_id, topic_match.terminal) {
+        (_, Some(id)) => Ok(id),
+        (DeviceIdSource::Field(path), None) => match code_at(root, path)? {
+            None => Err(missing(path)),
+            Some(raw) => TerminalId::new(&raw).ok_or_else(|| RejectReason::BadTerminalId {
+                from: path.to_string(),
+            }),
+        },
+        // Not reached: `matches` names the terminal for every topic-level profile.
+        (DeviceIdSource::TopicLevel(_), None) => Err(RejectReason::BadTerminalId {
+            from: "the topic".to_string(),
+        }),
+    })
+}
+
+/// Why the message is skipped, by the profile's `[kind]`: a heartbeat or another kind of
+/// message. `None` for a passage, or when the profile has no `[kind]`.
+fn not_a_passage_kind(
+    profile: &TerminalProfile,
+    root: &Value,
+) -> Result<Option<IgnoreReason>, RejectReason> {
+    let Some(rule) = &profile.kind else {
+        return Ok(None);
+    };
+    let kind = match code(root, &rule.field)? {
+        None => rule.missing,
+        Some(c) => rule.map.get(c.as_ref()).copied().unwrap_or(rule.otherwise),
+    };
+    Ok(match kind {
+        MessageKind::Passage => None,
+        MessageKind::Heartbeat => Some(IgnoreReason::Heartbeat),
+        MessageKind::Other => Some(IgnoreReason::OtherMessage),
+    })
+}
+
+/// What the terminal decided, by the profile's `[outcome]`; `None` for an event code that is
+/// not about a person passing.
+fn verdict_of(
+    profile: &TerminalProfile,
+    root: &Value,
+) -> Result<Option<PassageVerdict>, RejectReason> {
+    let outcome = &profile.outcome;
+    let outcome_code = code(root, &outcome.field)?.ok_or_else(|| missing(&outcome.field))?;
+    Ok(match outcome.map.get(outcome_code.as_ref()) {
+        Some(v) => *v,
+        None => outcome.otherwise,
+    })
+}
+
+/// Who passed, and the verdict again: a "pass" for nobody registered is a stranger let
+/// through. Members: the id is read, bounded and wrapped; names are never looked at.
+fn who_of(
+    profile: &TerminalProfile,
+    root: &Value,
+    mut verdict: PassageVerdict,
+) -> Result<(Who, PassageVerdict), RejectReason> {
+    let mut member = None;
+    if let Some(rule) = &profile.member
+        && let Some(raw) = code(root, &rule.field)?
+    {
+        if raw.len() > MAX_MEMBER_ID_BYTES {
+            return Err(RejectReason::BadValue {
+                path: rule.field.to_string(),
+                why: "is too long for a member id",
+            });
+        }
+        if rule.stranger_values.iter().any(|s| s == raw.as_ref()) {
+            // A "pass" for nobody registered is a stranger let through (visitor mode).
+            if verdict == PassageVerdict::Pass {
+                verdict = PassageVerdict::Stranger;
+            }
+        } else {
+            member = Some(MemberRef::new(raw.into_owned()));
+        }
+    }
+    let who = match (verdict, member) {
+        (PassageVerdict::Stranger, _) | (_, None) => Who::Stranger,
+        (_, Some(m)) => Who::Member(m),
+    };
+    Ok((who, verdict))
+}
+
+/// When it happened, and whether the terminal's clock is suspect: the receipt time stands in
+/// for a time before 2020 or too far ahead of `now`, and for a profile without `[time]`.
+fn event_time(
+    profile: &TerminalProfile,
+    root: &Value,
+    now: Timestamp,
+    options: &DecodeOptions,
+) -> Result<(Timestamp, bool), RejectReason> {
+    let Some(rule) = &profile.time else {
+        return Ok((now, false));
+    };
+    let (path, value) = field(root, &rule.field).ok_or_else(|| missing(&rule.field))?;
+    let at = parse_time(value, path, rule.format, &options.time_zone)?;
+    let ahead = SignedDuration::from_secs(options.max_clock_ahead_s.min(86_400) as i64);
+    let latest = now.checked_add(ahead).unwrap_or(Timestamp::MAX);
+    Ok(if at < EARLIEST_PLAUSIBLE || at > latest {
+        (now, true)
+    } else {
+        (at, false)
+    })
+}
+
+/// A field read through a profile's map (mask, direction); `unknown` without the rule, the
+/// field, or a mapping for its code.
+fn mapped<T: Copy>(root: &Value, rule: Option<&MapRule<T>>, unknown: T) -> Result<T, RejectReason> {
+    let Some(rule) = rule else {
+        return Ok(unknown);
+    };
+    Ok(match code(root, &rule.field)? {
+        None => unknown,
+        Some(c) => rule.map.get(c.as_ref()).copied().unwrap_or(unknown),
+    })
+}
+
+/// The event's identity at its terminal: the first dedup field present, checked, or the event
+/// time to the millisecond.
+fn dedup_key(
+    profile: &TerminalProfile,
+    root: &Value,
+    terminal: &TerminalId,
+    at: Timestamp,
+) -> Result<DedupKey, RejectReason> {
+    let mut event = None;
+    for path in &profile.dedup {
+        if let Some(raw) = code_at(root, path)? {
+            if raw.len() > MAX_EVENT_KEY_BYTES || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(RejectReason::BadValue {
+                    path: path.to_string(),
+                    why: "is not a usable event key (printable ASCII, at most 64 bytes)",
+                });
+            }
+            event = Some(raw.into_owned());
+            break;
+        }
+    }
+    // Without a serial, the event time to the millisecond stands in: one terminal sees one
+    // face at a time, and a re-sent record carries the same time (unless the terminal's clock
+    // is off and `at` is the receipt time: such repeats cannot be recognised).
+    let event = event.unwrap_or_else(|| format!("t{}", at.as_millisecond()));
+    Ok(DedupKey {
+        terminal: terminal.clone(),
+        event,
+    })
 }
 
 fn missing(path: &impl fmt::Display) -> RejectReason {

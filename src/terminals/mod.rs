@@ -18,6 +18,8 @@
 //! - [`profile`]: vendor payload mappings as data, from `firmware-config/terminals/*.toml`
 //!   (compiled in, extendable from a directory). A new vendor is a new file, not new code.
 //! - [`decode`]: one message to a [`Decoded`] or a closed [`RejectReason`]; never panics.
+//! - [`facts`]: the words a passage is told in (verdict, mask, direction), shared by
+//!   [`profile`] and [`decode`] so neither imports the other for them.
 //! - [`dedup`]: a bounded, serialisable per-terminal set of recent event keys.
 //! - [`member`]: member ids, redacted in logs, reduced to a daily-salted HMAC for counting
 //!   unique visitors. Names are never read at all.
@@ -30,6 +32,7 @@
 
 pub mod decode;
 pub mod dedup;
+pub mod facts;
 pub mod member;
 pub mod path;
 pub mod profile;
@@ -39,10 +42,11 @@ pub mod wire;
 mod tests;
 
 pub use decode::{
-    DecodeOptions, DecodeStats, Decoded, Direction, IgnoreReason, Ignored, MaskState,
-    PassageRecorded, PassageVerdict, Picture, RejectReason, Who, decode,
+    DecodeOptions, DecodeStats, Decoded, IgnoreReason, Ignored, PassageRecorded, Picture,
+    RejectReason, Who, decode,
 };
 pub use dedup::{Dedup, DedupKey};
+pub use facts::{Direction, MaskState, PassageVerdict};
 pub use member::{LocalSaltState, MemberHash, MemberHasher, MemberRef};
 pub use path::JsonPath;
 pub use profile::{TerminalProfile, TerminalProfileConfig, TerminalProfiles, TopicMatch};

@@ -70,7 +70,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::TerminalId;
-use super::decode::{Direction, MaskState, PassageVerdict};
+use super::facts::{Direction, MaskState, PassageVerdict};
 use super::path::{FieldPath, JsonPath};
 
 /// The profiles shipped in `firmware-config/terminals/`, embedded at build time.
@@ -494,7 +494,8 @@ fn parse_filter(text: &str) -> Result<Vec<FilterLevel>, String> {
 }
 
 impl TerminalProfileConfig {
-    /// Checks the profile and parses its paths, or says every problem with it.
+    /// Checks the profile and parses its paths, or says every problem with it, section by
+    /// section in the file's order.
     pub fn resolve(&self) -> Result<TerminalProfile, Vec<String>> {
         let mut problems = Vec::new();
         if self.name.trim().is_empty() || self.name.contains(char::is_whitespace) {
@@ -503,24 +504,6 @@ impl TerminalProfileConfig {
                 self.name
             ));
         }
-        let path = |key: &str, text: &str, problems: &mut Vec<String>| match JsonPath::parse(text) {
-            Ok(p) => Some(p),
-            Err(why) => {
-                problems.push(format!("{key}: {why}"));
-                None
-            }
-        };
-        let field_path =
-            |key: &str, names: &FieldNames, problems: &mut Vec<String>| match FieldPath::parse(
-                &names.texts(),
-            ) {
-                Ok(p) => Some(p),
-                Err(why) => {
-                    problems.push(format!("{key}: {why}"));
-                    None
-                }
-            };
-
         let filter = match parse_filter(&self.topic_filter) {
             Ok(f) => Some(f),
             Err(why) => {
@@ -528,187 +511,32 @@ impl TerminalProfileConfig {
                 None
             }
         };
-        let device_id = match (&self.device_id_field, &filter) {
-            (Some(text), _) => {
-                path("device_id_field", text, &mut problems).map(DeviceIdSource::Field)
-            }
-            (None, Some(levels)) => {
-                let plus: Vec<usize> = levels
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| **l == FilterLevel::One)
-                    .map(|(i, _)| i)
-                    .collect();
-                match plus[..] {
-                    [at] => Some(DeviceIdSource::TopicLevel(at)),
-                    _ => {
-                        problems.push(format!(
-                            "topic_filter {:?} must have exactly one '+' (the terminal id) \
-                             when device_id_field is not set; it has {}",
-                            self.topic_filter,
-                            plus.len()
-                        ));
-                        None
-                    }
-                }
-            }
-            (None, None) => None,
-        };
-
-        let kind = self.kind.as_ref().and_then(|k| {
-            let field = field_path("kind.field", &k.field, &mut problems);
-            if k.map.is_empty() && k.otherwise == k.missing {
-                problems.push(
-                    "kind: with an empty map and otherwise = missing every message is the same \
-                     kind; drop [kind] or say how kinds differ"
-                        .to_string(),
-                );
-            }
-            if !k
-                .map
-                .values()
-                .chain([&k.otherwise, &k.missing])
-                .any(|v| *v == MessageKind::Passage)
-            {
-                problems.push(
-                    "kind: no value is a \"passage\", so nothing would be decoded".to_string(),
-                );
-            }
-            Some(KindRule {
-                field: field?,
-                map: k.map.clone(),
-                otherwise: k.otherwise,
-                missing: k.missing,
-            })
-        });
-
-        let outcome = {
-            let o = &self.outcome;
-            let field = field_path("outcome.field", &o.field, &mut problems);
-            if o.map.is_empty() {
-                problems.push("outcome.map must not be empty".to_string());
-            } else if o
-                .map
-                .values()
-                .chain([&o.otherwise])
-                .all(|c| *c == OutcomeCode::Ignore)
-            {
-                problems.push(
-                    "outcome.map maps every code to \"ignore\", so no passage would be recorded"
-                        .to_string(),
-                );
-            }
-            field.map(|field| OutcomeRule {
-                field,
-                map: o
-                    .map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.verdict()))
-                    .collect(),
-                otherwise: o.otherwise.verdict(),
-            })
-        };
-
+        let device_id = self.device_id(filter.as_deref(), &mut problems);
+        let kind = self.kind.as_ref().and_then(|k| k.rule(&mut problems));
+        let outcome = self.outcome.rule(&mut problems);
         let time = self.time.as_ref().and_then(|t| {
             Some(TimeRule {
                 field: field_path("time.field", &t.field, &mut problems)?,
                 format: t.format,
             })
         });
-
         let dedup = match &self.dedup {
             None => Vec::new(),
-            Some(d) => {
-                if d.fields.is_empty() {
-                    problems.push("dedup.fields must name at least one field".to_string());
-                }
-                d.fields
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, f)| path(&format!("dedup.fields[{i}]"), f, &mut problems))
-                    .collect()
-            }
+            Some(d) => d.paths(&mut problems),
         };
-
-        let member = self.member.as_ref().and_then(|m| {
-            if m.stranger_values.iter().any(|v| v.is_empty()) {
-                problems.push("member.stranger_values must not contain an empty value".to_string());
-            }
-            Some(MemberRule {
-                field: field_path("member.field", &m.field, &mut problems)?,
-                stranger_values: m.stranger_values.clone(),
-            })
-        });
-
-        let temperature = self.temperature.as_ref().and_then(|t| {
-            let value_field = field_path("temperature.field", &t.field, &mut problems);
-            let unit_field = match &t.unit_field {
-                Some(f) => field_path("temperature.unit_field", f, &mut problems),
-                None => {
-                    if !t.unit_map.is_empty() {
-                        problems.push(
-                            "temperature.unit_map needs temperature.unit_field to read from"
-                                .to_string(),
-                        );
-                    }
-                    None
-                }
-            };
-            if t.unit_field.is_some() && t.unit_map.is_empty() {
-                problems.push("temperature.unit_map must not be empty with unit_field".to_string());
-            }
-            let abnormal_field = match &t.abnormal_field {
-                Some(f) => {
-                    if t.abnormal_values.is_empty() {
-                        problems.push(
-                            "temperature.abnormal_values must list the values that mean abnormal"
-                                .to_string(),
-                        );
-                    }
-                    field_path("temperature.abnormal_field", f, &mut problems)
-                }
-                None => {
-                    if !t.abnormal_values.is_empty() {
-                        problems.push(
-                            "temperature.abnormal_values needs temperature.abnormal_field"
-                                .to_string(),
-                        );
-                    }
-                    None
-                }
-            };
-            if t.not_measured.iter().any(|v| !v.is_finite()) {
-                problems.push("temperature.not_measured values must be finite numbers".to_string());
-            }
-            Some(TemperatureRule {
-                field: value_field?,
-                unit: t.unit,
-                unit_field,
-                unit_map: t.unit_map.clone(),
-                not_measured: t.not_measured.clone(),
-                abnormal_field,
-                abnormal_values: t.abnormal_values.clone(),
-            })
-        });
-
-        let map_rule = |key: &str, names: &FieldNames, empty: bool, problems: &mut Vec<String>| {
-            if empty {
-                problems.push(format!("{key}.map must not be empty"));
-            }
-            field_path(&format!("{key}.field"), names, problems)
-        };
-        let mask = self.mask.as_ref().and_then(|m| {
-            Some(MapRule {
-                field: map_rule("mask", &m.field, m.map.is_empty(), &mut problems)?,
-                map: m.map.clone(),
-            })
-        });
-        let direction = self.direction.as_ref().and_then(|d| {
-            Some(MapRule {
-                field: map_rule("direction", &d.field, d.map.is_empty(), &mut problems)?,
-                map: d.map.clone(),
-            })
-        });
+        let member = self.member.as_ref().and_then(|m| m.rule(&mut problems));
+        let temperature = self
+            .temperature
+            .as_ref()
+            .and_then(|t| t.rule(&mut problems));
+        let mask = self
+            .mask
+            .as_ref()
+            .and_then(|m| m.rule("mask", &mut problems));
+        let direction = self
+            .direction
+            .as_ref()
+            .and_then(|d| d.rule("direction", &mut problems));
         let snapshot = self
             .snapshot
             .as_ref()
@@ -736,6 +564,209 @@ impl TerminalProfileConfig {
             }
             _ => Err(problems),
         }
+    }
+
+    /// Where the terminal id comes from: `device_id_field`, or else the filter's one `+`.
+    /// `None` (with a problem said, unless the filter itself was the problem) when neither.
+    fn device_id(
+        &self,
+        filter: Option<&[FilterLevel]>,
+        problems: &mut Vec<String>,
+    ) -> Option<DeviceIdSource> {
+        match (&self.device_id_field, filter) {
+            (Some(text), _) => {
+                json_path("device_id_field", text, problems).map(DeviceIdSource::Field)
+            }
+            (None, Some(levels)) => {
+                let plus: Vec<usize> = levels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| **l == FilterLevel::One)
+                    .map(|(i, _)| i)
+                    .collect();
+                match plus[..] {
+                    [at] => Some(DeviceIdSource::TopicLevel(at)),
+                    _ => {
+                        problems.push(format!(
+                            "topic_filter {:?} must have exactly one '+' (the terminal id) \
+                             when device_id_field is not set; it has {}",
+                            self.topic_filter,
+                            plus.len()
+                        ));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// A single path at `key`, or a problem said.
+fn json_path(key: &str, text: &str, problems: &mut Vec<String>) -> Option<JsonPath> {
+    match JsonPath::parse(text) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            problems.push(format!("{key}: {why}"));
+            None
+        }
+    }
+}
+
+/// A field (one path or alternatives) at `key`, or a problem said.
+fn field_path(key: &str, names: &FieldNames, problems: &mut Vec<String>) -> Option<FieldPath> {
+    match FieldPath::parse(&names.texts()) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            problems.push(format!("{key}: {why}"));
+            None
+        }
+    }
+}
+
+impl KindConfig {
+    fn rule(&self, problems: &mut Vec<String>) -> Option<KindRule> {
+        let field = field_path("kind.field", &self.field, problems);
+        if self.map.is_empty() && self.otherwise == self.missing {
+            problems.push(
+                "kind: with an empty map and otherwise = missing every message is the same \
+                 kind; drop [kind] or say how kinds differ"
+                    .to_string(),
+            );
+        }
+        if !self
+            .map
+            .values()
+            .chain([&self.otherwise, &self.missing])
+            .any(|v| *v == MessageKind::Passage)
+        {
+            problems
+                .push("kind: no value is a \"passage\", so nothing would be decoded".to_string());
+        }
+        Some(KindRule {
+            field: field?,
+            map: self.map.clone(),
+            otherwise: self.otherwise,
+            missing: self.missing,
+        })
+    }
+}
+
+impl OutcomeConfig {
+    fn rule(&self, problems: &mut Vec<String>) -> Option<OutcomeRule> {
+        let field = field_path("outcome.field", &self.field, problems);
+        if self.map.is_empty() {
+            problems.push("outcome.map must not be empty".to_string());
+        } else if self
+            .map
+            .values()
+            .chain([&self.otherwise])
+            .all(|c| *c == OutcomeCode::Ignore)
+        {
+            problems.push(
+                "outcome.map maps every code to \"ignore\", so no passage would be recorded"
+                    .to_string(),
+            );
+        }
+        field.map(|field| OutcomeRule {
+            field,
+            map: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.verdict()))
+                .collect(),
+            otherwise: self.otherwise.verdict(),
+        })
+    }
+}
+
+impl DedupConfig {
+    fn paths(&self, problems: &mut Vec<String>) -> Vec<JsonPath> {
+        if self.fields.is_empty() {
+            problems.push("dedup.fields must name at least one field".to_string());
+        }
+        self.fields
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| json_path(&format!("dedup.fields[{i}]"), f, problems))
+            .collect()
+    }
+}
+
+impl MemberConfig {
+    fn rule(&self, problems: &mut Vec<String>) -> Option<MemberRule> {
+        if self.stranger_values.iter().any(|v| v.is_empty()) {
+            problems.push("member.stranger_values must not contain an empty value".to_string());
+        }
+        Some(MemberRule {
+            field: field_path("member.field", &self.field, problems)?,
+            stranger_values: self.stranger_values.clone(),
+        })
+    }
+}
+
+impl TemperatureConfig {
+    fn rule(&self, problems: &mut Vec<String>) -> Option<TemperatureRule> {
+        let value_field = field_path("temperature.field", &self.field, problems);
+        let unit_field = match &self.unit_field {
+            Some(f) => field_path("temperature.unit_field", f, problems),
+            None => {
+                if !self.unit_map.is_empty() {
+                    problems.push(
+                        "temperature.unit_map needs temperature.unit_field to read from"
+                            .to_string(),
+                    );
+                }
+                None
+            }
+        };
+        if self.unit_field.is_some() && self.unit_map.is_empty() {
+            problems.push("temperature.unit_map must not be empty with unit_field".to_string());
+        }
+        let abnormal_field = match &self.abnormal_field {
+            Some(f) => {
+                if self.abnormal_values.is_empty() {
+                    problems.push(
+                        "temperature.abnormal_values must list the values that mean abnormal"
+                            .to_string(),
+                    );
+                }
+                field_path("temperature.abnormal_field", f, problems)
+            }
+            None => {
+                if !self.abnormal_values.is_empty() {
+                    problems.push(
+                        "temperature.abnormal_values needs temperature.abnormal_field".to_string(),
+                    );
+                }
+                None
+            }
+        };
+        if self.not_measured.iter().any(|v| !v.is_finite()) {
+            problems.push("temperature.not_measured values must be finite numbers".to_string());
+        }
+        Some(TemperatureRule {
+            field: value_field?,
+            unit: self.unit,
+            unit_field,
+            unit_map: self.unit_map.clone(),
+            not_measured: self.not_measured.clone(),
+            abnormal_field,
+            abnormal_values: self.abnormal_values.clone(),
+        })
+    }
+}
+
+impl<T: Copy> MapConfig<T> {
+    /// The rule of the `[key]` section (`mask`, `direction`).
+    fn rule(&self, key: &str, problems: &mut Vec<String>) -> Option<MapRule<T>> {
+        if self.map.is_empty() {
+            problems.push(format!("{key}.map must not be empty"));
+        }
+        Some(MapRule {
+            field: field_path(&format!("{key}.field"), &self.field, problems)?,
+            map: self.map.clone(),
+        })
     }
 }
 
@@ -959,6 +990,114 @@ mod tests {
                 "{needle}: {problems:#?}"
             );
         }
+    }
+
+    /// Every check `resolve` makes, tripped by two profiles, with the exact words and order
+    /// of the problems (validate prints them as they come).
+    #[test]
+    fn every_check_says_its_problem_in_a_fixed_order() {
+        let first = parse_terminal_profile(
+            r#"
+            name = "bad name"
+            topic_filter = "a/+/+/b"
+            [kind]
+            field = "k..x"
+            [outcome]
+            field = "x..y"
+            map = {}
+            [time]
+            field = "t..x"
+            format = "rfc3339"
+            [dedup]
+            fields = []
+            [member]
+            field = "m..x"
+            stranger_values = [""]
+            [temperature]
+            field = "t[0"
+            unit = "celsius"
+            unit_map = { F = "fahrenheit" }
+            not_measured = [nan]
+            abnormal_values = ["1"]
+            [mask]
+            field = "m"
+            map = {}
+            [direction]
+            field = "d..x"
+            map = {}
+            [snapshot]
+            field = "s..x"
+            "#,
+        )
+        .expect_err("broken");
+        let second = parse_terminal_profile(
+            r#"
+            name = "second"
+            topic_filter = ""
+            device_id_field = "d..x"
+            [outcome]
+            field = "c"
+            map = { "1" = "ignore" }
+            [dedup]
+            fields = ["ok", "b..x"]
+            [temperature]
+            field = "t"
+            unit = "celsius"
+            unit_field = "u..x"
+            abnormal_field = "a"
+            "#,
+        )
+        .expect_err("broken");
+        let named = |name: &str, problems: &[&str]| -> Vec<String> {
+            problems
+                .iter()
+                .map(|p| format!("terminal profile {name:?}: {p}"))
+                .collect()
+        };
+        assert_eq!(
+            first,
+            named(
+                "bad name",
+                &[
+                    "name must be one word without spaces, not \"bad name\"",
+                    "topic_filter \"a/+/+/b\" must have exactly one '+' (the terminal id) when device_id_field is not set; it has 2",
+                    "kind.field: path \"k..x\" has an empty segment",
+                    "kind: with an empty map and otherwise = missing every message is the same kind; drop [kind] or say how kinds differ",
+                    "kind: no value is a \"passage\", so nothing would be decoded",
+                    "outcome.field: path \"x..y\" has an empty segment",
+                    "outcome.map must not be empty",
+                    "time.field: path \"t..x\" has an empty segment",
+                    "dedup.fields must name at least one field",
+                    "member.stranger_values must not contain an empty value",
+                    "member.field: path \"m..x\" has an empty segment",
+                    "temperature.field: path \"t[0\" has a '[' without its ']'",
+                    "temperature.unit_map needs temperature.unit_field to read from",
+                    "temperature.abnormal_values needs temperature.abnormal_field",
+                    "temperature.not_measured values must be finite numbers",
+                    "mask.map must not be empty",
+                    "direction.map must not be empty",
+                    "direction.field: path \"d..x\" has an empty segment",
+                    "snapshot.field: path \"s..x\" has an empty segment",
+                ]
+            ),
+            "{first:#?}"
+        );
+        assert_eq!(
+            second,
+            named(
+                "second",
+                &[
+                    "topic_filter must not be empty",
+                    "device_id_field: path \"d..x\" has an empty segment",
+                    "outcome.map maps every code to \"ignore\", so no passage would be recorded",
+                    "dedup.fields[1]: path \"b..x\" has an empty segment",
+                    "temperature.unit_field: path \"u..x\" has an empty segment",
+                    "temperature.unit_map must not be empty with unit_field",
+                    "temperature.abnormal_values must list the values that mean abnormal",
+                ]
+            ),
+            "{second:#?}"
+        );
     }
 
     #[test]

@@ -49,7 +49,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rand::Rng;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
     Outgoing, Packet, QoS, TlsConfiguration, Transport,
@@ -58,9 +57,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::devices::backoff::Backoff;
 use crate::outbox::{OutMessage, Outbox};
 
-/// First wait before reconnecting; it doubles up to `uplink.max_reconnect_backoff`.
+/// Longest first wait before reconnecting (jittered); it doubles up to
+/// `uplink.max_reconnect_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// The first retry after losing an established connection waits up to this (jittered).
 pub const FIRST_RETRY_SPREAD: Duration = Duration::from_secs(5);
@@ -274,7 +275,7 @@ impl UplinkDriver {
     /// saying `offline`, and returns.
     pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
         self.log_link_security();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::jittered(MIN_BACKOFF, self.config.uplink.max_reconnect_backoff);
         // What the current outage has already logged, so each kind is said once.
         let mut logged: Vec<Trouble> = Vec::new();
         loop {
@@ -288,13 +289,11 @@ impl UplinkDriver {
             };
             self.status.connected.store(false, Ordering::Relaxed);
             if was_connected {
-                backoff = backoff
-                    .max(FIRST_RETRY_SPREAD)
-                    .min(self.config.uplink.max_reconnect_backoff);
+                backoff.raise_to(FIRST_RETRY_SPREAD);
             }
             // Full jitter: a city of gateways that lost the same broker must not come back
             // in step.
-            let wait = backoff.mul_f64(rand::rng().random_range(0.0..=1.0));
+            let wait = backoff.next_wait();
             tracing::debug!(
                 wait_ms = wait.as_millis() as u64,
                 "reconnecting to the central broker after a pause"
@@ -303,7 +302,6 @@ impl UplinkDriver {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(self.config.uplink.max_reconnect_backoff);
         }
     }
 
@@ -380,7 +378,7 @@ impl UplinkDriver {
         &self,
         shutdown: &CancellationToken,
         drain: Duration,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         logged: &mut Vec<Trouble>,
     ) -> Ended {
         let window = usize::from(self.config.uplink.max_inflight);
@@ -412,7 +410,7 @@ impl UplinkDriver {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
-                        *backoff = MIN_BACKOFF;
+                        backoff.reset();
                         logged.clear();
                         self.status.connected.store(true, Ordering::Relaxed);
                         // What the last connection leased and never saw acked goes again.
@@ -664,5 +662,47 @@ impl UplinkDriver {
         }
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    /// The ceilings of the waits before each reconnect (ms), for connections that each
+    /// failed (`false`) or were established and then lost (`true`), with the reconnect cap
+    /// `cap`. Every wait is a random part of its ceiling.
+    fn ceilings(cap: Duration, script: &[bool]) -> Vec<u128> {
+        let mut backoff = Backoff::jittered(MIN_BACKOFF, cap);
+        let mut out = Vec::new();
+        for &was_connected in script {
+            if was_connected {
+                // What the ConnAck and then the loss do.
+                backoff.reset();
+                backoff.raise_to(FIRST_RETRY_SPREAD);
+            }
+            let ceiling = backoff.ceiling();
+            assert!(backoff.next_wait() <= ceiling);
+            out.push(ceiling.as_millis());
+        }
+        out
+    }
+
+    #[test]
+    fn reconnect_ceilings_double_to_the_cap_and_a_lost_connection_spreads_its_first_retry() {
+        let script = [false, false, false, true, false, false, false, true, false];
+        assert_eq!(
+            ceilings(Duration::from_secs(30), &script),
+            [250, 500, 1000, 5000, 10000, 20000, 30000, 5000, 10000]
+        );
+        assert_eq!(
+            ceilings(Duration::from_secs(3), &script),
+            [250, 500, 1000, 3000, 3000, 3000, 3000, 3000, 3000]
+        );
+        // A cap below the first wait: the first wait keeps its quarter second.
+        assert_eq!(
+            ceilings(Duration::from_millis(100), &[false, false, true, false]),
+            [250, 100, 100, 100]
+        );
     }
 }

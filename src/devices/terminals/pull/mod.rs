@@ -327,7 +327,7 @@ impl Driver {
             client,
             ingest,
             stats,
-            backoff: Backoff::new(settings.backoff_first, settings.backoff_max),
+            backoff: Backoff::jittered(settings.backoff_first, settings.backoff_max),
             settings,
             warned: HashSet::new(),
             failing: false,
