@@ -88,7 +88,7 @@ impl CounterProfile {
 
 /// What one reading added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Step {
+pub struct Counted {
     pub inward: u64,
     pub outward: u64,
     /// The device's totals went backwards by more than a wrap explains: it was reset (power
@@ -114,23 +114,23 @@ impl CounterTracker {
         self.last
     }
 
-    pub fn update(&mut self, counting: Counting, reading: Totals) -> Step {
+    pub fn update(&mut self, counting: Counting, reading: Totals) -> Counted {
         if counting.mode == CountMode::Delta {
-            return Step {
+            return Counted {
                 inward: reading.inward,
                 outward: reading.outward,
-                ..Step::default()
+                ..Counted::default()
             };
         }
         let Some(last) = self.last.replace(reading) else {
-            return Step {
+            return Counted {
                 baseline: true,
-                ..Step::default()
+                ..Counted::default()
             };
         };
         let (inward, in_reset) = advance(last.inward, reading.inward, counting);
         let (outward, out_reset) = advance(last.outward, reading.outward, counting);
-        Step {
+        Counted {
             inward,
             outward,
             reset: in_reset || out_reset,

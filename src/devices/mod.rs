@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, CounterTransport};
-use counter::{Step, Totals};
+use counter::{Counted, Totals};
 
 /// What a driver observed, as a past-tense fact.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +37,7 @@ pub enum DeviceEvent {
         counter: usize,
         at: Timestamp,
         totals: Totals,
-        step: Step,
+        step: Counted,
     },
     /// The device answered again after being offline (or for the first time).
     DeviceOnline { counter: usize, at: Timestamp },
@@ -76,7 +76,7 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
 /// What went wrong talking to a device (or a bus), counted since start. Read by the status
 /// views; written only by the device's driver.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub struct PollStats {
     pub polls: AtomicU64,
     pub timeouts: AtomicU64,
     /// CRC, framing and mismatched answers: noise on the line.
@@ -88,7 +88,7 @@ pub struct Stats {
     pub link_errors: AtomicU64,
 }
 
-/// A snapshot of [`Stats`], as published.
+/// A snapshot of [`PollStats`], as published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
     pub polls: u64,
@@ -99,7 +99,7 @@ pub struct StatsSnapshot {
     pub link_errors: u64,
 }
 
-impl Stats {
+impl PollStats {
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -120,15 +120,19 @@ impl Stats {
 /// Statistics of every counter and every bus, indexed like `Config::counters`/`buses`.
 #[derive(Debug)]
 pub struct DeviceStats {
-    pub counters: Vec<Stats>,
-    pub buses: Vec<Stats>,
+    pub counters: Vec<PollStats>,
+    pub buses: Vec<PollStats>,
 }
 
 impl DeviceStats {
     pub fn new(config: &Config) -> Arc<Self> {
         Arc::new(DeviceStats {
-            counters: config.counters.iter().map(|_| Stats::default()).collect(),
-            buses: config.buses.iter().map(|_| Stats::default()).collect(),
+            counters: config
+                .counters
+                .iter()
+                .map(|_| PollStats::default())
+                .collect(),
+            buses: config.buses.iter().map(|_| PollStats::default()).collect(),
         })
     }
 }

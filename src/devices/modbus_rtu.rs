@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::counter::{Totals, decode_totals};
 use super::reporter::CounterReporter;
-use super::{DeviceEvent, DeviceStats, Stats};
+use super::{DeviceEvent, DeviceStats, PollStats};
 use crate::config::profile::FunctionCode;
 use crate::config::{Bus, Counter, ParityConfig, SerialSettings};
 
@@ -175,7 +175,7 @@ impl ModbusRtuBusDriver {
             let port = match open(&self.bus.serial) {
                 Ok(port) => port,
                 Err(error) => {
-                    Stats::count(&self.stats.buses[self.bus_index].link_errors);
+                    PollStats::count(&self.stats.buses[self.bus_index].link_errors);
                     let reason = format!(
                         "cannot open serial port {} of bus {}: {error}",
                         self.bus.serial.port.display(),
@@ -220,7 +220,7 @@ impl ModbusRtuBusDriver {
                 Stopped::Lost(reason) => reason,
             };
             resyncing = false;
-            Stats::count(&self.stats.buses[self.bus_index].link_errors);
+            PollStats::count(&self.stats.buses[self.bus_index].link_errors);
             tracing::warn!(bus = %self.bus.id, %reason, "serial port lost; closed it and will reopen it when it is back");
             self.all_offline(&reason).await;
             tokio::select! {
@@ -326,11 +326,11 @@ impl ModbusRtuBusDriver {
             &self.stats.counters[slave.index],
             &self.stats.buses[self.bus_index],
         );
-        Stats::count(&per_slave.polls);
-        Stats::count(&per_bus.polls);
-        let count = |c: fn(&Stats) -> &std::sync::atomic::AtomicU64| {
-            Stats::count(c(per_slave));
-            Stats::count(c(per_bus));
+        PollStats::count(&per_slave.polls);
+        PollStats::count(&per_bus.polls);
+        let count = |c: fn(&PollStats) -> &std::sync::atomic::AtomicU64| {
+            PollStats::count(c(per_slave));
+            PollStats::count(c(per_bus));
         };
         ctx.set_slave(UnitId(slave.unit_id));
         let (start, n) = (profile.read_start, profile.read_count);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::backoff::Backoff;
 use super::counter::{Totals, decode_totals};
 use super::reporter::CounterReporter;
-use super::{DeviceEvent, DeviceStats, Stats};
+use super::{DeviceEvent, DeviceStats, PollStats};
 use crate::config::Counter;
 use crate::config::profile::FunctionCode;
 
@@ -89,7 +89,7 @@ impl ModbusTcpCounterDriver {
             let mut ctx = match connected {
                 Ok(ctx) => ctx,
                 Err(reason) => {
-                    Stats::count(&self.stats().link_errors);
+                    PollStats::count(&self.stats().link_errors);
                     self.reporter.went_offline(reason).await;
                     if sleep_or_shutdown(&shutdown, backoff.next_wait()).await {
                         return;
@@ -121,12 +121,12 @@ impl ModbusTcpCounterDriver {
         }
     }
 
-    fn stats(&self) -> &Stats {
+    fn stats(&self) -> &PollStats {
         &self.stats.counters[self.index]
     }
 
     async fn poll(&mut self, ctx: &mut Context) -> Result<(), PollError> {
-        Stats::count(&self.stats().polls);
+        PollStats::count(&self.stats().polls);
         let profile = &self.counter.profile;
         let (start, count) = (profile.read_start, profile.read_count);
         let read = async {
@@ -138,18 +138,18 @@ impl ModbusTcpCounterDriver {
         let stats = &self.stats.counters[self.index];
         let registers = match timeout(self.counter.timeout, read).await {
             Err(_) => {
-                Stats::count(&stats.timeouts);
+                PollStats::count(&stats.timeouts);
                 return Err(PollError::Connection(format!(
                     "no answer within {} ms",
                     self.counter.timeout.as_millis()
                 )));
             }
             Ok(Err(error)) => {
-                Stats::count(&stats.link_errors);
+                PollStats::count(&stats.link_errors);
                 return Err(PollError::Connection(format!("transport: {error}")));
             }
             Ok(Ok(Err(exception))) => {
-                Stats::count(&stats.exceptions);
+                PollStats::count(&stats.exceptions);
                 return Err(PollError::Answer(format!(
                     "device answered with exception {exception}"
                 )));
@@ -157,7 +157,7 @@ impl ModbusTcpCounterDriver {
             Ok(Ok(Ok(registers))) => registers,
         };
         let totals = decode_totals(profile, &registers).map_err(|error| {
-            Stats::count(&stats.bad_answers);
+            PollStats::count(&stats.bad_answers);
             PollError::Answer(format!("bad answer: {error}"))
         })?;
         self.reporter.reading(totals, Timestamp::now()).await;

@@ -21,7 +21,7 @@ use super::counter::Totals;
 use super::modbus_rtu::SERIAL_REOPEN;
 use super::reporter::CounterReporter;
 use super::stream::{StreamDecoder, StreamStats};
-use super::{DeviceEvent, DeviceStats, Stats};
+use super::{DeviceEvent, DeviceStats, PollStats};
 use crate::config::{Counter, SerialSettings};
 use crate::devices::stream::SerialProfile;
 
@@ -58,7 +58,7 @@ impl SerialStreamCounterDriver {
             let port = match super::modbus_rtu::open(&self.serial) {
                 Ok(port) => port,
                 Err(error) => {
-                    Stats::count(&self.stats.counters[self.index].link_errors);
+                    PollStats::count(&self.stats.counters[self.index].link_errors);
                     self.reporter
                         .went_offline(format!(
                             "cannot open serial port {}: {error}",
@@ -82,7 +82,7 @@ impl SerialStreamCounterDriver {
             let Some(reason) = self.read_until_lost(port, &shutdown).await else {
                 return;
             };
-            Stats::count(&self.stats.counters[self.index].link_errors);
+            PollStats::count(&self.stats.counters[self.index].link_errors);
             self.reporter.went_offline(reason).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -115,7 +115,7 @@ impl SerialStreamCounterDriver {
             // The line answers: the device is there even before its first full reading.
             self.reporter.went_online(at).await;
             for reading in decoder.push(&buf[..n]) {
-                Stats::count(&self.stats.counters[self.index].polls);
+                PollStats::count(&self.stats.counters[self.index].polls);
                 let totals = Totals {
                     inward: reading.inward,
                     outward: reading.outward,

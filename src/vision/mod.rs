@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 pub use centerface::{BBox, Face};
 pub use detector::FaceDetector;
-pub use snapshot::{RejectKind, RejectReason, SnapshotLimits, decode_snapshot};
+pub use snapshot::{ImageFault, RejectKind, SnapshotLimits, decode_snapshot};
 pub use worker::{
     SnapshotAnalysed, Submitted, VisionSender, VisionStats, VisionStatsSnapshot, VisionWorker,
 };
@@ -111,7 +111,7 @@ pub enum VisionError {
     #[error("face model {path} does not have CenterFace's outputs: {reason}")]
     ModelOutputs { path: PathBuf, reason: String },
     #[error("snapshot rejected: {0}")]
-    BadImage(#[from] RejectReason),
+    BadImage(#[from] ImageFault),
     #[error("face inference failed: {reason}")]
     Inference { reason: String },
     #[error("vision worker panicked on a snapshot: {message}")]

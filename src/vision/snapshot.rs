@@ -49,7 +49,7 @@ impl SnapshotLimits {
 
 /// Why a snapshot was refused. Each carries the values that decided it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RejectReason {
+pub enum ImageFault {
     #[error("snapshot is empty")]
     Empty,
     #[error("snapshot is {bytes} bytes, above the limit of {limit}")]
@@ -70,7 +70,7 @@ pub enum RejectReason {
     Corrupt { reason: String },
 }
 
-/// The kind of a [`RejectReason`], without its values: what the stats count by.
+/// The kind of a [`ImageFault`], without its values: what the stats count by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectKind {
     Empty,
@@ -114,30 +114,30 @@ impl RejectKind {
     }
 }
 
-impl RejectReason {
+impl ImageFault {
     pub fn kind(&self) -> RejectKind {
         match self {
-            RejectReason::Empty => RejectKind::Empty,
-            RejectReason::TooManyBytes { .. } => RejectKind::TooManyBytes,
-            RejectReason::UnsupportedFormat { .. } => RejectKind::UnsupportedFormat,
-            RejectReason::BadHeader { .. } => RejectKind::BadHeader,
-            RejectReason::ZeroSize { .. } => RejectKind::ZeroSize,
-            RejectReason::SideTooLarge { .. } => RejectKind::SideTooLarge,
-            RejectReason::TooManyPixels { .. } => RejectKind::TooManyPixels,
-            RejectReason::DecoderLimit { .. } => RejectKind::DecoderLimit,
-            RejectReason::Corrupt { .. } => RejectKind::Corrupt,
+            ImageFault::Empty => RejectKind::Empty,
+            ImageFault::TooManyBytes { .. } => RejectKind::TooManyBytes,
+            ImageFault::UnsupportedFormat { .. } => RejectKind::UnsupportedFormat,
+            ImageFault::BadHeader { .. } => RejectKind::BadHeader,
+            ImageFault::ZeroSize { .. } => RejectKind::ZeroSize,
+            ImageFault::SideTooLarge { .. } => RejectKind::SideTooLarge,
+            ImageFault::TooManyPixels { .. } => RejectKind::TooManyPixels,
+            ImageFault::DecoderLimit { .. } => RejectKind::DecoderLimit,
+            ImageFault::Corrupt { .. } => RejectKind::Corrupt,
         }
     }
 }
 
 /// Decodes a JPEG or PNG snapshot to 8-bit RGB (grey and alpha are converted), checking
 /// `limits` before any pixel is decoded.
-pub fn decode_snapshot(bytes: &[u8], limits: &SnapshotLimits) -> Result<RgbImage, RejectReason> {
+pub fn decode_snapshot(bytes: &[u8], limits: &SnapshotLimits) -> Result<RgbImage, ImageFault> {
     if bytes.is_empty() {
-        return Err(RejectReason::Empty);
+        return Err(ImageFault::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(RejectReason::TooManyBytes {
+        return Err(ImageFault::TooManyBytes {
             bytes: bytes.len(),
             limit: limits.max_bytes,
         });
@@ -151,10 +151,10 @@ pub fn decode_snapshot(bytes: &[u8], limits: &SnapshotLimits) -> Result<RgbImage
     header_limits.max_alloc = limits.decoder_limits().max_alloc;
     header.limits(header_limits);
     let (width, height) = header.into_dimensions().map_err(|error| match error {
-        ImageError::Limits(error) => RejectReason::DecoderLimit {
+        ImageError::Limits(error) => ImageFault::DecoderLimit {
             reason: error.to_string(),
         },
-        error => RejectReason::BadHeader {
+        error => ImageFault::BadHeader {
             reason: error.to_string(),
         },
     })?;
@@ -163,10 +163,10 @@ pub fn decode_snapshot(bytes: &[u8], limits: &SnapshotLimits) -> Result<RgbImage
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits.decoder_limits());
     let image = reader.decode().map_err(|error| match error {
-        ImageError::Limits(error) => RejectReason::DecoderLimit {
+        ImageError::Limits(error) => ImageFault::DecoderLimit {
             reason: error.to_string(),
         },
-        error => RejectReason::Corrupt {
+        error => ImageFault::Corrupt {
             reason: error.to_string(),
         },
     })?;
@@ -174,31 +174,31 @@ pub fn decode_snapshot(bytes: &[u8], limits: &SnapshotLimits) -> Result<RgbImage
 }
 
 /// The format from the magic bytes; the file name or a caller's claim is never trusted.
-fn guess_format(bytes: &[u8]) -> Result<ImageFormat, RejectReason> {
+fn guess_format(bytes: &[u8]) -> Result<ImageFormat, ImageFault> {
     match image::guess_format(bytes) {
         Ok(format @ (ImageFormat::Jpeg | ImageFormat::Png)) => Ok(format),
-        Ok(other) => Err(RejectReason::UnsupportedFormat {
+        Ok(other) => Err(ImageFault::UnsupportedFormat {
             format: format!("{other:?}").to_lowercase(),
         }),
-        Err(_) => Err(RejectReason::UnsupportedFormat {
+        Err(_) => Err(ImageFault::UnsupportedFormat {
             format: "unknown".to_owned(),
         }),
     }
 }
 
-fn check_dimensions(width: u32, height: u32, limits: &SnapshotLimits) -> Result<(), RejectReason> {
+fn check_dimensions(width: u32, height: u32, limits: &SnapshotLimits) -> Result<(), ImageFault> {
     if width == 0 || height == 0 {
-        return Err(RejectReason::ZeroSize { width, height });
+        return Err(ImageFault::ZeroSize { width, height });
     }
     if width > limits.max_side_px || height > limits.max_side_px {
-        return Err(RejectReason::SideTooLarge {
+        return Err(ImageFault::SideTooLarge {
             width,
             height,
             limit: limits.max_side_px,
         });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(RejectReason::TooManyPixels {
+        return Err(ImageFault::TooManyPixels {
             width,
             height,
             limit: limits.max_pixels,
@@ -315,10 +315,10 @@ mod tests {
             max_bytes: 100,
             ..SnapshotLimits::default()
         };
-        assert_eq!(decode_snapshot(&[], &limits), Err(RejectReason::Empty));
+        assert_eq!(decode_snapshot(&[], &limits), Err(ImageFault::Empty));
         assert_eq!(
             decode_snapshot(&[0u8; 101], &limits),
-            Err(RejectReason::TooManyBytes {
+            Err(ImageFault::TooManyBytes {
                 bytes: 101,
                 limit: 100
             })
@@ -336,7 +336,7 @@ mod tests {
         let gif = decode_snapshot(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", &limits);
         assert_eq!(
             gif,
-            Err(RejectReason::UnsupportedFormat {
+            Err(ImageFault::UnsupportedFormat {
                 format: "gif".to_owned()
             })
         );
@@ -347,7 +347,7 @@ mod tests {
         let png = encode_png(1, 100_000);
         assert_eq!(
             decode_snapshot(&png, &SnapshotLimits::default()),
-            Err(RejectReason::SideTooLarge {
+            Err(ImageFault::SideTooLarge {
                 width: 1,
                 height: 100_000,
                 limit: 4096
@@ -371,7 +371,7 @@ mod tests {
         };
         assert_eq!(
             decode_snapshot(&png_declaring(4000, 4000), &ten_mpixel),
-            Err(RejectReason::TooManyPixels {
+            Err(ImageFault::TooManyPixels {
                 width: 4000,
                 height: 4000,
                 limit: 10_000_000
@@ -383,7 +383,7 @@ mod tests {
         };
         assert_eq!(
             decode_snapshot(&encode_png(40, 30), &tight),
-            Err(RejectReason::TooManyPixels {
+            Err(ImageFault::TooManyPixels {
                 width: 40,
                 height: 30,
                 limit: 1000

@@ -492,7 +492,7 @@ mod tests {
     use tokio::sync::mpsc::error::TryRecvError;
 
     use super::*;
-    use crate::vision::{BBox, DetectorConfig, RejectReason};
+    use crate::vision::{BBox, DetectorConfig, ImageFault};
 
     const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -772,7 +772,7 @@ mod tests {
         assert_eq!(face_count(&answers[1]), 0);
         // Cut inside its scan data: refused, or decoded with grey blocks; never a panic.
         match &answers[2].faces {
-            Ok(_) | Err(VisionError::BadImage(RejectReason::Corrupt { .. })) => {}
+            Ok(_) | Err(VisionError::BadImage(ImageFault::Corrupt { .. })) => {}
             other => panic!("unexpected outcome for a truncated jpeg: {other:?}"),
         }
         let stats = worker.stats().snapshot();

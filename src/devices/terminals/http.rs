@@ -5,7 +5,7 @@
 //! device ──POST /terminals/{id}[/…]──► authenticate (address, Basic or ?token=)
 //!        ──POST /iclock/cdata?SN=…───►      │
 //!                                          ▼
-//!                      wire::{hikvision, uniubi, zkteco} ─► Envelope(s)
+//!                      wire::{hikvision, uniubi, zkteco} ─► VendorRecord(s)
 //!                                          ▼
 //!                      TerminalIngest::deliver ─► journaled on disk ─► Ack
 //!                                          ▼
@@ -46,11 +46,11 @@ use super::{Incoming, Route, TerminalIngest, TerminalStats, TerminalsStats};
 use crate::config::terminal_http::TerminalHttp;
 use crate::config::terminals::{Secret, TerminalTransport};
 use crate::config::{Config, CounterTransport};
-use crate::devices::Stats;
+use crate::devices::PollStats;
 use crate::devices::counter::Totals;
 use crate::devices::reporter::CounterReporter;
 use crate::devices::{DeviceEvent, DeviceStats};
-use crate::terminals::wire::{self, Envelope};
+use crate::terminals::wire::{self, VendorRecord};
 
 /// Largest request head read (request line and headers).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -274,7 +274,7 @@ impl Shared {
         let stats = &self.stats.terminals[terminal.index];
         if path.starts_with("/iclock/") && request.method() == Method::GET {
             // The handshake and the command polls carry no records: answered at once.
-            Stats::count(&stats.messages);
+            PollStats::count(&stats.messages);
             stats.last_seen_ms.store(
                 jiff::Timestamp::now().as_millisecond().max(0) as u64,
                 Ordering::Relaxed,
@@ -309,8 +309,8 @@ impl Shared {
             Err(Unpacked::NotRecords) => {
                 // Another ZKTeco table (operation log, photos): nothing to count, and the
                 // device must not keep re-sending it.
-                Stats::count(&stats.messages);
-                Stats::count(&stats.ignored);
+                PollStats::count(&stats.messages);
+                PollStats::count(&stats.ignored);
                 plain(StatusCode::OK, &wire::zkteco::records_taken_answer(0))
             }
             Err(Unpacked::Refused(reason)) => {
@@ -382,13 +382,13 @@ impl Shared {
     ///
     /// Every record goes to the ingest first, then the answers are awaited together: one
     /// commit holds them all, so a post of many records waits no longer than one.
-    async fn take(&self, terminal: &PushTerminal, envelopes: Vec<Envelope>) -> Reply {
+    async fn take(&self, terminal: &PushTerminal, envelopes: Vec<VendorRecord>) -> Reply {
         let stats = &self.stats.terminals[terminal.index];
         let taken = envelopes.len();
         let mut answers = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             if let Some(reason) = envelope.picture_dropped {
-                Stats::count(&stats.bad_snapshots);
+                PollStats::count(&stats.bad_snapshots);
                 self.warn_once(
                     &terminal.id,
                     reason,
@@ -448,7 +448,7 @@ impl Shared {
             !credential_matches(request.headers(), query, user, secret)
         });
         if wrong_address || no_credential {
-            Stats::count(&stats.link_errors);
+            PollStats::count(&stats.link_errors);
             let reason = if wrong_address {
                 "wrong_address"
             } else {
@@ -462,10 +462,10 @@ impl Shared {
         }
         let content_type = content_type(request.headers());
         let Ok(body) = self.read_body(request).await else {
-            Stats::count(&stats.bad_answers);
+            PollStats::count(&stats.bad_answers);
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "body refused\n");
         };
-        Stats::count(&stats.polls);
+        PollStats::count(&stats.polls);
         let now = jiff::Timestamp::now();
         match wire::hikvision::people_counting(&content_type, &body) {
             Ok(wire::hikvision::PeopleCount::RealTime { enter, exit, .. }) => {
@@ -489,7 +489,7 @@ impl Shared {
             }
             Ok(_) => counter.reporter.lock().await.went_online(now).await,
             Err(error) => {
-                Stats::count(&stats.bad_answers);
+                PollStats::count(&stats.bad_answers);
                 self.warn_once(
                     &counter.id,
                     error.as_str(),
@@ -524,7 +524,7 @@ impl Shared {
         content_type: &str,
         query: &str,
         body: &[u8],
-    ) -> Result<Vec<Envelope>, Unpacked> {
+    ) -> Result<Vec<VendorRecord>, Unpacked> {
         let max_picture = self.limits.max_picture_bytes;
         match terminal.vendor {
             Vendor::Hikvision => wire::hikvision::push(content_type, body, max_picture)
@@ -545,7 +545,7 @@ impl Shared {
                 Ok(attlog
                     .records
                     .into_iter()
-                    .map(|document| Envelope {
+                    .map(|document| VendorRecord {
                         document,
                         picture: None,
                         picture_dropped: None,
@@ -553,7 +553,7 @@ impl Shared {
                     })
                     .collect())
             }
-            Vendor::Json => Ok(vec![Envelope {
+            Vendor::Json => Ok(vec![VendorRecord {
                 document: body.to_vec(),
                 picture: None,
                 picture_dropped: None,
@@ -568,7 +568,7 @@ impl Shared {
             Some(t) => &self.stats.terminals[t.index],
             None => &self.stats.unattributed,
         };
-        Stats::count(&stats.messages);
+        PollStats::count(&stats.messages);
         stats.reject(reason);
         let name = terminal.map_or("(unknown)", |t| t.id.as_str());
         self.warn_once(name, reason, detail);

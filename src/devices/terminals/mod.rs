@@ -54,7 +54,7 @@ use crate::vision::{
     FaceDetector, SnapshotAnalysed, SnapshotLimits, Submitted, VisionSender, VisionWorker,
 };
 
-use super::{DeviceEvent, Stats};
+use super::{DeviceEvent, PollStats};
 
 pub mod pull;
 
@@ -779,7 +779,7 @@ impl Ingest {
         now: Timestamp,
     ) -> Option<DeviceEvent> {
         let Some(&(index, room)) = self.cameras.get(camera) else {
-            Stats::count(&self.stats.unattributed.messages);
+            PollStats::count(&self.stats.unattributed.messages);
             self.stats.unattributed.reject("unknown_camera");
             self.warn_once(camera, "unknown_camera", "this camera is not in the config");
             return None;
@@ -870,7 +870,7 @@ impl Ingest {
             Some(t) => &all.terminals[t],
             None => &all.unattributed,
         };
-        Stats::count(&stats.messages);
+        PollStats::count(&stats.messages);
         stats
             .last_seen_ms
             .store(now.as_millisecond().max(0) as u64, Ordering::Relaxed);
@@ -893,19 +893,19 @@ impl Ingest {
                 return Err(Ack::Refused(reason.as_str()));
             }
             Ok(Decoded::Ignored(_)) => {
-                Stats::count(&stats.ignored);
+                PollStats::count(&stats.ignored);
                 return Err(Ack::NotAPassage);
             }
             Ok(Decoded::Passage(p)) => p,
         };
         if let Some(reason) = &passage.snapshot_error {
-            Stats::count(&stats.bad_snapshots);
+            PollStats::count(&stats.bad_snapshots);
             let detail = reason.to_string();
             self.warn_once(&name, "bad_snapshot", &detail);
         }
         // A failed recognition is usually retried at once: not a visit by itself.
         if passage.verdict == PassageVerdict::Fail {
-            Stats::count(&stats.ignored);
+            PollStats::count(&stats.ignored);
             return Err(Ack::NotAPassage);
         }
         if bound.is_none()
@@ -964,7 +964,7 @@ impl Ingest {
                 Some(t) => &self.stats.terminals[t],
                 None => &self.stats.unattributed,
             };
-            Stats::count(&stats.messages);
+            PollStats::count(&stats.messages);
             let reason = if bound.is_some() {
                 "wrong_topic"
             } else {

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Ack, Incoming, Route, TerminalIngest, TerminalsStats};
 use crate::config::Config;
 use crate::config::terminals::{TerminalTransport, camera_topic};
-use crate::devices::Stats;
+use crate::devices::PollStats;
 
 /// A CONNECT must arrive this soon after the TCP connection opens.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
@@ -521,7 +521,7 @@ async fn connection(
         let Some(_refusing) = take_slot(&shared.refusing, REFUSERS) else {
             return Closed::Problem("too many connections; closed unheard");
         };
-        Stats::count(&shared.stats.endpoint.refused);
+        PollStats::count(&shared.stats.endpoint.refused);
         let mut buf = BytesMut::with_capacity(256);
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -555,7 +555,7 @@ async fn connection(
     let session = match shared.admit(login, &connect.client_id) {
         Ok(session) => session,
         Err(full) => {
-            Stats::count(&shared.stats.endpoint.refused);
+            PollStats::count(&shared.stats.endpoint.refused);
             let user = shared.logins.user(login);
             if lock(&shared.gate).log_due(&format!("full:{user}"), Instant::now()) {
                 tracing::warn!(
@@ -626,7 +626,7 @@ fn authenticate(
     }
     let now = Instant::now();
     if lock(&shared.gate).check(ip, now) == Gate::Refuse {
-        Stats::count(&shared.stats.endpoint.login_failures);
+        PollStats::count(&shared.stats.endpoint.login_failures);
         if lock(&shared.gate).log_due(&format!("blocked:{ip}"), now) {
             tracing::warn!(
                 %ip,
@@ -642,7 +642,7 @@ fn authenticate(
     if let Some(login) = shared.logins.authenticate(user, password) {
         return Ok(login);
     }
-    Stats::count(&shared.stats.endpoint.login_failures);
+    PollStats::count(&shared.stats.endpoint.login_failures);
     // Logged under the login name only when it is one of ours: an attacker's made-up names
     // must not grow the log; they are logged under the address.
     let known = shared.logins.logins.iter().any(|l| l.user == user);
@@ -768,7 +768,7 @@ impl Link<'_> {
             _ => None,
         }
         .unwrap_or(&self.shared.stats.unattributed);
-        Stats::count(&stats.messages);
+        PollStats::count(&stats.messages);
         stats.reject("oversized");
         let user = self.shared.logins.user(self.login);
         if lock(&self.shared.gate).log_due(&format!("oversized:{user}"), Instant::now()) {
@@ -801,7 +801,7 @@ impl Link<'_> {
                     Err(reason) => {
                         // A camera off its topic: refused here, counted, acknowledged.
                         let stats = &self.shared.stats.unattributed;
-                        Stats::count(&stats.messages);
+                        PollStats::count(&stats.messages);
                         stats.reject(reason);
                         let _ = tx.send(Ack::Refused(reason));
                         None

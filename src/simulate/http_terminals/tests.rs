@@ -1050,7 +1050,7 @@ fn read_back(encoder: &HttpEncoder, t: &HttpTerminal, e: &Entry) -> Result<Vec<R
     use crate::terminals::wire::{dahua, hikvision, multipart, uniubi, zkteco};
     let max = 1 << 20;
     let envelope =
-        |r: Result<crate::terminals::wire::Envelope, crate::terminals::wire::WireError>| {
+        |r: Result<crate::terminals::wire::VendorRecord, crate::terminals::wire::WireError>| {
             r.map(|e| vec![(e.document, e.picture)])
                 .map_err(|e| e.as_str().to_string())
         };

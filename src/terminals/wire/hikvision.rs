@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::multipart::{self, Part, PartStream};
 use super::xml::{self, XmlDoc};
-use super::{Envelope, PICTURE_TOO_LARGE, WireError, json_object, media_type};
+use super::{PICTURE_TOO_LARGE, VendorRecord, WireError, json_object, media_type};
 use crate::terminals::decode::parse_offset_time;
 
 /// Part names the event JSON arrives under (firmware differs).
@@ -47,7 +47,7 @@ pub fn push(
     content_type: &str,
     body: &[u8],
     max_picture_bytes: usize,
-) -> Result<Envelope, WireError> {
+) -> Result<VendorRecord, WireError> {
     let media = media_type(content_type);
     if media.starts_with("multipart/") || body.trim_ascii_start().starts_with(b"--") {
         let parts = multipart::parse(content_type, body)?;
@@ -57,7 +57,7 @@ pub fn push(
 }
 
 /// A body that is one document: JSON, or an XML notification.
-fn single_document(media: &str, body: &[u8]) -> Result<Envelope, WireError> {
+fn single_document(media: &str, body: &[u8]) -> Result<VendorRecord, WireError> {
     let trimmed = body.trim_ascii();
     if media.contains("xml") || trimmed.starts_with(b"<") {
         return xml_notification(trimmed);
@@ -65,7 +65,7 @@ fn single_document(media: &str, body: &[u8]) -> Result<Envelope, WireError> {
     json_envelope(trimmed)
 }
 
-fn from_parts(parts: &[Part], max_picture_bytes: usize) -> Result<Envelope, WireError> {
+fn from_parts(parts: &[Part], max_picture_bytes: usize) -> Result<VendorRecord, WireError> {
     let event = parts
         .iter()
         .position(|p| EVENT_PART_NAMES.iter().any(|n| p.is_named(n)))
@@ -95,7 +95,7 @@ fn is_picture_part(part: &Part) -> bool {
     part.is_named(PICTURE_PART_NAME) || part.media_type().starts_with("image/")
 }
 
-fn attach_picture(envelope: &mut Envelope, part: &Part, max_picture_bytes: usize) {
+fn attach_picture(envelope: &mut VendorRecord, part: &Part, max_picture_bytes: usize) {
     if part.body.is_empty() {
         return;
     }
@@ -108,10 +108,10 @@ fn attach_picture(envelope: &mut Envelope, part: &Part, max_picture_bytes: usize
 }
 
 /// A JSON event document, checked to be an object; `replayed` from `currentEvent`.
-fn json_envelope(bytes: &[u8]) -> Result<Envelope, WireError> {
+fn json_envelope(bytes: &[u8]) -> Result<VendorRecord, WireError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let doc = json_object(bytes).ok_or(WireError::InvalidJson)?;
-    Ok(Envelope {
+    Ok(VendorRecord {
         document: bytes.to_vec(),
         picture: None,
         picture_dropped: None,
@@ -150,7 +150,7 @@ fn pictures_announced(document: &[u8]) -> u64 {
 /// keys, nested elements objects, text strings (`<subEventType>75</subEventType>` is
 /// `"subEventType": "75"`, which the profile reads as it reads 75); of repeated elements
 /// the first is kept. Older firmware's keep-alives and alarms, and its access events.
-fn xml_notification(bytes: &[u8]) -> Result<Envelope, WireError> {
+fn xml_notification(bytes: &[u8]) -> Result<VendorRecord, WireError> {
     let doc = xml::parse(bytes)?;
     if doc.root != "EventNotificationAlert" {
         return Err(WireError::InvalidXml {
@@ -178,7 +178,7 @@ fn xml_notification(bytes: &[u8]) -> Result<Envelope, WireError> {
         }
     }
     let replayed = is_replayed(&root);
-    Ok(Envelope {
+    Ok(VendorRecord {
         document: Value::Object(root).to_string().into_bytes(),
         picture: None,
         picture_dropped: None,
@@ -196,12 +196,12 @@ fn xml_notification(bytes: &[u8]) -> Result<Envelope, WireError> {
 /// An event that announces pictures (`picturesNumber` > 0) is held until they have come or
 /// the next event part arrives; any other event is handed out at once. On a new connection
 /// the device first replays stored events with `"currentEvent": false`:
-/// [`Envelope::replayed`] says so.
+/// [`VendorRecord::replayed`] says so.
 #[derive(Debug)]
 pub struct AlertStream {
     parts: PartStream,
     max_picture_bytes: usize,
-    pending: Option<(Envelope, u64)>,
+    pending: Option<(VendorRecord, u64)>,
 }
 
 impl AlertStream {
@@ -221,7 +221,10 @@ impl AlertStream {
     /// Takes the next bytes read. The outer error is the stream's (a part over the bound:
     /// the splitter resynchronises, the held event is kept); each inner one is a part that
     /// is not a readable event (count it and carry on).
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Result<Envelope, WireError>>, WireError> {
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Vec<Result<VendorRecord, WireError>>, WireError> {
         let parts = self.parts.push(bytes)?;
         let mut out = Vec::new();
         for part in parts {
@@ -233,12 +236,12 @@ impl AlertStream {
     /// The event held for its pictures, handed out without them: for the caller to call
     /// when the stream has been quiet a while (a second or two), so a passage does not wait
     /// for the next event or keep-alive.
-    pub fn take_held(&mut self) -> Option<Envelope> {
+    pub fn take_held(&mut self) -> Option<VendorRecord> {
         self.pending.take().map(|(envelope, _)| envelope)
     }
 
     /// The connection closed: the held event, if any, without the pictures still missing.
-    pub fn finish(&mut self) -> Vec<Result<Envelope, WireError>> {
+    pub fn finish(&mut self) -> Vec<Result<VendorRecord, WireError>> {
         let mut out = Vec::new();
         if let Ok(Some(part)) = self.parts.finish() {
             self.take(part, &mut out);
@@ -249,7 +252,7 @@ impl AlertStream {
         out
     }
 
-    fn take(&mut self, part: Part, out: &mut Vec<Result<Envelope, WireError>>) {
+    fn take(&mut self, part: Part, out: &mut Vec<Result<VendorRecord, WireError>>) {
         if is_picture_part(&part) {
             if let Some((mut envelope, wanted)) = self.pending.take() {
                 if envelope.picture.is_none() {

@@ -14,7 +14,7 @@
 //! HTTP listener / pull client (async, elsewhere)
 //!   │ Content-Type + body, or stream chunks, or a search response
 //!   ▼
-//! wire::{hikvision, uniubi, zkteco, dahua}   vendor format ─► Envelope { document, picture }
+//! wire::{hikvision, uniubi, zkteco, dahua}   vendor format ─► VendorRecord { document, picture }
 //!   │        (multipart: the shared part parser and stream splitter)
 //!   ▼
 //! decode(profile, …, document, now)          the profile's mapping, as for MQTT
@@ -23,7 +23,7 @@
 //! Usage, per transport (the terminal is already authenticated by the caller):
 //!
 //! - Hikvision push: `hikvision::push(content_type, body, max_picture_bytes)` →
-//!   [`Envelope`]; answer 200 once the passage is committed.
+//!   [`VendorRecord`]; answer 200 once the passage is committed.
 //! - Hikvision `alertStream`: a [`hikvision::AlertStream`] per connection, fed every chunk
 //!   read (`push`), yielding envelopes; `replayed` marks the log the device replays first.
 //! - Hikvision pull: `hikvision::acs_event_request(&query)` is the POST body,
@@ -64,7 +64,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 /// One message for the profile decoder, as a vendor's HTTP format delivered it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct VendorRecord {
     /// One JSON document (an object) for [`decode`](fn@super::decode).
     pub document: Vec<u8>,
     /// A JPEG that came beside the document (a multipart part, a decoded base64 field).
@@ -78,10 +78,10 @@ pub struct Envelope {
     pub replayed: bool,
 }
 
-impl fmt::Debug for Envelope {
+impl fmt::Debug for VendorRecord {
     // The document carries member ids and the picture a face: sizes only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Envelope")
+        f.debug_struct("VendorRecord")
             .field("document_bytes", &self.document.len())
             .field("picture_bytes", &self.picture.as_ref().map(Vec::len))
             .field("picture_dropped", &self.picture_dropped)

@@ -220,7 +220,7 @@ fn a_multipart_push_without_an_event_part_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // Hikvision alertStream.
 
-fn stream_envelopes(chunk: usize) -> Vec<Envelope> {
+fn stream_envelopes(chunk: usize) -> Vec<VendorRecord> {
     let mut stream = hikvision::AlertStream::new(HIK_STREAM_CT, 64 * 1024, 4096).expect("stream");
     let mut out = Vec::new();
     for piece in fixture!("hikvision/alert_stream.bin").chunks(chunk) {

@@ -8,12 +8,12 @@
 //! on-site photo when photo upload is on. Everything comes as strings; a form post becomes a
 //! JSON object of strings, which the profile `uniubi-uface-http` reads as it reads the JSON.
 //!
-//! The photo never reaches the profile: it is decoded into [`Envelope::picture`] (or
+//! The photo never reaches the profile: it is decoded into [`VendorRecord::picture`] (or
 //! dropped, with the reason) and removed from the document.
 
 use serde_json::{Map, Value};
 
-use super::{Envelope, WireError, base64_picture, media_type};
+use super::{VendorRecord, WireError, base64_picture, media_type};
 
 /// What the terminal must get back, or it posts the record again.
 pub const SUCCESS_ANSWER: &str = r#"{"result":1,"success":true}"#;
@@ -28,7 +28,7 @@ pub fn callback(
     content_type: &str,
     body: &[u8],
     max_picture_bytes: usize,
-) -> Result<Envelope, WireError> {
+) -> Result<VendorRecord, WireError> {
     let media = media_type(content_type);
     let trimmed = body.trim_ascii();
     let mut doc = if media == "application/x-www-form-urlencoded"
@@ -56,7 +56,7 @@ pub fn callback(
     if picture.is_some() {
         picture_dropped = None;
     }
-    Ok(Envelope {
+    Ok(VendorRecord {
         document: Value::Object(doc).to_string().into_bytes(),
         picture,
         picture_dropped,

@@ -62,7 +62,7 @@ use crate::terminals::wire::hikvision::{
     AcsEventQuery, AlertStream, MAX_RESULTS_PER_PAGE, acs_event_page, acs_event_request,
 };
 use crate::terminals::wire::multipart::PartStream;
-use crate::terminals::wire::{Envelope, WireError};
+use crate::terminals::wire::{VendorRecord, WireError};
 
 /// The search of a Hikvision event log.
 pub const ACS_EVENT_TARGET: &str = "/ISAPI/AccessControl/AcsEvent?format=json";
@@ -658,7 +658,7 @@ enum Vendor {
 /// What a stream part gave.
 enum StreamItem {
     /// A document for the ingest (a heartbeat document too: it says the terminal is alive).
-    Document(Envelope),
+    Document(VendorRecord),
     /// A keep-alive or an event that is not for the ingest.
     Nothing,
 }
@@ -721,7 +721,7 @@ impl StreamReader {
 
 fn dahua_item(body: &[u8]) -> Result<StreamItem, WireError> {
     Ok(match dahua::attach_part(body)? {
-        AttachEvent::AccessControl(document) => StreamItem::Document(Envelope {
+        AttachEvent::AccessControl(document) => StreamItem::Document(VendorRecord {
             document,
             picture: None,
             picture_dropped: None,
