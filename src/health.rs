@@ -30,7 +30,6 @@ use crate::config::{Config, CounterTransport, Zone};
 use crate::devices::StatsSnapshot;
 use crate::devices::terminals::TerminalStatsSnapshot;
 use crate::format::{duration_words, local_time, secs_between};
-use crate::uplink::payload::DeviceHealth;
 
 /// A counter that answers but has counted nobody this long, while others counted, is stale.
 pub const STALE_AFTER: SignedDuration = SignedDuration::from_hours(3);
@@ -100,6 +99,17 @@ pub struct Judged {
     pub condition: Condition,
     pub since: Option<Timestamp>,
     pub detail: String,
+}
+
+/// What the gateway knows of one device's health, as its driver last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceHealth {
+    pub id: String,
+    pub kind: &'static str,
+    /// `None` until the first attempt to reach it.
+    pub online: Option<bool>,
+    pub since: Option<Timestamp>,
+    pub reason: Option<String>,
 }
 
 /// A counter's health as the core last saw it: its driver's report, its poll statistics and

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Overrides;
+use super::claims::Claims;
 use super::file::{
     BusConfig, CounterConfig, CounterTransportKind, DoorConfig, default_baud, default_data_bits,
     default_stop_bits,
@@ -20,7 +21,6 @@ use super::model::{Counter, CounterTransport, SerialSettings};
 use super::problems::{Problems, Report};
 use super::profile::{self, CounterProfile, ProfileSet};
 use super::secrets::{SecretRules, read_secret_with};
-use super::validate::Claims;
 use crate::devices::stream::SerialProfile;
 
 /// What the counters are checked against.

@@ -23,6 +23,7 @@ pub mod status;
 pub mod terminal_http;
 pub mod terminals;
 
+mod claims;
 mod counters;
 mod document;
 mod file;

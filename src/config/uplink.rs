@@ -10,11 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Overrides;
+use super::claims::check_topic_safe_id;
 use super::file::UplinkConfig;
 use super::model::{Hall, Uplink};
 use super::problems::{Problems, Report};
 use super::secrets::{Secret, read_secret};
-use super::validate::check_topic_safe_id;
 
 impl UplinkConfig {
     /// Validates `[uplink]` (an absent one is [`UplinkConfig::absent`]). The client id is

@@ -9,10 +9,10 @@
 //! entries so far have taken).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::claims::{Claims, check_topic_safe_id};
 use super::counters::{CounterContext, validate_counters};
 use super::file::{
     BusConfig, ConfigFile, CounterConfig, CounterTransportKind, DoorConfig, HallSectionConfig,
@@ -118,37 +118,6 @@ impl ConfigFile {
             status,
             situation: situation?,
         })
-    }
-}
-
-/// What the entries checked so far have taken; a second claim is a problem.
-#[derive(Debug, Default)]
-pub(super) struct Claims {
-    /// Room, door, bus and counter ids (one namespace), to the key path that first used each.
-    ids: HashMap<String, String>,
-    /// Serial ports, to the bus or counter on each.
-    pub ports: HashMap<PathBuf, String>,
-    /// Doors (by index) to the counter counting each.
-    pub counted_doors: HashMap<usize, String>,
-    /// Modbus TCP addresses and units to their counter.
-    pub addresses: HashMap<(SocketAddr, u8), String>,
-    /// Buses (by index) and units to their counter.
-    pub rtu_units: HashMap<(usize, u8), String>,
-}
-
-impl Claims {
-    /// Checks the id at key path `path`: a safe alphabet, and not used before.
-    pub(super) fn id(&mut self, path: &str, id: &str, problems: &mut Problems) {
-        if let Err(message) = check_topic_safe_id(id) {
-            problems.report(path, message);
-        }
-        if let Some(first) = self.ids.insert(id.to_string(), path.to_string()) {
-            problems.report(
-                path,
-                format!("duplicate id \"{id}\", already used at {first}"),
-            );
-            self.ids.insert(id.to_string(), first);
-        }
     }
 }
 
@@ -532,25 +501,6 @@ fn modbus_silence(serial: &SerialSettings) -> Duration {
     } else {
         Duration::from_micros(3_500_000 * 11 / u64::from(serial.baud.max(1)) + 1)
     }
-}
-
-/// Ids end up in MQTT topics and message ids: keep them to a safe alphabet.
-pub(super) fn check_topic_safe_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if id.len() > 64 {
-        return Err(format!("\"{id}\" is longer than 64 characters"));
-    }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "\"{id}\" contains {bad:?}; ids may use letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
 }
 
 /// Whether a hall opening at `open` and closing at `close` has a sensible open time. Like the

@@ -653,16 +653,15 @@ mod tests {
             bad_answers: n + 4,
             link_errors: n + 5,
         };
-        let health =
-            |id: &str, online: Option<bool>, since: &str| crate::uplink::payload::DeviceHealth {
-                id: id.into(),
-                kind: "people_counter",
-                online,
-                since: Some(since.parse().expect("a time")),
-                reason: online
-                    .is_some_and(|o| !o)
-                    .then(|| "no answer within 500 ms".into()),
-            };
+        let health = |id: &str, online: Option<bool>, since: &str| crate::health::DeviceHealth {
+            id: id.into(),
+            kind: "people_counter",
+            online,
+            since: Some(since.parse().expect("a time")),
+            reason: online
+                .is_some_and(|o| !o)
+                .then(|| "no answer within 500 ms".into()),
+        };
         let terminal = crate::devices::terminals::TerminalStatsSnapshot {
             messages: 40,
             passages: 31,

@@ -41,12 +41,12 @@ use crate::config::Config;
 use crate::config::profile::CountMode;
 use crate::devices::terminals::{Ack, Receipt, TerminalStatsSnapshot, TerminalsStats};
 use crate::devices::{DeviceEvent, DeviceStats};
-use crate::health::{self, CounterHealth};
+use crate::health::{self, CounterHealth, DeviceHealth};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel, Input, PassageFacts};
 use crate::outbox::{Batch, OutMessage, OutboxSnapshot, ReceivedPassage};
 use crate::status::{LinkSnapshot, RoomFigures, Snapshot};
 use crate::terminals::{Dedup, DedupKey, TerminalId};
-use crate::uplink::payload::{self, DeviceHealth, GatewayHealth};
+use crate::uplink::payload::{self, GatewayHealth};
 use crate::uplink::situation;
 
 /// How often the live loop ticks; the `state` interval has half of it as slack.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::devices::terminals::TerminalStatsSnapshot;
 use crate::devices::{DeviceStats, StatsSnapshot};
+use crate::health::DeviceHealth;
 use crate::occupancy::{EngineState, MinuteAggregate, Passages};
 use crate::outbox::{Coarse, OutMessage, OutboxSnapshot, Priority};
 
@@ -68,17 +69,6 @@ impl Envelope {
             clock_synced,
         }
     }
-}
-
-/// What the gateway knows of one device's health.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceHealth {
-    pub id: String,
-    pub kind: &'static str,
-    /// `None` until the first attempt to reach it.
-    pub online: Option<bool>,
-    pub since: Option<Timestamp>,
-    pub reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
