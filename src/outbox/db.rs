@@ -1,0 +1,956 @@
+//! The outbox's database side: the SQLite connection the outbox thread owns, its settings
+//! and schema migrations, the reserve file for a full disk, and every statement — commits
+//! of batches, fetches, acknowledgements, roll-ups and the bound on disk.
+//!
+//! Only the outbox thread (`super::Outbox::open`) touches this; the async side talks to it
+//! through `super::Command`s.
+
+use super::*;
+
+/// Space kept back for making room on a full disk.
+pub(super) const RESERVE_BYTES: usize = 512 * 1024;
+
+/// Writes the reserve file (real blocks, not a sparse file); `None`, with a WARN, if the disk
+/// has no room for it.
+pub(super) fn make_reserve(db: &Path) -> Option<PathBuf> {
+    let path = PathBuf::from(format!("{}.reserve", db.display()));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == RESERVE_BYTES as u64) {
+        return Some(path);
+    }
+    match std::fs::write(&path, vec![0u8; RESERVE_BYTES]) {
+        Ok(()) => Some(path),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(%error, path = %path.display(), "cannot write the outbox's reserve file; a full disk will be harder to recover from");
+            None
+        }
+    }
+}
+
+/// Renames the database and its WAL and shared-memory files to `*.damaged-<unix secs>`, and
+/// deletes all but the newest [`DAMAGED_KEPT`] earlier ones so damage cannot fill the disk.
+pub(super) fn move_aside(path: &Path) -> Result<PathBuf, OutboxError> {
+    let stamp = jiff::Timestamp::now().as_second();
+    let target = path.with_extension(format!("db.damaged-{stamp}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", target.display()));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(OutboxError::MoveAside { path: from, error }),
+        }
+    }
+    if let Some(dir) = path.parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        let mut damaged: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.contains(".damaged-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+                })
+            })
+            .collect();
+        // Oldest first, by the Unix time in the name.
+        let stamp_of = |p: &PathBuf| {
+            p.to_str()
+                .and_then(|s| s.rsplit_once(".damaged-"))
+                .and_then(|(_, stamp)| stamp.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        damaged.sort_by_key(stamp_of);
+        let excess = damaged.len().saturating_sub(DAMAGED_KEPT);
+        for old in &damaged[..excess] {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", old.display()));
+            }
+        }
+    }
+    Ok(target)
+}
+
+/// The connection's settings, and a check that every page of the file reads.
+pub(super) fn configure(conn: &Connection, path: &Path) -> Result<(), OutboxError> {
+    let open_err = |error| OutboxError::Open {
+        path: path.to_path_buf(),
+        error,
+    };
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    // Small pages for a new database: a commit rewrites every page it touches (WAL frame,
+    // then checkpoint), and most commits touch a few small rows, so 1 KiB pages write a
+    // quarter of what 4 KiB pages would. An existing file keeps its page size.
+    conn.pragma_update(None, "page_size", 1024)
+        .map_err(open_err)?;
+    // Any page of a damaged file can fail; this reads them all (cheap at outbox sizes).
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if check != "ok" {
+        return Err(OutboxError::Damaged {
+            path: path.to_path_buf(),
+            detail: check,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    // Checkpoint every 256 pages (1 MiB) and give the WAL file back after: a small
+    // data partition must not hold a large idle WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 256)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+        .map_err(open_err)?;
+    Ok(())
+}
+
+/// Creates the tables and runs the migrations, in one transaction.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // The schema and its migrations in one transaction: one commit, so one WAL sync,
+    // where statement by statement a new database took a dozen fsyncs before the gateway
+    // could start (seconds on a busy SD card), and a crash in between cannot leave half a
+    // migration behind.
+    let schema = conn.unchecked_transaction()?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 kind TEXT NOT NULL,
+                 topic TEXT NOT NULL,
+                 retain INTEGER NOT NULL,
+                 msg_id TEXT NOT NULL,
+                 payload BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS engine_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS counter_baseline (
+                 counter_id TEXT PRIMARY KEY,
+                 inward INTEGER NOT NULL,
+                 outward INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS passage_seen (
+                 at INTEGER NOT NULL,
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS bookings_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS passage_received (
+                 terminal TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 facts BLOB NOT NULL,
+                 PRIMARY KEY (terminal, event)
+             ) WITHOUT ROWID;",
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        // Version 0 had no priority or bin columns.
+        let has_priority = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'priority'")
+            .and_then(|mut s| s.exists([]))?;
+        if !has_priority {
+            conn.execute_batch(
+                "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+                     ALTER TABLE outbox ADD COLUMN bin_start INTEGER;",
+            )?;
+        }
+        // Alerts are few: a partial index finds them without a scan, and costs no write
+        // for the other rows.
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS outbox_alerts ON outbox(id) WHERE priority = 0;
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+    }
+    // Before the append-only key log, keys were in a table keyed by (terminal, event):
+    // carry them over once, oldest first.
+    let keyed = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passage_key'")
+        .and_then(|mut s| s.exists([]))?;
+    if keyed {
+        conn.execute_batch(
+            "INSERT INTO passage_seen (at, terminal, event)
+                     SELECT at, terminal, event FROM passage_key ORDER BY at;
+                 DROP TABLE passage_key;",
+        )?;
+    }
+    schema.commit()
+}
+
+pub(super) struct Db {
+    conn: Connection,
+    stats: Arc<OutboxStats>,
+    options: OutboxOptions,
+    /// The bound in force: the configured one, lowered when the disk filled up.
+    max_bytes: u64,
+    /// Rows in the table (acked or not).
+    rows: u64,
+    bytes: u64,
+    inserted_bytes: u64,
+    /// Handed to the uplink, not yet acked.
+    leased: HashSet<i64>,
+    /// Acked, not yet deleted.
+    acked: HashSet<i64>,
+    acked_since: Option<Instant>,
+    /// Highest normal-priority id leased since the last release: everything at or below it
+    /// is leased or acked, so the next fetch starts after it.
+    cursor: i64,
+    last_write: Option<Instant>,
+    /// The last write that was not a journal-only commit: those keep `min_commit_gap` from
+    /// each other, so the small journal writes between them never hold one back.
+    last_full_write: Option<Instant>,
+    fill: FillRate,
+    /// A file of zeros kept beside the database and deleted when the disk is full, so there
+    /// is room to write the roll-ups and deletions that make room.
+    reserve: Option<PathBuf>,
+}
+
+impl Db {
+    // This is the one place allowed to open SQLite (clippy.toml).
+    #[allow(clippy::disallowed_methods)]
+    pub(super) fn open(
+        path: &Path,
+        options: &OutboxOptions,
+        stats: Arc<OutboxStats>,
+    ) -> Result<Db, OutboxError> {
+        let open_err = |error| OutboxError::Open {
+            path: path.to_path_buf(),
+            error,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn, path)?;
+        migrate(&conn).map_err(open_err)?;
+        let (rows, bytes): (i64, i64) = conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(open_err)?;
+        stats
+            .buffer_left_hours
+            .store(f64::NAN.to_bits(), Ordering::Relaxed);
+        let mut db = Db {
+            conn,
+            stats,
+            options: options.clone(),
+            max_bytes: options.max_bytes,
+            rows: rows as u64,
+            bytes: bytes as u64,
+            inserted_bytes: 0,
+            leased: HashSet::new(),
+            acked: HashSet::new(),
+            acked_since: None,
+            cursor: 0,
+            last_write: None,
+            last_full_write: None,
+            fill: FillRate::new(Duration::from_secs(3600)),
+            reserve: make_reserve(path),
+        };
+        // A restart with a lower bound, or a database that grew before a crash: make room
+        // now, before the uplink starts handing rows out.
+        if db.bytes > db.high_water()
+            && let Err(error) = db.make_room_now()
+        {
+            tracing::error!(%error, "cannot make room in the outbox at start-up; it stays over its bound for now");
+        }
+        db.publish_stats();
+        Ok(db)
+    }
+
+    pub(super) fn restore(&mut self) -> Result<Restored, OutboxError> {
+        let engine_state = self
+            .conn
+            .query_row("SELECT state FROM engine_state WHERE id = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+            .map(pack::unpack);
+        let bookings_state = self
+            .conn
+            .query_row("SELECT state FROM bookings_state WHERE id = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+            .map(pack::unpack);
+        let mut baselines = BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT counter_id, inward, outward FROM counter_baseline")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, inward, outward) = row?;
+            baselines.insert(
+                id,
+                Totals {
+                    inward: inward as u64,
+                    outward: outward as u64,
+                },
+            );
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT terminal, event FROM passage_seen ORDER BY at, rowid")?;
+        let passage_keys = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT terminal, event, at_ms, facts FROM passage_received ORDER BY at_ms")?;
+        let received = stmt
+            .query_map([], |r| {
+                Ok(ReceivedPassage {
+                    terminal: r.get(0)?,
+                    event: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    facts: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        Ok(Restored {
+            engine_state,
+            baselines,
+            pending_messages: self.rows,
+            passage_keys,
+            bookings_state,
+            received,
+            moved_aside: None,
+        })
+    }
+
+    fn publish_stats(&self) {
+        let s = &self.stats;
+        s.pending.store(
+            self.rows.saturating_sub(self.acked.len() as u64),
+            Ordering::Relaxed,
+        );
+        s.bytes.store(self.bytes, Ordering::Relaxed);
+        s.max_bytes.store(self.max_bytes, Ordering::Relaxed);
+    }
+
+    /// Re-estimates the hours of space left; called after each write.
+    fn update_buffer_left(&mut self) {
+        let now = Instant::now();
+        self.fill.sample(now, self.inserted_bytes);
+        // What the centre takes away does not fill the buffer: only a growing backlog does.
+        let growing = self.rows > self.acked.len() as u64 + 1;
+        let hours = if growing {
+            bound::hours_left(
+                self.max_bytes.saturating_sub(self.bytes),
+                self.fill.bytes_per_hour(now, self.inserted_bytes),
+            )
+        } else {
+            None
+        };
+        self.stats
+            .buffer_left_hours
+            .store(hours.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+    }
+
+    /// When acked rows should be deleted in a write of their own, if any wait.
+    fn flush_deadline(&self) -> Option<Instant> {
+        let since = self.acked_since?;
+        let earliest = self
+            .last_write
+            .map_or_else(Instant::now, |t| t + self.options.min_commit_gap);
+        let due = if self.acked.len() >= ACK_FLUSH_ROWS {
+            Instant::now()
+        } else {
+            since + self.options.ack_flush_interval
+        };
+        Some(due.max(earliest))
+    }
+
+    /// Waits, if needed, so writes stay `min_commit_gap` apart (fsyncs per second).
+    fn pace(&self) {
+        self.pace_by(self.options.min_commit_gap);
+    }
+
+    /// Waits, if needed, so this write comes `gap` after the last one.
+    fn pace_by(&self, gap: Duration) {
+        Self::pace_after(self.last_write, gap);
+    }
+
+    /// Waits, if needed, until `gap` after `last`.
+    fn pace_after(last: Option<Instant>, gap: Duration) {
+        if let Some(last) = last {
+            let next = last + gap;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+    }
+
+    pub(super) fn serve(mut self, mut rx: mpsc::Receiver<Command>, notify: Arc<Notify>) {
+        // A tiny runtime of this thread's own, only to wait on the channel with a deadline.
+        let waiter = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the outbox thread's timer; nothing can be stored");
+                return;
+            }
+        };
+        loop {
+            let command = match self.flush_deadline() {
+                None => rx.blocking_recv(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match waiter.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                        Ok(c) => c,
+                        Err(_) => {
+                            self.flush_acked();
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(command) = command else {
+                self.flush_acked();
+                return;
+            };
+            match command {
+                Command::Commit(batch, reply) => {
+                    let had_messages = !batch.messages.is_empty();
+                    let result = match self.commit(&batch) {
+                        Ok(()) => Ok(()),
+                        Err(error) => Err((error.to_string(), batch)),
+                    };
+                    if result.is_ok() && had_messages {
+                        notify.notify_one();
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Acked(ids) => {
+                    for id in ids {
+                        if self.leased.remove(&id) {
+                            self.acked.insert(id);
+                        }
+                    }
+                    if !self.acked.is_empty() {
+                        self.acked_since.get_or_insert_with(Instant::now);
+                    }
+                    self.publish_stats();
+                }
+                Command::Fetch { limit, reply } => {
+                    let rows = self.fetch(limit).unwrap_or_else(|error| {
+                        tracing::error!(%error, "cannot read the outbox");
+                        Vec::new()
+                    });
+                    let _ = reply.send(rows);
+                }
+                Command::Release => {
+                    self.leased.clear();
+                    self.cursor = 0;
+                    // Deleted now, so the next fetches need not step over them.
+                    self.flush_acked();
+                }
+                Command::Close(reply) => {
+                    self.flush_acked();
+                    // Closing the connection checkpoints and removes the WAL: do it before
+                    // answering, so a process that exits right after leaves one tidy file.
+                    drop(self);
+                    let _ = reply.send(());
+                    return;
+                }
+                #[cfg(test)]
+                Command::Abandon(reply) => {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_acked(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        self.pace();
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let (rows, bytes) = delete_rows(&tx, self.acked.iter().copied())?;
+            tx.commit()?;
+            Ok::<_, OutboxError>((rows, bytes))
+        })();
+        self.last_write = Some(Instant::now());
+        match result {
+            Ok((rows, bytes)) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.rows -= rows;
+                self.bytes -= bytes;
+                self.acked.clear();
+                self.acked_since = None;
+            }
+            Err(error) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "cannot delete delivered messages from the outbox; retrying with the next write");
+                // Retry later, not in a tight loop.
+                self.acked_since = Some(Instant::now());
+                if error.is_disk_full() {
+                    self.disk_full();
+                }
+            }
+        }
+        self.update_buffer_left();
+        self.publish_stats();
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
+        let journal_only = batch.is_journal_only();
+        if journal_only {
+            // A device is waiting for its answer, and the write is a page or two: these may
+            // go JOURNAL_PACE times as often as the fsync budget.
+            self.pace_by(self.options.min_commit_gap / JOURNAL_PACE);
+        } else {
+            // The budget between full commits, and a journal write's gap after any write:
+            // waiting out a whole gap behind a journal write would hold the core (and every
+            // device waiting on it) for a second.
+            Self::pace_after(self.last_full_write, self.options.min_commit_gap);
+            self.pace_by(self.options.min_commit_gap / JOURNAL_PACE);
+        }
+        let mut result = self.try_commit(batch);
+        if let Err(error) = &result
+            && error.is_disk_full()
+        {
+            // Make room, then try once more; if even that fails the batch goes back to the
+            // core, which keeps it in memory and tries again.
+            self.disk_full();
+            result = self.try_commit(batch);
+        }
+        self.last_write = Some(Instant::now());
+        if !journal_only {
+            self.last_full_write = self.last_write;
+        }
+        match &result {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                if self.stats.disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        max_bytes = self.max_bytes,
+                        "the outbox can write again after the disk was full; the lowered bound stays until restart"
+                    );
+                }
+            }
+            Err(_) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.update_buffer_left();
+        self.publish_stats();
+        result
+    }
+
+    fn try_commit(&mut self, batch: &Batch) -> Result<(), OutboxError> {
+        let mut rows = self.rows;
+        let mut bytes = self.bytes;
+        let mut inserted = 0u64;
+        let (high, low) = (self.high_water(), self.low_water());
+        let room = RoomRules {
+            leased: &self.leased,
+            acked: &self.acked,
+            roll_up: self.options.roll_up,
+            low,
+        };
+        let tx = self.conn.transaction()?;
+        let (deleted_rows, deleted_bytes) = delete_rows(&tx, self.acked.iter().copied())?;
+        rows -= deleted_rows;
+        bytes -= deleted_bytes;
+        for m in &batch.messages {
+            insert(&tx, None, m)?;
+            rows += 1;
+            bytes += bound::row_bytes(m);
+            inserted += bound::row_bytes(m);
+        }
+        if let Some(state) = &batch.engine_state {
+            tx.execute(
+                "INSERT INTO engine_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                [pack::pack(state)],
+            )?;
+        }
+        if let Some(state) = &batch.bookings_state {
+            tx.execute(
+                "INSERT INTO bookings_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                [pack::pack(state)],
+            )?;
+        }
+        for (id, t) in &batch.baselines {
+            tx.execute(
+                "INSERT INTO counter_baseline (counter_id, inward, outward) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(counter_id) DO UPDATE SET inward = excluded.inward, outward = excluded.outward",
+                params![id, t.inward as i64, t.outward as i64],
+            )?;
+        }
+        if let Some(newest) = batch.passage_keys.iter().map(|k| k.2).max() {
+            // Appended, never looked up (the core dedups in memory; this is read once, at
+            // start): new rows go on the table's last page, so a commit of a few hundred keys
+            // writes a page or two. A keyed table spread them over a page per terminal.
+            for (terminal, event, at) in &batch.passage_keys {
+                tx.prepare_cached(
+                    "INSERT INTO passage_seen (at, terminal, event) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![at, terminal, event])?;
+            }
+            let last = tx.last_insert_rowid();
+            tx.prepare_cached("DELETE FROM passage_seen WHERE rowid <= ?1")?
+                .execute([last - PASSAGE_KEYS_KEPT_ROWS])?;
+            tx.prepare_cached(
+                "DELETE FROM passage_seen WHERE at < ?1 AND rowid IN
+                     (SELECT rowid FROM passage_seen ORDER BY rowid LIMIT ?2)",
+            )?
+            .execute([newest - PASSAGE_KEYS_KEPT_SECS, PASSAGE_KEYS_PRUNE_SCAN])?;
+        }
+        // Journaled first, settled after: a passage received and counted since the last
+        // commit is inserted and deleted in this one transaction.
+        for r in &batch.received {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO passage_received (terminal, event, at_ms, facts)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![r.terminal, r.event, r.at_ms, r.facts])?;
+        }
+        for (terminal, event) in &batch.received_done {
+            tx.prepare_cached("DELETE FROM passage_received WHERE terminal = ?1 AND event = ?2")?
+                .execute(params![terminal, event])?;
+        }
+        // Over the bound: make room in the same transaction, so it costs no extra fsync.
+        let mut space = Space {
+            rows,
+            bytes,
+            rolled_up: 0,
+            dropped: 0,
+        };
+        if space.bytes > high {
+            room.make_room(&tx, &mut space)?;
+        }
+        tx.commit()?;
+        self.acked.clear();
+        self.acked_since = None;
+        self.rows = space.rows;
+        self.bytes = space.bytes;
+        self.inserted_bytes += inserted;
+        self.account(&space);
+        Ok(())
+    }
+
+    /// Makes room under the bound in a transaction of its own.
+    fn make_room_now(&mut self) -> Result<(), OutboxError> {
+        let room = RoomRules {
+            leased: &self.leased,
+            acked: &self.acked,
+            roll_up: self.options.roll_up,
+            low: self.max_bytes / 4 * 3,
+        };
+        let mut space = Space {
+            rows: self.rows,
+            bytes: self.bytes,
+            rolled_up: 0,
+            dropped: 0,
+        };
+        let tx = self.conn.transaction()?;
+        room.make_room(&tx, &mut space)?;
+        tx.commit()?;
+        self.rows = space.rows;
+        self.bytes = space.bytes;
+        self.account(&space);
+        Ok(())
+    }
+
+    fn high_water(&self) -> u64 {
+        self.max_bytes / 10 * 9
+    }
+
+    fn low_water(&self) -> u64 {
+        self.max_bytes / 4 * 3
+    }
+
+    fn account(&self, space: &Space) {
+        if space.rolled_up > 0 {
+            self.stats
+                .rolled_up
+                .fetch_add(space.rolled_up, Ordering::Relaxed);
+            tracing::warn!(
+                merged_rows = space.rolled_up,
+                bytes = space.bytes,
+                max_bytes = self.max_bytes,
+                "the outbox is near its bound; old minute bins were rolled up into coarser bins"
+            );
+        }
+        if space.dropped > 0 {
+            self.stats
+                .dropped
+                .fetch_add(space.dropped, Ordering::Relaxed);
+            tracing::error!(
+                dropped_rows = space.dropped,
+                bytes = space.bytes,
+                max_bytes = self.max_bytes,
+                "the outbox is full even after roll-ups; the oldest undelivered messages were dropped"
+            );
+        }
+    }
+
+    /// The disk is full: give back the reserve file and the WAL's space, checkpoint more often
+    /// from now on, lower the bound to below what is stored now and make room by the usual
+    /// rules (roll up, then drop). Rolled-up rows leave free pages inside the file that new
+    /// rows reuse, so the file stops growing for a good while; making room writes too, which
+    /// is what the reserve is for. The lowered bound stays until restart.
+    fn disk_full(&mut self) {
+        if !self.stats.disk_full.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                bytes = self.bytes,
+                max_bytes = self.max_bytes,
+                "the disk holding the outbox is full; using the reserve, lowering the outbox bound \
+                 and rolling up (or, if that is not enough, dropping) the oldest bins"
+            );
+        }
+        if let Some(reserve) = self.reserve.take() {
+            let _ = std::fs::remove_file(&reserve);
+        }
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        // A small WAL that is reused, rather than one that grows to 1 MiB first.
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 16);
+        let lowered = (self.bytes / 10 * 8).max(64 * 1024).min(self.max_bytes);
+        tracing::warn!(
+            bytes = self.bytes,
+            from = self.max_bytes,
+            to = lowered,
+            "outbox bound lowered to fit the disk until restart"
+        );
+        self.max_bytes = lowered;
+        match self.make_room_now() {
+            Ok(()) => {
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot make room in the outbox on a full disk; new data waits in memory and is retried");
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn fetch(&mut self, limit: usize) -> Result<Vec<StoredMessage>, OutboxError> {
+        let mut out = Vec::new();
+        {
+            let mut alerts = self.conn.prepare_cached(
+                "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE priority = 0 ORDER BY id",
+            )?;
+            for row in alerts.query_map([], read_row)? {
+                let row = row?;
+                if out.len() < limit
+                    && !self.leased.contains(&row.id)
+                    && !self.acked.contains(&row.id)
+                {
+                    out.push(row);
+                }
+            }
+        }
+        while out.len() < limit {
+            let want = limit - out.len();
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE priority = 1 AND id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let batch: Vec<StoredMessage> = stmt
+                .query_map(params![self.cursor, want as i64], read_row)?
+                .collect::<Result<_, _>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            for row in batch {
+                self.cursor = self.cursor.max(row.id);
+                if !self.leased.contains(&row.id) && !self.acked.contains(&row.id) {
+                    out.push(row);
+                }
+            }
+        }
+        for row in &out {
+            self.leased.insert(row.id);
+        }
+        Ok(out)
+    }
+}
+
+/// What making room may touch: never a leased or acked row.
+pub(super) struct RoomRules<'a> {
+    leased: &'a HashSet<i64>,
+    acked: &'a HashSet<i64>,
+    roll_up: Option<RollUp>,
+    /// Stop once the stored bytes are at or below this.
+    low: u64,
+}
+
+impl RoomRules<'_> {
+    /// Rolls up, then drops, until the stored bytes are under the low-water mark.
+    fn make_room(&self, tx: &Transaction<'_>, space: &mut Space) -> Result<(), OutboxError> {
+        let low = self.low;
+        if let Some(roll_up) = self.roll_up {
+            for grain in Coarse::ALL {
+                while space.bytes > low {
+                    let metas = self.oldest_rows(tx)?;
+                    let groups = bound::plan_roll_up(&metas, grain);
+                    let mut progress = false;
+                    for (bin, ids) in groups {
+                        if space.bytes <= low {
+                            break;
+                        }
+                        let messages = load(tx, &ids)?;
+                        let Some(merged) = roll_up(&messages, grain, bin) else {
+                            continue;
+                        };
+                        let (rows, bytes) = delete_rows(tx, ids.iter().copied())?;
+                        // The merged row takes the place of the oldest it replaces, so the
+                        // backlog stays in time order.
+                        insert(tx, ids.iter().min().copied(), &merged)?;
+                        space.rows = space.rows - rows + 1;
+                        space.bytes = space.bytes - bytes + bound::row_bytes(&merged);
+                        space.rolled_up += rows.saturating_sub(1);
+                        progress = true;
+                    }
+                    if !progress {
+                        break;
+                    }
+                }
+            }
+        }
+        while space.bytes > low {
+            let victims: Vec<i64> = self
+                .oldest_rows(tx)?
+                .into_iter()
+                .filter(|m| !m.busy)
+                .take(64)
+                .map(|m| m.id)
+                .collect();
+            if victims.is_empty() {
+                break;
+            }
+            let (rows, bytes) = delete_rows(tx, victims.into_iter())?;
+            space.rows -= rows;
+            space.bytes -= bytes;
+            space.dropped += rows;
+        }
+        Ok(())
+    }
+
+    fn oldest_rows(&self, tx: &Transaction<'_>) -> Result<Vec<RowMeta>, OutboxError> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, kind, bin_start FROM outbox WHERE priority = 1 ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([ROLL_UP_SCAN as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, bin_start) = row?;
+            out.push(RowMeta {
+                id,
+                kind,
+                bin_start,
+                busy: self.leased.contains(&id) || self.acked.contains(&id),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Rows and bytes in the table, as a transaction changes them.
+pub(super) struct Space {
+    rows: u64,
+    bytes: u64,
+    rolled_up: u64,
+    dropped: u64,
+}
+
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        message: OutMessage {
+            kind: r.get(1)?,
+            topic: r.get(2)?,
+            retain: r.get(3)?,
+            msg_id: r.get(4)?,
+            payload: r.get(5)?,
+            priority: Priority::from_code(r.get(6)?),
+            bin_start: r.get(7)?,
+        },
+    })
+}
+
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    id: Option<i64>,
+    m: &OutMessage,
+) -> Result<(), OutboxError> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (id, kind, topic, retain, msg_id, payload, priority, bin_start)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        id,
+        m.kind,
+        m.topic,
+        m.retain,
+        m.msg_id,
+        m.payload,
+        m.priority.code(),
+        m.bin_start
+    ])?;
+    Ok(())
+}
+
+/// Deletes rows by id; returns how many rows and bytes went.
+pub(super) fn delete_rows(
+    tx: &Transaction<'_>,
+    ids: impl Iterator<Item = i64>,
+) -> Result<(u64, u64), OutboxError> {
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM outbox WHERE id = ?1
+         RETURNING LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48",
+    )?;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    for id in ids {
+        if let Some(b) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+            rows += 1;
+            bytes += b as u64;
+        }
+    }
+    Ok((rows, bytes))
+}
+
+pub(super) fn load(tx: &Transaction<'_>, ids: &[i64]) -> Result<Vec<OutMessage>, OutboxError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, kind, topic, retain, msg_id, payload, priority, bin_start FROM outbox WHERE id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = stmt.query_row([id], read_row).optional()? {
+            out.push(row.message);
+        }
+    }
+    Ok(out)
+}
