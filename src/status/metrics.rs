@@ -779,26 +779,7 @@ mod tests {
         )
         .expect("a valid config");
         let at: jiff::Timestamp = "2026-12-01T06:17:00Z".parse().expect("a time");
-        let snap = Snapshot {
-            taken: std::time::Instant::now(),
-            at,
-            day: jiff::civil::date(2026, 12, 1),
-            rooms: vec![super::super::RoomFigures::default()],
-            visitors_today: 0,
-            clock_synced: true,
-            counters: Vec::new(),
-            devices: Vec::new(),
-            buses: Vec::new(),
-            terminals: Vec::new(),
-            terminals_unattributed: Default::default(),
-            terminal_intake_stopped: None,
-            terminal_endpoint: Default::default(),
-            outbox: Default::default(),
-            uplink: Default::default(),
-            bookings: Default::default(),
-            alerts: Vec::new(),
-            alerts_today: 0,
-        };
+        let snap = Snapshot::quiet(at, 1);
         let view = super::super::view::build(&config, &snap, None);
         let text = render(&config, &snap, &view, "0.1.0");
         assert_eq!(text, PINNED_QUIET, "--- got ---\n{text}");

@@ -109,3 +109,30 @@ impl LinkSnapshot {
         }
     }
 }
+
+#[cfg(test)]
+impl Snapshot {
+    /// A quiet hall of `rooms` empty rooms at `at`: nothing counted, no device, no backlog.
+    pub(crate) fn quiet(at: Timestamp, rooms: usize) -> Self {
+        Snapshot {
+            taken: Instant::now(),
+            at,
+            day: jiff::civil::date(2026, 12, 1),
+            rooms: vec![RoomFigures::default(); rooms],
+            visitors_today: 0,
+            clock_synced: true,
+            counters: Vec::new(),
+            devices: Vec::new(),
+            buses: Vec::new(),
+            terminals: Vec::new(),
+            terminals_unattributed: TerminalStatsSnapshot::default(),
+            terminal_intake_stopped: None,
+            terminal_endpoint: Default::default(),
+            outbox: OutboxSnapshot::default(),
+            uplink: LinkSnapshot::default(),
+            bookings: Default::default(),
+            alerts: Vec::new(),
+            alerts_today: 0,
+        }
+    }
+}

@@ -489,26 +489,7 @@ mod tests {
             &crate::config::Overrides::default(),
         )
         .expect("a valid config");
-        let snapshot = Snapshot {
-            taken: std::time::Instant::now(),
-            at: Timestamp::now(),
-            day: jiff::civil::date(2026, 12, 1),
-            rooms: vec![crate::status::RoomFigures::default()],
-            visitors_today: 0,
-            clock_synced: true,
-            counters: Vec::new(),
-            devices: Vec::new(),
-            buses: Vec::new(),
-            terminals: Vec::new(),
-            terminals_unattributed: Default::default(),
-            terminal_intake_stopped: None,
-            terminal_endpoint: Default::default(),
-            outbox: Default::default(),
-            uplink: Default::default(),
-            bookings: Default::default(),
-            alerts: Vec::new(),
-            alerts_today: 0,
-        };
+        let snapshot = Snapshot::quiet(Timestamp::now(), 1);
         (config, snapshot)
     }
 

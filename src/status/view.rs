@@ -327,24 +327,8 @@ mod tests {
             ..Default::default()
         };
         let mut snapshot = Snapshot {
-            taken: std::time::Instant::now(),
-            at: now,
-            day: jiff::civil::date(2026, 12, 1),
-            rooms: vec![crate::status::RoomFigures::default()],
-            visitors_today: 0,
-            clock_synced: true,
-            counters: Vec::new(),
-            devices: Vec::new(),
-            buses: Vec::new(),
             terminals: vec![terminal.clone()],
-            terminals_unattributed: Default::default(),
-            terminal_intake_stopped: None,
-            terminal_endpoint: Default::default(),
-            outbox: Default::default(),
-            uplink: Default::default(),
-            bookings: Default::default(),
-            alerts: Vec::new(),
-            alerts_today: 0,
+            ..Snapshot::quiet(now, 1)
         };
         // Judged as the core judges them each tick, then worded by the view.
         let device = |snapshot: &Snapshot| {
@@ -387,24 +371,8 @@ mod tests {
         )
         .expect("a valid config");
         let snapshot = Snapshot {
-            taken: std::time::Instant::now(),
-            at: at("2026-12-01T06:00:00Z"),
-            day: jiff::civil::date(2026, 12, 1),
-            rooms: vec![crate::status::RoomFigures::default()],
-            visitors_today: 0,
-            clock_synced: true,
-            counters: Vec::new(),
-            devices: Vec::new(),
-            buses: Vec::new(),
-            terminals: Vec::new(),
-            terminals_unattributed: Default::default(),
             terminal_intake_stopped: Some("ingest"),
-            terminal_endpoint: Default::default(),
-            outbox: Default::default(),
-            uplink: Default::default(),
-            bookings: Default::default(),
-            alerts: Vec::new(),
-            alerts_today: 0,
+            ..Snapshot::quiet(at("2026-12-01T06:00:00Z"), 1)
         };
         let view = build(&config, &snapshot, None);
         assert_eq!(view.terminal_intake_stopped.as_deref(), Some("ingest"));
