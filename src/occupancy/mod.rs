@@ -324,6 +324,10 @@ pub enum Input<'a> {
 pub struct Engine {
     model: HallModel,
     state: EngineState,
+    /// The latest time moved to. Nothing closes between two inputs at the same time (bin,
+    /// quarter and day ends move only when time does), so an input at or before it skips
+    /// the closing loop: most inputs of a busy second share their second.
+    moved_to: Option<Timestamp>,
 }
 
 fn minute_of(t: Timestamp) -> i64 {
@@ -418,7 +422,11 @@ impl Engine {
                 )),
             },
         };
-        Engine { model, state }
+        Engine {
+            model,
+            state,
+            moved_to: None,
+        }
     }
 
     pub fn state(&self) -> &EngineState {
@@ -565,6 +573,10 @@ impl Engine {
 
     /// Moves time to `now` (see [`Engine::apply`]).
     fn tick(&mut self, now: Timestamp) -> Vec<EngineOutput> {
+        if self.moved_to.is_some_and(|t| now <= t) {
+            return Vec::new();
+        }
+        self.moved_to = Some(now);
         let mut out = Vec::new();
         loop {
             let minute_end = minute_start(self.state.bin.minute + 1);
