@@ -6,7 +6,7 @@
 //! - [`bookings`]: the centre's room bookings (downlink), validated and stored; held and
 //!   unbooked-use reports per booking.
 //! - [`clock`]: whether the system clock can be trusted (`clock_synced` in payloads).
-//! - [`format`]: stamps, hall-local times, durations in words, rounding: one copy for every output.
+//! - [`format`](mod@format): stamps, hall-local times, durations in words, rounding: one copy for every output.
 //! - [`config`]: the hall's TOML file, parsed, validated, then trusted; counter profiles.
 //! - [`devices`]: one async driver per device or bus, each over a pure decoder; they emit
 //!   [`devices::DeviceEvent`]s.

@@ -1,7 +1,7 @@
 //! The vocabulary of a passage that both sides of the terminal code speak: what the terminal
 //! decided ([`PassageVerdict`]), whether a mask was worn ([`MaskState`]) and which way the
 //! person went ([`Direction`]). A profile ([`super::profile`]) maps a vendor's codes onto
-//! these; [`super::decode`] puts them into a [`PassageRecorded`](super::PassageRecorded).
+//! these; [`super::decode()`] puts them into a [`PassageRecorded`](super::PassageRecorded).
 //! Kept apart so that neither of the two imports the other for them.
 
 use serde::{Deserialize, Serialize};

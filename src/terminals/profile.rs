@@ -378,7 +378,7 @@ pub(crate) struct MapRule<T> {
     pub map: BTreeMap<String, T>,
 }
 
-/// A validated terminal profile, ready for [`decode`](super::decode).
+/// A validated terminal profile, ready for [`decode`](super::decode()).
 #[derive(Debug, Clone)]
 pub struct TerminalProfile {
     pub name: String,
@@ -404,7 +404,7 @@ pub struct TerminalProfile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMatch {
     /// The terminal named by the topic; `None` when the profile reads the id from the payload
-    /// (known only after [`decode`](super::decode)).
+    /// (known only after [`decode`](super::decode())).
     pub terminal: Option<TerminalId>,
 }
 
