@@ -235,10 +235,6 @@ impl HallCore {
         self.stats.clone()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     pub fn bookings(&self) -> &Bookings {
         &self.bookings
     }
