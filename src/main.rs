@@ -121,6 +121,9 @@ fn run(
         data_dir,
         ..Overrides::default()
     };
+    // A SIGHUP before its handler is in place would end the daemon (see `signals`).
+    signals::hold_hangups();
+    signals::drop_held_hangup();
     let cfg = config::load(&path, &overrides)?;
     let reload = runtime()?.block_on(async move {
         let reload = ConfigReload::new(path, overrides, Notifier::from_env());
@@ -208,6 +211,8 @@ fn reexec() -> anyhow::Error {
         .or_else(|| args.first().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("hallgate"));
     tracing::info!(program = %program.display(), "re-executing with the new config");
+    // Held across the exec: the new image has no handler until it installs one.
+    signals::hold_hangups();
     let error = std::process::Command::new(&program)
         .args(args.iter().skip(1))
         .exec();

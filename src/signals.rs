@@ -8,7 +8,16 @@
 //! and `main` then re-executes the binary. The tools install no SIGHUP handler, so for them the
 //! signal keeps its default (it ends the process).
 //!
-//! This is the async shell only: one task that waits on the signals and calls back.
+//! SIGHUPs coalesce, in any number and rhythm: while one is checked, more merge into it; once
+//! a reload is under way, more are moot (the new process reads the newest file). The one
+//! moment a SIGHUP could kill the daemon — its default action, before the handler is
+//! installed: between the `exec` of a reload and the new process's [`shutdown_token`] — is
+//! closed by holding SIGHUP blocked across it ([`hold_hangups`]): the mask survives `exec`,
+//! a SIGHUP that comes meanwhile waits, and one that came before the new config was read is
+//! dropped ([`drop_held_hangup`]) since that file is what it asked for.
+//!
+//! This is the async shell only: one task that waits on the signals and calls back, and the
+//! three audited libc calls that set the thread's signal mask.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +35,80 @@ use crate::supervisor::notify::Notifier;
 /// that listens.
 pub fn shutdown_token(reload: Option<ConfigReload>) -> CancellationToken {
     let token = CancellationToken::new();
-    tokio::spawn(listen(token.clone(), reload));
+    // Installed here, not in the task: the handlers must be in place before a held SIGHUP
+    // is let through.
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        reload
+            .as_ref()
+            .map(|_| signal(SignalKind::hangup()))
+            .transpose(),
+    );
+    let hup_handled = matches!(handlers, (Ok(_), Ok(_), Ok(Some(_))));
+    tokio::spawn(listen(token.clone(), handlers, reload));
+    if hup_handled {
+        release_hangups();
+    }
     token
+}
+
+/// Blocks SIGHUP on this thread (and the threads it starts) until [`release_hangups`]: one
+/// that comes meanwhile waits instead of ending the process. Call it on the main thread
+/// before anything else and before `exec`ing a reload (the mask survives `exec`).
+pub fn hold_hangups() {
+    set_hangup_mask(libc::SIG_BLOCK);
+}
+
+/// Drops a SIGHUP that came while held: called just before the config is read, which is
+/// newer than that signal.
+pub fn drop_held_hangup() {
+    let set = hangup_set();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `set` is an initialised sigset_t and `zero` a valid timespec, both living across
+    // the call; a null siginfo pointer is allowed. A zero timeout makes it a poll: it takes a
+    // pending SIGHUP off or returns EAGAIN at once.
+    #[allow(unsafe_code)]
+    let taken = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+    if taken == libc::SIGHUP {
+        tracing::info!(
+            signal = "SIGHUP",
+            "a reload asked for while the gateway was starting is served by the config it is reading now"
+        );
+    }
+}
+
+fn release_hangups() {
+    set_hangup_mask(libc::SIG_UNBLOCK);
+}
+
+fn hangup_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset adds a valid signal
+    // number to that initialised set. Both only write to `set`.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+fn set_hangup_mask(how: libc::c_int) {
+    let set = hangup_set();
+    // SAFETY: `set` is initialised and outlives the call; the old mask is not asked for
+    // (null). pthread_sigmask only changes this thread's mask.
+    #[allow(unsafe_code)]
+    let failed = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    if failed != 0 {
+        tracing::warn!(
+            error = %std::io::Error::from_raw_os_error(failed),
+            "cannot change the SIGHUP mask; a reload requested at the wrong moment may stop the gateway"
+        );
+    }
 }
 
 /// The daemon's SIGHUP: validate the config at `path` again, then stop for a reload or log and
@@ -93,16 +174,15 @@ impl ConfigReload {
     }
 }
 
+type Handlers = (
+    std::io::Result<Signal>,
+    std::io::Result<Signal>,
+    std::io::Result<Option<Signal>>,
+);
+
 /// The task behind [`shutdown_token`].
-async fn listen(token: CancellationToken, reload: Option<ConfigReload>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        reload
-            .as_ref()
-            .map(|_| signal(SignalKind::hangup()))
-            .transpose(),
-    ) else {
+async fn listen(token: CancellationToken, handlers: Handlers, reload: Option<ConfigReload>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
         tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
         return;
     };

@@ -301,6 +301,87 @@ async fn sighup_keeps_a_bad_config_out_and_reloads_a_good_one_without_losing_a_c
         .await;
 }
 
+/// Sends SIGHUP to `pid` at once (kill(1) takes milliseconds to start, too slow for a storm).
+#[allow(unsafe_code)]
+fn hangup(pid: u32) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("the pid fits a pid_t")?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
+    ensure!(
+        sent == 0,
+        "kill -HUP {pid} failed: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_sighups_in_any_rhythm_never_kills_the_gateway() {
+    let plan = HallPlan::lobby_with_function_rooms("t-hup-storm", 1);
+    rig("hup-storm", plan)
+        .run(Duration::from_secs(180), async |rig| {
+            rig.start_broker().await?;
+            let (heard, _) = start_gateway_under_notify(rig, Duration::from_secs(30))?;
+            heard
+                .wait_for("READY=1", 1, Duration::from_secs(30), rig.gateway()?)
+                .await?;
+            let pid = rig.gateway()?.pid().context("the gateway runs")?;
+            // SIGHUPs 0–5 ms apart for five seconds: every moment of the reloads they start
+            // gets one — the old process stopping, the exec, the new one starting.
+            let storm_ends = Instant::now() + Duration::from_secs(5);
+            let mut sent = 0u64;
+            while Instant::now() < storm_ends {
+                hangup(pid)?;
+                sent += 1;
+                tokio::time::sleep(Duration::from_micros(sent % 6 * 1000)).await;
+                if let Some(status) = rig.gateway()?.exit_status() {
+                    bail!(
+                        "the gateway died after {sent} SIGHUPs of the storm with {status}; its log ends:\n{}",
+                        common::tail(&rig.gateway()?.log_text(), 15)
+                    );
+                }
+            }
+            // The reloads coalesce: after the storm it settles, running and ready.
+            // The reloads coalesce: after the storm it settles, every reload ended by a
+            // READY=1.
+            let settled_by = Instant::now() + Duration::from_secs(60);
+            while heard.count("READY=1") != heard.count("RELOADING=1") + 1 {
+                rig.ensure_alive()?;
+                ensure!(
+                    Instant::now() < settled_by,
+                    "the gateway did not settle after the storm; the notify socket got {}",
+                    heard.describe()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rig.ensure_alive()?;
+            ensure!(
+                rig.gateway()?.pid() == Some(pid),
+                "the reloads happen in the same process"
+            );
+            let reloads = heard.count("RELOADING=1");
+            ensure!(
+                reloads >= 1 && reloads as u64 <= sent,
+                "{sent} SIGHUPs give at least one reload and at most one each; got {reloads}"
+            );
+            ensure!(
+                heard.count("STOPPING=1") == 0,
+                "no SIGHUP is a stop; got {}",
+                heard.describe()
+            );
+            rig.gateway()?.sigterm()?;
+            let status = rig
+                .gateway()?
+                .wait_exit(Duration::from_secs(20))
+                .await
+                .context("the gateway did not exit within 20 s of SIGTERM after the storm")?;
+            ensure!(status.success(), "after the storm, SIGTERM exits cleanly; got {status}");
+            Ok(())
+        })
+        .await;
+}
+
 /// `systemd-analyze`, or why the test cannot run: a skip on a developer machine, a failure
 /// under CI (where `scripts/test.sh` installs it).
 fn systemd_analyze() -> Option<&'static str> {
