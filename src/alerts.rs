@@ -28,7 +28,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Unit};
 use serde::{Deserialize, Serialize};
 
-use crate::format::{local_date, rfc3339};
+use crate::format::{local_date, rfc3339, span_words, span_words_zh};
 use crate::health::{Condition, DeviceCondition, DeviceKind};
 use crate::outbox::OutboxSnapshot;
 
@@ -60,6 +60,21 @@ pub enum EpisodeKind {
 }
 
 impl EpisodeKind {
+    const ALL: [EpisodeKind; 7] = [
+        EpisodeKind::OverCapacity,
+        EpisodeKind::Fever,
+        EpisodeKind::DeviceOffline,
+        EpisodeKind::DeviceStale,
+        EpisodeKind::ClockUnsynchronised,
+        EpisodeKind::OutboxFilling,
+        EpisodeKind::TerminalIntakeStopped,
+    ];
+
+    /// The kind named `name` by [`EpisodeKind::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The `alert` field of the uplink payload.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,6 +138,7 @@ pub enum AlertKind {
     LinkLost,
     LinkRestored,
     TerminalIntakeStopped,
+    ClockStepped,
 }
 
 impl AlertKind {
@@ -140,6 +156,7 @@ impl AlertKind {
             AlertKind::LinkLost => "link_lost",
             AlertKind::LinkRestored => "link_restored",
             AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            AlertKind::ClockStepped => "clock_stepped",
         }
     }
 
@@ -214,6 +231,8 @@ pub struct Facts<'a> {
     pub outbox_used_percent: f64,
     /// Messages lost for good since start: dropped from a full outbox or too large to send.
     pub dropped_messages: u64,
+    /// How far the wall clock was stepped since the last step (forward positive), if it was.
+    pub clock_step: Option<SignedDuration>,
 }
 
 /// The output of one [`AlertMemory::step`].
@@ -233,6 +252,21 @@ struct Open {
     count: u64,
     /// A fever episode's latest fever.
     last: Timestamp,
+}
+
+/// An open alert as kept on disk with the figures, so that after a restart its episode
+/// continues (same `raised_at`, so the same ids) or is cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptAlert {
+    /// [`EpisodeKind::as_str`].
+    pub alert: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    pub raised_at: Timestamp,
+    #[serde(default)]
+    pub count: u64,
+    pub last: Timestamp,
 }
 
 /// What the rules remember between steps.
@@ -374,6 +408,9 @@ impl AlertMemory {
         // At the first step, a clock that is not synchronised is news; one that is, is not.
         let clock_before = if self.primed { self.clock_synced } else { true };
         clock_rules(&mut step, clock_before, facts.clock_synced);
+        if let Some(by) = facts.clock_step {
+            step_rule(&mut step, by);
+        }
         self.clock_synced = facts.clock_synced;
         intake_rules(&mut step, facts.terminal_intake_stopped);
         link_rules(
@@ -408,6 +445,44 @@ impl AlertMemory {
             self.alerts_today += 1;
         }
         AlertStep { page, changes }
+    }
+
+    /// Memory that continues the open alerts an earlier run `kept`; unknown kinds (from a
+    /// newer version) are dropped. Each is checked again by its rule once its condition is
+    /// known: cleared if it ended meanwhile, left open (no new raise) if it still holds.
+    pub fn resume(kept: &[KeptAlert]) -> Self {
+        let open = kept
+            .iter()
+            .filter_map(|k| {
+                let kind = EpisodeKind::from_name(&k.alert)?;
+                let open = Open {
+                    raised_at: k.raised_at,
+                    room: k.room.clone(),
+                    count: k.count,
+                    last: k.last,
+                };
+                Some(((kind, k.subject.clone()), open))
+            })
+            .collect();
+        AlertMemory {
+            open,
+            ..AlertMemory::default()
+        }
+    }
+
+    /// The open alerts, to keep with the figures.
+    pub fn kept(&self) -> Vec<KeptAlert> {
+        self.open
+            .iter()
+            .map(|((kind, subject), open)| KeptAlert {
+                alert: kind.as_str().to_string(),
+                subject: subject.clone(),
+                room: open.room.clone(),
+                raised_at: open.raised_at,
+                count: open.count,
+                last: open.last,
+            })
+            .collect()
     }
 
     /// Today's alerts, oldest first.
@@ -448,6 +523,11 @@ fn device_rules(step: &mut Round<'_>, d: &DeviceCondition, before: Condition) {
             format!("{what} {} is back online", d.id),
         ),
         _ => {}
+    }
+    // Not tried yet (just started): an episode kept from before a restart waits until the
+    // device's condition is known.
+    if condition == Condition::Waiting {
+        return;
     }
     if condition == Condition::Offline {
         step.raise(
@@ -584,6 +664,25 @@ fn clock_rules(step: &mut Round<'_>, before: bool, synced: bool) {
     }
 }
 
+/// A step of the wall clock: news for the page (the centre hears of the minutes it skipped).
+fn step_rule(step: &mut Round<'_>, by: SignedDuration) {
+    let secs = by.unsigned_abs().as_secs();
+    let (zh, en) = (span_words_zh(secs), span_words(secs));
+    let message = if by.is_positive() {
+        format!(
+            "系统时钟向前跳了 {zh}，跳过的分钟没有数据，已向上级平台报告 (the clock stepped \
+             forward by {en}: the minutes it jumped over have no figures and are reported to the \
+             central platform as skipped)"
+        )
+    } else {
+        format!(
+            "系统时钟向后跳了 {zh}，数据暂留在当前分钟 (the clock stepped back by {en}: figures \
+             stay in the current minute until the clock passes the time it had reached)"
+        )
+    };
+    step.page(AlertKind::ClockStepped, None, message);
+}
+
 fn intake_rules(step: &mut Round<'_>, stopped: Option<&str>) {
     if let Some(part) = stopped {
         let message = format!(
@@ -599,6 +698,11 @@ fn intake_rules(step: &mut Round<'_>, stopped: Option<&str>) {
         ) {
             step.page(AlertKind::TerminalIntakeStopped, None, message);
         }
+    } else {
+        // Only a restart starts a fresh intake: an episode kept from before it ends here.
+        step.clear(EpisodeKind::TerminalIntakeStopped, HALL, |_| {
+            "终端接入已恢复 (terminal intake running again after the restart)".into()
+        });
     }
 }
 
@@ -690,6 +794,7 @@ mod tests {
                 link_connected: self.link_connected,
                 outbox_used_percent: self.outbox_used_percent,
                 dropped_messages: self.dropped_messages,
+                clock_step: None,
             }
         }
 
@@ -748,6 +853,103 @@ mod tests {
         // Still stopped: said once.
         let s = m.step(&v.facts(), &tz());
         assert!(s.page.is_empty() && s.changes.is_empty());
+    }
+
+    /// A memory with the device offline, the clock unsynchronised and a fever episode open,
+    /// as kept at 06:00 and resumed after a restart.
+    fn kept_before_a_restart() -> Vec<KeptAlert> {
+        let mut m = AlertMemory::default();
+        let mut v = view("06:00:00");
+        v.condition(Condition::Offline);
+        v.clock_synced = false;
+        v.fevers = 2;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(s.changes.len(), 3, "three episodes open: {:?}", s.changes);
+        let kept = m.kept();
+        let text = serde_json::to_vec(&kept).expect("serialises");
+        serde_json::from_slice(&text).expect("reads back")
+    }
+
+    #[test]
+    fn alerts_kept_over_a_restart_continue_while_they_hold_and_clear_once_they_ended() {
+        let kept = kept_before_a_restart();
+        let raised: Timestamp = "2026-12-01T06:00:00Z".parse().expect("a time");
+        let mut m = AlertMemory::resume(&kept);
+        // Back 20 minutes later: the counter not tried yet, the clock still unsynchronised,
+        // no fever since.
+        let mut v = view("06:20:00");
+        v.condition(Condition::Waiting);
+        v.clock_synced = false;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(
+            s.changes
+                .iter()
+                .map(|c| (c.kind, c.state))
+                .collect::<Vec<_>>(),
+            [(EpisodeKind::Fever, AlertState::Cleared)],
+            "the fever episode ended in the downtime; the others hold or are not known yet"
+        );
+        assert_eq!(
+            s.changes[0].raised_at, raised,
+            "the clear names the old episode"
+        );
+        assert_eq!(s.changes[0].count, Some(2));
+        // The counter is still offline: its episode continues, nothing is raised again.
+        v.now = "2026-12-01T06:20:01Z".parse().expect("a time");
+        v.condition(Condition::Offline);
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.changes.is_empty(), "no new episode: {:?}", s.changes);
+        // It answers and the clock syncs: both old episodes are cleared.
+        v.now = "2026-12-01T06:20:02Z".parse().expect("a time");
+        v.condition(Condition::Online);
+        v.clock_synced = true;
+        let s = m.step(&v.facts(), &tz());
+        let mut cleared: Vec<_> = s
+            .changes
+            .iter()
+            .map(|c| (c.kind, c.state, c.raised_at))
+            .collect();
+        cleared.sort_by_key(|c| c.0);
+        assert_eq!(
+            cleared,
+            [
+                (EpisodeKind::DeviceOffline, AlertState::Cleared, raised),
+                (
+                    EpisodeKind::ClockUnsynchronised,
+                    AlertState::Cleared,
+                    raised
+                ),
+            ]
+        );
+        assert!(m.kept().is_empty());
+    }
+
+    #[test]
+    fn kept_alerts_of_an_unknown_kind_are_dropped() {
+        let mut kept = kept_before_a_restart();
+        kept[0].alert = "from_a_newer_version".into();
+        assert_eq!(AlertMemory::resume(&kept).kept().len(), kept.len() - 1);
+    }
+
+    #[test]
+    fn a_clock_step_is_news_for_the_page_in_both_directions() {
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let v = view("06:10:00");
+        let mut f = v.facts();
+        f.clock_step = Some(SignedDuration::from_secs(600));
+        let s = m.step(&f, &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::ClockStepped]);
+        assert!(s.page[0].message.starts_with("系统时钟向前跳了 10 分钟"));
+        assert!(s.page[0].message.contains("stepped forward by 10 minutes"));
+        f.clock_step = Some(SignedDuration::from_secs(-90));
+        let s = m.step(&f, &tz());
+        assert!(s.page[0].message.starts_with("系统时钟向后跳了 90 秒"));
+        assert!(s.page[0].message.contains("stepped back by 90 seconds"));
+        assert!(
+            s.changes.is_empty(),
+            "a step is not an episode for the centre"
+        );
     }
 
     #[test]

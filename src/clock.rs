@@ -13,7 +13,9 @@
 //! monotonic), so a clock step breaks no timer; see the occupancy engine for how bins treat a
 //! clock that steps backwards.
 
-use jiff::Timestamp;
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
 
 /// The gateway's notion of "now" for bins and days: the wall clock, but never backwards.
 ///
@@ -40,6 +42,29 @@ impl WallClock {
 
     pub fn latest(&self) -> Timestamp {
         self.latest
+    }
+}
+
+/// The smallest jump of the wall clock against the monotonic clock taken for a step (NTP
+/// slews by at most 0.5 ms a second; ticks come late by milliseconds, not seconds).
+pub const STEP_AT_LEAST: SignedDuration = SignedDuration::from_secs(2);
+
+/// Tells a step of the wall clock from time passing: between two readings of both clocks the
+/// wall clock should move as the monotonic one does. Pure: the readings come in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepWatch {
+    last: Option<(Timestamp, Instant)>,
+}
+
+impl StepWatch {
+    /// Takes a reading of both clocks; returns how far the wall clock was stepped since the
+    /// last one (forward positive), when by [`STEP_AT_LEAST`] or more.
+    pub fn observe(&mut self, wall: Timestamp, mono: Instant) -> Option<SignedDuration> {
+        let last = self.last.replace((wall, mono));
+        let (wall_then, mono_then) = last?;
+        let elapsed = SignedDuration::try_from(mono.saturating_duration_since(mono_then)).ok()?;
+        let step = wall.duration_since(wall_then) - elapsed;
+        (step.abs() >= STEP_AT_LEAST).then_some(step)
     }
 }
 
@@ -88,5 +113,33 @@ mod tests {
             "time moves again once caught up"
         );
         assert_eq!(clock.observe(t(7200)), t(7200), "a step forward is taken");
+    }
+
+    #[test]
+    fn a_step_of_the_wall_clock_is_told_from_time_passing() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("valid");
+        let m0 = Instant::now();
+        let m = |s: u64| m0 + std::time::Duration::from_secs(s);
+        let mut watch = StepWatch::default();
+        assert_eq!(
+            watch.observe(t(0), m(0)),
+            None,
+            "the first reading is a baseline"
+        );
+        assert_eq!(watch.observe(t(1), m(1)), None);
+        assert_eq!(
+            watch.observe(t(61), m(2)),
+            Some(SignedDuration::from_secs(59))
+        );
+        assert_eq!(watch.observe(t(62), m(3)), None);
+        assert_eq!(
+            watch.observe(t(2), m(4)),
+            Some(SignedDuration::from_secs(-61))
+        );
+        assert_eq!(
+            watch.observe(t(3) + SignedDuration::from_millis(1500), m(5)),
+            None,
+            "a late tick is not a step"
+        );
     }
 }

@@ -54,6 +54,25 @@ pub fn duration_words(secs: u64) -> String {
     }
 }
 
+/// Like [`duration_words`], but to the second below two minutes (a clock step of 5 s is
+/// not "less than a minute").
+pub fn span_words(secs: u64) -> String {
+    match secs {
+        1 => "1 second".into(),
+        s if s < 120 => format!("{s} seconds"),
+        s => duration_words(s),
+    }
+}
+
+/// [`span_words`] in Chinese, for staff.
+pub fn span_words_zh(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} 秒"),
+        s if s < 7200 => format!("{} 分钟", s / 60),
+        s => format!("{} 小时 {} 分钟", s / 3600, s / 60 % 60),
+    }
+}
+
 /// A ratio or a mean to three decimals: what a payload or the page shows of it.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

@@ -278,6 +278,12 @@ pub enum EngineOutput {
     /// A 15-minute bin of the hall's situation closed (`situation/15m`).
     QuarterClosed(Box<QuarterClosed>),
     DayClosed(DayClosed),
+    /// Time jumped over whole minutes (`from` to `to`, minute boundaries): no bin exists
+    /// for them. Time moved by a clock step, or after the gateway was stopped or stalled.
+    Skipped {
+        from: Timestamp,
+        to: Timestamp,
+    },
 }
 
 /// Everything the engine knows; serialised into the outbox on every commit.
@@ -593,6 +599,10 @@ impl Engine {
                 // end, and the situation windows see none of the gap either.
                 let next = if minute_of(now) > self.state.bin.minute + 1 {
                     self.skip_situation_to(now);
+                    out.push(EngineOutput::Skipped {
+                        from: minute_end,
+                        to: minute_start(minute_of(now)),
+                    });
                     now
                 } else {
                     minute_end

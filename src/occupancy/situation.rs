@@ -1477,7 +1477,7 @@ mod tests {
                         }
                         bins.clear();
                     }
-                    EngineOutput::MinuteClosed(_) => {}
+                    EngineOutput::MinuteClosed(_) | EngineOutput::Skipped { .. } => {}
                 }
             }
             for q in bins {

@@ -140,6 +140,10 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  state BLOB NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS alerts_state (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 state BLOB NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS passage_received (
                  terminal TEXT NOT NULL,
                  event TEXT NOT NULL,
@@ -278,6 +282,13 @@ impl Db {
             })
             .optional()?
             .map(pack::unpack);
+        let alerts_state = self
+            .conn
+            .query_row("SELECT state FROM alerts_state WHERE id = 1", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+            .map(pack::unpack);
         let mut baselines = BTreeMap::new();
         let mut stmt = self
             .conn
@@ -329,6 +340,7 @@ impl Db {
             bookings_state,
             received,
             moved_aside: None,
+            alerts_state,
         })
     }
 
@@ -589,6 +601,13 @@ impl Db {
         if let Some(state) = &batch.bookings_state {
             tx.execute(
                 "INSERT INTO bookings_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                [pack::pack(state)],
+            )?;
+        }
+        if let Some(state) = &batch.alerts_state {
+            tx.execute(
+                "INSERT INTO alerts_state (id, state) VALUES (1, ?1)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state",
                 [pack::pack(state)],
             )?;

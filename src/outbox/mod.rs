@@ -129,6 +129,9 @@ pub struct Batch {
     /// Journaled passages the engine now holds, (terminal, event key): deleted in the same
     /// transaction as the engine state that counted them.
     pub received_done: Vec<(String, String)>,
+    /// Serialised open alerts, when they changed: committed with the raises and clears that
+    /// changed them, so after a restart each episode continues or is cleared.
+    pub alerts_state: Option<Vec<u8>>,
 }
 
 impl Batch {
@@ -141,6 +144,7 @@ impl Batch {
             && self.passage_keys.is_empty()
             && self.bookings_state.is_none()
             && self.received_done.is_empty()
+            && self.alerts_state.is_none()
     }
 }
 
@@ -186,6 +190,8 @@ pub struct Restored {
     pub received: Vec<ReceivedPassage>,
     /// Where a damaged database was moved, if one was found.
     pub moved_aside: Option<PathBuf>,
+    /// The open alerts as last committed.
+    pub alerts_state: Option<Vec<u8>>,
 }
 
 /// How the outbox behaves; from `[storage]`.

@@ -145,6 +145,7 @@ pub async fn replay_arrivals(
         mono: clock.mono(start),
         clock_synced: true,
         views: false,
+        boot: 0,
     };
     let mut core = HallCore::new(config, Resume::default(), start);
     let link = UplinkStatus::default();

@@ -31,16 +31,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::reorder::{REORDER_WINDOW, Reorder};
-use crate::alerts::{AlertKind, AlertMemory, Facts, FeverFact, RoomFact, outbox_used_percent};
+use crate::alerts::{
+    AlertKind, AlertMemory, Facts, FeverFact, KeptAlert, RoomFact, outbox_used_percent,
+};
 use crate::bookings::{Bookings, SituationReport};
-use crate::clock::WallClock;
+use crate::clock::{StepWatch, WallClock};
 use crate::config::Config;
 use crate::config::profile::CountMode;
 use crate::devices::terminals::{Ack, Receipt, TerminalStatsSnapshot, TerminalsStats};
 use crate::devices::{DeviceEvent, DeviceStats};
+use crate::format::{rfc3339, span_words};
 use crate::health::{self, CounterHealth, DeviceHealth};
 use crate::occupancy::{Engine, EngineOutput, EngineState, HallModel, Input, PassageFacts};
 use crate::outbox::{Batch, OutMessage, OutboxSnapshot, ReceivedPassage};
@@ -78,6 +81,9 @@ pub struct Start {
     /// Whether ticks build the retained `state` and the status snapshot (the live gateway),
     /// or only what goes to the outbox (a replay).
     pub views: bool,
+    /// This process among the gateway's runs (random at each start): with a sequence
+    /// number, the `state`'s id, which no clock step can repeat.
+    pub boot: u64,
 }
 
 /// What one tick hands the shell.
@@ -129,6 +135,8 @@ pub struct HallCore {
     /// Fever passages per terminal since the last alert step (the fever rule's input).
     new_fevers: Vec<u64>,
     alerts: AlertMemory,
+    /// The open alerts as last queued for a commit.
+    alerts_kept: Vec<KeptAlert>,
     started: Timestamp,
     pending: Batch,
     /// Engine revision last committed.
@@ -151,6 +159,15 @@ pub struct HallCore {
     now: WallClock,
     clock_synced: bool,
     views: bool,
+    boot: u64,
+    /// `state` messages made in this process, for their ids.
+    states_made: u64,
+    /// Steps of the wall clock, told from the monotonic clock at each tick.
+    steps: StepWatch,
+    /// A forward step whose skipped minutes the engine has yet to report.
+    stepped_forward: bool,
+    /// Ticks run in this process (the first one's gap is downtime).
+    ticks: u64,
     /// The centre's bookings and their tracker; `bookings_committed` is its stored form as
     /// last queued, so an unchanged tracker costs no write.
     bookings: Bookings,
@@ -162,6 +179,8 @@ pub struct HallCore {
 pub struct Resume<'a> {
     pub engine_state: Option<EngineState>,
     pub bookings_state: Option<&'a [u8]>,
+    /// The open alerts as last committed (see [`AlertMemory::resume`]).
+    pub alerts_state: Option<&'a [u8]>,
 }
 
 impl HallCore {
@@ -178,7 +197,26 @@ impl HallCore {
             devices: DeviceStats::new(&config),
             terminals: TerminalsStats::new(&config),
         };
-        Self::with_parts(config, engine, bookings, stats, start)
+        let kept: Vec<KeptAlert> = resume
+            .alerts_state
+            .and_then(|bytes| {
+                serde_json::from_slice(bytes)
+                    .map_err(|error| {
+                        tracing::warn!(%error, "the kept open alerts are unreadable; alerts that still hold are raised again")
+                    })
+                    .ok()
+            })
+            .unwrap_or_default();
+        let mut core = Self::with_parts(config, engine, bookings, stats, start);
+        if !kept.is_empty() {
+            tracing::info!(
+                open = kept.len(),
+                "alerts open before the restart are checked again; each continues or is cleared"
+            );
+            core.alerts = AlertMemory::resume(&kept);
+            core.alerts_kept = kept;
+        }
+        core
     }
 
     fn with_parts(
@@ -205,6 +243,7 @@ impl HallCore {
             new_fevers: vec![0; config.terminals.len()],
             devices,
             alerts: AlertMemory::default(),
+            alerts_kept: Vec::new(),
             started: start.now,
             pending: Batch::default(),
             committed_revision: None,
@@ -218,6 +257,11 @@ impl HallCore {
             now: WallClock::new(start.now),
             clock_synced: start.clock_synced,
             views: start.views,
+            boot: start.boot,
+            states_made: 0,
+            steps: StepWatch::default(),
+            stepped_forward: false,
+            ticks: 0,
             bookings_committed: bookings.stored_form(),
             bookings,
             config,
@@ -378,9 +422,14 @@ impl HallCore {
     /// whatever is worth a commit.
     pub fn tick(&mut self, now: Timestamp, mono: Instant, gauges: &Gauges) -> Tick {
         self.note_clock(gauges.clock_synced);
+        let step = self.steps.observe(now, mono);
+        if let Some(step) = step {
+            self.note_step(step, now);
+        }
         self.release(now);
+        self.ticks += 1;
         let state = self.views.then(|| self.state(false, now, mono, gauges));
-        let snapshot = self.run_alerts(now, mono, gauges);
+        let snapshot = self.run_alerts(now, mono, gauges, step);
         Tick {
             commit: self.flush(false, mono),
             state: state.flatten(),
@@ -443,6 +492,7 @@ impl HallCore {
                     .bookings_state
                     .take()
                     .or(returned.bookings_state);
+                returned.alerts_state = self.pending.alerts_state.take().or(returned.alerts_state);
                 self.pending = returned;
             }
         }
@@ -524,6 +574,28 @@ impl HallCore {
         self.state_dirty = true;
     }
 
+    /// The wall clock was stepped by `step` (forward positive) just before `now`.
+    fn note_step(&mut self, step: SignedDuration, now: Timestamp) {
+        let by = span_words(step.unsigned_abs().as_secs());
+        if step.is_positive() {
+            tracing::warn!(
+                step_ms = step.as_millis(),
+                now = %rfc3339(now),
+                "the system clock stepped forward by {by}; the minutes it jumped over have no \
+                 figures and are reported to the centre as skipped"
+            );
+            self.stepped_forward = true;
+        } else {
+            tracing::warn!(
+                step_ms = step.as_millis(),
+                now = %rfc3339(now),
+                "the system clock stepped back by {by}; figures stay in the current minute until \
+                 the clock passes the latest time already seen"
+            );
+        }
+        self.state_dirty = true;
+    }
+
     /// Applies the events whose reorder window has passed, in time order, then moves the
     /// engine's clock to the same horizon, so no bin closes while an event stamped inside it
     /// may still be on its way.
@@ -557,6 +629,28 @@ impl HallCore {
                 ));
                 let reports = self.bookings.minute(&agg);
                 self.situation_reports(reports);
+            }
+            EngineOutput::Skipped { from, to } => {
+                let cause = if std::mem::take(&mut self.stepped_forward) {
+                    "clock_step"
+                } else if self.ticks == 0 {
+                    "gateway_stopped"
+                } else {
+                    "gateway_stalled"
+                };
+                tracing::info!(
+                    from = %rfc3339(from),
+                    to = %rfc3339(to),
+                    cause,
+                    "minutes without figures; the centre is told they were skipped"
+                );
+                self.pending.messages.push(payload::gap_message(
+                    &self.config,
+                    from,
+                    to,
+                    cause,
+                    self.clock_synced,
+                ));
             }
             EngineOutput::QuarterClosed(quarter) => {
                 self.pending.messages.push(situation::quarter_message(
@@ -772,6 +866,8 @@ impl HallCore {
         }
         self.state_dirty = false;
         self.last_state = Some(mono);
+        self.states_made += 1;
+        let msg_id = payload::state_msg_id(&self.config.hall.id, self.boot, self.states_made);
         Some(payload::state_message(
             &self.config,
             self.engine.state(),
@@ -784,13 +880,20 @@ impl HallCore {
                 terminals_unattributed: self.stats.terminals.unattributed.snapshot(),
             },
             now,
+            msg_id,
         ))
     }
 
     /// Judges the devices, runs the alert rules (their raises and clears are queued for the
     /// centre) and, for the live gateway, builds the status page's snapshot with today's
     /// alerts. `now` is the tick's time (a replay's virtual clock): alerts are stamped with it.
-    fn run_alerts(&mut self, now: Timestamp, mono: Instant, gauges: &Gauges) -> Option<Snapshot> {
+    fn run_alerts(
+        &mut self,
+        now: Timestamp,
+        mono: Instant,
+        gauges: &Gauges,
+        clock_step: Option<SignedDuration>,
+    ) -> Option<Snapshot> {
         let counters = self.counter_health();
         let terminals = self.terminal_snapshots();
         let devices = health::judge_devices(&self.config, &counters, &terminals, self.started, now);
@@ -823,6 +926,7 @@ impl HallCore {
             link_connected: gauges.link.connected,
             outbox_used_percent: outbox_used_percent(&gauges.outbox),
             dropped_messages: gauges.outbox.dropped + gauges.link.dropped,
+            clock_step,
         };
         let step = self.alerts.step(&facts, &config.hall.time_zone);
         for alert in &step.page {
@@ -831,6 +935,13 @@ impl HallCore {
         for change in &step.changes {
             let message = payload::alert_message(config, change, self.clock_synced);
             self.pending.messages.push(message);
+        }
+        let kept = self.alerts.kept();
+        if kept != self.alerts_kept {
+            // Plain strings and times: serialising them cannot fail.
+            self.pending.alerts_state =
+                Some(serde_json::to_vec(&kept).expect("kept alerts always serialise"));
+            self.alerts_kept = kept;
         }
         self.new_fevers.iter_mut().for_each(|n| *n = 0);
         self.views

@@ -56,6 +56,7 @@ fn core(dir: &Path) -> (HallCore, Outbox) {
         mono: at(0.0),
         clock_synced: true,
         views: true,
+        boot: 0,
     };
     (HallCore::new(config, Resume::default(), start), outbox)
 }
@@ -335,4 +336,106 @@ async fn a_passage_of_a_closed_day_is_not_counted_into_today_but_its_device_is_a
         restored.received.is_empty(),
         "its journal row goes: nothing to count later either"
     );
+}
+
+/// The messages a tick committed, by kind.
+fn of_kind(commit: &Option<super::Commit>, kind: &str) -> Vec<serde_json::Value> {
+    commit
+        .iter()
+        .flat_map(|c| &c.batch.messages)
+        .filter(|m| m.kind == kind)
+        .map(|m| serde_json::from_slice(&m.payload).expect("payloads are JSON"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clock_stepped_forward_reports_the_minutes_it_skipped_and_state_ids_never_repeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, outbox) = core(dir.path());
+    let gauges = Gauges::default();
+    let secs = |s: i64| now() + jiff::SignedDuration::from_secs(s);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut gaps = Vec::new();
+    // A minute of ticks, then the clock jumps 10 minutes ahead, runs, and is stepped back to
+    // where it was: wall times repeat, ids must not.
+    let mut walls: Vec<i64> = (0..70).collect();
+    walls.extend(670..700);
+    walls.extend(40..70);
+    for (n, wall) in walls.into_iter().enumerate() {
+        let tick = core.tick(secs(wall), at(n as f64), &gauges);
+        if let Some(state) = &tick.state {
+            assert!(
+                ids.insert(state.msg_id.clone()),
+                "repeated id {}",
+                state.msg_id
+            );
+        }
+        gaps.extend(of_kind(&tick.commit, payload::KIND_GAP));
+        if let Some(commit) = tick.commit {
+            crate::supervisor::commit(&outbox, &mut core, commit).await;
+        }
+    }
+    assert_eq!(gaps.len(), 1, "one gap: {gaps:?}");
+    assert_eq!(gaps[0]["cause"], "clock_step");
+    assert_eq!(gaps[0]["from"], "2026-12-01T02:02:00Z");
+    assert_eq!(gaps[0]["to"], "2026-12-01T02:11:00Z");
+    assert_eq!(gaps[0]["minutes"], 9);
+    assert!(
+        ids.len() >= 3,
+        "states went out at the start and at each step: {ids:?}"
+    );
+    outbox.close().await;
+}
+
+#[tokio::test]
+async fn open_alerts_are_committed_and_a_restarted_core_continues_their_episodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gauges = Gauges::default();
+    let raised = {
+        let (mut core, outbox) = core(dir.path());
+        core.clock_synced = false;
+        let tick = core.tick(now(), at(0.0), &gauges);
+        let raised = of_kind(&tick.commit, payload::KIND_ALERT);
+        assert_eq!(raised.len(), 1, "the unsynchronised clock: {raised:?}");
+        let commit = tick.commit.expect("an alert is committed at once");
+        assert!(commit.batch.alerts_state.is_some(), "with the open alerts");
+        crate::supervisor::commit(&outbox, &mut core, commit).await;
+        outbox.close().await;
+        raised[0]["raised_at"].clone()
+    };
+    let restored = reopen_restored(dir.path()).await;
+    let kept = restored.alerts_state.expect("the open alerts were kept");
+    let resumed = |synced: bool| {
+        let start = Start {
+            now: now() + jiff::SignedDuration::from_mins(5),
+            mono: at(0.0),
+            clock_synced: synced,
+            views: true,
+            boot: 1,
+        };
+        let resume = Resume {
+            alerts_state: Some(&kept),
+            ..Resume::default()
+        };
+        HallCore::new(hall(), resume, start)
+    };
+    // Still unsynchronised after the restart: the same episode, nothing raised again.
+    let mut core = resumed(false);
+    let tick = core.tick(start_plus(300), at(0.0), &Gauges::default());
+    assert!(of_kind(&tick.commit, payload::KIND_ALERT).is_empty());
+    // Synchronised meanwhile: the old episode is cleared, naming its raise.
+    let mut core = resumed(true);
+    let gauges = Gauges {
+        clock_synced: true,
+        ..Gauges::default()
+    };
+    let tick = core.tick(start_plus(300), at(0.0), &gauges);
+    let cleared = of_kind(&tick.commit, payload::KIND_ALERT);
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert_eq!(cleared[0]["state"], "cleared");
+    assert_eq!(cleared[0]["raised_at"], raised);
+}
+
+fn start_plus(secs: i64) -> Timestamp {
+    now() + jiff::SignedDuration::from_secs(secs)
 }

@@ -106,10 +106,12 @@ fn restore_core(config: Config, restored: Restored) -> (HallCore, Restored) {
         mono: Instant::now(),
         clock_synced,
         views: true,
+        boot: boot_id(),
     };
     let resume = Resume {
         engine_state,
         bookings_state: restored.bookings_state.as_deref(),
+        alerts_state: restored.alerts_state.as_deref(),
     };
     let core = HallCore::new(config, resume, start);
     let config = core.config();
@@ -126,6 +128,26 @@ fn restore_core(config: Config, restored: Restored) -> (HallCore, Restored) {
         "hallgate is running"
     );
     (core, restored)
+}
+
+/// A random id for this run of the gateway (the kernel's random UUID source; the clock and
+/// the PID where that cannot be read), so ids made in it never meet those of another run.
+fn boot_id() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .ok()
+        .and_then(|uuid| {
+            let hex: String = uuid
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .take(16)
+                .collect();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .unwrap_or_else(|| {
+            let nanos = Timestamp::now().as_nanosecond();
+            // Truncation is fine: only distinctness matters.
+            (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        })
 }
 
 /// The stages around the core, and the handles the loop and shutdown need.

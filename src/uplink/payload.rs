@@ -31,6 +31,8 @@ pub const KIND_AGG_1M: &str = "agg_1m";
 pub const KIND_AGG_15M: &str = "agg_15m";
 pub const KIND_AGG_1H: &str = "agg_1h";
 pub const KIND_ALERT: &str = "alert";
+pub const TOPIC_GAPS: &str = "gaps";
+pub const KIND_GAP: &str = "gap";
 
 /// `{prefix}/{district}/{hall}`.
 pub fn base_topic(config: &Config) -> String {
@@ -161,6 +163,13 @@ pub struct GatewayHealth {
 }
 
 /// The retained `state` message: live occupancy of every room and the health of every device.
+/// The id of a `state`: the gateway process (`boot`, random at each start) and the state's
+/// number in it. Never the wall clock: a clock stepped back would repeat an id with other
+/// figures, and a centre that drops repeated ids would keep the stale ones.
+pub fn state_msg_id(hall: &str, boot: u64, seq: u64) -> String {
+    format!("{hall}:state:{boot:016x}:{seq}")
+}
+
 pub fn state_message(
     config: &Config,
     engine: &EngineState,
@@ -168,6 +177,7 @@ pub fn state_message(
     stats: &DeviceStats,
     gateway: &GatewayHealth,
     now: Timestamp,
+    msg_id: String,
 ) -> OutMessage {
     let rooms: Vec<RoomState<'_>> = engine
         .rooms
@@ -185,7 +195,6 @@ pub fn state_message(
             camera_correction_today: r.camera_correction,
         })
         .collect();
-    let msg_id = format!("{}:state:{}", config.hall.id, now.as_millisecond());
     let payload = StatePayload {
         envelope: Envelope::new(config, "state", msg_id, gateway.clock_synced),
         ts: rfc3339(now),
@@ -464,6 +473,52 @@ pub fn alert_message(
     }
 }
 
+/// Minutes the gateway could not watch: no aggregate exists for them, and this says why, so
+/// the centre can tell "nobody came" from "nobody looked".
+#[derive(Debug, Serialize)]
+struct GapPayload {
+    #[serde(flatten)]
+    envelope: Envelope,
+    /// The first minute missing, and the end of the last.
+    from: String,
+    to: String,
+    minutes: i64,
+    /// `clock_step` (the wall clock jumped forward), `gateway_stopped` (it was not running)
+    /// or `gateway_stalled` (it ran but did not get to move time).
+    cause: &'static str,
+}
+
+/// Minutes skipped from `from` to `to` (both minute boundaries), for `cause`.
+pub fn gap_message(
+    config: &Config,
+    from: Timestamp,
+    to: Timestamp,
+    cause: &'static str,
+    clock_synced: bool,
+) -> OutMessage {
+    let msg_id = format!(
+        "{}:{KIND_GAP}:{}",
+        config.hall.id,
+        from.strftime("%Y%m%dT%H%MZ")
+    );
+    let payload = GapPayload {
+        envelope: Envelope::new(config, KIND_GAP, msg_id.clone(), clock_synced),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        minutes: to.duration_since(from).as_mins(),
+        cause,
+    };
+    OutMessage {
+        kind: KIND_GAP.into(),
+        topic: TOPIC_GAPS.into(),
+        retain: false,
+        msg_id,
+        payload: to_json(&payload),
+        priority: Priority::Alert,
+        bin_start: None,
+    }
+}
+
 /// Not an [`Envelope`]: the status names the process (it is the last will too), and has
 /// neither district nor clock.
 #[derive(Debug, Serialize)]
@@ -667,16 +722,17 @@ address = "127.0.0.1"
                 ..TerminalStatsSnapshot::default()
             },
         };
-        let m = state_message(&config, engine.state(), &devices, &stats, &gateway, now);
+        let id = state_msg_id("h1", 0x00c0_ffee_0000_0001, 42);
+        let m = state_message(&config, engine.state(), &devices, &stats, &gateway, now, id);
         assert_eq!(
             (m.kind.as_str(), m.topic.as_str(), m.retain, m.bin_start),
             ("state", "state", true, None)
         );
-        assert_eq!(m.msg_id, format!("h1:state:{}", now.as_millisecond()));
+        assert_eq!(m.msg_id, "h1:state:00c0ffee00000001:42");
         assert_pinned(
             &m.payload,
             r#"{
-            "schema_version": 1, "msg_id": "h1:state:1796105850123", "kind": "state",
+            "schema_version": 1, "msg_id": "h1:state:00c0ffee00000001:42", "kind": "state",
             "hall_id": "h1", "district": "d1", "clock_synced": true,
             "ts": "2026-12-01T06:17:30.123Z", "day": "2026-12-01",
             "rooms": [
