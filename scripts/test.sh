@@ -47,6 +47,10 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium fonts-wqy-microhei)
 fi
+# The clock-step test (tests/clocks_and_restarts.rs) steps one process's clock with libfaketime.
+if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+    missing+=(faketime)
+fi
 # The TLS tests (tests/tls.rs) make their CAs and certificates with the openssl CLI.
 if ! command -v openssl >/dev/null 2>&1; then
     missing+=(openssl)
