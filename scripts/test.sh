@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command, for a developer machine or a fresh Debian CI box: installs the test
-# peers that are missing (mosquitto, socat, openssl, systemd-analyze, chromium,
+# peers that are missing (mosquitto, socat, openssl, systemd-analyze, chromium, faketime,
 # python3-jsonschema), then checks formatting, lints and runs every test, including the
 # black-box tests that start real mosquitto, simulator and gateway processes, join them over
 # socat pty pairs for the RS-485 buses, and read the status page in a headless chromium; last, the aarch64 release build and
