@@ -47,8 +47,10 @@ const OUTBOX_REARM_PERCENT: f64 = 70.0;
 /// A fever episode at a terminal ends after this long without another fever there.
 pub const FEVER_QUIET: SignedDuration = SignedDuration::from_mins(10);
 
-/// What the centre is told about: alerts that are raised once and cleared once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What the centre is told about: alerts that are raised once and cleared once. Serialised
+/// (kept open alerts) by the same names as [`EpisodeKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EpisodeKind {
     OverCapacity,
     Fever,
@@ -60,21 +62,6 @@ pub enum EpisodeKind {
 }
 
 impl EpisodeKind {
-    const ALL: [EpisodeKind; 7] = [
-        EpisodeKind::OverCapacity,
-        EpisodeKind::Fever,
-        EpisodeKind::DeviceOffline,
-        EpisodeKind::DeviceStale,
-        EpisodeKind::ClockUnsynchronised,
-        EpisodeKind::OutboxFilling,
-        EpisodeKind::TerminalIntakeStopped,
-    ];
-
-    /// The kind named `name` by [`EpisodeKind::as_str`].
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
     /// The `alert` field of the uplink payload.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -258,8 +245,7 @@ struct Open {
 /// continues (same `raised_at`, so the same ids) or is cleared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptAlert {
-    /// [`EpisodeKind::as_str`].
-    pub alert: String,
+    pub alert: EpisodeKind,
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
@@ -267,6 +253,18 @@ pub struct KeptAlert {
     #[serde(default)]
     pub count: u64,
     pub last: Timestamp,
+}
+
+/// The open alerts kept in `bytes` (see [`AlertMemory::kept`]); one that cannot be read (a
+/// kind from a newer version) is dropped, the others kept. Nothing for unreadable bytes.
+pub fn read_kept(bytes: &[u8]) -> Vec<KeptAlert> {
+    let Ok(values) = serde_json::from_slice::<Vec<serde_json::Value>>(bytes) else {
+        return Vec::new();
+    };
+    values
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
 }
 
 /// What the rules remember between steps.
@@ -447,21 +445,20 @@ impl AlertMemory {
         AlertStep { page, changes }
     }
 
-    /// Memory that continues the open alerts an earlier run `kept`; unknown kinds (from a
-    /// newer version) are dropped. Each is checked again by its rule once its condition is
-    /// known: cleared if it ended meanwhile, left open (no new raise) if it still holds.
+    /// Memory that continues the open alerts an earlier run `kept`. Each is checked again by
+    /// its rule once its condition is known: cleared if it ended meanwhile, left open (no new
+    /// raise) if it still holds.
     pub fn resume(kept: &[KeptAlert]) -> Self {
         let open = kept
             .iter()
-            .filter_map(|k| {
-                let kind = EpisodeKind::from_name(&k.alert)?;
+            .map(|k| {
                 let open = Open {
                     raised_at: k.raised_at,
                     room: k.room.clone(),
                     count: k.count,
                     last: k.last,
                 };
-                Some(((kind, k.subject.clone()), open))
+                ((k.alert, k.subject.clone()), open)
             })
             .collect();
         AlertMemory {
@@ -475,7 +472,7 @@ impl AlertMemory {
         self.open
             .iter()
             .map(|((kind, subject), open)| KeptAlert {
-                alert: kind.as_str().to_string(),
+                alert: *kind,
                 subject: subject.clone(),
                 room: open.room.clone(),
                 raised_at: open.raised_at,
@@ -925,10 +922,17 @@ mod tests {
     }
 
     #[test]
-    fn kept_alerts_of_an_unknown_kind_are_dropped() {
-        let mut kept = kept_before_a_restart();
-        kept[0].alert = "from_a_newer_version".into();
-        assert_eq!(AlertMemory::resume(&kept).kept().len(), kept.len() - 1);
+    fn kept_alerts_are_stored_by_their_uplink_names_and_an_unknown_one_is_dropped() {
+        let kept = kept_before_a_restart();
+        let mut stored: Vec<serde_json::Value> =
+            serde_json::from_slice(&serde_json::to_vec(&kept).expect("serialises"))
+                .expect("a list");
+        for (value, alert) in stored.iter().zip(&kept) {
+            assert_eq!(value["alert"], alert.alert.as_str());
+        }
+        stored[0]["alert"] = "from_a_newer_version".into();
+        let bytes = serde_json::to_vec(&stored).expect("serialises");
+        assert_eq!(read_kept(&bytes).len(), kept.len() - 1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::reorder::{REORDER_WINDOW, Reorder};
 use crate::alerts::{
-    AlertKind, AlertMemory, Facts, FeverFact, KeptAlert, RoomFact, outbox_used_percent,
+    AlertKind, AlertMemory, Facts, FeverFact, KeptAlert, RoomFact, outbox_used_percent, read_kept,
 };
 use crate::bookings::{Bookings, SituationReport};
 use crate::clock::{StepWatch, WallClock};
@@ -197,16 +197,7 @@ impl HallCore {
             devices: DeviceStats::new(&config),
             terminals: TerminalsStats::new(&config),
         };
-        let kept: Vec<KeptAlert> = resume
-            .alerts_state
-            .and_then(|bytes| {
-                serde_json::from_slice(bytes)
-                    .map_err(|error| {
-                        tracing::warn!(%error, "the kept open alerts are unreadable; alerts that still hold are raised again")
-                    })
-                    .ok()
-            })
-            .unwrap_or_default();
+        let kept = resume.alerts_state.map(read_kept).unwrap_or_default();
         let mut core = Self::with_parts(config, engine, bookings, stats, start);
         if !kept.is_empty() {
             tracing::info!(
