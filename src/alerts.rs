@@ -57,6 +57,10 @@ pub enum EpisodeKind {
     ClockUnsynchronised,
     OutboxFilling,
     TerminalIntakeStopped,
+    /// A counter's totals jumped beyond what its door can pass (see `crate::health`).
+    CounterImplausible,
+    /// A counter's totals fell and were taken as a device reset.
+    CounterReset,
 }
 
 impl EpisodeKind {
@@ -70,6 +74,8 @@ impl EpisodeKind {
             EpisodeKind::ClockUnsynchronised => "clock_unsynchronised",
             EpisodeKind::OutboxFilling => "outbox_filling",
             EpisodeKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            EpisodeKind::CounterImplausible => "counter_implausible",
+            EpisodeKind::CounterReset => "counter_reset",
         }
     }
 }
@@ -123,6 +129,8 @@ pub enum AlertKind {
     LinkLost,
     LinkRestored,
     TerminalIntakeStopped,
+    CounterImplausible,
+    CounterReset,
 }
 
 impl AlertKind {
@@ -140,6 +148,8 @@ impl AlertKind {
             AlertKind::LinkLost => "link_lost",
             AlertKind::LinkRestored => "link_restored",
             AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            AlertKind::CounterImplausible => "counter_implausible",
+            AlertKind::CounterReset => "counter_reset",
         }
     }
 
@@ -364,6 +374,7 @@ impl AlertMemory {
                 .insert((d.kind, d.id.clone()), d.judged.condition)
                 .unwrap_or(Condition::Waiting);
             device_rules(&mut step, d, before);
+            counting_rules(&mut step, d);
         }
         for room in &facts.rooms {
             room_rules(&mut step, room);
@@ -485,6 +496,49 @@ fn device_rules(step: &mut Round<'_>, d: &DeviceCondition, before: Condition) {
         step.clear(EpisodeKind::DeviceStale, &d.id, |_| {
             format!("{what} {} is no longer stale", d.id)
         });
+    }
+}
+
+/// A counter's counting doubts (`crate::health::CountingDoubts`): each open doubt is an
+/// episode, raised for the page and the centre when it opens and cleared for the centre when
+/// the counter has counted plausibly again (the health rule closes it).
+fn counting_rules(step: &mut Round<'_>, d: &DeviceCondition) {
+    let doubts = [
+        (
+            EpisodeKind::CounterImplausible,
+            AlertKind::CounterImplausible,
+            d.counting.implausible.as_ref(),
+            "计数值不可信 (counter figures implausible)",
+        ),
+        (
+            EpisodeKind::CounterReset,
+            AlertKind::CounterReset,
+            d.counting.reset.as_ref(),
+            "计数器复位 (counter reset)",
+        ),
+    ];
+    for (episode, kind, open, title) in doubts {
+        match open {
+            Some(open) => {
+                let message = format!(
+                    "{title}: people counter {} ({}): {}",
+                    d.id,
+                    d.place,
+                    open.doubt.hint()
+                );
+                if step.raise(episode, &d.id, None, None, message.clone()) {
+                    step.page(kind, Some(&d.id), message);
+                }
+            }
+            None => step.clear(episode, &d.id, |_| {
+                format!(
+                    "计数恢复正常 (counting plausibly again): people counter {} has counted \
+                     plausibly for {} minutes",
+                    d.id,
+                    crate::health::DOUBT_CLEARS_AFTER.as_mins()
+                )
+            }),
+        }
     }
 }
 
@@ -711,6 +765,7 @@ mod tests {
                     since: None,
                     detail: "answers".into(),
                 },
+                counting: crate::health::CountingDoubts::default(),
             }],
             occupancy: 0,
             clock_synced: true,

@@ -5,6 +5,8 @@
 //! The two hard parts live here: 32-bit word order and 0/1-based addresses (resolved by the
 //! profile), and turning cumulative totals into deltas across a wrap or a device reset.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::profile::{CountMode, CounterProfile, OnDecrease, ValueType, WordOrder};
@@ -70,8 +72,11 @@ pub struct Counting {
     pub mode: CountMode,
     /// Totals wrap to zero at this value.
     pub wrap_modulus: u64,
-    /// Most crossings believable between two readings (tells a wrap from a reset).
-    pub max_step: u64,
+    /// A fixed most crossings believable between two readings, when the profile sets one;
+    /// otherwise the limit comes from `max_crossings_per_second` and the time between reads.
+    pub max_step: Option<u64>,
+    /// Most people the door can pass per second, each way: the physics every step is held to.
+    pub max_crossings_per_second: u32,
     pub on_decrease: OnDecrease,
 }
 
@@ -81,7 +86,140 @@ impl CounterProfile {
             mode: self.mode,
             wrap_modulus: self.wrap_modulus,
             max_step: self.max_step,
+            max_crossings_per_second: self.max_crossings_per_second,
             on_decrease: self.on_decrease,
+        }
+    }
+}
+
+/// The shortest time a step is judged over. Counters update their registers in batches and
+/// reads are stamped when they return, so over a short poll interval the physics would refuse
+/// an honest burst: at least this long's worth of crossings is always believable.
+pub const BURST_WINDOW: Duration = Duration::from_secs(10);
+
+/// A jump bigger than the door can pass in this long is no burst: the counter was replaced,
+/// its totals restored from flash, or its address swapped with another's. Also the gap
+/// assumed when the time since the baseline is unknown (the first read after a restart).
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// 2^16: the step a 32-bit total read with its words swapped moves by, per crossing.
+pub const WORD: u64 = 1 << 16;
+
+/// What the driver knows of the time and the link between the baseline's reading and this
+/// one: the evidence a jump or a fall is judged with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// Time since the reading the baseline came from; `None` when unknown (a baseline
+    /// restored at start, or a replay with no link history).
+    pub elapsed: Option<Duration>,
+    /// The device was unreachable since then (connection lost, no answer, the gateway
+    /// restarted): it may have rebooted, so a fall is a reset, never a wrap.
+    pub interrupted: bool,
+}
+
+impl Evidence {
+    /// A replay's readings: no link history, no clock between them.
+    pub const UNKNOWN: Evidence = Evidence {
+        elapsed: None,
+        interrupted: false,
+    };
+}
+
+/// Why a reading's totals were not taken at their word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubtKind {
+    /// A 32-bit total moved by an exact multiple of 65 536: its words are read in the wrong
+    /// order (`word_order` in the profile). Nothing counted.
+    WordOrder,
+    /// A forward jump beyond what the door can pass in the time since the last read.
+    /// Nothing counted.
+    Jump,
+    /// A jump beyond what the door can pass in a whole day: a replaced counter, totals
+    /// restored from flash, or two counters' addresses swapped. Nothing counted.
+    FarJump,
+    /// The total fell and the evidence says reset, not wrap: counted from the new baseline.
+    Reset,
+}
+
+impl DoubtKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoubtKind::WordOrder => "word_order",
+            DoubtKind::Jump => "jump",
+            DoubtKind::FarJump => "far_jump",
+            DoubtKind::Reset => "reset",
+        }
+    }
+
+    /// A reset is counted on from; the others count nothing.
+    pub fn is_reset(self) -> bool {
+        self == DoubtKind::Reset
+    }
+}
+
+/// A reading that was not believed as it stood, with what it would have meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doubt {
+    pub kind: DoubtKind,
+    /// `"IN"` or `"OUT"`: the total the doubt is about (IN when both are doubtful).
+    pub which: &'static str,
+    pub from: u64,
+    pub to: u64,
+    /// The most crossings believable over the time judged.
+    pub limit: u64,
+    /// The time judged over, in whole seconds; `None` when unknown.
+    pub elapsed_secs: Option<u64>,
+    /// The link was interrupted before this reading.
+    pub interrupted: bool,
+}
+
+impl Doubt {
+    /// What staff read (state `reason`, the status page, the alert): Chinese first, what it
+    /// most likely means and what to check, in plain words.
+    pub fn hint(&self) -> String {
+        let (which, from, to) = (self.which, self.from, self.to);
+        let step = to.wrapping_sub(from);
+        let over = match self.elapsed_secs {
+            Some(s) => format!("{} people can pass in {s} s", self.limit),
+            None => format!("{} people can pass in a day", self.limit),
+        };
+        match self.kind {
+            DoubtKind::WordOrder => {
+                let words = step / WORD;
+                let by = if words == 1 {
+                    "65 536".to_string()
+                } else {
+                    format!("{words} × 65 536")
+                };
+                format!(
+                    "计数值按 65536 的倍数跳变，疑为字序配置错误 (values jump by {by}: check \
+                     `word_order` in the counter's profile): {which} {from} → {to}，未计入 \
+                     (not counted)"
+                )
+            }
+            DoubtKind::Jump => format!(
+                "计数值跳变超出通行能力 (totals jumped by {step}, more than the {over}): \
+                 {which} {from} → {to}，未计入 (not counted); check the counter's address and \
+                 wiring, or raise `max_crossings_per_second` for a wide door"
+            ),
+            DoubtKind::FarJump => format!(
+                "计数值跳变超过一整天的通行量，疑为更换计数器、从闪存恢复总数或地址互换 (totals \
+                 jumped by {step}, more than the door passes in a day: counter replaced, totals \
+                 restored from flash, or two counters' addresses swapped?): {which} {from} → \
+                 {to}，未计入，从新总数继续计数 (not counted; counting on from the new totals)"
+            ),
+            DoubtKind::Reset => {
+                let why = if self.interrupted {
+                    "the connection was lost just before, so the device restarted".to_string()
+                } else {
+                    format!("a wrap would mean more than the {over}")
+                };
+                format!(
+                    "计数器复位 (counter reset): {which} {from} → {to}, not a wrap ({why})；\
+                     从新总数继续计数 (counting on from the new totals)"
+                )
+            }
         }
     }
 }
@@ -91,11 +229,14 @@ impl CounterProfile {
 pub struct Counted {
     pub inward: u64,
     pub outward: u64,
-    /// The device's totals went backwards by more than a wrap explains: it was reset (power
-    /// loss, firmware update, someone pressed the button). Counts since the reset are kept.
+    /// The device's totals went backwards and the evidence says reset, not wrap (power loss,
+    /// firmware update, someone pressed the button). Counts since the reset are kept.
     pub reset: bool,
     /// First reading with no baseline: taken as the baseline, nothing counted.
     pub baseline: bool,
+    /// The reading was not taken at its word (a reset, or a jump nothing was counted from).
+    /// Its totals are the new baseline all the same, so the next read counts from there.
+    pub doubt: Option<Doubt>,
 }
 
 /// Turns successive readings of one counter into crossings. Its baseline is persisted with
@@ -114,12 +255,41 @@ impl CounterTracker {
         self.last
     }
 
+    /// [`CounterTracker::observe`] with no evidence: for replays, whose readings carry no
+    /// time between them nor link history.
     pub fn update(&mut self, counting: Counting, reading: Totals) -> Counted {
+        self.observe(counting, reading, Evidence::UNKNOWN)
+    }
+
+    /// The crossings `reading` adds to the baseline, judged against the door's physics and
+    /// the `evidence`. Whatever is believed, `reading` becomes the new baseline.
+    pub fn observe(&mut self, counting: Counting, reading: Totals, evidence: Evidence) -> Counted {
+        let limit = plausible_limit(counting, evidence.elapsed);
+        let judge = |which, from, to, kind| Doubt {
+            kind,
+            which,
+            from,
+            to,
+            limit,
+            elapsed_secs: evidence.elapsed.map(|e| e.max(BURST_WINDOW).as_secs()),
+            interrupted: evidence.interrupted,
+        };
         if counting.mode == CountMode::Delta {
-            return Counted {
-                inward: reading.inward,
-                outward: reading.outward,
-                ..Counted::default()
+            let doubt = [("IN", reading.inward), ("OUT", reading.outward)]
+                .into_iter()
+                .find_map(|(which, n)| {
+                    forward_doubt(n, limit, counting).map(|kind| judge(which, 0, n, kind))
+                });
+            return match doubt {
+                Some(doubt) => Counted {
+                    doubt: Some(doubt),
+                    ..Counted::default()
+                },
+                None => Counted {
+                    inward: reading.inward,
+                    outward: reading.outward,
+                    ..Counted::default()
+                },
             };
         }
         let Some(last) = self.last.replace(reading) else {
@@ -128,32 +298,119 @@ impl CounterTracker {
                 ..Counted::default()
             };
         };
-        let (inward, in_reset) = advance(last.inward, reading.inward, counting);
-        let (outward, out_reset) = advance(last.outward, reading.outward, counting);
+        let moves = [
+            ("IN", last.inward, reading.inward),
+            ("OUT", last.outward, reading.outward),
+        ]
+        .map(|(which, from, to)| {
+            (
+                which,
+                from,
+                to,
+                advance(from, to, counting, limit, evidence),
+            )
+        });
+        // A jump in either total makes the whole reading suspect: a swapped or replaced
+        // counter can happen to have one total near the old one.
+        if let Some(&(which, from, to, Move::Refused(kind))) =
+            moves.iter().find(|m| matches!(m.3, Move::Refused(_)))
+        {
+            return Counted {
+                doubt: Some(judge(which, from, to, kind)),
+                ..Counted::default()
+            };
+        }
+        let counted = |m: &Move| match *m {
+            Move::Counted(n) | Move::Reset(n) => n,
+            Move::Refused(_) => 0,
+        };
+        let reset = moves
+            .iter()
+            .find(|m| matches!(m.3, Move::Reset(_)))
+            .map(|&(which, from, to, _)| judge(which, from, to, DoubtKind::Reset));
         Counted {
-            inward,
-            outward,
-            reset: in_reset || out_reset,
+            inward: counted(&moves[0].3),
+            outward: counted(&moves[1].3),
+            reset: reset.is_some(),
             baseline: false,
+            doubt: reset,
         }
     }
 }
 
-/// Crossings between two cumulative readings, and whether the device was reset.
-fn advance(last: u64, now: u64, counting: Counting) -> (u64, bool) {
-    if now >= last {
-        return (now - last, false);
+/// The most crossings believable in one direction over `elapsed`: the profile's fixed
+/// `max_step` if it has one, else what the door passes at `max_crossings_per_second` over
+/// `elapsed` (at least [`BURST_WINDOW`]; a [`DAY`] when unknown).
+pub fn plausible_limit(counting: Counting, elapsed: Option<Duration>) -> u64 {
+    if let Some(fixed) = counting.max_step {
+        return fixed;
     }
-    // Went down: either the total wrapped past the modulus, or the device started again
-    // from zero. A wrap that implies more crossings than `max_step` is not believable.
-    let wrapped = counting.wrap_modulus - last + now;
-    if wrapped <= counting.max_step {
-        (wrapped, false)
+    let over = elapsed.unwrap_or(DAY).max(BURST_WINDOW);
+    let per_second = u64::from(counting.max_crossings_per_second.max(1));
+    // Whole seconds, rounded up: a limit is never below what the burst window allows.
+    let secs = over.as_secs() + u64::from(over.subsec_nanos() > 0);
+    per_second.saturating_mul(secs)
+}
+
+/// How one total moved between two readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    /// Crossings, across a wrap or not.
+    Counted(u64),
+    /// The device was reset: these crossings since.
+    Reset(u64),
+    /// Not believable: nothing counted.
+    Refused(DoubtKind),
+}
+
+/// Why `step` forward crossings are not believable, if they are not.
+fn forward_doubt(step: u64, limit: u64, counting: Counting) -> Option<DoubtKind> {
+    // A 32-bit total read with its words swapped moves by 65 536 per crossing. An honest
+    // step that is an exact multiple of it is too unlikely to weigh against that, whatever
+    // the time since the last read.
+    if counting.wrap_modulus > WORD && step >= WORD && step % WORD == 0 {
+        return Some(DoubtKind::WordOrder);
+    }
+    if step <= limit {
+        return None;
+    }
+    let day = plausible_limit(
+        Counting {
+            max_step: None,
+            ..counting
+        },
+        Some(DAY),
+    );
+    Some(if step > day {
+        DoubtKind::FarJump
     } else {
-        match counting.on_decrease {
-            OnDecrease::Reset => (now, true),
-            OnDecrease::Restore => (0, true),
-        }
+        DoubtKind::Jump
+    })
+}
+
+/// How a cumulative total moved from `last` to `now`, with `limit` crossings believable.
+fn advance(last: u64, now: u64, counting: Counting, limit: u64, evidence: Evidence) -> Move {
+    if now >= last {
+        return match forward_doubt(now - last, limit, counting) {
+            Some(kind) => Move::Refused(kind),
+            None => Move::Counted(now - last),
+        };
+    }
+    // Went down: either the total wrapped past the modulus, or the device started again.
+    // A wrap only when the arithmetic and the evidence agree: no interruption before it (a
+    // rebooting device drops the link) and no more crossings than the door can pass.
+    let wrapped = counting
+        .wrap_modulus
+        .saturating_sub(last)
+        .saturating_add(now);
+    if !evidence.interrupted && wrapped <= limit {
+        return Move::Counted(wrapped);
+    }
+    match counting.on_decrease {
+        // Started again from zero: its total is what it counted since, if that is
+        // believable; a higher one is an older total restored, counted from.
+        OnDecrease::Reset if now <= limit => Move::Reset(now),
+        OnDecrease::Reset | OnDecrease::Restore => Move::Reset(0),
     }
 }
 

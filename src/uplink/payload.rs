@@ -144,9 +144,13 @@ struct DeviceState<'a> {
     online: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<String>,
+    /// Why it is offline; while it answers, an open counting doubt's hint.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<String>,
     stats: StatsSnapshot,
+    /// The kind of an open counting doubt (`crate::health::CountingDoubts`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counting_doubt: Option<&'static str>,
 }
 
 /// The gateway's own health, as the state reports it.
@@ -221,8 +225,12 @@ pub fn state_message(
                 kind: d.kind,
                 online: d.online == Some(true),
                 since: d.since.map(rfc3339),
-                reason: d.reason.as_deref(),
+                reason: d
+                    .reason
+                    .clone()
+                    .or_else(|| d.counting.worst().map(|open| open.doubt.hint())),
                 stats: s.snapshot(),
+                counting_doubt: d.counting.worst().map(|open| open.doubt.kind.as_str()),
             })
             .collect(),
         buses: config
@@ -626,6 +634,7 @@ address = "127.0.0.1"
                 online: Some(true),
                 since: Some(at("2026-12-01T06:00:00.5Z")),
                 reason: None,
+                ..DeviceHealth::default()
             },
             DeviceHealth {
                 id: "pc-reading".into(),
@@ -633,6 +642,7 @@ address = "127.0.0.1"
                 online: Some(false),
                 since: Some(at("2026-12-01T06:10:00Z")),
                 reason: Some("no answer within 500 ms".into()),
+                ..DeviceHealth::default()
             },
         ];
         let stats = DeviceStats::new(&config);
