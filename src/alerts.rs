@@ -532,8 +532,8 @@ fn counting_rules(step: &mut Round<'_>, d: &DeviceCondition) {
             }
             None => step.clear(episode, &d.id, |_| {
                 format!(
-                    "计数恢复正常 (counting plausibly again): people counter {} has counted \
-                     plausibly for {} minutes",
+                    "计数恢复正常 (counting plausibly again): people counter {} counted \
+                     plausibly {} minutes or more after its last doubtful reading",
                     d.id,
                     crate::health::DOUBT_CLEARS_AFTER.as_mins()
                 )
@@ -852,6 +852,63 @@ mod tests {
         let mut v = view("09:00:00");
         v.condition(Condition::Stale);
         assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::DeviceStale]);
+    }
+
+    #[test]
+    fn a_counting_doubt_raises_one_alert_for_the_page_and_the_centre_until_it_closes() {
+        use crate::devices::counter::{Counted, Doubt, DoubtKind};
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let word_order = Counted {
+            doubt: Some(Doubt {
+                kind: DoubtKind::WordOrder,
+                which: "IN",
+                from: 100 << 16,
+                to: 101 << 16,
+                limit: 100,
+                elapsed_secs: Some(10),
+                interrupted: false,
+            }),
+            ..Counted::default()
+        };
+        let mut v = view("06:01:00");
+        v.devices[0].counting.note(v.now, &word_order);
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::CounterImplausible]);
+        assert!(
+            s.page[0]
+                .message
+                .starts_with("计数值不可信 (counter figures implausible)")
+                && s.page[0].message.contains("check `word_order`"),
+            "{}",
+            s.page[0].message
+        );
+        assert_eq!(
+            s.changes
+                .iter()
+                .map(|c| (c.kind, c.state))
+                .collect::<Vec<_>>(),
+            [(EpisodeKind::CounterImplausible, AlertState::Raised)]
+        );
+        // Still open, more doubtful readings: said once.
+        v.now = "2026-12-01T06:02:00Z".parse().expect("a time");
+        v.devices[0].counting.note(v.now, &word_order);
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty() && s.changes.is_empty());
+        // Fixed: a plausible count ten minutes on closes it, for the centre.
+        v.now = "2026-12-01T06:12:00Z".parse().expect("a time");
+        let plausible = Counted {
+            inward: 1,
+            ..Counted::default()
+        };
+        assert!(v.devices[0].counting.note(v.now, &plausible));
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty());
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(
+            (s.changes[0].kind, s.changes[0].state),
+            (EpisodeKind::CounterImplausible, AlertState::Cleared)
+        );
     }
 
     #[test]

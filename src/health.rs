@@ -537,6 +537,79 @@ mod tests {
         assert_eq!(waiting.condition, Condition::Waiting);
     }
 
+    fn doubtful(kind: crate::devices::counter::DoubtKind) -> Counted {
+        Counted {
+            reset: kind.is_reset(),
+            doubt: Some(Doubt {
+                kind,
+                which: "IN",
+                from: 62_107,
+                to: 0,
+                limit: 100,
+                elapsed_secs: Some(10),
+                interrupted: true,
+            }),
+            ..Counted::default()
+        }
+    }
+
+    fn counted(n: u64) -> Counted {
+        Counted {
+            inward: n,
+            ..Counted::default()
+        }
+    }
+
+    #[test]
+    fn a_counting_doubt_closes_at_the_first_plausible_count_ten_minutes_after_the_last() {
+        use crate::devices::counter::DoubtKind;
+        let mut d = CountingDoubts::default();
+        assert!(d.note(at("2026-12-01T06:00:00Z"), &doubtful(DoubtKind::WordOrder)));
+        assert!(d.note(at("2026-12-01T06:05:00Z"), &doubtful(DoubtKind::Reset)));
+        assert!(d.note(at("2026-12-01T06:06:00Z"), &doubtful(DoubtKind::WordOrder)));
+        let open = d.implausible.expect("open");
+        assert_eq!(
+            (open.since, open.last, open.readings),
+            (at("2026-12-01T06:00:00Z"), at("2026-12-01T06:06:00Z"), 2)
+        );
+        assert_eq!(d.worst().map(|o| o.doubt.kind), Some(DoubtKind::WordOrder));
+        // Counting within ten minutes of a doubt, or nobody at all, closes nothing.
+        assert!(!d.note(at("2026-12-01T06:14:59Z"), &counted(3)));
+        assert!(!d.note(at("2026-12-01T06:30:00Z"), &counted(0)));
+        // The reset's ten minutes are up first.
+        assert!(d.note(at("2026-12-01T06:15:30Z"), &counted(1)));
+        assert!(d.reset.is_none() && d.implausible.is_some());
+        assert!(d.note(at("2026-12-01T06:16:00Z"), &counted(1)));
+        assert_eq!(d, CountingDoubts::default());
+    }
+
+    #[test]
+    fn an_answering_counter_with_a_doubt_says_what_to_check_and_an_offline_one_keeps_its_reason() {
+        use crate::devices::counter::DoubtKind;
+        let mut d = CountingDoubts::default();
+        d.note(at("2026-12-01T06:00:00Z"), &doubtful(DoubtKind::Reset));
+        let online = Judged {
+            condition: Condition::Online,
+            since: None,
+            detail: "answers".into(),
+        };
+        let judged = with_counting_doubts(online, &d);
+        assert_eq!(judged.condition, Condition::Online);
+        assert!(
+            judged
+                .detail
+                .starts_with("answers, but 计数器复位 (counter reset): IN 62107 → 0"),
+            "{}",
+            judged.detail
+        );
+        let offline = Judged {
+            condition: Condition::Offline,
+            since: None,
+            detail: "no answer within 500 ms".into(),
+        };
+        assert_eq!(with_counting_doubts(offline.clone(), &d), offline);
+    }
+
     #[test]
     fn a_silent_terminal_turns_stale_after_ten_minutes() {
         let started = at("2026-12-01T00:00:00Z");

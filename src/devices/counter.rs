@@ -626,6 +626,223 @@ mod tests {
         ));
     }
 
+    /// A door's counter as shipped: u32 high word first, no fixed `max_step`, 10 people a
+    /// second each way.
+    fn shipped_u32() -> Counting {
+        u32_profile("high_first", 0).counting()
+    }
+
+    fn shipped_u16() -> Counting {
+        profile("name='s'\nfunction_code=3\nin_register=0\nout_register=1\nvalue_type='u16'")
+            .counting()
+    }
+
+    fn totals(inward: u64, outward: u64) -> Totals {
+        Totals { inward, outward }
+    }
+
+    /// Read `secs` after the previous reading, the link unbroken.
+    fn after(secs: u64) -> Evidence {
+        Evidence {
+            elapsed: Some(Duration::from_secs(secs)),
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn the_plausible_limit_follows_the_time_between_reads_with_a_burst_window_floor() {
+        let c = shipped_u16();
+        assert_eq!(plausible_limit(c, Some(Duration::from_millis(250))), 100);
+        assert_eq!(plausible_limit(c, Some(Duration::from_secs(60))), 600);
+        assert_eq!(plausible_limit(c, None), 864_000);
+        let fixed = Counting {
+            max_step: Some(7),
+            ..c
+        };
+        assert_eq!(plausible_limit(fixed, Some(Duration::from_secs(60))), 7);
+    }
+
+    #[test]
+    fn a_wrong_word_order_counts_nobody_and_says_check_word_order() {
+        // The device holds IN 100, OUT 20 low word first; read high word first, every
+        // crossing moves the total by 65 536.
+        let c = shipped_u32();
+        let mut t = CounterTracker::new(None);
+        assert!(t.observe(c, totals(100 << 16, 20 << 16), after(1)).baseline);
+        let s = t.observe(c, totals(105 << 16, 20 << 16), after(1));
+        assert_eq!((s.inward, s.outward, s.reset), (0, 0, false));
+        let doubt = s.doubt.expect("a doubt");
+        assert_eq!(doubt.kind, DoubtKind::WordOrder);
+        assert!(
+            doubt
+                .hint()
+                .contains("values jump by 5 × 65 536: check `word_order`")
+        );
+        // Even over a long outage, whose limit would allow the step.
+        let s = t.observe(c, totals(106 << 16, 21 << 16), after(3 * 3600));
+        assert_eq!((s.inward, s.outward), (0, 0));
+        assert_eq!(s.doubt.map(|d| d.kind), Some(DoubtKind::WordOrder));
+        assert_eq!(t.baseline(), Some(totals(106 << 16, 21 << 16)));
+    }
+
+    #[test]
+    fn a_u16_reset_near_the_top_is_a_reset_not_three_thousand_crossings() {
+        let c = shipped_u16();
+        let mut t = CounterTracker::new(Some(totals(62_107, 61_990)));
+        let s = t.observe(c, totals(0, 0), after(1));
+        assert_eq!((s.inward, s.outward, s.reset), (0, 0, true));
+        let doubt = s.doubt.expect("a doubt");
+        assert_eq!((doubt.kind, doubt.which), (DoubtKind::Reset, "IN"));
+        assert!(doubt.hint().contains("counter reset"), "{}", doubt.hint());
+        // Counting carries on from the new baseline.
+        let s = t.observe(c, totals(2, 1), after(1));
+        assert_eq!((s.inward, s.outward, s.doubt), (2, 1, None));
+    }
+
+    #[test]
+    fn a_fall_after_a_lost_connection_is_a_reset_even_when_a_wrap_would_fit() {
+        let c = shipped_u16();
+        let mut t = CounterTracker::new(Some(totals(65_530, 10)));
+        let rebooted = Evidence {
+            elapsed: Some(Duration::from_secs(20)),
+            interrupted: true,
+        };
+        let s = t.observe(c, totals(3, 12), rebooted);
+        assert_eq!((s.inward, s.outward, s.reset), (3, 2, true));
+        assert!(s.doubt.is_some_and(|d| d.interrupted));
+        // The same fall with the link unbroken is a wrap of 9.
+        let mut t = CounterTracker::new(Some(totals(65_530, 10)));
+        let s = t.observe(c, totals(3, 12), after(20));
+        assert_eq!((s.inward, s.outward, s.reset, s.doubt), (9, 2, false, None));
+    }
+
+    #[test]
+    fn a_replaced_counter_counts_nothing_and_is_counted_on_from() {
+        let c = shipped_u32();
+        let mut t = CounterTracker::new(Some(totals(181, 170)));
+        let s = t.observe(c, totals(18_802_684, 18_802_511), after(30));
+        assert_eq!((s.inward, s.outward), (0, 0));
+        let doubt = s.doubt.expect("a doubt");
+        assert_eq!(doubt.kind, DoubtKind::FarJump);
+        assert!(
+            doubt.hint().contains("counter replaced"),
+            "{}",
+            doubt.hint()
+        );
+        let s = t.observe(c, totals(18_802_687, 18_802_511), after(1));
+        assert_eq!((s.inward, s.outward, s.doubt), (3, 0, None));
+    }
+
+    #[test]
+    fn a_jump_beyond_the_door_but_within_a_day_is_refused_as_a_jump() {
+        let c = shipped_u32();
+        let mut t = CounterTracker::new(Some(totals(1_000, 1_000)));
+        let s = t.observe(c, totals(4_429, 1_000), after(1));
+        assert_eq!((s.inward, s.outward), (0, 0));
+        assert_eq!(s.doubt.map(|d| d.kind), Some(DoubtKind::Jump));
+        // A gateway restart: the time is unknown, a day's worth is believable.
+        let mut t = CounterTracker::new(Some(totals(1_000, 1_000)));
+        let restarted = Evidence {
+            elapsed: None,
+            interrupted: true,
+        };
+        let s = t.observe(c, totals(4_429, 1_003), restarted);
+        assert_eq!((s.inward, s.outward, s.doubt), (3_429, 3, None));
+    }
+
+    #[test]
+    fn an_older_total_restored_into_a_reset_profile_counts_nothing() {
+        // `on_decrease = "reset"` would count the new total as crossings since a reset; a
+        // total the door could not pass since is an older one restored, not a reset.
+        let c = shipped_u32();
+        let mut t = CounterTracker::new(Some(totals(90_000, 80_000)));
+        let s = t.observe(c, totals(85_000, 76_000), after(5));
+        assert_eq!((s.inward, s.outward, s.reset), (0, 0, true));
+        let s = t.observe(c, totals(85_004, 76_001), after(1));
+        assert_eq!((s.inward, s.outward), (4, 1));
+    }
+
+    #[test]
+    fn a_delta_reading_beyond_the_door_counts_nothing() {
+        let c = profile(
+            "name='d'\nfunction_code=3\nin_register=0\nout_register=2\nvalue_type='u32'\nmode='delta'",
+        )
+        .counting();
+        let mut t = CounterTracker::new(None);
+        let s = t.observe(c, totals(3 << 16, 0), after(1));
+        assert_eq!((s.inward, s.outward), (0, 0));
+        assert_eq!(s.doubt.map(|d| d.kind), Some(DoubtKind::WordOrder));
+        let s = t.observe(c, totals(3, 1), after(1));
+        assert_eq!((s.inward, s.outward, s.doubt), (3, 1, None));
+    }
+
+    proptest! {
+        /// Any run of steps within what the door passes in the time since the last read is
+        /// recovered exactly across any number of wraps, with no doubt raised.
+        #[test]
+        fn plausible_steps_across_wraps_are_recovered_exactly(
+            start in 0u64..65536,
+            steps in proptest::collection::vec((1u64..120, 0.0f64..=1.0, 0.0f64..=1.0), 1..60),
+        ) {
+            let c = shipped_u16();
+            let m = c.wrap_modulus;
+            let mut t = CounterTracker::new(Some(totals(start, m - 1 - start)));
+            let (mut tin, mut tout) = (start, m - 1 - start);
+            let (mut sum_in, mut sum_out) = (0, 0);
+            for (secs, a, b) in steps {
+                let limit = plausible_limit(c, Some(Duration::from_secs(secs)));
+                let (a, b) = ((a * limit as f64) as u64, (b * limit as f64) as u64);
+                tin += a;
+                tout += b;
+                let s = t.observe(c, totals(tin % m, tout % m), after(secs));
+                prop_assert_eq!(s.doubt, None);
+                sum_in += s.inward;
+                sum_out += s.outward;
+            }
+            prop_assert_eq!(sum_in, tin - start);
+            prop_assert_eq!(sum_out, tout - (m - 1 - start));
+        }
+
+        /// Any forward jump beyond the door's limit counts nothing in either direction, and
+        /// counting carries on exactly from the totals it jumped to.
+        #[test]
+        fn an_implausible_jump_counts_nothing_and_counting_carries_on(
+            start in 0u64..(1 << 31),
+            secs in 1u64..3600,
+            over in 1u64..(1 << 30),
+            other in 0u64..50,
+            next in 0u64..50,
+        ) {
+            let c = shipped_u32();
+            let limit = plausible_limit(c, Some(Duration::from_secs(secs)));
+            let mut t = CounterTracker::new(Some(totals(start, start / 3)));
+            let jumped = totals(start + limit + over, start / 3 + other);
+            let s = t.observe(c, jumped, after(secs));
+            prop_assert_eq!((s.inward, s.outward, s.reset), (0, 0, false));
+            prop_assert!(s.doubt.is_some_and(|d| !d.kind.is_reset()));
+            let s = t.observe(c, totals(jumped.inward + next, jumped.outward), after(1));
+            prop_assert_eq!((s.inward, s.outward), (next, 0));
+        }
+
+        /// Whatever two readings and evidence come, judging never panics and never counts
+        /// more than the limit allows in a direction.
+        #[test]
+        fn judging_never_counts_beyond_the_limit(
+            last in (0u64..(1 << 32), 0u64..(1 << 32)),
+            now in (0u64..(1 << 32), 0u64..(1 << 32)),
+            secs in proptest::option::of(0u64..100_000),
+            interrupted in any::<bool>(),
+        ) {
+            let c = shipped_u32();
+            let evidence = Evidence { elapsed: secs.map(Duration::from_secs), interrupted };
+            let mut t = CounterTracker::new(Some(totals(last.0, last.1)));
+            let s = t.observe(c, totals(now.0, now.1), evidence);
+            let limit = plausible_limit(c, evidence.elapsed);
+            prop_assert!(s.inward <= limit && s.outward <= limit);
+            prop_assert_eq!(t.baseline(), Some(totals(now.0, now.1)));
+        }
+    }
+
     proptest! {
         #[test]
         fn decoding_never_panics(regs in proptest::collection::vec(any::<u16>(), 0..10),
