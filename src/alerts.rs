@@ -520,12 +520,9 @@ fn counting_rules(step: &mut Round<'_>, d: &DeviceCondition) {
     for (episode, kind, open, title) in doubts {
         match open {
             Some(open) => {
-                let message = format!(
-                    "{title}: people counter {} ({}): {}",
-                    d.id,
-                    d.place,
-                    open.doubt.hint()
-                );
+                // Without the place (the page's row has it): the hint is long, and a detail
+                // is at most 500 characters.
+                let message = format!("{title}: people counter {}: {}", d.id, open.doubt.hint());
                 if step.raise(episode, &d.id, None, None, message.clone()) {
                     step.page(kind, Some(&d.id), message);
                 }
@@ -909,6 +906,40 @@ mod tests {
             (s.changes[0].kind, s.changes[0].state),
             (EpisodeKind::CounterImplausible, AlertState::Cleared)
         );
+    }
+
+    #[test]
+    fn a_counting_alert_fits_the_500_characters_of_a_detail_whatever_the_figures() {
+        use crate::devices::counter::{Counted, Doubt, DoubtKind};
+        for kind in [
+            DoubtKind::WordOrder,
+            DoubtKind::Jump,
+            DoubtKind::FarJump,
+            DoubtKind::Reset,
+        ] {
+            for interrupted in [false, true] {
+                let mut m = AlertMemory::default();
+                let mut v = view("06:00:00");
+                v.devices[0].id = "c".repeat(64);
+                let worst = Counted {
+                    doubt: Some(Doubt {
+                        kind,
+                        which: "OUT",
+                        from: u64::MAX,
+                        to: u64::MAX - 1,
+                        limit: u64::MAX,
+                        elapsed_secs: Some(u64::MAX),
+                        interrupted,
+                    }),
+                    ..Counted::default()
+                };
+                v.devices[0].counting.note(v.now, &worst);
+                let s = m.step(&v.facts(), &tz());
+                assert_eq!(s.changes.len(), 1, "{kind:?}");
+                let chars = s.changes[0].detail.chars().count();
+                assert!(chars <= 500, "{kind:?}: {chars} characters");
+            }
+        }
     }
 
     #[test]

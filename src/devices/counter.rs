@@ -207,7 +207,7 @@ impl Doubt {
                 "计数值跳变超过一整天的通行量，疑为更换计数器、从闪存恢复总数或地址互换 (totals \
                  jumped by {step}, more than the door passes in a day: counter replaced, totals \
                  restored from flash, or two counters' addresses swapped?): {which} {from} → \
-                 {to}，未计入，从新总数继续计数 (not counted; counting on from the new totals)"
+                 {to}，未计入 (not counted)"
             ),
             DoubtKind::Reset => {
                 let why = if self.interrupted {
@@ -368,7 +368,7 @@ fn forward_doubt(step: u64, limit: u64, counting: Counting) -> Option<DoubtKind>
     // A 32-bit total read with its words swapped moves by 65 536 per crossing. An honest
     // step that is an exact multiple of it is too unlikely to weigh against that, whatever
     // the time since the last read.
-    if counting.wrap_modulus > WORD && step >= WORD && step % WORD == 0 {
+    if counting.wrap_modulus > WORD && step >= WORD && step.is_multiple_of(WORD) {
         return Some(DoubtKind::WordOrder);
     }
     if step <= limit {
