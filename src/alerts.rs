@@ -59,6 +59,10 @@ pub enum EpisodeKind {
     ClockUnsynchronised,
     OutboxFilling,
     TerminalIntakeStopped,
+    /// A counter's totals jumped beyond what its door can pass (see `crate::health`).
+    CounterImplausible,
+    /// A counter's totals fell and were taken as a device reset.
+    CounterReset,
 }
 
 impl EpisodeKind {
@@ -72,6 +76,8 @@ impl EpisodeKind {
             EpisodeKind::ClockUnsynchronised => "clock_unsynchronised",
             EpisodeKind::OutboxFilling => "outbox_filling",
             EpisodeKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            EpisodeKind::CounterImplausible => "counter_implausible",
+            EpisodeKind::CounterReset => "counter_reset",
         }
     }
 }
@@ -126,6 +132,8 @@ pub enum AlertKind {
     LinkRestored,
     TerminalIntakeStopped,
     ClockStepped,
+    CounterImplausible,
+    CounterReset,
 }
 
 impl AlertKind {
@@ -144,6 +152,8 @@ impl AlertKind {
             AlertKind::LinkRestored => "link_restored",
             AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
             AlertKind::ClockStepped => "clock_stepped",
+            AlertKind::CounterImplausible => "counter_implausible",
+            AlertKind::CounterReset => "counter_reset",
         }
     }
 
@@ -396,6 +406,7 @@ impl AlertMemory {
                 .insert((d.kind, d.id.clone()), d.judged.condition)
                 .unwrap_or(Condition::Waiting);
             device_rules(&mut step, d, before);
+            counting_rules(&mut step, d);
         }
         for room in &facts.rooms {
             room_rules(&mut step, room);
@@ -562,6 +573,51 @@ fn device_rules(step: &mut Round<'_>, d: &DeviceCondition, before: Condition) {
         step.clear(EpisodeKind::DeviceStale, &d.id, |_| {
             format!("{what} {} is no longer stale", d.id)
         });
+    }
+}
+
+/// A counter's counting doubts (`crate::health::CountingDoubts`): each open doubt is an
+/// episode, raised for the page and the centre when it opens and cleared for the centre when
+/// the counter has counted plausibly again (the health rule closes it).
+fn counting_rules(step: &mut Round<'_>, d: &DeviceCondition) {
+    // As for `device_rules`: an episode kept over a restart waits for the counter's first
+    // answer before it is judged.
+    if d.judged.condition == Condition::Waiting {
+        return;
+    }
+    let doubts = [
+        (
+            EpisodeKind::CounterImplausible,
+            AlertKind::CounterImplausible,
+            d.counting.implausible.as_ref(),
+            "计数值不可信 (counter figures implausible)",
+        ),
+        (
+            EpisodeKind::CounterReset,
+            AlertKind::CounterReset,
+            d.counting.reset.as_ref(),
+            "计数器复位 (counter reset)",
+        ),
+    ];
+    for (episode, kind, open, title) in doubts {
+        match open {
+            Some(open) => {
+                // Without the place (the page's row has it): the hint is long, and a detail
+                // is at most 500 characters.
+                let message = format!("{title}: people counter {}: {}", d.id, open.doubt.hint());
+                if step.raise(episode, &d.id, None, None, message.clone()) {
+                    step.page(kind, Some(&d.id), message);
+                }
+            }
+            None => step.clear(episode, &d.id, |_| {
+                format!(
+                    "计数恢复正常 (counting plausibly again): people counter {} counted \
+                     plausibly {} minutes or more after its last doubtful reading",
+                    d.id,
+                    crate::health::DOUBT_CLEARS_AFTER.as_mins()
+                )
+            }),
+        }
     }
 }
 
@@ -813,6 +869,7 @@ mod tests {
                     since: None,
                     detail: "answers".into(),
                 },
+                counting: crate::health::CountingDoubts::default(),
             }],
             occupancy: 0,
             clock_synced: true,
@@ -1003,6 +1060,97 @@ mod tests {
         let mut v = view("09:00:00");
         v.condition(Condition::Stale);
         assert_eq!(kinds(&step(&mut m, &v)), [AlertKind::DeviceStale]);
+    }
+
+    #[test]
+    fn a_counting_doubt_raises_one_alert_for_the_page_and_the_centre_until_it_closes() {
+        use crate::devices::counter::{Counted, Doubt, DoubtKind};
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let word_order = Counted {
+            doubt: Some(Doubt {
+                kind: DoubtKind::WordOrder,
+                which: "IN",
+                from: 100 << 16,
+                to: 101 << 16,
+                limit: 100,
+                elapsed_secs: Some(10),
+                interrupted: false,
+            }),
+            ..Counted::default()
+        };
+        let mut v = view("06:01:00");
+        v.devices[0].counting.note(v.now, &word_order);
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::CounterImplausible]);
+        assert!(
+            s.page[0]
+                .message
+                .starts_with("计数值不可信 (counter figures implausible)")
+                && s.page[0].message.contains("check `word_order`"),
+            "{}",
+            s.page[0].message
+        );
+        assert_eq!(
+            s.changes
+                .iter()
+                .map(|c| (c.kind, c.state))
+                .collect::<Vec<_>>(),
+            [(EpisodeKind::CounterImplausible, AlertState::Raised)]
+        );
+        // Still open, more doubtful readings: said once.
+        v.now = "2026-12-01T06:02:00Z".parse().expect("a time");
+        v.devices[0].counting.note(v.now, &word_order);
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty() && s.changes.is_empty());
+        // Fixed: a plausible count ten minutes on closes it, for the centre.
+        v.now = "2026-12-01T06:12:00Z".parse().expect("a time");
+        let plausible = Counted {
+            inward: 1,
+            ..Counted::default()
+        };
+        assert!(v.devices[0].counting.note(v.now, &plausible));
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty());
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(
+            (s.changes[0].kind, s.changes[0].state),
+            (EpisodeKind::CounterImplausible, AlertState::Cleared)
+        );
+    }
+
+    #[test]
+    fn a_counting_alert_fits_the_500_characters_of_a_detail_whatever_the_figures() {
+        use crate::devices::counter::{Counted, Doubt, DoubtKind};
+        for kind in [
+            DoubtKind::WordOrder,
+            DoubtKind::Jump,
+            DoubtKind::FarJump,
+            DoubtKind::Reset,
+        ] {
+            for interrupted in [false, true] {
+                let mut m = AlertMemory::default();
+                let mut v = view("06:00:00");
+                v.devices[0].id = "c".repeat(64);
+                let worst = Counted {
+                    doubt: Some(Doubt {
+                        kind,
+                        which: "OUT",
+                        from: u64::MAX,
+                        to: u64::MAX - 1,
+                        limit: u64::MAX,
+                        elapsed_secs: Some(u64::MAX),
+                        interrupted,
+                    }),
+                    ..Counted::default()
+                };
+                v.devices[0].counting.note(v.now, &worst);
+                let s = m.step(&v.facts(), &tz());
+                assert_eq!(s.changes.len(), 1, "{kind:?}");
+                let chars = s.changes[0].detail.chars().count();
+                assert!(chars <= 500, "{kind:?}: {chars} characters");
+            }
+        }
     }
 
     #[test]

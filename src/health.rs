@@ -15,6 +15,12 @@
 //!   sensor, and quiet halls (night, one counter) never trip it; otherwise `online`.
 //! - **RS-485 buses**: `online` while any counter on them answers, `offline` when none does
 //!   but some have tried, `waiting` before that.
+//! - **counting doubts** (a counter's figures, not its link): a reading that jumped beyond
+//!   what the door can pass, or a fall the evidence calls a reset, is recorded in
+//!   [`CountingDoubts`]; while one is open, an answering counter's detail says what it most
+//!   likely means and what to check. Each kind (implausible jump, reset) closes at the first
+//!   plausible count at least [`DOUBT_CLEARS_AFTER`] after the last doubtful reading: the
+//!   counter has counted honestly again for a while (a word-order slip never does).
 //! - **terminals**: `online` while heard from (passages or heartbeats) within
 //!   [`TERMINAL_SILENT_AFTER`], `stale` when silent longer, `waiting` before the first
 //!   message; `offline` when a pulled terminal refused the login (its client stopped).
@@ -28,11 +34,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, CounterTransport, Zone};
 use crate::devices::StatsSnapshot;
+use crate::devices::counter::{Counted, Doubt};
 use crate::devices::terminals::TerminalStatsSnapshot;
 use crate::format::{duration_words, local_time, secs_between};
 
 /// A counter that answers but has counted nobody this long, while others counted, is stale.
 pub const STALE_AFTER: SignedDuration = SignedDuration::from_hours(3);
+
+/// A counting doubt stays open until the counter counts plausibly this long after the last
+/// doubtful reading: long enough for staff to see it, short enough to clear within a visit.
+pub const DOUBT_CLEARS_AFTER: SignedDuration = SignedDuration::from_mins(10);
 
 /// Terminals send a heartbeat every minute or so; silent this long, one is stale.
 pub const TERMINAL_SILENT_AFTER: SignedDuration = SignedDuration::from_mins(10);
@@ -110,6 +121,72 @@ pub struct DeviceHealth {
     pub online: Option<bool>,
     pub since: Option<Timestamp>,
     pub reason: Option<String>,
+    /// A counter's open counting doubts (see [`CountingDoubts`]).
+    pub counting: CountingDoubts,
+}
+
+/// One open doubt about a counter's figures: the latest doubtful reading, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoubtEpisode {
+    pub since: Timestamp,
+    pub last: Timestamp,
+    /// The latest doubtful reading.
+    pub doubt: Doubt,
+    /// Doubtful readings in the episode.
+    pub readings: u64,
+}
+
+/// A counter's open counting doubts: jumps nothing was counted from, and resets. Kept apart,
+/// each opens and closes on its own (see the module header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountingDoubts {
+    pub implausible: Option<DoubtEpisode>,
+    pub reset: Option<DoubtEpisode>,
+}
+
+impl CountingDoubts {
+    /// What the reading at `at` says: opens or extends a doubt, or closes those it has
+    /// outlasted. True when anything changed.
+    pub fn note(&mut self, at: Timestamp, step: &Counted) -> bool {
+        if let Some(doubt) = step.doubt {
+            let slot = if doubt.kind.is_reset() {
+                &mut self.reset
+            } else {
+                &mut self.implausible
+            };
+            *slot = Some(match *slot {
+                Some(open) => DoubtEpisode {
+                    last: at.max(open.last),
+                    doubt,
+                    readings: open.readings + 1,
+                    ..open
+                },
+                None => DoubtEpisode {
+                    since: at,
+                    last: at,
+                    doubt,
+                    readings: 1,
+                },
+            });
+            return true;
+        }
+        if step.inward == 0 && step.outward == 0 {
+            return false;
+        }
+        let mut changed = false;
+        for slot in [&mut self.implausible, &mut self.reset] {
+            if slot.is_some_and(|open| at.duration_since(open.last) >= DOUBT_CLEARS_AFTER) {
+                *slot = None;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// The doubt staff should read first: a jump nothing was counted from, then a reset.
+    pub fn worst(&self) -> Option<&DoubtEpisode> {
+        self.implausible.as_ref().or(self.reset.as_ref())
+    }
 }
 
 /// A counter's health as the core last saw it: its driver's report, its poll statistics and
@@ -131,6 +208,8 @@ pub struct DeviceCondition {
     /// Where it is: a counter's door, a terminal's room, a bus's serial port.
     pub place: String,
     pub judged: Judged,
+    /// A counter's open counting doubts; none for other devices.
+    pub counting: CountingDoubts,
 }
 
 /// Judges every device of the hall at `now`. `counters` and `terminals` are indexed like the
@@ -162,16 +241,20 @@ pub fn judge_devices(
             kind: DeviceKind::PeopleCounter,
             index: i,
             place: format!("door {}: {} → {}", door.id, zone(door.from), zone(door.to)),
-            judged: counter_condition(
-                health.health.online,
-                health.health.since,
-                health.health.reason.as_deref(),
-                health.last_counted,
-                others_last,
-                started,
-                now,
-                tz,
+            judged: with_counting_doubts(
+                counter_condition(
+                    health.health.online,
+                    health.health.since,
+                    health.health.reason.as_deref(),
+                    health.last_counted,
+                    others_last,
+                    started,
+                    now,
+                    tz,
+                ),
+                &health.health.counting,
             ),
+            counting: health.health.counting,
         });
     }
     for (b, bus) in config.buses.iter().enumerate() {
@@ -190,6 +273,7 @@ pub fn judge_devices(
             index: b,
             place: bus.serial.port.display().to_string(),
             judged: bus_condition(&slaves, started),
+            counting: CountingDoubts::default(),
         });
     }
     for (t, (terminal, s)) in config.terminals.iter().zip(terminals).enumerate() {
@@ -204,6 +288,7 @@ pub fn judge_devices(
             index: t,
             place: config.rooms[terminal.room].name.clone(),
             judged,
+            counting: CountingDoubts::default(),
         });
     }
     devices
@@ -288,6 +373,18 @@ pub fn counter_condition(
                 }
             }
         }
+    }
+}
+
+/// An answering counter with an open counting doubt says so, in place of "answers": its
+/// figures are what staff need to look at. An offline or waiting counter keeps its reason.
+pub fn with_counting_doubts(judged: Judged, doubts: &CountingDoubts) -> Judged {
+    match doubts.worst() {
+        Some(open) if judged.condition == Condition::Online => Judged {
+            detail: format!("answers, but {}", open.doubt.hint()),
+            ..judged
+        },
+        _ => judged,
     }
 }
 
@@ -438,6 +535,79 @@ mod tests {
         assert_eq!(off.since, Some(at("2026-12-01T00:10:00Z")));
         let waiting = counter_condition(None, None, None, None, None, started, started, &tz());
         assert_eq!(waiting.condition, Condition::Waiting);
+    }
+
+    fn doubtful(kind: crate::devices::counter::DoubtKind) -> Counted {
+        Counted {
+            reset: kind.is_reset(),
+            doubt: Some(Doubt {
+                kind,
+                which: "IN",
+                from: 62_107,
+                to: 0,
+                limit: 100,
+                elapsed_secs: Some(10),
+                interrupted: true,
+            }),
+            ..Counted::default()
+        }
+    }
+
+    fn counted(n: u64) -> Counted {
+        Counted {
+            inward: n,
+            ..Counted::default()
+        }
+    }
+
+    #[test]
+    fn a_counting_doubt_closes_at_the_first_plausible_count_ten_minutes_after_the_last() {
+        use crate::devices::counter::DoubtKind;
+        let mut d = CountingDoubts::default();
+        assert!(d.note(at("2026-12-01T06:00:00Z"), &doubtful(DoubtKind::WordOrder)));
+        assert!(d.note(at("2026-12-01T06:05:00Z"), &doubtful(DoubtKind::Reset)));
+        assert!(d.note(at("2026-12-01T06:06:00Z"), &doubtful(DoubtKind::WordOrder)));
+        let open = d.implausible.expect("open");
+        assert_eq!(
+            (open.since, open.last, open.readings),
+            (at("2026-12-01T06:00:00Z"), at("2026-12-01T06:06:00Z"), 2)
+        );
+        assert_eq!(d.worst().map(|o| o.doubt.kind), Some(DoubtKind::WordOrder));
+        // Counting within ten minutes of a doubt, or nobody at all, closes nothing.
+        assert!(!d.note(at("2026-12-01T06:14:59Z"), &counted(3)));
+        assert!(!d.note(at("2026-12-01T06:30:00Z"), &counted(0)));
+        // The reset's ten minutes are up first.
+        assert!(d.note(at("2026-12-01T06:15:30Z"), &counted(1)));
+        assert!(d.reset.is_none() && d.implausible.is_some());
+        assert!(d.note(at("2026-12-01T06:16:00Z"), &counted(1)));
+        assert_eq!(d, CountingDoubts::default());
+    }
+
+    #[test]
+    fn an_answering_counter_with_a_doubt_says_what_to_check_and_an_offline_one_keeps_its_reason() {
+        use crate::devices::counter::DoubtKind;
+        let mut d = CountingDoubts::default();
+        d.note(at("2026-12-01T06:00:00Z"), &doubtful(DoubtKind::Reset));
+        let online = Judged {
+            condition: Condition::Online,
+            since: None,
+            detail: "answers".into(),
+        };
+        let judged = with_counting_doubts(online, &d);
+        assert_eq!(judged.condition, Condition::Online);
+        assert!(
+            judged
+                .detail
+                .starts_with("answers, but 计数器复位 (counter reset): IN 62107 → 0"),
+            "{}",
+            judged.detail
+        );
+        let offline = Judged {
+            condition: Condition::Offline,
+            since: None,
+            detail: "no answer within 500 ms".into(),
+        };
+        assert_eq!(with_counting_doubts(offline.clone(), &d), offline);
     }
 
     #[test]

@@ -84,10 +84,15 @@ impl CounterConfig {
                 format!("`{key}` does not apply to a {:?} counter", self.transport),
             );
         }
+        let mut profile = profile?;
+        if let Some(n) = self.max_crossings_per_second {
+            // The door's own physics, over the counter model's default.
+            profile.max_crossings_per_second = n;
+        }
         Some(Counter {
             id: self.id.clone(),
             door: door?,
-            profile: profile?,
+            profile,
             transport: transport?,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             timeout: Duration::from_millis(self.timeout_ms),
@@ -193,6 +198,12 @@ impl CounterConfig {
                     self.poll_interval_ms
                 ),
             );
+        }
+        if let Some(problem) = self
+            .max_crossings_per_second
+            .and_then(profile::check_max_crossings_per_second)
+        {
+            problems.report(format!("{path}.max_crossings_per_second"), problem);
         }
         if self.timeout_ms < 10 || self.timeout_ms > 60_000 {
             problems.report(
@@ -436,8 +447,9 @@ fn register_image(format: &SerialProfile) -> CounterProfile {
         word_order: WordOrder::HighFirst,
         mode: CountMode::Cumulative,
         wrap_modulus: format.wrap_modulus,
-        max_step: 5000,
+        max_step: None,
         on_decrease: profile::OnDecrease::Reset,
+        max_crossings_per_second: profile::DEFAULT_MAX_CROSSINGS_PER_SECOND,
         read_start: 0,
         read_count: 2 * width,
         in_offset: 0,

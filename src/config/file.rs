@@ -233,6 +233,9 @@ pub struct CounterConfig {
     /// Each request's own deadline; a counter that does not answer within it is offline.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Most people this counter's door passes per second, each way; unset, the profile's
+    /// (see `max_crossings_per_second` in the profile files).
+    pub max_crossings_per_second: Option<u32>,
 }
 
 fn default_time_zone() -> String {

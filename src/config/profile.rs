@@ -129,12 +129,20 @@ pub struct CounterProfileConfig {
     pub mode: CountMode,
     /// Modulus at which the device's totals wrap to zero; defaults to 2^16 or 2^32.
     pub wrap_modulus: Option<u64>,
-    /// The largest number of crossings believable between two reads. A total that goes down
-    /// by a wrap that would imply more than this is taken as a device reset instead.
-    #[serde(default = "default_max_step")]
-    pub max_step: u64,
+    /// A fixed largest number of crossings believable between two reads, each way. Unset
+    /// (the default), the limit follows from `max_crossings_per_second` and the time between
+    /// the reads. A step above it counts nothing; a total that goes down by a wrap that would
+    /// imply more than it is taken as a device reset instead.
+    #[serde(default)]
+    pub max_step: Option<u64>,
     #[serde(default)]
     pub on_decrease: OnDecrease,
+    /// Most people the counter's door can pass per second, each way: a step above what this
+    /// allows in the time since the last read (at least 10 s of it) is not believed. A lane
+    /// passes one or two people a second; the default covers a wide entrance in a rush. A
+    /// `[[counters]]` entry may set its own for its door.
+    #[serde(default = "default_max_crossings_per_second")]
+    pub max_crossings_per_second: u32,
 }
 
 fn default_word_order() -> WordOrder {
@@ -143,8 +151,12 @@ fn default_word_order() -> WordOrder {
 fn default_mode() -> CountMode {
     CountMode::Cumulative
 }
-fn default_max_step() -> u64 {
-    5000
+/// Five lanes of two people a second: more than any hall door passes, far less than a
+/// register slip (65 536 a crossing) or a replaced counter's totals.
+pub const DEFAULT_MAX_CROSSINGS_PER_SECOND: u32 = 10;
+
+fn default_max_crossings_per_second() -> u32 {
+    DEFAULT_MAX_CROSSINGS_PER_SECOND
 }
 
 /// A validated profile: protocol addresses resolved, the read span computed.
@@ -156,8 +168,10 @@ pub struct CounterProfile {
     pub word_order: WordOrder,
     pub mode: CountMode,
     pub wrap_modulus: u64,
-    pub max_step: u64,
+    pub max_step: Option<u64>,
     pub on_decrease: OnDecrease,
+    /// Most crossings per second the door passes, each way (a counter may override it).
+    pub max_crossings_per_second: u32,
     /// First protocol (0-based) register of the one read that covers both totals.
     pub read_start: u16,
     /// How many registers that read covers.
@@ -218,8 +232,11 @@ impl CounterProfileConfig {
                 self.value_type
             ));
         }
-        if self.max_step == 0 {
+        if self.max_step == Some(0) {
             problems.push("max_step must be at least 1".to_string());
+        }
+        if let Some(problem) = check_max_crossings_per_second(self.max_crossings_per_second) {
+            problems.push(problem);
         }
         let (Some(function), Some(in_p), Some(out_p)) = (function, in_p, out_p) else {
             return Err(problems);
@@ -254,12 +271,21 @@ impl CounterProfileConfig {
             wrap_modulus,
             max_step: self.max_step,
             on_decrease: self.on_decrease,
+            max_crossings_per_second: self.max_crossings_per_second,
             read_start: start,
             read_count: span as u16,
             in_offset: in_p - start,
             out_offset: out_p - start,
         })
     }
+}
+
+/// What is wrong with a `max_crossings_per_second`, if anything: at least one person a
+/// second, and no more than a thousand (beyond that the limit no longer stops anything).
+pub fn check_max_crossings_per_second(n: u32) -> Option<String> {
+    (!(1..=1000).contains(&n)).then(|| {
+        format!("max_crossings_per_second must be between 1 and 1000 people a second, not {n}")
+    })
 }
 
 /// Every profile known to a config: the shipped ones, then any from the config's directories

@@ -86,6 +86,10 @@ pub struct PollStats {
     pub bad_answers: AtomicU64,
     /// Connects that failed, ports that vanished or would not open.
     pub link_errors: AtomicU64,
+    /// Readings whose totals jumped beyond what the door can pass: nothing counted from them.
+    pub implausible_steps: AtomicU64,
+    /// Readings whose totals fell and were taken as a device reset, not a wrap.
+    pub resets: AtomicU64,
 }
 
 /// A snapshot of [`PollStats`], as published.
@@ -97,6 +101,8 @@ pub struct StatsSnapshot {
     pub exceptions: u64,
     pub bad_answers: u64,
     pub link_errors: u64,
+    pub implausible_steps: u64,
+    pub resets: u64,
 }
 
 impl PollStats {
@@ -113,6 +119,8 @@ impl PollStats {
             exceptions: get(&self.exceptions),
             bad_answers: get(&self.bad_answers),
             link_errors: get(&self.link_errors),
+            implausible_steps: get(&self.implausible_steps),
+            resets: get(&self.resets),
         }
     }
 }

@@ -1,12 +1,18 @@
 //! What every counter driver does with what it read, in one place: totals through the tracker
 //! into crossings, and online/offline transitions, each reported once as a [`DeviceEvent`]
 //! with one log sentence. The drivers differ only in how they reach the device.
+//!
+//! The reporter also keeps the evidence the tracker judges a reading with
+//! ([`Evidence`]): the time since the previous reading, and whether the link was lost in
+//! between (a device that reboots drops it), or the gateway restarted since the baseline.
+
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use super::DeviceEvent;
-use super::counter::{CounterTracker, Counting, Totals};
+use super::counter::{CounterTracker, Counting, Evidence, Totals};
 use crate::config::Counter;
 
 #[derive(Debug)]
@@ -19,6 +25,10 @@ pub struct CounterReporter {
     /// `None` until the first attempt tells.
     online: Option<bool>,
     events: mpsc::Sender<DeviceEvent>,
+    /// When the baseline's reading was taken; `None` for a baseline restored at start.
+    last_read: Option<Timestamp>,
+    /// The link was lost (or the gateway restarted) since the baseline's reading.
+    interrupted: bool,
 }
 
 impl CounterReporter {
@@ -36,6 +46,10 @@ impl CounterReporter {
             tracker: CounterTracker::new(baseline),
             online: None,
             events,
+            last_read: None,
+            // Whatever happened while the gateway was down is unknown: a restored baseline is
+            // judged as after an outage.
+            interrupted: baseline.is_some(),
         }
     }
 
@@ -51,14 +65,34 @@ impl CounterReporter {
     pub async fn reading(&mut self, totals: Totals, at: Timestamp) {
         self.went_online(at).await;
         let before = self.tracker.baseline();
-        let step = self.tracker.update(self.counting, totals);
-        if step.reset {
-            tracing::warn!(
+        let evidence = Evidence {
+            // A clock stepped back between the reads gives no time, not a negative one.
+            elapsed: self
+                .last_read
+                .map(|t| Duration::try_from(at.duration_since(t)).unwrap_or(Duration::ZERO)),
+            interrupted: self.interrupted,
+        };
+        let step = self.tracker.observe(self.counting, totals, evidence);
+        self.last_read = Some(at);
+        self.interrupted = false;
+        match step.doubt {
+            Some(_) if step.reset => tracing::warn!(
                 counter = %self.id,
                 previous = ?before,
                 now = ?totals,
+                interrupted = evidence.interrupted,
                 "counter totals went backwards: the device was reset; counting on from its new totals"
-            );
+            ),
+            Some(doubt) => tracing::warn!(
+                counter = %self.id,
+                previous = ?before,
+                now = ?totals,
+                kind = doubt.kind.as_str(),
+                limit = doubt.limit,
+                hint = %doubt.hint(),
+                "counter totals jumped beyond what its door can pass; nothing counted, counting on from the new totals"
+            ),
+            None => {}
         }
         if before != Some(totals) || step.inward > 0 || step.outward > 0 {
             self.send(DeviceEvent::CounterRead {
@@ -87,6 +121,7 @@ impl CounterReporter {
     }
 
     pub async fn went_offline(&mut self, reason: String) {
+        self.interrupted = true;
         if self.online == Some(false) {
             tracing::debug!(counter = %self.id, %reason, "counter still offline");
             return;

@@ -652,6 +652,7 @@ mod tests {
             exceptions: n + 3,
             bad_answers: n + 4,
             link_errors: n + 5,
+            ..crate::devices::StatsSnapshot::default()
         };
         let health = |id: &str, online: Option<bool>, since: &str| crate::health::DeviceHealth {
             id: id.into(),
@@ -661,6 +662,7 @@ mod tests {
             reason: online
                 .is_some_and(|o| !o)
                 .then(|| "no answer within 500 ms".into()),
+            ..crate::health::DeviceHealth::default()
         };
         let terminal = crate::devices::terminals::TerminalStatsSnapshot {
             messages: 40,

@@ -354,6 +354,7 @@ mod tests {
                 for_secs: Some(12 * 60),
                 detail: "no answer within 500 ms".into(),
                 counts: DeviceCounts::default(),
+                counting_doubt: None,
             }],
             link: LinkView {
                 connected: false,

@@ -88,6 +88,10 @@ pub struct DeviceView {
     /// The reason or the evidence, in words.
     pub detail: String,
     pub counts: DeviceCounts,
+    /// A counter whose figures are in doubt: the kind (`word_order`, `jump`, `far_jump`,
+    /// `reset`; see `crate::health::CountingDoubts`). `detail` says what to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counting_doubt: Option<String>,
 }
 
 /// Counts since the gateway started; which ones are present depends on the kind.
@@ -256,6 +260,10 @@ fn device(d: &DeviceCondition, counts: DeviceCounts, now: Timestamp, tz: &TimeZo
         for_secs: judged.since.map(|t| secs_between(t, now)),
         detail: judged.detail.clone(),
         counts,
+        counting_doubt: d
+            .counting
+            .worst()
+            .map(|open| open.doubt.kind.as_str().to_string()),
     }
 }
 

@@ -24,6 +24,9 @@ pub fn attention(view: &StateView) -> Vec<String> {
             Condition::Stale => out.push(format!("{} is stale", d.id)),
             Condition::Online | Condition::Waiting => {}
         }
+        if d.condition != Condition::Offline && d.counting_doubt.is_some() {
+            out.push(format!("{}'s counts are in doubt (计数存疑)", d.id));
+        }
     }
     if !view.link.connected {
         out.push("no link to the central platform".into());

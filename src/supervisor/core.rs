@@ -41,6 +41,8 @@ use crate::bookings::{Bookings, SituationReport};
 use crate::clock::{StepWatch, WallClock};
 use crate::config::Config;
 use crate::config::profile::CountMode;
+use crate::devices::PollStats;
+use crate::devices::counter::Counted;
 use crate::devices::terminals::{Ack, Receipt, TerminalStatsSnapshot, TerminalsStats};
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::format::{rfc3339, span_words};
@@ -800,6 +802,13 @@ impl HallCore {
 
     /// A counter's online/offline report, into its live health at once (see `devices`).
     fn note_health(&mut self, event: &DeviceEvent) {
+        if let DeviceEvent::CounterRead {
+            counter, at, step, ..
+        } = event
+        {
+            self.note_counting(*counter, *at, step);
+            return;
+        }
         let (counter, online, at, reason) = match event {
             DeviceEvent::DeviceOnline { counter, at } => (*counter, true, *at, None),
             DeviceEvent::DeviceOffline {
@@ -814,6 +823,22 @@ impl HallCore {
         d.since = Some(at);
         d.reason = reason;
         self.state_dirty = true;
+    }
+
+    /// A reading's counting doubt, into the counter's live health and statistics at once, like
+    /// its online/offline reports (see `devices`).
+    fn note_counting(&mut self, counter: usize, at: Timestamp, step: &Counted) {
+        if let Some(doubt) = step.doubt {
+            let stats = &self.stats.devices.counters[counter];
+            PollStats::count(if doubt.kind.is_reset() {
+                &stats.resets
+            } else {
+                &stats.implausible_steps
+            });
+        }
+        if self.devices[counter].counting.note(at, step) {
+            self.state_dirty = true;
+        }
     }
 
     /// Tells the engine how many counters answer, for the device online ratio (a counter

@@ -146,9 +146,13 @@ struct DeviceState<'a> {
     online: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     since: Option<String>,
+    /// Why it is offline; while it answers, an open counting doubt's hint.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<String>,
     stats: StatsSnapshot,
+    /// The kind of an open counting doubt (`crate::health::CountingDoubts`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counting_doubt: Option<&'static str>,
 }
 
 /// The gateway's own health, as the state reports it.
@@ -230,8 +234,12 @@ pub fn state_message(
                 kind: d.kind,
                 online: d.online == Some(true),
                 since: d.since.map(rfc3339),
-                reason: d.reason.as_deref(),
+                reason: d
+                    .reason
+                    .clone()
+                    .or_else(|| d.counting.worst().map(|open| open.doubt.hint())),
                 stats: s.snapshot(),
+                counting_doubt: d.counting.worst().map(|open| open.doubt.kind.as_str()),
             })
             .collect(),
         buses: config
@@ -681,6 +689,24 @@ address = "127.0.0.1"
                 online: Some(true),
                 since: Some(at("2026-12-01T06:00:00.5Z")),
                 reason: None,
+                // Answers, but its last reading jumped by 3 × 65 536: an open doubt.
+                counting: crate::health::CountingDoubts {
+                    implausible: Some(crate::health::DoubtEpisode {
+                        since: at("2026-12-01T06:15:00Z"),
+                        last: at("2026-12-01T06:15:00Z"),
+                        doubt: crate::devices::counter::Doubt {
+                            kind: crate::devices::counter::DoubtKind::WordOrder,
+                            which: "IN",
+                            from: 6_553_600,
+                            to: 6_750_208,
+                            limit: 10,
+                            elapsed_secs: Some(10),
+                            interrupted: false,
+                        },
+                        readings: 1,
+                    }),
+                    reset: None,
+                },
             },
             DeviceHealth {
                 id: "pc-reading".into(),
@@ -688,12 +714,16 @@ address = "127.0.0.1"
                 online: Some(false),
                 since: Some(at("2026-12-01T06:10:00Z")),
                 reason: Some("no answer within 500 ms".into()),
+                ..DeviceHealth::default()
             },
         ];
         let stats = DeviceStats::new(&config);
         stats.counters[0]
             .polls
             .store(120, std::sync::atomic::Ordering::Relaxed);
+        stats.counters[0]
+            .implausible_steps
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         stats.counters[1]
             .timeouts
             .store(4, std::sync::atomic::Ordering::Relaxed);
@@ -761,17 +791,22 @@ address = "127.0.0.1"
             "devices": [
                 {"id": "pc-entrance", "kind": "people_counter", "online": true,
                  "since": "2026-12-01T06:00:00.5Z",
+                 "reason": "计数值按 65536 的倍数跳变，疑为字序配置错误 (values jump by 3 × 65 536: check `word_order` in the counter's profile): IN 6553600 → 6750208，未计入 (not counted)",
+                 "counting_doubt": "word_order",
                  "stats": {"polls": 120, "timeouts": 0, "crc_errors": 0, "exceptions": 0,
-                           "bad_answers": 0, "link_errors": 0}},
+                           "bad_answers": 0, "link_errors": 0, "implausible_steps": 1,
+                           "resets": 0}},
                 {"id": "pc-reading", "kind": "people_counter", "online": false,
                  "since": "2026-12-01T06:10:00Z", "reason": "no answer within 500 ms",
                  "stats": {"polls": 0, "timeouts": 4, "crc_errors": 0, "exceptions": 0,
-                           "bad_answers": 0, "link_errors": 0}}
+                           "bad_answers": 0, "link_errors": 0, "implausible_steps": 0,
+                           "resets": 0}}
             ],
             "buses": [
                 {"id": "rs485",
                  "stats": {"polls": 0, "timeouts": 0, "crc_errors": 2, "exceptions": 0,
-                           "bad_answers": 0, "link_errors": 0}}
+                           "bad_answers": 0, "link_errors": 0, "implausible_steps": 0,
+                           "resets": 0}}
             ]
         }"#,
         );

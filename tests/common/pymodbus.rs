@@ -406,6 +406,9 @@ pub enum Listen {
     /// Modbus TCP on 127.0.0.1, a port the server binds itself (port 0): no other process can
     /// be the one answering there.
     Tcp,
+    /// Modbus TCP on 127.0.0.1 at this port: a device coming back where an earlier peer was
+    /// (a rebooted or replaced counter), logging to its own file.
+    TcpAt(u16),
     /// Modbus RTU on this end of a serial line.
     Serial { tty: PathBuf, baud: u32 },
 }
@@ -422,13 +425,17 @@ pub struct PymodbusPeer {
 impl PymodbusPeer {
     /// Starts the server with the plan at `plan` and waits until it listens.
     pub async fn start(dir: &Path, plan: &Path, listen: Listen) -> anyhow::Result<Self> {
-        let log = dir.join("pymodbus.log");
+        let log = match &listen {
+            Listen::TcpAt(port) => dir.join(format!("pymodbus-at-{port}.log")),
+            _ => dir.join("pymodbus.log"),
+        };
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone().context("cannot share the log file")?;
         let mut command = Command::new(PYTHON);
         command.arg(PEER_SCRIPT).arg("--plan").arg(plan);
         match &listen {
             Listen::Tcp => command.args(["--tcp", "127.0.0.1:0"]),
+            Listen::TcpAt(port) => command.args(["--tcp", &format!("127.0.0.1:{port}")]),
             Listen::Serial { tty, baud } => command
                 .arg("--serial")
                 .arg(tty)
@@ -462,7 +469,7 @@ impl PymodbusPeer {
                 peer.log_report()
             ),
         };
-        if let Listen::Tcp = listen {
+        if let Listen::Tcp | Listen::TcpAt(_) = listen {
             let port = ready
                 .strip_prefix("ready port=")
                 .and_then(|p| p.trim().parse::<u16>().ok())
