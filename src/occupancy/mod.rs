@@ -438,7 +438,8 @@ impl Engine {
     }
 
     /// Applies `inward` crossings `from → to` and `outward` crossings `to → from` of `door`,
-    /// counted by one read at `now` (time already moved there by [`Engine::apply`]).
+    /// counted by one read at `now` (time already moved there by [`Engine::apply`]). Peaks
+    /// never see the read half-applied: they are taken as time moves on.
     fn crossings(&mut self, door: usize, inward: u64, outward: u64, now: Timestamp) {
         let Some(&(from, to)) = self.model.doors.get(door) else {
             return;
@@ -467,9 +468,6 @@ impl Engine {
             room.balance = room.balance.saturating_add(signed);
             room.entries += n;
             self.state.bin.rooms[r].entries += n;
-            let occ = room.occupancy();
-            let bin = &mut self.state.bin.rooms[r];
-            bin.peak = bin.peak.max(occ);
         } else {
             // From a room to the street is leaving the hall; the street side has no count.
         }
@@ -515,8 +513,6 @@ impl Engine {
         r.camera_correction += correction;
         r.balance = target;
         r.negative_since = None;
-        let bin = &mut self.state.bin.rooms[room];
-        bin.peak = bin.peak.max(heads);
         self.state.revision += 1;
     }
 
@@ -536,6 +532,10 @@ impl Engine {
         let ms = u64::try_from(t.duration_since(from).as_millis()).unwrap_or(0);
         for (room, bin) in self.state.rooms.iter().zip(self.state.bin.rooms.iter_mut()) {
             bin.person_ms += room.occupancy() * ms;
+            // The peak is the highest occupancy that held for some time, as in the situation
+            // windows: what one read passes through on the way (its IN crossings before its
+            // OUT ones) was nobody's state, and same-instant reads give it in any order.
+            bin.peak = bin.peak.max(room.occupancy());
         }
         self.state.bin.integrated_to = t;
     }
@@ -623,15 +623,8 @@ impl Engine {
     fn open_bin(&mut self, start: Timestamp) {
         self.state.bin = MinuteBin {
             minute: minute_of(start),
-            rooms: self
-                .state
-                .rooms
-                .iter()
-                .map(|r| BinRoom {
-                    peak: r.occupancy(),
-                    ..BinRoom::default()
-                })
-                .collect(),
+            // The peak comes from the time integrated (see `integrate_to`).
+            rooms: vec![BinRoom::default(); self.state.rooms.len()],
             integrated_to: start,
         };
     }
@@ -848,6 +841,76 @@ mod tests {
         };
         assert_eq!(m.rooms[0].occupancy_peak, 2);
         assert!((m.rooms[0].occupancy_mean - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_minute_peak_never_counts_a_reads_entries_before_its_exits() {
+        // The room of 60: 57 inside, then reads that each let 6 in and 6 out.
+        let t0 = at("2026-11-22T02:00:00Z");
+        let mut e = Engine::new(model(), None, t0);
+        e.apply(
+            t0,
+            Input::Crossings {
+                door: 0,
+                inward: 57,
+                outward: 0,
+            },
+        );
+        for s in 1..50 {
+            let t = t0 + jiff::SignedDuration::from_secs(s);
+            e.apply(
+                t,
+                Input::Crossings {
+                    door: 0,
+                    inward: 6,
+                    outward: 6,
+                },
+            );
+        }
+        // A camera sees the same 57: no peak of its own either.
+        e.apply(
+            at("2026-11-22T02:00:55Z"),
+            Input::HeadCount { room: 0, heads: 57 },
+        );
+        let out = e.apply(at("2026-11-22T02:01:00Z"), Input::Time);
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(m.rooms[0].occupancy_peak, 57);
+        // The next minute, whatever order same-instant reads of two doors come in.
+        let t = at("2026-11-22T02:01:30Z");
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 0,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 0,
+                inward: 3,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 3,
+                outward: 0,
+            },
+        );
+        let out = e.apply(at("2026-11-22T02:02:00Z"), Input::Time);
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(
+            (m.rooms[0].occupancy_peak, m.rooms[1].occupancy_peak),
+            (57, 3)
+        );
     }
 
     #[test]

@@ -29,8 +29,9 @@
 //! records everyone entering that room from the street side, as the driver would hand it over:
 //! [`PassageFacts`] with the member's hash from a [`MemberHasher`].
 //!
-//! The truth is computed from the same stamps with the engine's rule for one read (IN applied
-//! before OUT), so with no misses every occupancy figure must match the gateway's exactly.
+//! The truth is computed from the same stamps with the engine's rule for one read (its IN and
+//! OUT crossings at one instant; peaks are what held for some time), so with no misses every
+//! occupancy figure must match the gateway's exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -176,11 +177,9 @@ pub struct RoomFigures {
     pub person_ms: i64,
     pub person_minutes: f64,
     pub occupancy_mean: f64,
-    /// The highest occupancy that held for some time.
+    /// The highest occupancy that held for some time (the convention of every bin kind,
+    /// minute bins included).
     pub occupancy_peak: u64,
-    /// The highest occupancy right after a counter read's IN crossings were applied, before
-    /// its OUT crossings: the minute bins' (`agg_1m`) convention.
-    pub occupancy_peak_momentary: u64,
     /// Share of the stretch with occupancy > 0.
     pub occupied_share: f64,
     /// person_minutes ÷ entries; `None` without entries.
@@ -1005,7 +1004,6 @@ impl Sim<'_> {
                     person_minutes: occ.person_ms as f64 / 60_000.0,
                     occupancy_mean: occ.person_ms as f64 / len_ms as f64,
                     occupancy_peak: occ.peak,
-                    occupancy_peak_momentary: occ.momentary_peak,
                     occupied_share: occ.occupied_ms as f64 / len_ms as f64,
                     ..RoomFigures::default()
                 };
@@ -1247,18 +1245,16 @@ struct Occupancy {
     /// Highest occupancy that held for some time.
     peak: u64,
     peak_at: Option<i64>,
-    /// Highest occupancy right after a read's IN crossings (the minute bins' convention).
-    momentary_peak: u64,
     occupied_ms: i64,
 }
 
 /// Every room's occupancy as a step function, changed one counter read at a time with the
-/// engine's rule: a read's IN crossings first (the room entered is checked for its peak),
-/// then its OUT crossings.
+/// engine's rule: a read's IN crossings, then its OUT crossings (at one instant: only the
+/// level after the read holds for any time, so the order never shows in a figure).
 struct Timeline {
-    /// Per room: (stamp, level after, whether this step may set a peak), in time order.
+    /// Per room: (stamp, level after, whether the step was inward), in time order.
     rooms: Vec<Vec<(i64, i64, bool)>>,
-    /// The hall: (stamp, level after, may set a peak); street entries and exits.
+    /// The hall: (stamp, level after, inward); street entries and exits.
     hall: Vec<(i64, i64, bool)>,
     hall_moves: Vec<(i64, bool)>,
     room_moves: Vec<Vec<(i64, bool)>>,
@@ -1332,7 +1328,6 @@ impl Timeline {
             .take_while(|s| s.0 < start)
             .last()
             .map_or(0, |s| s.1);
-        o.momentary_peak = level.max(0) as u64;
         let mut t = start;
         // A level counts for the peak only if it held for some time: what the steps of one
         // instant pass through on the way (4 in, then 4 out in one read) was nobody's state.
@@ -1350,13 +1345,10 @@ impl Timeline {
                 }
             }
         };
-        for &(at, after, may_peak) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
+        for &(at, after, _) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
             segment(&mut o, t, at, level);
             t = at;
             level = after;
-            if may_peak {
-                o.momentary_peak = o.momentary_peak.max(after.max(0) as u64);
-            }
         }
         segment(&mut o, t, end, level);
         for &(_, inward) in moves.iter().filter(|m| m.0 >= start && m.0 < end) {
