@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ServiceVisits, Zone};
 use crate::terminals::MemberHash;
 
+pub mod drift;
 pub mod situation;
+
+pub use drift::{DriftState, Live};
 
 pub use situation::{
     Corrected, CorrectedHall, CorrectedRoom, DayFigures, DoorDay, HallFigures, QuarterClosed,
@@ -299,6 +302,10 @@ pub struct EngineState {
     /// before they existed (the engine then opens them when it resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub situation: Option<Situation>,
+    /// What each counting line misses, learned from past days, and today's re-anchors (see
+    /// [`drift`]); absent from a state saved before it existed (then nothing is learned yet).
+    #[serde(default, skip_serializing_if = "DriftState::is_empty")]
+    pub drift: DriftState,
 }
 
 /// One input of the engine; [`Engine::apply`] takes it with its time.
@@ -404,6 +411,7 @@ impl Engine {
                     },
                     revision: old.revision,
                     situation: Some(situation),
+                    drift: DriftState::for_model(&model, Some((&old.drift, &old_ids))),
                 }
             }
             None => EngineState {
@@ -420,6 +428,7 @@ impl Engine {
                     situation::quarter_floor(&model.time_zone, now),
                     next_close,
                 )),
+                drift: DriftState::for_model(&model, None),
             },
         };
         Engine {
@@ -513,7 +522,33 @@ impl Engine {
         r.camera_correction += correction;
         r.balance = target;
         r.negative_since = None;
+        self.reanchor(room, true);
         self.state.revision += 1;
+    }
+
+    /// The live figures corrected for what the counting lines are known to miss (see
+    /// [`drift`]), beside the raw ones in [`Engine::state`].
+    pub fn live(&self) -> Live {
+        drift::live(&self.state, &self.model.doors)
+    }
+
+    /// `room`'s balance was just re-anchored (by a camera, or clamped at zero): the live
+    /// correction due now is in it, and only what comes after is applied.
+    fn reanchor(&mut self, room: usize, camera: bool) {
+        let counted: Vec<(u64, u64)> = self
+            .state
+            .situation
+            .as_ref()
+            .map(|s| s.day.doors.clone())
+            .unwrap_or_default();
+        let due =
+            self.state
+                .drift
+                .room_corrections(&self.model.doors, &counted, self.state.rooms.len());
+        if let (Some(anchor), Some(&due)) = (self.state.drift.rooms.get_mut(room), due.get(room)) {
+            anchor.absorbed = due;
+            anchor.camera |= camera;
+        }
     }
 
     /// Distinct members seen today.
@@ -651,8 +686,14 @@ impl Engine {
     }
 
     fn close_day(&mut self, close: Timestamp) -> DayClosed {
+        // The day's figures use what was learned before it; then it is learned from.
+        let figures = self.day_figures(close).map(Box::new);
+        if let Some(sit) = self.state.situation.as_ref() {
+            let doors = sit.day.doors.clone();
+            self.state.drift.learn(&self.model, &doors);
+        }
         let report = DayClosed {
-            figures: self.day_figures(close).map(Box::new),
+            figures,
             day: self.state.day,
             rooms: self
                 .state

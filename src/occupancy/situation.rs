@@ -464,7 +464,8 @@ impl Engine {
 
         let settle =
             jiff::SignedDuration::try_from(self.model.settle).unwrap_or(jiff::SignedDuration::MAX);
-        for room in self.state.rooms.iter_mut() {
+        let mut clamped = Vec::new();
+        for (r, room) in self.state.rooms.iter_mut().enumerate() {
             if room.balance >= 0 {
                 room.negative_since = None;
                 continue;
@@ -481,7 +482,11 @@ impl Engine {
                 room.balance = 0;
                 room.negative_since = None;
                 self.state.revision += 1;
+                clamped.push(r);
             }
+        }
+        for r in clamped {
+            self.reanchor(r, false);
         }
     }
 

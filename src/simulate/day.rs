@@ -79,6 +79,9 @@ pub struct DayOptions {
     /// Share of IN and of OUT crossings the counters miss.
     pub miss_in: f64,
     pub miss_out: f64,
+    /// Per door (config order): its own (IN, OUT) miss shares instead of `miss_in`/`miss_out`;
+    /// a door past the end of the list takes those.
+    pub miss_by_door: Vec<(f64, f64)>,
     /// Rooms (indices) that take bookings (`rooms[].bookable`).
     pub bookable: Vec<usize>,
     /// Per room (`rooms[].service_visits`); a room left out counts its entries.
@@ -120,6 +123,7 @@ impl DayOptions {
             mask_off_share: 0.05,
             miss_in: 0.0,
             miss_out: 0.0,
+            miss_by_door: Vec::new(),
             bookable: Vec::new(),
             service_visits: Vec::new(),
             held_share: 0.5,
@@ -156,6 +160,9 @@ pub struct Day {
     pub events: Vec<DeviceEvent>,
     pub bookings: Vec<Booking>,
     pub truth: DayTruth,
+    /// Every crossing people made (missed ones included), in the order they were made: the
+    /// truth of live occupancy at any moment.
+    pub crossings: Vec<Crossing>,
 }
 
 /// The figures of one room over a stretch of time.
@@ -303,14 +310,15 @@ pub struct DayTruth {
     pub inside_at_close: u64,
 }
 
-/// One person through one door, at the poll that saw it.
+/// One person through one door, at the poll that saw it (or would have).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Crossing {
-    at_ms: i64,
-    door: usize,
+pub struct Crossing {
+    pub at_ms: i64,
+    pub door: usize,
     /// Along the door's IN direction (`from` → `to`).
-    inward: bool,
-    missed: bool,
+    pub inward: bool,
+    /// The counter missed it.
+    pub missed: bool,
 }
 
 /// One terminal record.
@@ -432,7 +440,14 @@ pub fn generate(config: &Config, options: &DayOptions) -> Result<Day, DayError> 
         ("miss_in", options.miss_in),
         ("miss_out", options.miss_out),
         ("held_share", options.held_share),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        options
+            .miss_by_door
+            .iter()
+            .flat_map(|&(i, o)| [("miss_by_door", i), ("miss_by_door", o)]),
+    ) {
         if !(0.0..=1.0).contains(&value) {
             return Err(DayError::Share { name, value });
         }
@@ -482,10 +497,13 @@ pub fn generate(config: &Config, options: &DayOptions) -> Result<Day, DayError> 
     sim.unbooked_groups(entrance);
     let events = sim.events();
     let truth = sim.truth();
+    let mut crossings = sim.crossings;
+    crossings.sort_by_key(|x| x.at_ms);
     Ok(Day {
         events,
         bookings: sim.bookings,
         truth,
+        crossings,
     })
 }
 
@@ -566,11 +584,13 @@ impl Sim<'_> {
                 // One by one through the beam, a second or so apart.
                 let raw = last + self.uniform_ms(0.2, 1.5);
                 let at_ms = self.poll_at(door, raw);
-                let miss = if inward {
-                    self.options.miss_in
-                } else {
-                    self.options.miss_out
-                };
+                let (miss_in, miss_out) = self
+                    .options
+                    .miss_by_door
+                    .get(door)
+                    .copied()
+                    .unwrap_or((self.options.miss_in, self.options.miss_out));
+                let miss = if inward { miss_in } else { miss_out };
                 let missed = self.rng.random_bool(miss);
                 self.crossings.push(Crossing {
                     at_ms,
