@@ -869,6 +869,7 @@ impl HallCore {
         devices: Vec<health::DeviceCondition>,
     ) -> Snapshot {
         let engine = self.engine.state();
+        let live = self.engine.live();
         let shared = &self.stats.terminals;
         Snapshot {
             taken: mono,
@@ -877,10 +878,12 @@ impl HallCore {
             rooms: engine
                 .rooms
                 .iter()
-                .map(|r| RoomFigures {
+                .zip(&live.rooms)
+                .map(|(r, &occupancy_corrected)| RoomFigures {
                     occupancy: r.occupancy(),
                     entries: r.entries,
                     exits: r.exits,
+                    occupancy_corrected,
                 })
                 .collect(),
             visitors_today: engine.visitors,
