@@ -29,9 +29,10 @@
 //! bound of it) at that moment: the correction already absorbed then is kept and only what
 //! comes after is applied. The transit zone (the one room the street doors lead into, which
 //! also leads on to the others: the lobby) is counted on both sides, so every line's error
-//! lands in it; unless a camera re-anchored it, it gets the balance of the hall (the street
-//! lines alone, corrected) and the other rooms instead, which also takes in what the other
-//! rooms' clamps and camera counts found. Nothing is ever shown below zero.
+//! lands in it; once the street lines have learned for [`MIN_DAYS`] days, and unless a camera
+//! re-anchored it, it gets the balance of the hall (the street lines alone, corrected) less the
+//! other rooms instead, which also takes in what the other rooms' clamps and camera counts
+//! found. Nothing is ever shown below zero.
 //!
 //! With no misses every residual is zero, every factor exactly zero, and the corrected figures
 //! are the raw ones.
@@ -48,6 +49,8 @@ pub const DECAY: f64 = 0.85;
 pub const PRIOR_CROSSINGS: f64 = 100.0;
 /// No line is believed to miss more than this share of its crossings.
 pub const MAX_FACTOR: f64 = 0.10;
+/// Days the street lines must have learned from before the lobby is taken from their balance.
+pub const MIN_DAYS: u32 = 3;
 
 /// What one counting line (a door) has taught.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -339,8 +342,16 @@ pub fn live(state: &EngineState, doors: &[(Zone, Zone)]) -> Live {
     let balance: i64 = state.rooms.iter().map(|r| r.balance).sum();
     let hall_lines = (balance - added) as f64 + missed_entries - missed_exits;
 
-    let transit =
-        transit_zone(doors).filter(|&t| t < rooms && !drift.rooms.get(t).is_some_and(|a| a.camera));
+    // The street lines' balance is the better one for the lobby once they have learned (until
+    // then, a lobby whose entries are missed is better off with its own clamped balance), and
+    // while no camera re-anchored the lobby itself.
+    let street_learned = doors
+        .iter()
+        .zip(&drift.lines)
+        .filter(|((a, b), _)| (*a == Zone::Outside) != (*b == Zone::Outside))
+        .all(|(_, l)| l.days >= MIN_DAYS);
+    let transit = transit_zone(doors)
+        .filter(|&t| t < rooms && street_learned && !drift.rooms.get(t).is_some_and(|a| a.camera));
     if let Some(t) = transit {
         // The other rooms as shown (never below zero), except for a balance below zero that
         // has not settled yet (poll skew): taken as it is, so the raw lobby comes out.
