@@ -128,53 +128,63 @@ fn zone_name(model: &HallModel, zone: Zone) -> String {
 }
 
 impl DriftState {
-    /// Nothing learned and nothing anchored: left out of the saved state.
+    /// Nothing learned and nothing anchored yet (a fresh engine): left out of the saved state.
+    /// The lists fill only when there is something to keep, so a state saved and restored
+    /// equals the one saved.
     pub fn is_empty(&self) -> bool {
-        self.lines.iter().all(|l| l.days == 0)
-            && self.rooms.iter().all(|r| *r == RoomAnchor::default())
+        self.lines.is_empty() && self.rooms.is_empty()
     }
 
-    /// Fresh for `model`, keeping what `old` learned for the doors it still has (matched by
-    /// their sides' names, in order) and its anchors for the rooms it still has.
+    /// For `model`, keeping what `old` learned for the doors it still has (matched by their
+    /// sides' names, in order) and its anchors for the rooms it still has (`old_ids`: the
+    /// rooms `old` was saved with).
     pub fn for_model(model: &HallModel, old: Option<(&DriftState, &[String])>) -> Self {
-        let mut taken = Vec::new();
-        let lines = model
-            .doors
-            .iter()
-            .map(|&(from, to)| {
-                let (from, to) = (zone_name(model, from), zone_name(model, to));
-                let learned = old.and_then(|(old, _)| {
-                    let i =
-                        old.lines.iter().enumerate().position(|(i, l)| {
-                            l.from == from && l.to == to && !taken.contains(&i)
-                        })?;
-                    taken.push(i);
-                    old.lines.get(i).cloned()
-                });
-                learned.unwrap_or(LineDrift {
-                    from,
-                    to,
-                    ..LineDrift::default()
+        let Some((old, old_ids)) = old.filter(|(old, _)| !old.is_empty()) else {
+            return DriftState::default();
+        };
+        let rooms = if old.rooms.is_empty() {
+            Vec::new()
+        } else {
+            model
+                .room_ids
+                .iter()
+                .map(|id| {
+                    old_ids
+                        .iter()
+                        .position(|o| o == id)
+                        .and_then(|i| old.rooms.get(i).cloned())
+                        .unwrap_or_default()
                 })
-            })
-            .collect();
-        let rooms = model
-            .room_ids
-            .iter()
-            .map(|id| {
-                old.and_then(|(old, ids)| {
-                    let i = ids.iter().position(|o| o == id)?;
-                    old.rooms.get(i).cloned()
-                })
-                .unwrap_or_default()
-            })
-            .collect();
-        DriftState { lines, rooms }
+                .collect()
+        };
+        DriftState {
+            lines: lines_for(model, &old.lines),
+            rooms,
+        }
+    }
+
+    /// Records that `room`'s balance was just re-anchored with `absorbed` people of
+    /// correction in it (by a camera when `camera`).
+    pub fn anchor(&mut self, room: usize, rooms: usize, absorbed: f64, camera: bool) {
+        let unchanged = self.rooms.get(room).is_none_or(|a| a.absorbed == 0.0);
+        if absorbed == 0.0 && !camera && unchanged {
+            return;
+        }
+        if self.rooms.len() < rooms {
+            self.rooms.resize(rooms, RoomAnchor::default());
+        }
+        if let Some(a) = self.rooms.get_mut(room) {
+            a.absorbed = absorbed;
+            a.camera |= camera;
+        }
     }
 
     /// Learns from a closed day's counted crossings per door (`doors[d] = (in, out)`), then
     /// forgets the day's anchors.
     pub fn learn(&mut self, model: &HallModel, doors: &[(u64, u64)]) {
+        if self.lines.len() != model.doors.len() {
+            self.lines = lines_for(model, &self.lines);
+        }
         for (d, line) in self.lines.iter_mut().enumerate() {
             let Some(&(inward, outward)) = doors.get(d) else {
                 continue;
@@ -190,9 +200,7 @@ impl DriftState {
             line.outward = DECAY * line.outward + outward as f64;
             line.days = line.days.saturating_add(1);
         }
-        for room in &mut self.rooms {
-            *room = RoomAnchor::default();
-        }
+        self.rooms.clear();
     }
 
     /// The live correction of each room (people to add to its balance), from the crossings
@@ -219,6 +227,34 @@ impl DriftState {
         }
         out
     }
+}
+
+/// One line per door of `model`, each with what `old` learned for a door with the same sides
+/// (in order, so two doors between the same rooms keep theirs).
+fn lines_for(model: &HallModel, old: &[LineDrift]) -> Vec<LineDrift> {
+    let mut taken = vec![false; old.len()];
+    model
+        .doors
+        .iter()
+        .map(|&(from, to)| {
+            let (from, to) = (zone_name(model, from), zone_name(model, to));
+            let found = old
+                .iter()
+                .enumerate()
+                .position(|(i, l)| l.from == from && l.to == to && !taken[i]);
+            match found {
+                Some(i) => {
+                    taken[i] = true;
+                    old[i].clone()
+                }
+                None => LineDrift {
+                    from,
+                    to,
+                    ..LineDrift::default()
+                },
+            }
+        })
+        .collect()
 }
 
 /// Whether door `d` is the only way between its sides (removing it disconnects them).
@@ -377,5 +413,205 @@ pub fn live(state: &EngineState, doors: &[(Zone, Zone)]) -> Live {
         hall_entries_corrected: (entries as f64 + missed_entries).round() as u64,
         hall_exits_corrected: (exits as f64 + missed_exits).round() as u64,
         transit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::model;
+    use super::super::{Engine, EngineState, Input};
+    use super::*;
+    use jiff::Timestamp;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("test timestamp")
+    }
+
+    /// A day of the test hall (outside → lobby → reading, lecture) in which the reading-room
+    /// door misses `missed` of its 100 exits; everyone leaves. Returns the engine after close.
+    fn day_with_missed_exits(e: &mut Engine, date: &str, missed: u64) {
+        let t = |hms: &str| at(&format!("{date}T{hms}Z"));
+        e.apply(
+            t("01:00:00"),
+            Input::Crossings {
+                door: 0,
+                inward: 100,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t("01:01:00"),
+            Input::Crossings {
+                door: 1,
+                inward: 100,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t("03:00:00"),
+            Input::Crossings {
+                door: 1,
+                inward: 0,
+                outward: 100 - missed,
+            },
+        );
+        e.apply(
+            t("03:01:00"),
+            Input::Crossings {
+                door: 0,
+                inward: 0,
+                outward: 100,
+            },
+        );
+        e.apply(t("13:00:01"), Input::Time);
+    }
+
+    #[test]
+    fn an_engine_state_saved_before_the_drift_field_still_loads() {
+        let t = at("2026-11-22T02:00:10Z");
+        let mut e = Engine::new(model(), None, t);
+        day_with_missed_exits(&mut e, "2026-11-22", 4);
+        let mut saved: serde_json::Value = serde_json::to_value(e.state()).expect("serialises");
+        assert!(
+            saved.get("drift").is_some(),
+            "something was learned: {saved}"
+        );
+        saved.as_object_mut().expect("an object").remove("drift");
+        let old: EngineState = serde_json::from_value(saved).expect("an old state loads");
+        assert_eq!(old.drift, DriftState::default());
+        let resumed = Engine::new(model(), Some(old), at("2026-11-23T00:00:00Z"));
+        assert!(resumed.state().drift.is_empty());
+        assert_eq!(resumed.live().rooms, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn with_nothing_missed_nothing_is_learned_and_nothing_corrected() {
+        let mut e = Engine::new(model(), None, at("2026-11-22T00:00:00Z"));
+        for day in ["2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25"] {
+            day_with_missed_exits(&mut e, day, 0);
+        }
+        assert!(
+            e.state()
+                .drift
+                .lines
+                .iter()
+                .all(|l| l.factors() == (0.0, 0.0))
+        );
+        assert_eq!(e.state().drift.lines[0].days, 4);
+        let t = at("2026-11-26T01:00:00Z");
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 0,
+                inward: 30,
+                outward: 2,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 10,
+                outward: 1,
+            },
+        );
+        let live = e.live();
+        let raw: Vec<u64> = e.state().rooms.iter().map(|r| r.occupancy()).collect();
+        assert_eq!(live.rooms, raw);
+        assert_eq!(
+            (live.hall_entries_corrected, live.hall_exits_corrected),
+            (30, 2)
+        );
+    }
+
+    #[test]
+    fn a_line_that_missed_exits_yesterday_is_corrected_live_today() {
+        let mut e = Engine::new(model(), None, at("2026-11-22T00:00:00Z"));
+        for day in [
+            "2026-11-22",
+            "2026-11-23",
+            "2026-11-24",
+            "2026-11-25",
+            "2026-11-26",
+        ] {
+            day_with_missed_exits(&mut e, day, 5);
+        }
+        let (fi, fo) = e.state().drift.lines[1].factors();
+        assert_eq!(fi, 0.0);
+        // 5 of 100 exits missed: 5 per 95 counted (0.053), shrunk towards zero while the
+        // line has seen only a few hundred crossings.
+        assert!((0.035..0.0527).contains(&fo), "{fo}");
+        assert_eq!(e.state().drift.lines[0].factors(), (0.0, 0.0));
+        // Today 60 went into the reading room and 40 came out counted: about 2 more did.
+        let t = at("2026-11-27T02:00:00Z");
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 0,
+                inward: 60,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 60,
+                outward: 40,
+            },
+        );
+        let live = e.live();
+        assert_eq!(e.state().rooms[1].occupancy(), 20, "the raw count stays");
+        assert_eq!(live.rooms[1], 18);
+        // The lobby gets them back, from the street lines' balance less the other rooms.
+        assert_eq!(live.transit, Some(0));
+        assert_eq!((e.state().rooms[0].occupancy(), live.rooms[0]), (40, 42));
+        assert_eq!(live.hall, 60);
+        // A camera sees 19: the room is re-anchored, and only later crossings are corrected.
+        e.apply(t, Input::HeadCount { room: 1, heads: 19 });
+        assert_eq!(e.live().rooms[1], 19);
+        e.apply(
+            at("2026-11-27T02:10:00Z"),
+            Input::Crossings {
+                door: 1,
+                inward: 0,
+                outward: 19,
+            },
+        );
+        // 19 more counted out: about one more missed; never below zero.
+        assert_eq!(e.state().rooms[1].occupancy(), 0);
+        assert_eq!(e.live().rooms[1], 0);
+    }
+
+    #[test]
+    fn one_bad_day_moves_a_factor_by_a_bounded_step_and_no_factor_passes_the_limit() {
+        let mut e = Engine::new(model(), None, at("2026-11-22T00:00:00Z"));
+        // A door propped open: 90 of 100 exits missed.
+        day_with_missed_exits(&mut e, "2026-11-22", 90);
+        let (_, fo) = e.state().drift.lines[1].factors();
+        assert!(fo <= MAX_FACTOR, "{fo}");
+        for day in [
+            "2026-11-23",
+            "2026-11-24",
+            "2026-11-25",
+            "2026-11-26",
+            "2026-11-27",
+        ] {
+            day_with_missed_exits(&mut e, day, 0);
+        }
+        let (_, fo) = e.state().drift.lines[1].factors();
+        assert!(fo < 0.02, "the bad day fades: {fo}");
+    }
+
+    #[test]
+    fn a_door_that_is_not_the_only_way_in_teaches_nothing() {
+        let mut m = model();
+        // A second door between the lobby and the reading room.
+        m.doors.push((Zone::Room(0), Zone::Room(1)));
+        assert!(!is_bridge(&m, 1) && !is_bridge(&m, 3));
+        assert!(is_bridge(&m, 0) && is_bridge(&m, 2));
+        let mut e = Engine::new(m, None, at("2026-11-22T00:00:00Z"));
+        day_with_missed_exits(&mut e, "2026-11-22", 5);
+        assert_eq!(e.state().drift.lines[1].days, 0);
     }
 }

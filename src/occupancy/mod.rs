@@ -545,9 +545,9 @@ impl Engine {
             self.state
                 .drift
                 .room_corrections(&self.model.doors, &counted, self.state.rooms.len());
-        if let (Some(anchor), Some(&due)) = (self.state.drift.rooms.get_mut(room), due.get(room)) {
-            anchor.absorbed = due;
-            anchor.camera |= camera;
+        if let Some(&due) = due.get(room) {
+            let rooms = self.state.rooms.len();
+            self.state.drift.anchor(room, rooms, due, camera);
         }
     }
 

@@ -128,7 +128,8 @@ pub fn run(config: &Config, options: &MultiDay) -> Result<Vec<DayAccuracy>, DayE
 
 /// Learned factors equal to the true miss rates of `o`.
 fn oracle(model: &HallModel, o: &DayOptions) -> DriftState {
-    let mut drift = DriftState::for_model(model, None);
+    let mut drift = DriftState::default();
+    drift.learn(model, &[]);
     // Sums so large that the prior does not count.
     let big = 1e12;
     for (d, line) in drift.lines.iter_mut().enumerate() {

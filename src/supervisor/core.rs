@@ -795,15 +795,19 @@ impl HallCore {
         let terminals = self.terminal_snapshots();
         let devices = health::judge_devices(&self.config, &counters, &terminals, self.started, now);
         let config = &self.config;
-        let rooms = self.engine.state().rooms.iter().zip(&config.rooms);
+        // Over capacity is judged on the drift-corrected occupancy: a line that misses exits
+        // must not keep a room "full" all afternoon (it is the raw count until something has
+        // been learned, and whenever the lines miss nothing).
+        let live = self.engine.live();
+        let rooms = live.rooms.iter().zip(&config.rooms);
         let facts = Facts {
             now,
             devices: &devices,
             rooms: rooms
-                .map(|(figures, room)| RoomFact {
+                .map(|(&occupancy, room)| RoomFact {
                     id: &room.id,
                     name: &room.name,
-                    occupancy: figures.occupancy(),
+                    occupancy,
                     capacity: room.capacity,
                 })
                 .collect(),
