@@ -383,9 +383,9 @@ pub fn live(state: &EngineState, doors: &[(Zone, Zone)]) -> Live {
     // while no camera re-anchored the lobby itself.
     let street_learned = doors
         .iter()
-        .zip(&drift.lines)
-        .filter(|((a, b), _)| (*a == Zone::Outside) != (*b == Zone::Outside))
-        .all(|(_, l)| l.days >= MIN_DAYS);
+        .enumerate()
+        .filter(|(_, (a, b))| (*a == Zone::Outside) != (*b == Zone::Outside))
+        .all(|(d, _)| drift.lines.get(d).is_some_and(|l| l.days >= MIN_DAYS));
     let transit = transit_zone(doors)
         .filter(|&t| t < rooms && street_learned && !drift.rooms.get(t).is_some_and(|a| a.camera));
     if let Some(t) = transit {
