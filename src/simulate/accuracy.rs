@@ -265,7 +265,9 @@ fn feed(engine: &mut Engine, config: &Config, event: &DeviceEvent) {
 type Figure = fn(&DayAccuracy) -> Option<Errors>;
 
 /// The runs side by side, a Markdown table per figure: one row per day, then one per week
-/// (the mean of the days' means, the largest p95 and max).
+/// (the mean of the days' means, the largest p95 and max). The raw figures (the first run's;
+/// they do not depend on learning) come first: without learning, the corrected figures are
+/// the raw ones.
 pub fn table(runs: &[(&str, &[DayAccuracy])]) -> String {
     let mut out = String::new();
     let Some((_, first)) = runs.first() else {
@@ -319,7 +321,9 @@ pub fn table(runs: &[(&str, &[DayAccuracy])]) -> String {
         if first.iter().all(|d| f(d).is_none()) {
             continue;
         }
-        out.push_str(&format!("\n{title}\n\n| day | visits | raw |"));
+        out.push_str(&format!(
+            "\n{title}\n\n| day | visits | raw (= without learning) |"
+        ));
         for (name, _) in runs {
             out.push_str(&format!(" {name} |"));
         }
@@ -345,7 +349,7 @@ pub fn table(runs: &[(&str, &[DayAccuracy])]) -> String {
         }
     }
     out.push_str(
-        "\nhall day totals at close against the truth, % (entries / exits)\n\n| day | raw |",
+        "\nhall day totals at close against the truth, % (entries / exits)\n\n| day | raw (= without learning) |",
     );
     for (name, _) in runs {
         out.push_str(&format!(" {name} |"));

@@ -203,8 +203,9 @@ pub struct ReplayDayArgs {
     pub group_share: Option<f64>,
     /// Days to replay (day i takes seed + i and date + i). More than one: the multi-day
     /// accuracy run (one engine carried from day to day, its state saved and restored between
-    /// days), printed as tables of the live and day errors without learning, with learning and
-    /// with the true miss rates given (the floor), and written to `OUT/accuracy.json`.
+    /// days), printed as tables of the live and day errors without learning (the raw figures),
+    /// with learning and with the true miss rates given (the floor), and written to
+    /// `OUT/accuracy.json`.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub days: u32,
     /// One door's own miss shares (repeat): `DOOR=IN,OUT`, e.g. `entrance=0,0.02`; the other
@@ -412,8 +413,8 @@ fn replay_days(
     let without = run(false, false)?;
     let learned = run(true, false)?;
     let floor = run(true, true)?;
+    // Without learning the corrected figures are the raw ones, the table's first column.
     let runs = [
-        ("without learning", without.as_slice()),
         ("learning", learned.as_slice()),
         ("true rates (floor)", floor.as_slice()),
     ];
