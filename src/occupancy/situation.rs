@@ -297,6 +297,10 @@ pub struct CorrectedHall {
     pub person_minutes: f64,
     pub occupancy_mean: f64,
     pub utilisation_mean: f64,
+    /// The day's crossings from and to the street, plus what the street lines are estimated
+    /// to have missed from what they missed on earlier days (see [`super::drift`]).
+    pub entries: u64,
+    pub exits: u64,
 }
 
 /// The day's figures as if each drifting room's count were scaled to end at zero.
@@ -876,12 +880,15 @@ impl Engine {
         } else {
             Scaled::Exits
         };
+        let live = super::drift::live(&self.state, &self.model.doors);
         Corrected {
             method,
             hall: CorrectedHall {
                 person_minutes: rooms.iter().map(|r| r.person_minutes).sum(),
                 occupancy_mean,
                 utilisation_mean: occupancy_mean / capacity,
+                entries: live.hall_entries_corrected,
+                exits: live.hall_exits_corrected,
             },
             rooms,
         }
