@@ -18,6 +18,10 @@
 //! **Figures.** The 15-minute and day aggregates of the hall's situation, drift and its
 //! correction live in [`situation`]; they are fed from here and closed by [`Engine::apply`].
 //!
+//! **Live drift.** What each counting line misses is learned at every day close and taken off
+//! the live figures as the day goes ([`drift`], [`Engine::live`]); the raw figures here are
+//! never changed by it.
+//!
 //! The whole state is serialisable; the supervisor persists it in the outbox in the same
 //! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
 
