@@ -532,11 +532,12 @@ fn with_exact_counters_every_minute_adds_up_to_its_bin() {
                 .map(|p| u(&p["rooms"][r]["occupancy_peak"]))
                 .max()
                 .unwrap_or(0);
-            // Minute bins take a read's IN crossings before its OUT crossings for the peak.
+            // Minute peaks, like every other, are what held for some time: never a read's IN
+            // crossings before its OUT crossings.
             m.eq(
                 &format!("{at} peak"),
                 &Value::from(peak),
-                &tr["occupancy_peak_momentary"],
+                &tr["occupancy_peak"],
             );
             // Each minute's mean is rounded to 3 decimals: 15 roundings in a bin.
             let person_minutes: f64 = inside

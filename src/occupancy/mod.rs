@@ -18,6 +18,10 @@
 //! **Figures.** The 15-minute and day aggregates of the hall's situation, drift and its
 //! correction live in [`situation`]; they are fed from here and closed by [`Engine::apply`].
 //!
+//! **Live drift.** What each counting line misses is learned at every day close and taken off
+//! the live figures as the day goes ([`drift`], [`Engine::live`]); the raw figures here are
+//! never changed by it.
+//!
 //! The whole state is serialisable; the supervisor persists it in the outbox in the same
 //! transaction as the counter baselines, so a crash can neither lose nor repeat a crossing.
 
@@ -31,7 +35,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ServiceVisits, Zone};
 use crate::terminals::MemberHash;
 
+pub mod drift;
 pub mod situation;
+
+pub use drift::{DriftState, Live};
 
 pub use situation::{
     Corrected, CorrectedHall, CorrectedRoom, DayFigures, DoorDay, HallFigures, QuarterClosed,
@@ -305,6 +312,10 @@ pub struct EngineState {
     /// before they existed (the engine then opens them when it resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub situation: Option<Situation>,
+    /// What each counting line misses, learned from past days, and today's re-anchors (see
+    /// [`drift`]); absent from a state saved before it existed (then nothing is learned yet).
+    #[serde(default, skip_serializing_if = "DriftState::is_empty")]
+    pub drift: DriftState,
 }
 
 /// One input of the engine; [`Engine::apply`] takes it with its time.
@@ -410,6 +421,7 @@ impl Engine {
                     },
                     revision: old.revision,
                     situation: Some(situation),
+                    drift: DriftState::for_model(&model, Some((&old.drift, &old_ids))),
                 }
             }
             None => EngineState {
@@ -426,6 +438,7 @@ impl Engine {
                     situation::quarter_floor(&model.time_zone, now),
                     next_close,
                 )),
+                drift: DriftState::for_model(&model, None),
             },
         };
         Engine {
@@ -444,7 +457,8 @@ impl Engine {
     }
 
     /// Applies `inward` crossings `from → to` and `outward` crossings `to → from` of `door`,
-    /// counted by one read at `now` (time already moved there by [`Engine::apply`]).
+    /// counted by one read at `now` (time already moved there by [`Engine::apply`]). Peaks
+    /// never see the read half-applied: they are taken as time moves on.
     fn crossings(&mut self, door: usize, inward: u64, outward: u64, now: Timestamp) {
         let Some(&(from, to)) = self.model.doors.get(door) else {
             return;
@@ -473,9 +487,6 @@ impl Engine {
             room.balance = room.balance.saturating_add(signed);
             room.entries += n;
             self.state.bin.rooms[r].entries += n;
-            let occ = room.occupancy();
-            let bin = &mut self.state.bin.rooms[r];
-            bin.peak = bin.peak.max(occ);
         } else {
             // From a room to the street is leaving the hall; the street side has no count.
         }
@@ -521,9 +532,33 @@ impl Engine {
         r.camera_correction += correction;
         r.balance = target;
         r.negative_since = None;
-        let bin = &mut self.state.bin.rooms[room];
-        bin.peak = bin.peak.max(heads);
+        self.reanchor(room, true);
         self.state.revision += 1;
+    }
+
+    /// The live figures corrected for what the counting lines are known to miss (see
+    /// [`drift`]), beside the raw ones in [`Engine::state`].
+    pub fn live(&self) -> Live {
+        drift::live(&self.state, &self.model.doors)
+    }
+
+    /// `room`'s balance was just re-anchored (by a camera, or clamped at zero): the live
+    /// correction due now is in it, and only what comes after is applied.
+    fn reanchor(&mut self, room: usize, camera: bool) {
+        let counted: Vec<(u64, u64)> = self
+            .state
+            .situation
+            .as_ref()
+            .map(|s| s.day.doors.clone())
+            .unwrap_or_default();
+        let due =
+            self.state
+                .drift
+                .room_corrections(&self.model.doors, &counted, self.state.rooms.len());
+        if let Some(&due) = due.get(room) {
+            let rooms = self.state.rooms.len();
+            self.state.drift.anchor(room, rooms, due, camera);
+        }
     }
 
     /// Distinct members seen today.
@@ -542,6 +577,10 @@ impl Engine {
         let ms = u64::try_from(t.duration_since(from).as_millis()).unwrap_or(0);
         for (room, bin) in self.state.rooms.iter().zip(self.state.bin.rooms.iter_mut()) {
             bin.person_ms += room.occupancy() * ms;
+            // The peak is the highest occupancy that held for some time, as in the situation
+            // windows: what one read passes through on the way (its IN crossings before its
+            // OUT ones) was nobody's state, and same-instant reads give it in any order.
+            bin.peak = bin.peak.max(room.occupancy());
         }
         self.state.bin.integrated_to = t;
     }
@@ -633,15 +672,8 @@ impl Engine {
     fn open_bin(&mut self, start: Timestamp) {
         self.state.bin = MinuteBin {
             minute: minute_of(start),
-            rooms: self
-                .state
-                .rooms
-                .iter()
-                .map(|r| BinRoom {
-                    peak: r.occupancy(),
-                    ..BinRoom::default()
-                })
-                .collect(),
+            // The peak comes from the time integrated (see `integrate_to`).
+            rooms: vec![BinRoom::default(); self.state.rooms.len()],
             integrated_to: start,
         };
     }
@@ -668,8 +700,14 @@ impl Engine {
     }
 
     fn close_day(&mut self, close: Timestamp) -> DayClosed {
+        // The day's figures use what was learned before it; then it is learned from.
+        let figures = self.day_figures(close).map(Box::new);
+        if let Some(sit) = self.state.situation.as_ref() {
+            let doors = sit.day.doors.clone();
+            self.state.drift.learn(&self.model, &doors);
+        }
         let report = DayClosed {
-            figures: self.day_figures(close).map(Box::new),
+            figures,
             day: self.state.day,
             rooms: self
                 .state
@@ -858,6 +896,76 @@ mod tests {
         };
         assert_eq!(m.rooms[0].occupancy_peak, 2);
         assert!((m.rooms[0].occupancy_mean - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_minute_peak_never_counts_a_reads_entries_before_its_exits() {
+        // The room of 60: 57 inside, then reads that each let 6 in and 6 out.
+        let t0 = at("2026-11-22T02:00:00Z");
+        let mut e = Engine::new(model(), None, t0);
+        e.apply(
+            t0,
+            Input::Crossings {
+                door: 0,
+                inward: 57,
+                outward: 0,
+            },
+        );
+        for s in 1..50 {
+            let t = t0 + jiff::SignedDuration::from_secs(s);
+            e.apply(
+                t,
+                Input::Crossings {
+                    door: 0,
+                    inward: 6,
+                    outward: 6,
+                },
+            );
+        }
+        // A camera sees the same 57: no peak of its own either.
+        e.apply(
+            at("2026-11-22T02:00:55Z"),
+            Input::HeadCount { room: 0, heads: 57 },
+        );
+        let out = e.apply(at("2026-11-22T02:01:00Z"), Input::Time);
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(m.rooms[0].occupancy_peak, 57);
+        // The next minute, whatever order same-instant reads of two doors come in.
+        let t = at("2026-11-22T02:01:30Z");
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 0,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 0,
+                inward: 3,
+                outward: 0,
+            },
+        );
+        e.apply(
+            t,
+            Input::Crossings {
+                door: 1,
+                inward: 3,
+                outward: 0,
+            },
+        );
+        let out = e.apply(at("2026-11-22T02:02:00Z"), Input::Time);
+        let [EngineOutput::MinuteClosed(m)] = out.as_slice() else {
+            panic!("expected one closed minute, got {out:?}");
+        };
+        assert_eq!(
+            (m.rooms[0].occupancy_peak, m.rooms[1].occupancy_peak),
+            (57, 3)
+        );
     }
 
     #[test]

@@ -198,6 +198,20 @@ pub struct ReplayDayArgs {
     /// A room that takes bookings (repeat), instead of the config's `rooms[].bookable`.
     #[arg(long = "bookable", value_name = "ROOM")]
     pub bookable: Vec<String>,
+    /// Share of walk-in parties that are groups of 2–4 (default 0.3).
+    #[arg(long, value_name = "SHARE")]
+    pub group_share: Option<f64>,
+    /// Days to replay (day i takes seed + i and date + i). More than one: the multi-day
+    /// accuracy run (one engine carried from day to day, its state saved and restored between
+    /// days), printed as tables of the live and day errors without learning (the raw figures),
+    /// with learning and with the true miss rates given (the floor), and written to
+    /// `OUT/accuracy.json`.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub days: u32,
+    /// One door's own miss shares (repeat): `DOOR=IN,OUT`, e.g. `entrance=0,0.02`; the other
+    /// doors take --miss-in/--miss-out.
+    #[arg(long = "miss", value_name = "DOOR=IN,OUT", value_parser = parse_miss)]
+    pub miss: Vec<(String, f64, f64)>,
 }
 
 /// How `main` builds its async runtime (one policy for the daemon and the tools).
@@ -339,6 +353,7 @@ fn replay_day(args: ReplayDayArgs, runtime: Runtime) -> anyhow::Result<()> {
     options.parties = args.parties;
     options.miss_in = args.miss_in;
     options.miss_out = args.miss_out;
+    options.group_share = args.group_share.unwrap_or(options.group_share);
     if !args.bookable.is_empty() {
         options.bookable.clear();
     }
@@ -347,6 +362,17 @@ fn replay_day(args: ReplayDayArgs, runtime: Runtime) -> anyhow::Result<()> {
         options
             .bookable
             .push(index.with_context(|| format!("--bookable {room}: no such room"))?);
+    }
+    if !args.miss.is_empty() {
+        options.miss_by_door = vec![(options.miss_in, options.miss_out); cfg.doors.len()];
+    }
+    for (door, miss_in, miss_out) in args.miss {
+        let index = cfg.doors.iter().position(|d| d.id == door);
+        let index = index.with_context(|| format!("--miss {door}=…: no such door"))?;
+        options.miss_by_door[index] = (miss_in, miss_out);
+    }
+    if args.days > 1 {
+        return replay_days(&cfg, options, args.days, &args.out);
     }
     let started = std::time::Instant::now();
     let report = runtime()?.block_on(crate::simulate::replay::replay_day(
@@ -363,6 +389,69 @@ fn replay_day(args: ReplayDayArgs, runtime: Runtime) -> anyhow::Result<()> {
         report.bookings.display()
     );
     Ok(())
+}
+
+/// `replay-day --days N`: the multi-day accuracy run, as tables and `OUT/accuracy.json`.
+fn replay_days(
+    cfg: &Config,
+    first: DayOptions,
+    days: u32,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::simulate::accuracy::{self, MultiDay};
+    let run = |learn, oracle| {
+        accuracy::run(
+            cfg,
+            &MultiDay {
+                first: first.clone(),
+                days,
+                learn,
+                oracle,
+            },
+        )
+    };
+    let without = run(false, false)?;
+    let learned = run(true, false)?;
+    let floor = run(true, true)?;
+    // Without learning the corrected figures are the raw ones, the table's first column.
+    let runs = [
+        ("learning", learned.as_slice()),
+        ("true rates (floor)", floor.as_slice()),
+    ];
+    print!("{}", accuracy::table(&runs));
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let path = out.join("accuracy.json");
+    let json = serde_json::json!({
+        "without_learning": without,
+        "learning": learned,
+        "true_rates": floor,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "\nreplayed {days} days (seed {} on): figures in {}",
+        first.seed,
+        path.display()
+    );
+    Ok(())
+}
+
+/// `DOOR=IN,OUT` of `--miss`.
+fn parse_miss(text: &str) -> Result<(String, f64, f64), String> {
+    let bad = || format!("{text:?} is not DOOR=IN,OUT (shares between 0 and 1)");
+    let (door, shares) = text.split_once('=').ok_or_else(bad)?;
+    let (i, o) = shares.split_once(',').ok_or_else(bad)?;
+    let share = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..=1.0).contains(x))
+            .ok_or_else(bad)
+    };
+    if door.is_empty() {
+        return Err(bad());
+    }
+    Ok((door.to_string(), share(i)?, share(o)?))
 }
 
 /// `BUS_ID=PATH` of `--serial-peer`.

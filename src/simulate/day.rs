@@ -29,8 +29,9 @@
 //! records everyone entering that room from the street side, as the driver would hand it over:
 //! [`PassageFacts`] with the member's hash from a [`MemberHasher`].
 //!
-//! The truth is computed from the same stamps with the engine's rule for one read (IN applied
-//! before OUT), so with no misses every occupancy figure must match the gateway's exactly.
+//! The truth is computed from the same stamps with the engine's rule for one read (its IN and
+//! OUT crossings at one instant; peaks are what held for some time), so with no misses every
+//! occupancy figure must match the gateway's exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -78,6 +79,9 @@ pub struct DayOptions {
     /// Share of IN and of OUT crossings the counters miss.
     pub miss_in: f64,
     pub miss_out: f64,
+    /// Per door (config order): its own (IN, OUT) miss shares instead of `miss_in`/`miss_out`;
+    /// a door past the end of the list takes those.
+    pub miss_by_door: Vec<(f64, f64)>,
     /// Rooms (indices) that take bookings (`rooms[].bookable`).
     pub bookable: Vec<usize>,
     /// Per room (`rooms[].service_visits`); a room left out counts its entries.
@@ -119,6 +123,7 @@ impl DayOptions {
             mask_off_share: 0.05,
             miss_in: 0.0,
             miss_out: 0.0,
+            miss_by_door: Vec::new(),
             bookable: Vec::new(),
             service_visits: Vec::new(),
             held_share: 0.5,
@@ -155,6 +160,9 @@ pub struct Day {
     pub events: Vec<DeviceEvent>,
     pub bookings: Vec<Booking>,
     pub truth: DayTruth,
+    /// Every crossing people made (missed ones included), in the order they were made: the
+    /// truth of live occupancy at any moment.
+    pub crossings: Vec<Crossing>,
 }
 
 /// The figures of one room over a stretch of time.
@@ -176,11 +184,9 @@ pub struct RoomFigures {
     pub person_ms: i64,
     pub person_minutes: f64,
     pub occupancy_mean: f64,
-    /// The highest occupancy that held for some time.
+    /// The highest occupancy that held for some time (the convention of every bin kind,
+    /// minute bins included).
     pub occupancy_peak: u64,
-    /// The highest occupancy right after a counter read's IN crossings were applied, before
-    /// its OUT crossings: the minute bins' (`agg_1m`) convention.
-    pub occupancy_peak_momentary: u64,
     /// Share of the stretch with occupancy > 0.
     pub occupied_share: f64,
     /// person_minutes ÷ entries; `None` without entries.
@@ -304,14 +310,15 @@ pub struct DayTruth {
     pub inside_at_close: u64,
 }
 
-/// One person through one door, at the poll that saw it.
+/// One person through one door, at the poll that saw it (or would have).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Crossing {
-    at_ms: i64,
-    door: usize,
+pub struct Crossing {
+    pub at_ms: i64,
+    pub door: usize,
     /// Along the door's IN direction (`from` → `to`).
-    inward: bool,
-    missed: bool,
+    pub inward: bool,
+    /// The counter missed it.
+    pub missed: bool,
 }
 
 /// One terminal record.
@@ -433,7 +440,14 @@ pub fn generate(config: &Config, options: &DayOptions) -> Result<Day, DayError> 
         ("miss_in", options.miss_in),
         ("miss_out", options.miss_out),
         ("held_share", options.held_share),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        options
+            .miss_by_door
+            .iter()
+            .flat_map(|&(i, o)| [("miss_by_door", i), ("miss_by_door", o)]),
+    ) {
         if !(0.0..=1.0).contains(&value) {
             return Err(DayError::Share { name, value });
         }
@@ -483,10 +497,13 @@ pub fn generate(config: &Config, options: &DayOptions) -> Result<Day, DayError> 
     sim.unbooked_groups(entrance);
     let events = sim.events();
     let truth = sim.truth();
+    let mut crossings = sim.crossings;
+    crossings.sort_by_key(|x| x.at_ms);
     Ok(Day {
         events,
         bookings: sim.bookings,
         truth,
+        crossings,
     })
 }
 
@@ -567,11 +584,13 @@ impl Sim<'_> {
                 // One by one through the beam, a second or so apart.
                 let raw = last + self.uniform_ms(0.2, 1.5);
                 let at_ms = self.poll_at(door, raw);
-                let miss = if inward {
-                    self.options.miss_in
-                } else {
-                    self.options.miss_out
-                };
+                let (miss_in, miss_out) = self
+                    .options
+                    .miss_by_door
+                    .get(door)
+                    .copied()
+                    .unwrap_or((self.options.miss_in, self.options.miss_out));
+                let miss = if inward { miss_in } else { miss_out };
                 let missed = self.rng.random_bool(miss);
                 self.crossings.push(Crossing {
                     at_ms,
@@ -1005,7 +1024,6 @@ impl Sim<'_> {
                     person_minutes: occ.person_ms as f64 / 60_000.0,
                     occupancy_mean: occ.person_ms as f64 / len_ms as f64,
                     occupancy_peak: occ.peak,
-                    occupancy_peak_momentary: occ.momentary_peak,
                     occupied_share: occ.occupied_ms as f64 / len_ms as f64,
                     ..RoomFigures::default()
                 };
@@ -1247,18 +1265,16 @@ struct Occupancy {
     /// Highest occupancy that held for some time.
     peak: u64,
     peak_at: Option<i64>,
-    /// Highest occupancy right after a read's IN crossings (the minute bins' convention).
-    momentary_peak: u64,
     occupied_ms: i64,
 }
 
 /// Every room's occupancy as a step function, changed one counter read at a time with the
-/// engine's rule: a read's IN crossings first (the room entered is checked for its peak),
-/// then its OUT crossings.
+/// engine's rule: a read's IN crossings, then its OUT crossings (at one instant: only the
+/// level after the read holds for any time, so the order never shows in a figure).
 struct Timeline {
-    /// Per room: (stamp, level after, whether this step may set a peak), in time order.
+    /// Per room: (stamp, level after, whether the step was inward), in time order.
     rooms: Vec<Vec<(i64, i64, bool)>>,
-    /// The hall: (stamp, level after, may set a peak); street entries and exits.
+    /// The hall: (stamp, level after, inward); street entries and exits.
     hall: Vec<(i64, i64, bool)>,
     hall_moves: Vec<(i64, bool)>,
     room_moves: Vec<Vec<(i64, bool)>>,
@@ -1332,7 +1348,6 @@ impl Timeline {
             .take_while(|s| s.0 < start)
             .last()
             .map_or(0, |s| s.1);
-        o.momentary_peak = level.max(0) as u64;
         let mut t = start;
         // A level counts for the peak only if it held for some time: what the steps of one
         // instant pass through on the way (4 in, then 4 out in one read) was nobody's state.
@@ -1350,13 +1365,10 @@ impl Timeline {
                 }
             }
         };
-        for &(at, after, may_peak) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
+        for &(at, after, _) in steps.iter().filter(|s| s.0 >= start && s.0 < end) {
             segment(&mut o, t, at, level);
             t = at;
             level = after;
-            if may_peak {
-                o.momentary_peak = o.momentary_peak.max(after.max(0) as u64);
-            }
         }
         segment(&mut o, t, end, level);
         for &(_, inward) in moves.iter().filter(|m| m.0 >= start && m.0 < end) {

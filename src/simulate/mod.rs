@@ -21,6 +21,7 @@
 //! [`terminals`] (`hallgate simulate-terminals`) plays the face/temperature terminals over MQTT,
 //! [`http_terminals`] the ones that push to the gateway over HTTP or are pulled by it.
 
+pub mod accuracy;
 pub mod backlog;
 pub mod camera;
 pub mod cli;

@@ -687,11 +687,13 @@ mod tests {
                     occupancy: 52,
                     entries: 60,
                     exits: 8,
+                    occupancy_corrected: 52,
                 },
                 super::super::RoomFigures {
                     occupancy: 4,
                     entries: 9,
                     exits: 5,
+                    occupancy_corrected: 4,
                 },
             ],
             visitors_today: 61,

@@ -78,6 +78,8 @@ pub struct RoomFigures {
     pub occupancy: u64,
     pub entries: u64,
     pub exits: u64,
+    /// `occupancy` corrected for the counting lines' learned misses.
+    pub occupancy_corrected: u64,
 }
 
 /// A copy of [`UplinkStatus`].

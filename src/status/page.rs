@@ -136,6 +136,14 @@ fn rooms(h: &mut String, view: &StateView) {
          <p class=\"big\">In the hall now (在场人数): <b id=\"occupancy\">{}</b> of {}</p>\n",
         view.visits_today, view.occupancy, view.capacity
     );
+    if view.occupancy_corrected != view.occupancy {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">Corrected for counter drift (漂移校正后): \
+             <b id=\"occupancy-corrected\">{}</b></p>",
+            view.occupancy_corrected
+        );
+    }
     for r in &view.rooms {
         room(h, r);
     }
@@ -162,6 +170,14 @@ fn room(h: &mut String, r: &RoomView) {
             h,
             "<p class=\"flag\">Over capacity (超员): {} more than allowed</p>",
             r.occupancy - u64::from(r.capacity)
+        );
+    }
+    if r.occupancy_corrected != r.occupancy {
+        let _ = writeln!(
+            h,
+            "<p class=\"sub corrected\" data-occupancy-corrected=\"{occ}\">\
+             Corrected for counter drift (漂移校正后): {occ}</p>",
+            occ = r.occupancy_corrected
         );
     }
     let _ = write!(
@@ -334,6 +350,7 @@ mod tests {
             visits_today: 120,
             occupancy: 52,
             capacity: 50,
+            occupancy_corrected: 49,
             rooms: vec![RoomView {
                 id: "reading".into(),
                 name: "Reading room (阅览室) <script>alert(1)</script>".into(),
@@ -343,6 +360,7 @@ mod tests {
                 over_capacity: true,
                 entries_today: 60,
                 exits_today: 8,
+                occupancy_corrected: 49,
             }],
             devices: vec![DeviceView {
                 id: "pc-'fire'".into(),
@@ -406,6 +424,28 @@ mod tests {
             page.contains("3 things need attention"),
             "room, device and link"
         );
+    }
+
+    #[test]
+    fn the_page_shows_the_drift_corrected_occupancy_beside_the_raw_one_when_they_differ() {
+        let page = render(&view(), "0.1.0");
+        assert!(
+            page.contains("<b>52</b> of 50"),
+            "the raw count stays: {page}"
+        );
+        assert!(
+            page.contains("Corrected for counter drift (漂移校正后): 49"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<b id=\"occupancy-corrected\">49</b>"),
+            "{page}"
+        );
+        let mut same = view();
+        same.occupancy_corrected = same.occupancy;
+        same.rooms[0].occupancy_corrected = same.rooms[0].occupancy;
+        let page = render(&same, "0.1.0");
+        assert!(!page.contains("漂移校正后"), "nothing to show: {page}");
     }
 
     #[test]

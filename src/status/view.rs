@@ -38,6 +38,9 @@ pub struct StateView {
     pub occupancy: u64,
     pub capacity: u64,
     pub rooms: Vec<RoomView>,
+    /// `occupancy` corrected for the counting lines' learned misses (see `docs/accuracy.md`).
+    #[serde(default)]
+    pub occupancy_corrected: u64,
     pub devices: Vec<DeviceView>,
     pub link: LinkView,
     /// Today's alerts, oldest first; at most [`crate::alerts::MAX_ALERTS`].
@@ -68,6 +71,9 @@ pub struct RoomView {
     pub over_capacity: bool,
     pub entries_today: u64,
     pub exits_today: u64,
+    /// `occupancy` corrected for the counting lines' learned misses.
+    #[serde(default)]
+    pub occupancy_corrected: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +170,7 @@ pub fn build(config: &Config, snap: &Snapshot, link_since: Option<Timestamp>) ->
             over_capacity: figures.occupancy > u64::from(room.capacity),
             entries_today: figures.entries,
             exits_today: figures.exits,
+            occupancy_corrected: figures.occupancy_corrected,
         })
         .collect();
     let devices = snap
@@ -188,6 +195,7 @@ pub fn build(config: &Config, snap: &Snapshot, link_since: Option<Timestamp>) ->
         visits_today: snap.visitors_today,
         occupancy: rooms.iter().map(|r| r.occupancy).sum(),
         capacity: rooms.iter().map(|r| u64::from(r.capacity)).sum(),
+        occupancy_corrected: rooms.iter().map(|r| r.occupancy_corrected).sum(),
         rooms,
         devices,
         link: link_view(snap, link_since, tz),

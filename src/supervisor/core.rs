@@ -914,15 +914,19 @@ impl HallCore {
         let terminals = self.terminal_snapshots();
         let devices = health::judge_devices(&self.config, &counters, &terminals, self.started, now);
         let config = &self.config;
-        let rooms = self.engine.state().rooms.iter().zip(&config.rooms);
+        // Over capacity is judged on the drift-corrected occupancy: a line that misses exits
+        // must not keep a room "full" all afternoon (it is the raw count until something has
+        // been learned, and whenever the lines miss nothing).
+        let live = self.engine.live();
+        let rooms = live.rooms.iter().zip(&config.rooms);
         let facts = Facts {
             now,
             devices: &devices,
             rooms: rooms
-                .map(|(figures, room)| RoomFact {
+                .map(|(&occupancy, room)| RoomFact {
                     id: &room.id,
                     name: &room.name,
-                    occupancy: figures.occupancy(),
+                    occupancy,
                     capacity: room.capacity,
                 })
                 .collect(),
@@ -996,6 +1000,7 @@ impl HallCore {
         devices: Vec<health::DeviceCondition>,
     ) -> Snapshot {
         let engine = self.engine.state();
+        let live = self.engine.live();
         let shared = &self.stats.terminals;
         Snapshot {
             taken: mono,
@@ -1004,10 +1009,12 @@ impl HallCore {
             rooms: engine
                 .rooms
                 .iter()
-                .map(|r| RoomFigures {
+                .zip(&live.rooms)
+                .map(|(r, &occupancy_corrected)| RoomFigures {
                     occupancy: r.occupancy(),
                     entries: r.entries,
                     exits: r.exits,
+                    occupancy_corrected,
                 })
                 .collect(),
             visitors_today: engine.visitors,

@@ -125,6 +125,9 @@ struct RoomState<'a> {
     /// The room's terminals today: counts only.
     #[serde(skip_serializing_if = "Passages::is_empty")]
     passages_today: Passages,
+    /// `occupancy` corrected for what the counting lines are known to miss (learned from past
+    /// days' closing residuals); `occupancy` stays the raw count.
+    occupancy_corrected: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,6 +140,12 @@ struct HallState {
     passages_today: Passages,
     #[serde(skip_serializing_if = "is_zero")]
     unique_members_today: u64,
+    /// Drift-corrected beside the raw figures: occupancy, and today's crossings from and to
+    /// the street (`exits_today` is the raw count to the street).
+    occupancy_corrected: u64,
+    exits_today: u64,
+    visitors_today_corrected: u64,
+    exits_today_corrected: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,11 +192,14 @@ pub fn state_message(
     now: Timestamp,
     msg_id: String,
 ) -> OutMessage {
+    let doors: Vec<_> = config.doors.iter().map(|d| (d.from, d.to)).collect();
+    let live = crate::occupancy::drift::live(engine, &doors);
     let rooms: Vec<RoomState<'_>> = engine
         .rooms
         .iter()
         .zip(&config.rooms)
-        .map(|(r, c)| RoomState {
+        .zip(&live.rooms)
+        .map(|((r, c), &corrected)| RoomState {
             id: &c.id,
             occupancy: r.occupancy(),
             capacity: c.capacity,
@@ -197,6 +209,7 @@ pub fn state_message(
             drift_today: r.clamped,
             passages_today: r.passages,
             camera_correction_today: r.camera_correction,
+            occupancy_corrected: corrected,
         })
         .collect();
     let payload = StatePayload {
@@ -224,6 +237,10 @@ pub fn state_message(
                 all
             }),
             unique_members_today: engine.members_today.len() as u64,
+            occupancy_corrected: live.hall,
+            exits_today: live.hall_exits,
+            visitors_today_corrected: live.hall_entries_corrected,
+            exits_today_corrected: live.hall_exits_corrected,
         },
         rooms,
         devices: devices
@@ -768,16 +785,19 @@ address = "127.0.0.1"
             "rooms": [
                 {"id": "lobby", "occupancy": 3, "capacity": 40, "utilisation": 0.075,
                  "entries_today": 9, "exits_today": 4, "drift_today": 0,
-                 "camera_correction_today": -2},
+                 "camera_correction_today": -2, "occupancy_corrected": 3},
                 {"id": "reading", "occupancy": 3, "capacity": 7, "utilisation": 0.429,
                  "entries_today": 3, "exits_today": 0, "drift_today": 0,
                  "passages_today": {"passages": 2, "people": 4, "members": 1,
-                                    "strangers": 1, "fevers": 1, "mask_off": 1}}
+                                    "strangers": 1, "fevers": 1, "mask_off": 1},
+                 "occupancy_corrected": 3}
             ],
             "hall": {"occupancy": 6, "capacity": 47, "visitors_today": 9,
                      "passages_today": {"passages": 2, "people": 4, "members": 1,
                                         "strangers": 1, "fevers": 1, "mask_off": 1},
-                     "unique_members_today": 1},
+                     "unique_members_today": 1, "occupancy_corrected": 6,
+                     "exits_today": 1, "visitors_today_corrected": 9,
+                     "exits_today_corrected": 1},
             "outbox": {"pending": 3, "bytes": 2048, "max_bytes": 1048576, "commits": 17,
                        "rolled_up": 0, "dropped": 0, "write_errors": 0, "disk_full": false,
                        "buffer_left_hours": 12.5},

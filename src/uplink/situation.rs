@@ -219,6 +219,9 @@ struct CorrectedHallPayload {
     person_minutes: f64,
     occupancy_mean: f64,
     utilisation_mean: f64,
+    /// Street entries and exits with the street lines' learned misses added.
+    entries: u64,
+    exits: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -308,6 +311,8 @@ pub fn day_message(config: &Config, d: &DayFigures, clock_synced: bool) -> OutMe
                 person_minutes: round3(d.corrected.hall.person_minutes),
                 occupancy_mean: round3(d.corrected.hall.occupancy_mean),
                 utilisation_mean: round3(d.corrected.hall.utilisation_mean),
+                entries: d.corrected.hall.entries,
+                exits: d.corrected.hall.exits,
             },
         },
     };
@@ -627,7 +632,7 @@ mod tests {
             "clock_synced": false,
             "corrected": {
                 "hall": {"occupancy_mean": 1.667, "person_minutes": 25.0,
-                         "utilisation_mean": 0.033},
+                         "utilisation_mean": 0.033, "entries": 3, "exits": 1},
                 "method": "scale_exits",
                 "rooms": [
                     {"dwell_minutes_mean": 1.667, "entries": 3, "exits": 3, "factor": 1.0,
