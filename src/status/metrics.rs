@@ -729,6 +729,7 @@ mod tests {
                 write_errors: 18,
                 disk_full: true,
                 buffer_left_hours: Some(412.5),
+                ..Default::default()
             },
             uplink: super::super::LinkSnapshot {
                 connected: true,
