@@ -1,7 +1,8 @@
 //! The alert rules: notable changes in the hall's facts from one tick to the next — a device
 //! going offline, stale or coming back, a room going over capacity, a fever passage at a
 //! terminal, the clock losing synchronisation, the terminal intake stopping, the outbox
-//! filling up or dropping messages, the link to the centre lost or restored.
+//! filling up or dropping messages, the link to the centre lost or restored, the storage
+//! failing (a full disk, failing commits, a data directory gone).
 //!
 //! ```text
 //! core tick: Facts (typed: judged devices, rooms, new fevers, clock, link, outbox)
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{local_date, rfc3339};
 use crate::health::{Condition, DeviceCondition, DeviceKind};
-use crate::outbox::OutboxSnapshot;
+use crate::outbox::{OutboxSnapshot, StorageFault};
 
 /// Share of the outbox's bound above which the backlog is "filling up".
 pub const OUTBOX_FILLING_PERCENT: f64 = 80.0;
@@ -57,6 +58,7 @@ pub enum EpisodeKind {
     ClockUnsynchronised,
     OutboxFilling,
     TerminalIntakeStopped,
+    StorageFault,
 }
 
 impl EpisodeKind {
@@ -70,6 +72,7 @@ impl EpisodeKind {
             EpisodeKind::ClockUnsynchronised => "clock_unsynchronised",
             EpisodeKind::OutboxFilling => "outbox_filling",
             EpisodeKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            EpisodeKind::StorageFault => "storage_fault",
         }
     }
 }
@@ -123,6 +126,8 @@ pub enum AlertKind {
     LinkLost,
     LinkRestored,
     TerminalIntakeStopped,
+    StorageFault,
+    StorageRecovered,
 }
 
 impl AlertKind {
@@ -140,6 +145,8 @@ impl AlertKind {
             AlertKind::LinkLost => "link_lost",
             AlertKind::LinkRestored => "link_restored",
             AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
+            AlertKind::StorageFault => "storage_fault",
+            AlertKind::StorageRecovered => "storage_recovered",
         }
     }
 
@@ -147,7 +154,10 @@ impl AlertKind {
     pub fn is_trouble(self) -> bool {
         !matches!(
             self,
-            AlertKind::DeviceBackOnline | AlertKind::ClockSynchronised | AlertKind::LinkRestored
+            AlertKind::DeviceBackOnline
+                | AlertKind::ClockSynchronised
+                | AlertKind::LinkRestored
+                | AlertKind::StorageRecovered
         )
     }
 }
@@ -214,6 +224,8 @@ pub struct Facts<'a> {
     pub outbox_used_percent: f64,
     /// Messages lost for good since start: dropped from a full outbox or too large to send.
     pub dropped_messages: u64,
+    /// What keeps the gateway from storing as it should, if anything.
+    pub storage_fault: Option<StorageFault>,
 }
 
 /// The output of one [`AlertMemory::step`].
@@ -397,6 +409,7 @@ impl AlertMemory {
             );
         }
         self.dropped = facts.dropped_messages;
+        storage_rules(&mut step, facts.storage_fault);
         self.primed = true;
 
         let Round { page, changes, .. } = step;
@@ -644,6 +657,46 @@ fn outbox_rules(step: &mut Round<'_>, used: f64) {
     }
 }
 
+/// The one sentence for a storage fault, Chinese first: the page, `hallgate status` and the
+/// centre's alert all say it.
+pub fn storage_fault_words(fault: StorageFault) -> &'static str {
+    match fault {
+        StorageFault::DiskFull => {
+            "存储空间已满 (disk full): the disk holding the gateway's data is full, so it keeps \
+             counting with a much smaller offline buffer; free space on the data disk"
+        }
+        StorageFault::WritesFailing => {
+            "数据无法保存 (storage failing): the gateway cannot write its data, so today's \
+             figures are kept in memory only until it can; check the data disk"
+        }
+        StorageFault::DataDirUnusable => {
+            "数据目录不可用 (data directory unusable): the gateway's data directory is gone or \
+             cannot be written, so today's figures are kept in memory only; check the data disk"
+        }
+    }
+}
+
+/// A storage fault: one episode for the hall while any lasts, on the page when it starts
+/// and when it ends. The centre hears of it through the outbox like every alert: while
+/// nothing can be stored the raise waits in memory with the figures, and goes out once
+/// storage is back (raised then cleared) — it is raised once, so it cannot feed itself.
+fn storage_rules(step: &mut Round<'_>, fault: Option<StorageFault>) {
+    match fault {
+        Some(fault) => {
+            let message = storage_fault_words(fault).to_string();
+            if step.raise(EpisodeKind::StorageFault, HALL, None, None, message.clone()) {
+                step.page(AlertKind::StorageFault, None, message);
+            }
+        }
+        None if step.is_open(EpisodeKind::StorageFault, HALL) => {
+            let message = "存储已恢复 (storage back): the gateway stores its data normally again";
+            step.clear(EpisodeKind::StorageFault, HALL, |_| message.into());
+            step.page(AlertKind::StorageRecovered, None, message.into());
+        }
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +719,7 @@ mod tests {
         dropped_messages: u64,
         /// Fevers at terminal ft-1 since the previous step.
         fevers: u64,
+        storage_fault: Option<StorageFault>,
     }
 
     impl Hall {
@@ -690,6 +744,7 @@ mod tests {
                 link_connected: self.link_connected,
                 outbox_used_percent: self.outbox_used_percent,
                 dropped_messages: self.dropped_messages,
+                storage_fault: self.storage_fault,
             }
         }
 
@@ -719,6 +774,7 @@ mod tests {
             outbox_used_percent: 0.0,
             dropped_messages: 0,
             fevers: 0,
+            storage_fault: None,
         }
     }
 
@@ -748,6 +804,55 @@ mod tests {
         // Still stopped: said once.
         let s = m.step(&v.facts(), &tz());
         assert!(s.page.is_empty() && s.changes.is_empty());
+    }
+
+    #[test]
+    fn a_storage_fault_raises_one_alert_while_it_lasts_whatever_its_kind_and_clears_once() {
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let mut v = view("06:01:00");
+        v.storage_fault = Some(StorageFault::DiskFull);
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::StorageFault]);
+        assert!(s.page[0].message.starts_with("存储空间已满"));
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(
+            (
+                s.changes[0].kind,
+                s.changes[0].state,
+                s.changes[0].subject.as_str()
+            ),
+            (EpisodeKind::StorageFault, AlertState::Raised, "hall")
+        );
+        // Worse now, and then still so: the one episode goes on, nothing is raised again
+        // (an alert that cannot be stored must not raise another).
+        v.storage_fault = Some(StorageFault::WritesFailing);
+        for _ in 0..3 {
+            let s = m.step(&v.facts(), &tz());
+            assert!(s.page.is_empty() && s.changes.is_empty());
+        }
+        v.storage_fault = None;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::StorageRecovered]);
+        assert!(!AlertKind::StorageRecovered.is_trouble());
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(s.changes[0].state, AlertState::Cleared);
+        assert!(s.changes[0].detail.starts_with("存储已恢复"));
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty() && s.changes.is_empty());
+    }
+
+    #[test]
+    fn every_storage_fault_has_one_sentence_chinese_first() {
+        for fault in [
+            StorageFault::DiskFull,
+            StorageFault::WritesFailing,
+            StorageFault::DataDirUnusable,
+        ] {
+            let words = storage_fault_words(fault);
+            assert!(!words.starts_with(|c: char| c.is_ascii()), "{words}");
+            assert_eq!(words.matches(". ").count(), 0, "one sentence: {words}");
+        }
     }
 
     #[test]

@@ -161,7 +161,13 @@ mod tests {
         );
         // The same inode number on another device is another file.
         assert_eq!(
-            judge_dir(DIR, DB, Some(DIR), Some(Identity { dev: 9, ino: 101 }), true),
+            judge_dir(
+                DIR,
+                DB,
+                Some(DIR),
+                Some(Identity { dev: 9, ino: 101 }),
+                true
+            ),
             DirVerdict::Replaced
         );
     }
@@ -190,7 +196,11 @@ mod tests {
         let room = room(dir.path()).expect("statvfs works on a temp dir");
         assert!(!room.read_only);
         assert!(writable(dir.path()));
-        assert!(identity_if_present(&dir.path().join("nothing")).expect("reads").is_none());
+        assert!(
+            identity_if_present(&dir.path().join("nothing"))
+                .expect("reads")
+                .is_none()
+        );
         assert!(identity_if_present(dir.path()).expect("reads").is_some());
     }
 }

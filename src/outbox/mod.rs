@@ -524,7 +524,12 @@ impl Outbox {
     #[cfg(test)]
     async fn check_storage(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::CheckStorage(reply)).await.is_ok() {
+        if self
+            .commands
+            .send(Command::CheckStorage(reply))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }

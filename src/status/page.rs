@@ -374,6 +374,7 @@ mod tests {
             alerts: Vec::new(),
             alerts_today: 0,
             terminal_intake_stopped: None,
+            storage_fault: None,
         }
     }
 

@@ -155,6 +155,11 @@ pub struct HallCore {
     /// last queued, so an unchanged tracker costs no write.
     bookings: Bookings,
     bookings_committed: Vec<u8>,
+    /// Times the outbox made its database again, as last seen in the gauges.
+    storage_recreated: u64,
+    /// Commit everything held in memory at the next tick (a database made again has only
+    /// what the old one's unlinked file still held).
+    force_commit: bool,
 }
 
 /// What the outbox kept of an earlier run.
@@ -219,6 +224,8 @@ impl HallCore {
             clock_synced: start.clock_synced,
             views: start.views,
             bookings_committed: bookings.stored_form(),
+            storage_recreated: 0,
+            force_commit: false,
             bookings,
             config,
             engine,
@@ -378,6 +385,7 @@ impl HallCore {
     /// whatever is worth a commit.
     pub fn tick(&mut self, now: Timestamp, mono: Instant, gauges: &Gauges) -> Tick {
         self.note_clock(gauges.clock_synced);
+        self.note_storage(&gauges.outbox);
         self.release(now);
         let state = self.views.then(|| self.state(false, now, mono, gauges));
         let snapshot = self.run_alerts(now, mono, gauges);
@@ -408,6 +416,7 @@ impl HallCore {
             self.committed_revision = Some(revision);
             self.urgent = false;
             self.first_baseline = false;
+            self.force_commit = false;
         }
     }
 
@@ -504,6 +513,22 @@ impl HallCore {
             buffer_left_hours = outbox.buffer_left_hours.unwrap_or(f64::INFINITY),
             clock_synced = self.clock_synced,
             "summary"
+        );
+    }
+
+    /// The outbox made its database again (its data directory was deleted): everything the
+    /// core holds — the engine state, the bookings tracker — goes into the next commit,
+    /// whether it changed or not.
+    fn note_storage(&mut self, outbox: &OutboxSnapshot) {
+        if outbox.recreated <= self.storage_recreated {
+            return;
+        }
+        self.storage_recreated = outbox.recreated;
+        self.force_commit = true;
+        self.pending.bookings_state = Some(self.bookings.stored_form());
+        tracing::warn!(
+            revision = self.engine.state().revision,
+            "the outbox's database was made again; committing today's figures from memory"
         );
     }
 
@@ -823,6 +848,7 @@ impl HallCore {
             link_connected: gauges.link.connected,
             outbox_used_percent: outbox_used_percent(&gauges.outbox),
             dropped_messages: gauges.outbox.dropped + gauges.link.dropped,
+            storage_fault: gauges.outbox.storage_fault(),
         };
         let step = self.alerts.step(&facts, &config.hall.time_zone);
         for alert in &step.page {
@@ -927,6 +953,7 @@ impl HallCore {
         let worth = !self.pending.messages.is_empty()
             || self.pending.bookings_state.is_some()
             || self.first_baseline
+            || self.force_commit
             || (engine_changed && (due || urgent_due || force));
         if !worth {
             return (!self.pending.received.is_empty()).then(|| self.journal(mono));
