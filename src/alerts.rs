@@ -128,6 +128,7 @@ pub enum AlertKind {
     TerminalIntakeStopped,
     StorageFault,
     StorageRecovered,
+    DataDirRecreated,
 }
 
 impl AlertKind {
@@ -147,6 +148,7 @@ impl AlertKind {
             AlertKind::TerminalIntakeStopped => "terminal_intake_stopped",
             AlertKind::StorageFault => "storage_fault",
             AlertKind::StorageRecovered => "storage_recovered",
+            AlertKind::DataDirRecreated => "data_dir_recreated",
         }
     }
 
@@ -226,6 +228,8 @@ pub struct Facts<'a> {
     pub dropped_messages: u64,
     /// What keeps the gateway from storing as it should, if anything.
     pub storage_fault: Option<StorageFault>,
+    /// Times since start the outbox found its database deleted and made it again.
+    pub storage_recreated: u64,
 }
 
 /// The output of one [`AlertMemory::step`].
@@ -263,6 +267,8 @@ pub struct AlertMemory {
     alerts: VecDeque<AlertView>,
     alerts_today: u64,
     today: Option<Date>,
+    /// `Facts::storage_recreated` at the last step.
+    storage_recreated: u64,
 }
 
 /// One step's round of the rules: the page's new alerts and the episodes opened and closed, at `now`.
@@ -410,6 +416,16 @@ impl AlertMemory {
         }
         self.dropped = facts.dropped_messages;
         storage_rules(&mut step, facts.storage_fault);
+        if facts.storage_recreated > self.storage_recreated {
+            step.page(
+                AlertKind::DataDirRecreated,
+                None,
+                "数据目录被删除，已重建 (data directory made again): the gateway's data \
+                 directory was deleted while it ran; it was made again and today's figures kept"
+                    .into(),
+            );
+        }
+        self.storage_recreated = facts.storage_recreated;
         self.primed = true;
 
         let Round { page, changes, .. } = step;
@@ -720,6 +736,7 @@ mod tests {
         /// Fevers at terminal ft-1 since the previous step.
         fevers: u64,
         storage_fault: Option<StorageFault>,
+        storage_recreated: u64,
     }
 
     impl Hall {
@@ -745,6 +762,7 @@ mod tests {
                 outbox_used_percent: self.outbox_used_percent,
                 dropped_messages: self.dropped_messages,
                 storage_fault: self.storage_fault,
+                storage_recreated: self.storage_recreated,
             }
         }
 
@@ -775,6 +793,7 @@ mod tests {
             dropped_messages: 0,
             fevers: 0,
             storage_fault: None,
+            storage_recreated: 0,
         }
     }
 
@@ -840,6 +859,19 @@ mod tests {
         assert!(s.changes[0].detail.starts_with("存储已恢复"));
         let s = m.step(&v.facts(), &tz());
         assert!(s.page.is_empty() && s.changes.is_empty());
+    }
+
+    #[test]
+    fn a_data_directory_made_again_is_on_the_page_once() {
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let mut v = view("06:01:00");
+        v.storage_recreated = 1;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::DataDirRecreated]);
+        assert!(s.page[0].message.starts_with("数据目录被删除"));
+        assert!(s.changes.is_empty(), "nothing is open: storage works again");
+        assert!(step(&mut m, &v).is_empty(), "said once");
     }
 
     #[test]

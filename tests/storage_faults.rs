@@ -294,6 +294,15 @@ async fn a_data_directory_deleted_while_running_is_made_again_and_no_day_totals_
         let before = state_rooms(&before)?;
         eprintln!("before the restart: {before:?}");
 
+        // The page's list says what happened (it lives in memory: read it before the restart).
+        let announced = api_state(rig).is_some_and(|s| {
+            s["alerts"].as_array().is_some_and(|alerts| {
+                alerts
+                    .iter()
+                    .any(|a| a["kind"].as_str() == Some("data_dir_recreated"))
+            })
+        });
+
         let gateway = rig.gateway()?;
         gateway.sigterm()?;
         gateway
@@ -335,6 +344,10 @@ async fn a_data_directory_deleted_while_running_is_made_again_and_no_day_totals_
         ensure!(
             made_again,
             "the gateway did not make its deleted data directory again while it ran"
+        );
+        ensure!(
+            announced,
+            "the status page's alerts did not say the data directory was made again"
         );
         rig.ensure_alive()?;
         Ok(())

@@ -849,6 +849,7 @@ impl HallCore {
             outbox_used_percent: outbox_used_percent(&gauges.outbox),
             dropped_messages: gauges.outbox.dropped + gauges.link.dropped,
             storage_fault: gauges.outbox.storage_fault(),
+            storage_recreated: gauges.outbox.recreated,
         };
         let step = self.alerts.step(&facts, &config.hall.time_zone);
         for alert in &step.page {
