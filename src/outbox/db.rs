@@ -255,6 +255,9 @@ pub(super) struct Db {
     /// Every counter's baseline as last committed: written again into a database that had
     /// to be made afresh.
     baselines: BTreeMap<String, Totals>,
+    /// Tests only: the old file cannot be read when the database is made again.
+    #[cfg(test)]
+    pub(super) copy_fails: bool,
 }
 
 impl Db {
@@ -296,6 +299,8 @@ impl Db {
             dir,
             next_check: Instant::now() + disk::CHECK_EVERY,
             baselines: BTreeMap::new(),
+            #[cfg(test)]
+            copy_fails: false,
         };
         // A restart with a lower bound, or a database that grew before a crash: make room
         // now, before the uplink starts handing rows out.
@@ -514,7 +519,8 @@ impl Db {
                     self.flush_acked();
                 }
                 #[cfg(test)]
-                Command::CheckStorage(reply) => {
+                Command::CheckStorage { copy_fails, reply } => {
+                    self.copy_fails = copy_fails;
                     self.check_storage();
                     let _ = reply.send(());
                 }
@@ -936,13 +942,16 @@ impl Db {
     /// core is told (`recreated`) and commits everything it holds.
     fn recreate(&mut self, verdict: DirVerdict) -> bool {
         let undelivered = self.rows.saturating_sub(self.acked.len() as u64);
-        tracing::error!(
-            data_dir = %self.dir.display(),
-            db = %self.path.display(),
-            what = if verdict == DirVerdict::Gone { "deleted" } else { "replaced" },
-            undelivered,
-            "the outbox's database was deleted or replaced under the running gateway; making it again"
-        );
+        // Said once: a directory that cannot be made again is retried at every check.
+        if !self.stats.data_dir_unusable.load(Ordering::Relaxed) {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                db = %self.path.display(),
+                what = if verdict == DirVerdict::Gone { "deleted" } else { "replaced" },
+                undelivered,
+                "the outbox's database was deleted or replaced under the running gateway; making it again"
+            );
+        }
         if let Err(error) = std::fs::create_dir_all(&self.dir) {
             self.dir_unusable(&format!("cannot create it again: {error}"));
             return false;
@@ -968,12 +977,25 @@ impl Db {
             .execute("VACUUM INTO ?1", [self.path.to_string_lossy()])
             .map_err(OutboxError::from)
             .and_then(|_| open_connection(&self.path));
+        #[cfg(test)]
+        let copied = match copied {
+            Ok(conn) if self.copy_fails => {
+                drop(conn);
+                Err(OutboxError::Stopped)
+            }
+            other => other,
+        };
+        // What a failed attempt left must not be taken for a database of someone else's at
+        // the next check.
+        let remove_attempt = |path: &Path| {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        };
         let (conn, carried) = match copied {
             Ok(conn) => (conn, true),
             Err(error) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-                }
+                remove_attempt(&self.path);
                 match self.fresh_database() {
                     Ok(conn) => {
                         tracing::error!(
@@ -989,6 +1011,7 @@ impl Db {
                         (conn, false)
                     }
                     Err(error) => {
+                        remove_attempt(&self.path);
                         self.dir_unusable(&format!("cannot create the database again: {error}"));
                         return false;
                     }

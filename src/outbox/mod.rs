@@ -394,8 +394,13 @@ enum Command {
     Close(oneshot::Sender<()>),
     /// Look at the disk and the data directory now. Tests only (the thread does it every
     /// `disk::CHECK_EVERY`).
+    /// `copy_fails`: as if the old file could not be read, should the database have to be
+    /// made again.
     #[cfg(test)]
-    CheckStorage(oneshot::Sender<()>),
+    CheckStorage {
+        copy_fails: bool,
+        reply: oneshot::Sender<()>,
+    },
     /// Stop at once, as a crash would: nothing flushed. Tests only.
     #[cfg(test)]
     Abandon(oneshot::Sender<()>),
@@ -523,13 +528,16 @@ impl Outbox {
     /// Looks at the disk and the data directory now, as the thread does periodically.
     #[cfg(test)]
     async fn check_storage(&self) {
+        self.check_storage_with(false).await;
+    }
+
+    /// As [`Outbox::check_storage`]; `copy_fails` makes a deleted database's old file
+    /// unreadable, so it is made afresh.
+    #[cfg(test)]
+    async fn check_storage_with(&self, copy_fails: bool) {
         let (reply, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::CheckStorage(reply))
-            .await
-            .is_ok()
-        {
+        let command = Command::CheckStorage { copy_fails, reply };
+        if self.commands.send(command).await.is_ok() {
             let _ = rx.await;
         }
     }

@@ -129,6 +129,56 @@ async fn a_data_directory_deleted_while_open_is_made_again_with_everything_the_o
 }
 
 #[tokio::test]
+async fn a_deleted_database_that_cannot_be_read_is_made_afresh_with_the_baselines_and_new_ids() {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("data");
+        let (outbox, _) = Outbox::open(&dir, options()).expect("open");
+        let mut batch = Batch {
+            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b")],
+            ..Batch::default()
+        };
+        batch.baselines.insert(
+            "c1".into(),
+            Totals {
+                inward: 9,
+                outward: 4,
+            },
+        );
+        outbox.commit(batch).await.map_err(|e| e.0).expect("commit");
+        let leased = outbox.fetch(10).await;
+        assert_eq!(ids(&leased), ["a", "b"]);
+
+        std::fs::remove_dir_all(&dir).expect("the data directory is deleted");
+        outbox.check_storage_with(true).await;
+        let stats = outbox.stats().snapshot();
+        assert_eq!(stats.recreated, 1);
+        assert_eq!(
+            stats.pending, 0,
+            "the undelivered rows are lost (and logged)"
+        );
+
+        commit(&outbox, vec![msg("agg_1m", "c")]).await;
+        let rows = outbox.fetch(10).await;
+        assert_eq!(ids(&rows), ["c"]);
+        assert!(
+            rows[0].id > leased[1].id,
+            "new rows never reuse an id the uplink may still ack"
+        );
+        // A late ack for an old row finds nothing to delete.
+        outbox.acked(vec![leased[0].id, leased[1].id]).await;
+        outbox.close().await;
+
+        let (outbox, restored) = Outbox::open(&dir, options()).expect("reopen");
+        assert_eq!(restored.baselines["c1"].inward, 9, "baselines from memory");
+        assert_eq!(ids(&outbox.fetch(10).await), ["c"]);
+        outbox.close().await;
+    })
+    .await;
+    outcome.expect("the test finishes within 30 s");
+}
+
+#[tokio::test]
 async fn a_database_file_replaced_while_open_is_moved_aside_and_ours_made_again() {
     let outcome = tokio::time::timeout(Duration::from_secs(30), async {
         let dir = tempfile::tempdir().expect("tempdir");
