@@ -5,6 +5,8 @@
 //!   so, and once there is room again the outbox's bound and its reserve file are back (not
 //!   only after a restart); the centre hears a `storage_fault` alert raised and then cleared.
 //!   Needs root for a small tmpfs; prints SKIPPED otherwise.
+//! - The disk is full to the last byte, reserve included: commits fail, `/healthz` answers
+//!   503 with the page's sentence until space is freed. Root only, like the above.
 //! - The data directory is deleted while the gateway runs: the gateway makes it again with
 //!   the day's figures, and after a restart the centre's `entries_today` are what they were.
 
@@ -240,6 +242,93 @@ async fn a_full_disk_is_alerted_and_shown_and_when_space_is_freed_the_bound_and_
             .collect();
         let validation = validate_records(rig.dir(), "full-then-freed-uplink", &records)?;
         validation.ensure_passed("what the centre received around the full disk")?;
+        rig.ensure_alive()?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits until `/healthz` answers `status`; returns the body.
+async fn wait_for_healthz(rig: &mut Rig, status: u16, limit: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        rig.ensure_alive()?;
+        let answer = http::get(rig.plan.status_address(), "/healthz", &[]).ok();
+        if let Some(answer) = answer.as_ref().filter(|a| a.status == status) {
+            return Ok(answer.body.clone());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "/healthz did not answer {status} within {limit:?}; last: {:?}",
+                answer.map(|a| (a.status, a.body))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_failing_on_a_disk_without_a_byte_left_fail_healthz_until_space_is_freed() {
+    let plan = HallPlan::lobby_with_function_rooms("t-nobyte", 2);
+    let mut rig = Rig::new("no-byte-left", plan).expect("test directory");
+    let small = rig.dir().join("small-disk");
+    std::fs::create_dir(&small).expect("mount point");
+    if !mount_tmpfs(&small, 4 * 1024 * 1024) {
+        eprintln!(
+            "SKIPPED: mounting a tmpfs needs root; run as root (CI does) to test a full disk"
+        );
+        return;
+    }
+    let _mounted = Mounted(small.clone());
+    rig.data_dir = small.join("data");
+    std::fs::create_dir(&rig.data_dir).expect("the data directory");
+    rig.run(secs(420), async |rig| {
+        rig.start_broker().await?;
+        rig.start_simulator(Traffic {
+            seed: 73,
+            warmup: secs(10),
+            duration: secs(300),
+            arrivals_per_min: 90.0,
+            mean_dwell_secs: 8.0,
+        })?;
+        rig.start_gateway()?;
+        let counters = rig.plan.simulated_counter_ids();
+        rig.wait_until_counters_online(&counters).await?;
+        wait_for_healthz(rig, 200, secs(30)).await?;
+
+        // A backlog that grows, a full disk, and then the reserve's room taken too: nothing
+        // can be written any more.
+        rig.broker()?.stop();
+        fill_disk(&small)?;
+        rig.wait_for_gateway_log("the disk holding the outbox is full", secs(150))
+            .await?;
+        let mut more = std::fs::File::create(small.join("filler-2"))?;
+        {
+            use std::io::Write;
+            let chunk = vec![0xffu8; 4096];
+            while more.write(&chunk).is_ok_and(|n| n > 0) {}
+        }
+        let body = wait_for_healthz(rig, 503, secs(180)).await?;
+        ensure!(
+            body.starts_with("数据无法保存 (storage failing)"),
+            "/healthz names the fault, Chinese first: {body}"
+        );
+        let page = http::get(rig.plan.status_address(), "/", &[])?;
+        ensure!(
+            page.body.contains("数据无法保存 (storage failing)"),
+            "the status page does not say nothing can be stored:\n{}",
+            page.body
+        );
+
+        // Room again: storing resumes, /healthz recovers, the bound comes back.
+        drop(more);
+        std::fs::remove_file(small.join("filler-2"))?;
+        std::fs::remove_file(small.join("filler"))?;
+        wait_for_healthz(rig, 200, secs(60)).await?;
+        wait_for_api(rig, "storage back to normal", secs(60), |s| {
+            bound(s) == CONFIGURED_BOUND && s.get("storage_fault").is_none()
+        })
+        .await?;
         rig.ensure_alive()?;
         Ok(())
     })

@@ -802,12 +802,15 @@ impl Db {
         // A small WAL that is reused, rather than one that grows to 1 MiB first.
         let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 16);
         let lowered = (self.bytes / 10 * 8).max(64 * 1024).min(self.max_bytes);
-        tracing::warn!(
-            bytes = self.bytes,
-            from = self.max_bytes,
-            to = lowered,
-            "outbox bound lowered to fit the disk until there is room again"
-        );
+        // Every failed write on a disk still full comes here: say it when it changes.
+        if lowered < self.max_bytes {
+            tracing::warn!(
+                bytes = self.bytes,
+                from = self.max_bytes,
+                to = lowered,
+                "outbox bound lowered to fit the disk until there is room again"
+            );
+        }
         self.max_bytes = lowered;
         match self.make_room_now() {
             Ok(()) => {
