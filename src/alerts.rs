@@ -1,7 +1,8 @@
 //! The alert rules: notable changes in the hall's facts from one tick to the next — a device
 //! going offline, stale or coming back, a room going over capacity, a fever passage at a
 //! terminal, the clock losing synchronisation, the terminal intake stopping, the outbox
-//! filling up or dropping messages, the link to the centre lost or restored.
+//! filling up or dropping messages, the link to the centre lost or restored, the storage
+//! failing (a full disk, failing commits, a data directory gone).
 //!
 //! ```text
 //! core tick: Facts (typed: judged devices, rooms, new fevers, clock, link, outbox)
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::format::{local_date, rfc3339, span_words, span_words_zh};
 use crate::health::{Condition, DeviceCondition, DeviceKind};
-use crate::outbox::OutboxSnapshot;
+use crate::outbox::{OutboxSnapshot, StorageFault};
 
 /// Share of the outbox's bound above which the backlog is "filling up".
 pub const OUTBOX_FILLING_PERCENT: f64 = 80.0;
@@ -63,6 +64,7 @@ pub enum EpisodeKind {
     CounterImplausible,
     /// A counter's totals fell and were taken as a device reset.
     CounterReset,
+    StorageFault,
 }
 
 impl EpisodeKind {
@@ -78,6 +80,7 @@ impl EpisodeKind {
             EpisodeKind::TerminalIntakeStopped => "terminal_intake_stopped",
             EpisodeKind::CounterImplausible => "counter_implausible",
             EpisodeKind::CounterReset => "counter_reset",
+            EpisodeKind::StorageFault => "storage_fault",
         }
     }
 }
@@ -134,6 +137,9 @@ pub enum AlertKind {
     ClockStepped,
     CounterImplausible,
     CounterReset,
+    StorageFault,
+    StorageRecovered,
+    DataDirRecreated,
 }
 
 impl AlertKind {
@@ -154,6 +160,9 @@ impl AlertKind {
             AlertKind::ClockStepped => "clock_stepped",
             AlertKind::CounterImplausible => "counter_implausible",
             AlertKind::CounterReset => "counter_reset",
+            AlertKind::StorageFault => "storage_fault",
+            AlertKind::StorageRecovered => "storage_recovered",
+            AlertKind::DataDirRecreated => "data_dir_recreated",
         }
     }
 
@@ -161,7 +170,10 @@ impl AlertKind {
     pub fn is_trouble(self) -> bool {
         !matches!(
             self,
-            AlertKind::DeviceBackOnline | AlertKind::ClockSynchronised | AlertKind::LinkRestored
+            AlertKind::DeviceBackOnline
+                | AlertKind::ClockSynchronised
+                | AlertKind::LinkRestored
+                | AlertKind::StorageRecovered
         )
     }
 }
@@ -230,6 +242,10 @@ pub struct Facts<'a> {
     pub dropped_messages: u64,
     /// How far the wall clock was stepped since the last step (forward positive), if it was.
     pub clock_step: Option<SignedDuration>,
+    /// What keeps the gateway from storing as it should, if anything.
+    pub storage_fault: Option<StorageFault>,
+    /// Times since start the outbox found its database deleted and made it again.
+    pub storage_recreated: u64,
 }
 
 /// The output of one [`AlertMemory::step`].
@@ -293,6 +309,8 @@ pub struct AlertMemory {
     alerts: VecDeque<AlertView>,
     alerts_today: u64,
     today: Option<Date>,
+    /// `Facts::storage_recreated` at the last step.
+    storage_recreated: u64,
 }
 
 /// One step's round of the rules: the page's new alerts and the episodes opened and closed, at `now`.
@@ -443,6 +461,17 @@ impl AlertMemory {
             );
         }
         self.dropped = facts.dropped_messages;
+        storage_rules(&mut step, facts.storage_fault);
+        if facts.storage_recreated > self.storage_recreated {
+            step.page(
+                AlertKind::DataDirRecreated,
+                None,
+                "数据目录被删除，已重建 (data directory made again): the gateway's data \
+                 directory was deleted while it ran; it was made again and today's figures kept"
+                    .into(),
+            );
+        }
+        self.storage_recreated = facts.storage_recreated;
         self.primed = true;
 
         let Round { page, changes, .. } = step;
@@ -801,6 +830,46 @@ fn outbox_rules(step: &mut Round<'_>, used: f64) {
     }
 }
 
+/// The one sentence for a storage fault, Chinese first: the page, `hallgate status` and the
+/// centre's alert all say it.
+pub fn storage_fault_words(fault: StorageFault) -> &'static str {
+    match fault {
+        StorageFault::DiskFull => {
+            "存储空间已满 (disk full): the disk holding the gateway's data is full, so it keeps \
+             counting with a much smaller offline buffer; free space on the data disk"
+        }
+        StorageFault::WritesFailing => {
+            "数据无法保存 (storage failing): the gateway cannot write its data, so today's \
+             figures are kept in memory only until it can; check the data disk"
+        }
+        StorageFault::DataDirUnusable => {
+            "数据目录不可用 (data directory unusable): the gateway's data directory is gone or \
+             cannot be written, so today's figures are kept in memory only; check the data disk"
+        }
+    }
+}
+
+/// A storage fault: one episode for the hall while any lasts, on the page when it starts
+/// and when it ends. The centre hears of it through the outbox like every alert: while
+/// nothing can be stored the raise waits in memory with the figures, and goes out once
+/// storage is back (raised then cleared) — it is raised once, so it cannot feed itself.
+fn storage_rules(step: &mut Round<'_>, fault: Option<StorageFault>) {
+    match fault {
+        Some(fault) => {
+            let message = storage_fault_words(fault).to_string();
+            if step.raise(EpisodeKind::StorageFault, HALL, None, None, message.clone()) {
+                step.page(AlertKind::StorageFault, None, message);
+            }
+        }
+        None if step.is_open(EpisodeKind::StorageFault, HALL) => {
+            let message = "存储已恢复 (storage back): the gateway stores its data normally again";
+            step.clear(EpisodeKind::StorageFault, HALL, |_| message.into());
+            step.page(AlertKind::StorageRecovered, None, message.into());
+        }
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -823,6 +892,8 @@ mod tests {
         dropped_messages: u64,
         /// Fevers at terminal ft-1 since the previous step.
         fevers: u64,
+        storage_fault: Option<StorageFault>,
+        storage_recreated: u64,
     }
 
     impl Hall {
@@ -848,6 +919,8 @@ mod tests {
                 outbox_used_percent: self.outbox_used_percent,
                 dropped_messages: self.dropped_messages,
                 clock_step: None,
+                storage_fault: self.storage_fault,
+                storage_recreated: self.storage_recreated,
             }
         }
 
@@ -878,6 +951,8 @@ mod tests {
             outbox_used_percent: 0.0,
             dropped_messages: 0,
             fevers: 0,
+            storage_fault: None,
+            storage_recreated: 0,
         }
     }
 
@@ -1011,6 +1086,68 @@ mod tests {
             s.changes.is_empty(),
             "a step is not an episode for the centre"
         );
+    }
+
+    #[test]
+    fn a_storage_fault_raises_one_alert_while_it_lasts_whatever_its_kind_and_clears_once() {
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let mut v = view("06:01:00");
+        v.storage_fault = Some(StorageFault::DiskFull);
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::StorageFault]);
+        assert!(s.page[0].message.starts_with("存储空间已满"));
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(
+            (
+                s.changes[0].kind,
+                s.changes[0].state,
+                s.changes[0].subject.as_str()
+            ),
+            (EpisodeKind::StorageFault, AlertState::Raised, "hall")
+        );
+        // Worse now, and then still so: the one episode goes on, nothing is raised again
+        // (an alert that cannot be stored must not raise another).
+        v.storage_fault = Some(StorageFault::WritesFailing);
+        for _ in 0..3 {
+            let s = m.step(&v.facts(), &tz());
+            assert!(s.page.is_empty() && s.changes.is_empty());
+        }
+        v.storage_fault = None;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::StorageRecovered]);
+        assert!(!AlertKind::StorageRecovered.is_trouble());
+        assert_eq!(s.changes.len(), 1);
+        assert_eq!(s.changes[0].state, AlertState::Cleared);
+        assert!(s.changes[0].detail.starts_with("存储已恢复"));
+        let s = m.step(&v.facts(), &tz());
+        assert!(s.page.is_empty() && s.changes.is_empty());
+    }
+
+    #[test]
+    fn a_data_directory_made_again_is_on_the_page_once() {
+        let mut m = AlertMemory::default();
+        step(&mut m, &view("06:00:00"));
+        let mut v = view("06:01:00");
+        v.storage_recreated = 1;
+        let s = m.step(&v.facts(), &tz());
+        assert_eq!(kinds(&s.page), [AlertKind::DataDirRecreated]);
+        assert!(s.page[0].message.starts_with("数据目录被删除"));
+        assert!(s.changes.is_empty(), "nothing is open: storage works again");
+        assert!(step(&mut m, &v).is_empty(), "said once");
+    }
+
+    #[test]
+    fn every_storage_fault_has_one_sentence_chinese_first() {
+        for fault in [
+            StorageFault::DiskFull,
+            StorageFault::WritesFailing,
+            StorageFault::DataDirUnusable,
+        ] {
+            let words = storage_fault_words(fault);
+            assert!(!words.starts_with(|c: char| c.is_ascii()), "{words}");
+            assert_eq!(words.matches(". ").count(), 0, "one sentence: {words}");
+        }
     }
 
     #[test]

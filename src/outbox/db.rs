@@ -4,11 +4,48 @@
 //!
 //! Only the outbox thread (`super::Outbox::open`) touches this; the async side talks to it
 //! through `super::Command`s.
+//!
+//! **Storage faults.** Every [`disk::CHECK_EVERY`] (and after a failed write) the thread
+//! looks at the disk: a full disk's lowered bound and reserve come back once there is room
+//! again, and a database deleted under the running gateway (its data directory removed, say)
+//! is made again — with everything the old connection can still read of the unlinked file
+//! (`VACUUM INTO`), so undelivered messages, baselines and passage keys carry over — and the
+//! core is told (`OutboxStats::recreated`) to commit what it holds in memory.
 
 use super::*;
+use disk::DirVerdict;
 
 /// Space kept back for making room on a full disk.
 pub(super) const RESERVE_BYTES: usize = 512 * 1024;
+
+/// WAL pages between checkpoints in normal operation (a full disk lowers it).
+const WAL_AUTOCHECKPOINT: i64 = 256;
+
+/// Opens the database at `path`: settings, check, schema.
+// This is the one place allowed to open SQLite (clippy.toml).
+#[allow(clippy::disallowed_methods)]
+fn open_connection(path: &Path) -> Result<Connection, OutboxError> {
+    let conn = Connection::open(path).map_err(|error| OutboxError::Open {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    configure(&conn, path)?;
+    migrate(&conn).map_err(|error| OutboxError::Open {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(conn)
+}
+
+/// Rows and bytes in the outbox table, as counted against the bound.
+fn count_rows(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    let (rows, bytes): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((rows as u64, bytes as u64))
+}
 
 /// Writes the reserve file (real blocks, not a sparse file); `None`, with a WARN, if the disk
 /// has no room for it.
@@ -99,7 +136,7 @@ pub(super) fn configure(conn: &Connection, path: &Path) -> Result<(), OutboxErro
         .map_err(open_err)?;
     // Checkpoint every 256 pages (1 MiB) and give the WAL file back after: a small
     // data partition must not hold a large idle WAL.
-    conn.pragma_update(None, "wal_autocheckpoint", 256)
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
         .map_err(open_err)?;
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
         .map_err(open_err)?;
@@ -212,11 +249,22 @@ pub(super) struct Db {
     /// A file of zeros kept beside the database and deleted when the disk is full, so there
     /// is room to write the roll-ups and deletions that make room.
     reserve: Option<PathBuf>,
+    /// The database file and its directory, and which files they were at open: a
+    /// directory deleted under the gateway is found by comparing.
+    path: PathBuf,
+    dir: PathBuf,
+    opened_as: Option<(disk::Identity, disk::Identity)>,
+    /// When the disk and the directory are looked at next.
+    next_check: Instant,
+    /// Every counter's baseline as last committed: written again into a database that had
+    /// to be made afresh.
+    baselines: BTreeMap<String, Totals>,
+    /// Tests only: the old file cannot be read when the database is made again.
+    #[cfg(test)]
+    pub(super) copy_fails: bool,
 }
 
 impl Db {
-    // This is the one place allowed to open SQLite (clippy.toml).
-    #[allow(clippy::disallowed_methods)]
     pub(super) fn open(
         path: &Path,
         options: &OutboxOptions,
@@ -226,16 +274,11 @@ impl Db {
             path: path.to_path_buf(),
             error,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        configure(&conn, path)?;
-        migrate(&conn).map_err(open_err)?;
-        let (rows, bytes): (i64, i64) = conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(msg_id) + LENGTH(topic) + LENGTH(kind) + 48), 0) FROM outbox",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(open_err)?;
+        let conn = open_connection(path)?;
+        let (rows, bytes) = count_rows(&conn).map_err(open_err)?;
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         stats
             .buffer_left_hours
             .store(f64::NAN.to_bits(), Ordering::Relaxed);
@@ -244,8 +287,8 @@ impl Db {
             stats,
             options: options.clone(),
             max_bytes: options.max_bytes,
-            rows: rows as u64,
-            bytes: bytes as u64,
+            rows,
+            bytes,
             inserted_bytes: 0,
             leased: HashSet::new(),
             acked: HashSet::new(),
@@ -255,6 +298,13 @@ impl Db {
             last_full_write: None,
             fill: FillRate::new(Duration::from_secs(3600)),
             reserve: make_reserve(path),
+            opened_as: disk::identity(&dir).ok().zip(disk::identity(path).ok()),
+            path: path.to_path_buf(),
+            dir,
+            next_check: Instant::now() + disk::CHECK_EVERY,
+            baselines: BTreeMap::new(),
+            #[cfg(test)]
+            copy_fails: false,
         };
         // A restart with a lower bound, or a database that grew before a crash: make room
         // now, before the uplink starts handing rows out.
@@ -311,6 +361,7 @@ impl Db {
             );
         }
         drop(stmt);
+        self.baselines = baselines.clone();
         let mut stmt = self
             .conn
             .prepare("SELECT terminal, event FROM passage_seen ORDER BY at, rowid")?;
@@ -421,19 +472,24 @@ impl Db {
             }
         };
         loop {
-            let command = match self.flush_deadline() {
-                None => rx.blocking_recv(),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match waiter.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
-                        Ok(c) => c,
-                        Err(_) => {
+            // Checked here, not only on a timeout: a busy uplink's fetches could keep the
+            // channel from ever going quiet.
+            if Instant::now() >= self.next_check {
+                self.check_storage();
+            }
+            let flush = self.flush_deadline();
+            let deadline = flush.map_or(self.next_check, |d| d.min(self.next_check));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let command =
+                match waiter.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        if flush.is_some_and(|d| d <= Instant::now()) {
                             self.flush_acked();
-                            continue;
                         }
+                        continue;
                     }
-                }
-            };
+                };
             let Some(command) = command else {
                 self.flush_acked();
                 return;
@@ -474,6 +530,12 @@ impl Db {
                     // Deleted now, so the next fetches need not step over them.
                     self.flush_acked();
                 }
+                #[cfg(test)]
+                Command::CheckStorage { copy_fails, reply } => {
+                    self.copy_fails = copy_fails;
+                    self.check_storage();
+                    let _ = reply.send(());
+                }
                 Command::Close(reply) => {
                     self.flush_acked();
                     // Closing the connection checkpoints and removes the WAL: do it before
@@ -506,6 +568,7 @@ impl Db {
         match result {
             Ok((rows, bytes)) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.wrote(true);
                 self.rows -= rows;
                 self.bytes -= bytes;
                 self.acked.clear();
@@ -513,6 +576,7 @@ impl Db {
             }
             Err(error) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.wrote(false);
                 tracing::warn!(%error, "cannot delete delivered messages from the outbox; retrying with the next write");
                 // Retry later, not in a tight loop.
                 self.acked_since = Some(Instant::now());
@@ -547,6 +611,13 @@ impl Db {
             self.disk_full();
             result = self.try_commit(batch);
         }
+        if let Err(error) = &result
+            && !error.is_disk_full()
+            && self.check_dir()
+        {
+            // The database had been deleted and is made again: once more, into it.
+            result = self.try_commit(batch);
+        }
         self.last_write = Some(Instant::now());
         if !journal_only {
             self.last_full_write = self.last_write;
@@ -554,15 +625,11 @@ impl Db {
         match &result {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                if self.stats.disk_full.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max_bytes = self.max_bytes,
-                        "the outbox can write again after the disk was full; the lowered bound stays until restart"
-                    );
-                }
+                self.wrote(true);
             }
             Err(_) => {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.wrote(false);
             }
         }
         self.update_buffer_left();
@@ -662,6 +729,9 @@ impl Db {
             room.make_room(&tx, &mut space)?;
         }
         tx.commit()?;
+        for (id, t) in &batch.baselines {
+            self.baselines.insert(id.clone(), *t);
+        }
         self.acked.clear();
         self.acked_since = None;
         self.rows = space.rows;
@@ -731,7 +801,8 @@ impl Db {
     /// from now on, lower the bound to below what is stored now and make room by the usual
     /// rules (roll up, then drop). Rolled-up rows leave free pages inside the file that new
     /// rows reuse, so the file stops growing for a good while; making room writes too, which
-    /// is what the reserve is for. The lowered bound stays until restart.
+    /// is what the reserve is for. The lowered bound stays until the periodic check finds
+    /// room again ([`Db::check_space`]).
     fn disk_full(&mut self) {
         if !self.stats.disk_full.swap(true, Ordering::Relaxed) {
             tracing::error!(
@@ -750,12 +821,15 @@ impl Db {
         // A small WAL that is reused, rather than one that grows to 1 MiB first.
         let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 16);
         let lowered = (self.bytes / 10 * 8).max(64 * 1024).min(self.max_bytes);
-        tracing::warn!(
-            bytes = self.bytes,
-            from = self.max_bytes,
-            to = lowered,
-            "outbox bound lowered to fit the disk until restart"
-        );
+        // Every failed write on a disk still full comes here: say it when it changes.
+        if lowered < self.max_bytes {
+            tracing::warn!(
+                bytes = self.bytes,
+                from = self.max_bytes,
+                to = lowered,
+                "outbox bound lowered to fit the disk until there is room again"
+            );
+        }
         self.max_bytes = lowered;
         match self.make_room_now() {
             Ok(()) => {
@@ -768,6 +842,262 @@ impl Db {
             }
         }
         self.publish_stats();
+    }
+
+    /// Notes how a write transaction went: the first failure and the first success after
+    /// failures are logged, the flag is what the alerts and `/healthz` read.
+    fn wrote(&self, ok: bool) {
+        let was_failing = self.stats.write_failing.swap(!ok, Ordering::Relaxed);
+        if ok && was_failing {
+            tracing::warn!(
+                max_bytes = self.max_bytes,
+                "the outbox can write again; what waited in memory is stored now"
+            );
+        } else if !ok && !was_failing {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                "the outbox cannot store: a write failed; figures are kept in memory and retried"
+            );
+        }
+    }
+
+    /// The periodic look at the data directory and the disk.
+    fn check_storage(&mut self) {
+        self.next_check = Instant::now() + disk::CHECK_EVERY;
+        self.check_dir();
+        self.check_space();
+    }
+
+    /// After a full disk (or a start without room for the reserve): once there is room
+    /// again, the reserve is written and the configured bound and checkpoint pace return.
+    fn check_space(&mut self) {
+        let lowered = self.max_bytes < self.options.max_bytes;
+        let full = self.stats.disk_full.load(Ordering::Relaxed);
+        if self.reserve.is_some() && !lowered && !full {
+            return;
+        }
+        let Ok(room) = disk::room(&self.dir) else {
+            return;
+        };
+        if room.read_only || !disk::space_back(room.free_bytes, RESERVE_BYTES as u64) {
+            return;
+        }
+        if self.reserve.is_none() {
+            self.reserve = make_reserve(&self.path);
+            if self.reserve.is_none() {
+                return;
+            }
+        }
+        let _ = self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT);
+        let from = self.max_bytes;
+        self.max_bytes = self.options.max_bytes;
+        self.stats.disk_full.store(false, Ordering::Relaxed);
+        if full || lowered {
+            tracing::warn!(
+                free_bytes = room.free_bytes,
+                from,
+                to = self.max_bytes,
+                "there is room on the disk holding the outbox again; the reserve file is back \
+                 and the outbox bound is restored"
+            );
+        }
+        self.update_buffer_left();
+        self.publish_stats();
+    }
+
+    /// Compares the data directory and the database file with what was opened; a deleted
+    /// or replaced one is made again ([`Db::recreate`]). True if it was made again now.
+    fn check_dir(&mut self) -> bool {
+        let Some((dir_at_open, db_at_open)) = self.opened_as else {
+            return false;
+        };
+        let now = disk::identity_if_present(&self.dir)
+            .and_then(|dir| Ok((dir, disk::identity_if_present(&self.path)?)));
+        let (dir_now, db_now) = match now {
+            Ok(ids) => ids,
+            Err(error) => {
+                self.dir_unusable(&format!("cannot look at it: {error}"));
+                return false;
+            }
+        };
+        let verdict = disk::judge_dir(
+            dir_at_open,
+            db_at_open,
+            dir_now,
+            db_now,
+            disk::writable(&self.dir),
+        );
+        match verdict {
+            DirVerdict::Same => {
+                if self.stats.data_dir_unusable.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(data_dir = %self.dir.display(), "the data directory can be written again");
+                }
+                false
+            }
+            DirVerdict::NotWritable => {
+                self.dir_unusable("this process cannot write to it");
+                false
+            }
+            DirVerdict::Gone | DirVerdict::Replaced => self.recreate(verdict),
+        }
+    }
+
+    /// Marks the data directory unusable (logged once per episode).
+    fn dir_unusable(&self, why: &str) {
+        if !self.stats.data_dir_unusable.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                reason = why,
+                "the data directory cannot be used; nothing can be stored until it can"
+            );
+        }
+    }
+
+    /// Makes the database again where it was opened, after it (or its directory) was
+    /// deleted or replaced under the running gateway. The old connection still reads the
+    /// unlinked file, so `VACUUM INTO` copies all of it — undelivered messages with their row
+    /// ids (leases and acks stay valid), baselines, passage keys, the journal, the last
+    /// committed engine and bookings state. If that fails, the new database starts empty but
+    /// for the baselines this thread remembers, and what is lost is logged. Either way the
+    /// core is told (`recreated`) and commits everything it holds.
+    fn recreate(&mut self, verdict: DirVerdict) -> bool {
+        let undelivered = self.rows.saturating_sub(self.acked.len() as u64);
+        // Said once: a directory that cannot be made again is retried at every check.
+        if !self.stats.data_dir_unusable.load(Ordering::Relaxed) {
+            tracing::error!(
+                data_dir = %self.dir.display(),
+                db = %self.path.display(),
+                what = if verdict == DirVerdict::Gone { "deleted" } else { "replaced" },
+                undelivered,
+                "the outbox's database was deleted or replaced under the running gateway; making it again"
+            );
+        }
+        if let Err(error) = std::fs::create_dir_all(&self.dir) {
+            self.dir_unusable(&format!("cannot create it again: {error}"));
+            return false;
+        }
+        if verdict == DirVerdict::Replaced && self.path.exists() {
+            match move_aside(&self.path) {
+                Ok(moved) => tracing::warn!(
+                    moved_to = %moved.display(),
+                    "a file that is not this gateway's database was found in its place; moved aside"
+                ),
+                Err(error) => {
+                    self.dir_unusable(&error.to_string());
+                    return false;
+                }
+            }
+        }
+        // A stray WAL beside a new file would be read as the new database's.
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+        let copied = self
+            .conn
+            .execute("VACUUM INTO ?1", [self.path.to_string_lossy()])
+            .map_err(OutboxError::from)
+            .and_then(|_| open_connection(&self.path));
+        #[cfg(test)]
+        let copied = match copied {
+            Ok(conn) if self.copy_fails => {
+                drop(conn);
+                Err(OutboxError::Stopped)
+            }
+            other => other,
+        };
+        // What a failed attempt left must not be taken for a database of someone else's at
+        // the next check.
+        let remove_attempt = |path: &Path| {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        };
+        let (conn, carried) = match copied {
+            Ok(conn) => (conn, true),
+            Err(error) => {
+                remove_attempt(&self.path);
+                match self.fresh_database() {
+                    Ok(conn) => {
+                        tracing::error!(
+                            %error,
+                            lost_undelivered_messages = undelivered,
+                            baselines_written_again = self.baselines.len(),
+                            "the deleted database could not be read to carry it over: its {undelivered} \
+                             undelivered messages are lost, and so are the terminal event keys of \
+                             the last two days (a terminal re-sending an old record may be counted \
+                             again); counter baselines are written again from memory and today's \
+                             figures are committed from memory"
+                        );
+                        (conn, false)
+                    }
+                    Err(error) => {
+                        remove_attempt(&self.path);
+                        self.dir_unusable(&format!("cannot create the database again: {error}"));
+                        return false;
+                    }
+                }
+            }
+        };
+        // The old connection closes here, and with it the unlinked files.
+        self.conn = conn;
+        if carried {
+            match count_rows(&self.conn) {
+                Ok((rows, bytes)) => (self.rows, self.bytes) = (rows, bytes),
+                Err(error) => tracing::warn!(%error, "cannot count the carried-over rows"),
+            }
+        } else {
+            // Nothing of the old rows exists any more: acks for them must find nothing.
+            self.leased.clear();
+            self.acked.clear();
+            self.acked_since = None;
+            self.cursor = 0;
+            self.rows = 0;
+            self.bytes = 0;
+        }
+        self.opened_as = disk::identity(&self.dir)
+            .ok()
+            .zip(disk::identity(&self.path).ok());
+        self.reserve = make_reserve(&self.path);
+        self.stats.data_dir_unusable.store(false, Ordering::Relaxed);
+        self.stats.recreated.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            db = %self.path.display(),
+            carried_over = carried,
+            undelivered = self.rows.saturating_sub(self.acked.len() as u64),
+            "the outbox's database is made again; today's figures are committed from memory next"
+        );
+        self.publish_stats();
+        true
+    }
+
+    /// A new, empty database at the path, with the baselines this thread remembers, and row
+    /// ids that continue after every id handed out before (a late ack for an old row must
+    /// never delete a new one).
+    fn fresh_database(&self) -> Result<Connection, OutboxError> {
+        let conn = open_connection(&self.path)?;
+        let tx = conn.unchecked_transaction()?;
+        for (id, t) in &self.baselines {
+            tx.execute(
+                "INSERT INTO counter_baseline (counter_id, inward, outward) VALUES (?1, ?2, ?3)",
+                params![id, t.inward as i64, t.outward as i64],
+            )?;
+        }
+        let last_id = self
+            .leased
+            .iter()
+            .chain(&self.acked)
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.cursor);
+        tx.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)",
+            [last_id],
+        )?;
+        tx.commit()?;
+        Ok(conn)
     }
 
     fn fetch(&mut self, limit: usize) -> Result<Vec<StoredMessage>, OutboxError> {

@@ -31,6 +31,7 @@
 
 pub mod bound;
 mod db;
+pub mod disk;
 mod pack;
 
 use std::collections::{BTreeMap, HashSet};
@@ -237,9 +238,18 @@ pub struct OutboxStats {
     pub dropped: AtomicU64,
     /// Write transactions that failed.
     pub write_errors: AtomicU64,
+    /// From the first "disk full" until the periodic check finds space again (the bound and
+    /// the reserve are then restored).
     pub disk_full: AtomicBool,
     /// Hours of space left at the current fill rate, as `f64` bits; NaN when unknown.
     buffer_left_hours: AtomicU64,
+    /// The last write transaction failed (for a reason other than a full disk that making
+    /// room fixed): nothing new is stored until one succeeds.
+    pub write_failing: AtomicBool,
+    /// The data directory is gone and could not be made again, or cannot be written.
+    pub data_dir_unusable: AtomicBool,
+    /// Times the data directory (or the database in it) was found deleted and made again.
+    pub recreated: AtomicU64,
 }
 
 /// A copy of [`OutboxStats`] for payloads and logs.
@@ -257,6 +267,49 @@ pub struct OutboxSnapshot {
     /// nothing accumulates (the link is up) or the rate is not yet known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_left_hours: Option<f64>,
+    /// See [`OutboxStats::write_failing`]. Not in the `state` payload: the centre hears of
+    /// it as a `storage_fault` alert.
+    #[serde(skip)]
+    pub write_failing: bool,
+    #[serde(skip)]
+    pub data_dir_unusable: bool,
+    /// See [`OutboxStats::recreated`]; the core forces a full commit when it grows.
+    #[serde(skip)]
+    pub recreated: u64,
+}
+
+/// What keeps the gateway from storing as it should, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageFault {
+    /// The data directory is gone and could not be made again, or cannot be written.
+    DataDirUnusable,
+    /// Commits fail: figures are kept in memory only.
+    WritesFailing,
+    /// The disk filled up: storing goes on under a lowered bound, without the reserve.
+    DiskFull,
+}
+
+impl StorageFault {
+    /// Whether nothing new can be stored while it lasts (as opposed to a full disk, where
+    /// the lowered bound keeps storing).
+    pub fn cannot_store(self) -> bool {
+        !matches!(self, StorageFault::DiskFull)
+    }
+}
+
+impl OutboxSnapshot {
+    /// The worst storage fault now, if any.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        if self.data_dir_unusable {
+            Some(StorageFault::DataDirUnusable)
+        } else if self.write_failing {
+            Some(StorageFault::WritesFailing)
+        } else if self.disk_full {
+            Some(StorageFault::DiskFull)
+        } else {
+            None
+        }
+    }
 }
 
 impl OutboxStats {
@@ -272,6 +325,9 @@ impl OutboxStats {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             disk_full: self.disk_full.load(Ordering::Relaxed),
             buffer_left_hours: (!hours.is_nan()).then_some((hours * 10.0).round() / 10.0),
+            write_failing: self.write_failing.load(Ordering::Relaxed),
+            data_dir_unusable: self.data_dir_unusable.load(Ordering::Relaxed),
+            recreated: self.recreated.load(Ordering::Relaxed),
         }
     }
 }
@@ -342,6 +398,15 @@ enum Command {
     },
     Release,
     Close(oneshot::Sender<()>),
+    /// Look at the disk and the data directory now. Tests only (the thread does it every
+    /// `disk::CHECK_EVERY`).
+    /// `copy_fails`: as if the old file could not be read, should the database have to be
+    /// made again.
+    #[cfg(test)]
+    CheckStorage {
+        copy_fails: bool,
+        reply: oneshot::Sender<()>,
+    },
     /// Stop at once, as a crash would: nothing flushed. Tests only.
     #[cfg(test)]
     Abandon(oneshot::Sender<()>),
@@ -462,6 +527,23 @@ impl Outbox {
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Close(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Looks at the disk and the data directory now, as the thread does periodically.
+    #[cfg(test)]
+    async fn check_storage(&self) {
+        self.check_storage_with(false).await;
+    }
+
+    /// As [`Outbox::check_storage`]; `copy_fails` makes a deleted database's old file
+    /// unreadable, so it is made afresh.
+    #[cfg(test)]
+    async fn check_storage_with(&self, copy_fails: bool) {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::CheckStorage { copy_fails, reply };
+        if self.commands.send(command).await.is_ok() {
             let _ = rx.await;
         }
     }

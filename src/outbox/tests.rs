@@ -76,6 +76,134 @@ async fn committed_rows_survive_reopen_until_acked() {
 }
 
 #[tokio::test]
+async fn a_data_directory_deleted_while_open_is_made_again_with_everything_the_old_file_held() {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("data");
+        let (outbox, _) = Outbox::open(&dir, options()).expect("open");
+        let mut batch = Batch {
+            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b"), msg("agg_1m", "c")],
+            engine_state: Some(b"{\"day\":1}".to_vec()),
+            passage_keys: vec![("t1".into(), "e1".into(), 1_764_000_000)],
+            ..Batch::default()
+        };
+        batch.baselines.insert(
+            "c1".into(),
+            Totals {
+                inward: 7,
+                outward: 2,
+            },
+        );
+        outbox.commit(batch).await.map_err(|e| e.0).expect("commit");
+        // "a" is delivered, "b" is in flight: their leases and acks must survive.
+        let rows = outbox.fetch(2).await;
+        assert_eq!(ids(&rows), ["a", "b"]);
+        outbox.acked(vec![rows[0].id]).await;
+
+        std::fs::remove_dir_all(&dir).expect("the data directory is deleted");
+        outbox.check_storage().await;
+        assert!(dir.join(DB_FILE).exists(), "the database is made again");
+        let stats = outbox.stats().snapshot();
+        assert_eq!(stats.recreated, 1);
+        assert_eq!(stats.storage_fault(), None);
+        assert_eq!(stats.pending, 2, "b and c are undelivered");
+
+        // The late ack of "b" (leased before) still finds it; "c" is handed out next.
+        outbox.acked(vec![rows[1].id]).await;
+        assert_eq!(ids(&outbox.fetch(10).await), ["c"]);
+        commit(&outbox, vec![msg("agg_1m", "d")]).await;
+        outbox.close().await;
+
+        let (outbox, restored) = Outbox::open(&dir, options()).expect("reopen");
+        assert_eq!(restored.engine_state.as_deref(), Some(&b"{\"day\":1}"[..]));
+        assert_eq!(restored.baselines["c1"].inward, 7);
+        assert_eq!(
+            restored.passage_keys,
+            [("t1".to_string(), "e1".to_string())]
+        );
+        assert_eq!(ids(&outbox.fetch(10).await), ["c", "d"]);
+        outbox.close().await;
+    })
+    .await;
+    outcome.expect("the test finishes within 30 s");
+}
+
+#[tokio::test]
+async fn a_deleted_database_that_cannot_be_read_is_made_afresh_with_the_baselines_and_new_ids() {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let top = tempfile::tempdir().expect("tempdir");
+        let dir = top.path().join("data");
+        let (outbox, _) = Outbox::open(&dir, options()).expect("open");
+        let mut batch = Batch {
+            messages: vec![msg("agg_1m", "a"), msg("agg_1m", "b")],
+            ..Batch::default()
+        };
+        batch.baselines.insert(
+            "c1".into(),
+            Totals {
+                inward: 9,
+                outward: 4,
+            },
+        );
+        outbox.commit(batch).await.map_err(|e| e.0).expect("commit");
+        let leased = outbox.fetch(10).await;
+        assert_eq!(ids(&leased), ["a", "b"]);
+
+        std::fs::remove_dir_all(&dir).expect("the data directory is deleted");
+        outbox.check_storage_with(true).await;
+        let stats = outbox.stats().snapshot();
+        assert_eq!(stats.recreated, 1);
+        assert_eq!(
+            stats.pending, 0,
+            "the undelivered rows are lost (and logged)"
+        );
+
+        commit(&outbox, vec![msg("agg_1m", "c")]).await;
+        let rows = outbox.fetch(10).await;
+        assert_eq!(ids(&rows), ["c"]);
+        assert!(
+            rows[0].id > leased[1].id,
+            "new rows never reuse an id the uplink may still ack"
+        );
+        // A late ack for an old row finds nothing to delete.
+        outbox.acked(vec![leased[0].id, leased[1].id]).await;
+        outbox.close().await;
+
+        let (outbox, restored) = Outbox::open(&dir, options()).expect("reopen");
+        assert_eq!(restored.baselines["c1"].inward, 9, "baselines from memory");
+        assert_eq!(ids(&outbox.fetch(10).await), ["c"]);
+        outbox.close().await;
+    })
+    .await;
+    outcome.expect("the test finishes within 30 s");
+}
+
+#[tokio::test]
+async fn a_database_file_replaced_while_open_is_moved_aside_and_ours_made_again() {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (outbox, _) = Outbox::open(dir.path(), options()).expect("open");
+        commit(&outbox, vec![msg("agg_1m", "a")]).await;
+        let db = dir.path().join(DB_FILE);
+        std::fs::remove_file(&db).expect("deleted");
+        std::fs::write(&db, b"someone else's file").expect("written");
+        outbox.check_storage().await;
+        assert_eq!(outbox.stats().snapshot().recreated, 1);
+        let aside = std::fs::read_dir(dir.path())
+            .expect("lists")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
+        assert!(aside, "the foreign file is kept aside");
+        outbox.close().await;
+        let (outbox, restored) = Outbox::open(dir.path(), options()).expect("reopen");
+        assert_eq!(restored.pending_messages, 1);
+        outbox.close().await;
+    })
+    .await;
+    outcome.expect("the test finishes within 30 s");
+}
+
+#[tokio::test]
 async fn a_leased_row_is_handed_out_once_per_connection_and_again_after_release() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (outbox, _) = Outbox::open(dir.path(), options()).expect("open");

@@ -231,6 +231,24 @@ fn outbox(e: &mut Exposition, o: &OutboxSnapshot) {
             "1 while the disk is full.",
             flag(o.disk_full),
         ),
+        (
+            "hallgate_outbox_write_failing",
+            Gauge,
+            "1 while writes to the database fail: figures are kept in memory only.",
+            flag(o.write_failing),
+        ),
+        (
+            "hallgate_outbox_data_dir_unusable",
+            Gauge,
+            "1 while the data directory is gone and cannot be made again, or cannot be written.",
+            flag(o.data_dir_unusable),
+        ),
+        (
+            "hallgate_outbox_recreated_total",
+            Counter,
+            "Times the database was found deleted under the running gateway and made again.",
+            o.recreated as f64,
+        ),
     ]);
     e.optional(
         "hallgate_outbox_buffer_left_hours",
@@ -733,6 +751,7 @@ mod tests {
                 write_errors: 18,
                 disk_full: true,
                 buffer_left_hours: Some(412.5),
+                ..Default::default()
             },
             uplink: super::super::LinkSnapshot {
                 connected: true,

@@ -393,6 +393,7 @@ mod tests {
             alerts: Vec::new(),
             alerts_today: 0,
             terminal_intake_stopped: None,
+            storage_fault: None,
         }
     }
 

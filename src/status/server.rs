@@ -261,6 +261,14 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Reply {
                 ),
             );
         }
+        if let Some(fault) = current.snapshot.outbox.storage_fault()
+            && fault.cannot_store()
+        {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{}.\n", crate::alerts::storage_fault_words(fault)),
+            );
+        }
         return if age <= HEALTHY_TICK_AGE {
             plain(StatusCode::OK, "ok\n")
         } else {
@@ -551,6 +559,44 @@ mod tests {
                     "" => tokio::task::yield_now().await,
                     other => panic!("unexpected answer {other:?}"),
                 }
+            }
+            stop.cancel();
+            task.await.expect("the server stops");
+        })
+        .await;
+        outcome.expect("the test finishes within 30 s");
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_while_the_gateway_cannot_store_but_not_on_a_full_disk_that_stores() {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            let (config, mut snapshot) = hall();
+            snapshot.outbox.disk_full = true;
+            let server = StatusServer::bind("127.0.0.1:0".parse().expect("an address"))
+                .await
+                .expect("binds");
+            let addr = server.local_addr();
+            let (tx, rx) = watch::channel(Arc::new(snapshot.clone()));
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(server.serve(config, rx, stop.clone()));
+            // Full, but storing under the lowered bound: healthy.
+            assert_eq!(healthz(addr).await, "HTTP/1.1 200 OK");
+            for unusable in [true, false] {
+                let mut failing = snapshot.clone();
+                failing.outbox.write_failing = !unusable;
+                failing.outbox.data_dir_unusable = unusable;
+                failing.taken = std::time::Instant::now();
+                tx.send_replace(Arc::new(failing));
+                // The observer takes the new snapshot on its own time.
+                let mut answer = String::new();
+                for _ in 0..100 {
+                    answer = healthz(addr).await;
+                    if answer != "HTTP/1.1 200 OK" {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                assert_eq!(answer, "HTTP/1.1 503 Service Unavailable");
             }
             stop.cancel();
             task.await.expect("the server stops");

@@ -51,6 +51,10 @@ pub struct StateView {
     /// cannot deliver. Absent while they can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_intake_stopped: Option<String>,
+    /// What keeps the gateway from storing as it should (a full disk, failing writes, a data
+    /// directory gone), in one sentence, Chinese first. Absent while storage is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_fault: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +206,10 @@ pub fn build(config: &Config, snap: &Snapshot, link_since: Option<Timestamp>) ->
         alerts: Vec::new(),
         alerts_today: 0,
         terminal_intake_stopped: snap.terminal_intake_stopped.map(str::to_string),
+        storage_fault: snap
+            .outbox
+            .storage_fault()
+            .map(|f| crate::alerts::storage_fault_words(f).to_string()),
     }
 }
 
@@ -399,5 +407,39 @@ mod tests {
             "{:?}",
             crate::status::page::attention(&view)
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_on_the_page_in_one_sentence_chinese_first_until_it_is_over() {
+        let config = crate::config::parse(
+            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
+             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n",
+            std::path::Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let mut snapshot = Snapshot::quiet(at("2026-12-01T06:00:00Z"), 1);
+        snapshot.uplink.connected = true;
+        snapshot.outbox.disk_full = true;
+        let view = build(&config, &snapshot, None);
+        assert!(
+            view.storage_fault
+                .as_deref()
+                .is_some_and(|s| s.starts_with("存储空间已满")),
+            "{view:?}"
+        );
+        let attention = crate::status::page::attention(&view);
+        assert_eq!(attention.len(), 1, "{attention:?}");
+        assert!(attention[0].starts_with("存储空间已满"));
+        snapshot.outbox.write_failing = true;
+        let view = build(&config, &snapshot, None);
+        assert!(
+            crate::status::page::attention(&view)[0].starts_with("数据无法保存"),
+            "the worst fault is named"
+        );
+        snapshot.outbox = Default::default();
+        let view = build(&config, &snapshot, None);
+        assert_eq!(view.storage_fault, None);
+        assert!(crate::status::page::attention(&view).is_empty());
     }
 }

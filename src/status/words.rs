@@ -15,6 +15,9 @@ pub fn attention(view: &StateView) -> Vec<String> {
     if view.terminal_intake_stopped.is_some() {
         out.push(TERMINAL_INTAKE_STOPPED.into());
     }
+    if let Some(fault) = &view.storage_fault {
+        out.push(fault.clone());
+    }
     for r in view.rooms.iter().filter(|r| r.over_capacity) {
         out.push(format!("{} is over capacity", r.name));
     }

@@ -174,6 +174,11 @@ pub struct HallCore {
     /// last queued, so an unchanged tracker costs no write.
     bookings: Bookings,
     bookings_committed: Vec<u8>,
+    /// Times the outbox made its database again, as last seen in the gauges.
+    storage_recreated: u64,
+    /// Commit everything held in memory at the next tick (a database made again has only
+    /// what the old one's unlinked file still held).
+    force_commit: bool,
 }
 
 /// What the outbox kept of an earlier run.
@@ -256,6 +261,8 @@ impl HallCore {
             stepped_forward: false,
             ticks: 0,
             bookings_committed: bookings.stored_form(),
+            storage_recreated: 0,
+            force_commit: false,
             bookings,
             config,
             engine,
@@ -419,6 +426,7 @@ impl HallCore {
         if let Some(step) = step {
             self.note_step(step, now);
         }
+        self.note_storage(&gauges.outbox);
         self.release(now);
         self.ticks += 1;
         let state = self.views.then(|| self.state(false, now, mono, gauges));
@@ -450,6 +458,7 @@ impl HallCore {
             self.committed_revision = Some(revision);
             self.urgent = false;
             self.first_baseline = false;
+            self.force_commit = false;
         }
     }
 
@@ -547,6 +556,22 @@ impl HallCore {
             buffer_left_hours = outbox.buffer_left_hours.unwrap_or(f64::INFINITY),
             clock_synced = self.clock_synced,
             "summary"
+        );
+    }
+
+    /// The outbox made its database again (its data directory was deleted): everything the
+    /// core holds — the engine state, the bookings tracker — goes into the next commit,
+    /// whether it changed or not.
+    fn note_storage(&mut self, outbox: &OutboxSnapshot) {
+        if outbox.recreated <= self.storage_recreated {
+            return;
+        }
+        self.storage_recreated = outbox.recreated;
+        self.force_commit = true;
+        self.pending.bookings_state = Some(self.bookings.stored_form());
+        tracing::warn!(
+            revision = self.engine.state().revision,
+            "the outbox's database was made again; committing today's figures from memory"
         );
     }
 
@@ -947,6 +972,8 @@ impl HallCore {
             outbox_used_percent: outbox_used_percent(&gauges.outbox),
             dropped_messages: gauges.outbox.dropped + gauges.link.dropped,
             clock_step,
+            storage_fault: gauges.outbox.storage_fault(),
+            storage_recreated: gauges.outbox.recreated,
         };
         let step = self.alerts.step(&facts, &config.hall.time_zone);
         for alert in &step.page {
@@ -1061,6 +1088,7 @@ impl HallCore {
         let worth = !self.pending.messages.is_empty()
             || self.pending.bookings_state.is_some()
             || self.first_baseline
+            || self.force_commit
             || (engine_changed && (due || urgent_due || force));
         if !worth {
             return (!self.pending.received.is_empty()).then(|| self.journal(mono));

@@ -439,3 +439,46 @@ async fn open_alerts_are_committed_and_a_restarted_core_continues_their_episodes
 fn start_plus(secs: i64) -> Timestamp {
     now() + jiff::SignedDuration::from_secs(secs)
 }
+#[tokio::test]
+async fn a_database_made_again_gets_everything_the_core_holds_at_the_next_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut core, outbox) = core(dir.path());
+    let config = core.config.clone();
+    core.apply(passage(&config));
+    flush(&mut core, &outbox, true, at(1.0)).await;
+    let mut gauges = Gauges::default();
+    // The first ticks have news of their own (the first alerts); then a tick within the
+    // intervals commits nothing.
+    let mut quiet = false;
+    for second in 2..10 {
+        match core
+            .tick(now(), at(f64::from(second) / 4.0 + 1.0), &gauges)
+            .commit
+        {
+            Some(commit) => crate::supervisor::commit(&outbox, &mut core, commit).await,
+            None => {
+                quiet = true;
+                break;
+            }
+        }
+    }
+    assert!(quiet, "the core settles to nothing worth a commit");
+
+    gauges.outbox.recreated = 1;
+    let tick = core.tick(now(), at(3.0), &gauges);
+    let commit = tick
+        .commit
+        .expect("the outbox made its database again: commit all");
+    assert!(matches!(commit.kind, super::CommitKind::Full { .. }));
+    assert!(commit.batch.engine_state.is_some(), "today's figures");
+    assert!(
+        commit.batch.bookings_state.is_some(),
+        "the bookings tracker"
+    );
+    crate::supervisor::commit(&outbox, &mut core, commit).await;
+
+    // Once: the same count at the next tick is nothing new.
+    let again = core.tick(now(), at(4.0), &gauges);
+    assert!(again.commit.is_none(), "forced once per remake");
+    outbox.close().await;
+}
