@@ -15,8 +15,10 @@
 //! Every plan starts on `go`, once the gateway has the counter online (its baseline taken), as
 //! in `tests/interop_pymodbus.rs`; steps are 0.8 s apart and each within what a door passes.
 //!
-//! Needs `python3` with pymodbus 3.x (`bash scripts/test.sh` installs it); without it the tests
-//! fail saying so. `HALLGATE_TEST_KEEP=1` keeps the logs after a pass.
+//! Everything the gateway published is then validated against `docs/schema/`.
+//!
+//! Needs `python3` with pymodbus 3.x and jsonschema (`bash scripts/test.sh` installs both);
+//! without them the tests fail saying so. `HALLGATE_TEST_KEEP=1` keeps the logs after a pass.
 
 mod common;
 
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
+use common::contract::{self, Record};
 use common::hall::{RoomPlan, loopback};
 use common::http;
 use common::process;
@@ -330,6 +333,17 @@ async fn settle(rig: &mut Rig, hall: &Hall, want: &Want, alert: &str) -> anyhow:
         "the alert should say {:?}: {detail}",
         want.reason
     );
+
+    // Everything published, the new fields and alerts included, is what the schemas say.
+    let records: Vec<Record> = rig
+        .watcher()?
+        .seen()
+        .raw
+        .iter()
+        .map(|(topic, payload)| Record::from_wire(topic, false, payload))
+        .collect();
+    contract::validate_records(rig.dir(), "published", &records)?
+        .ensure_passed("what the gateway published")?;
 
     let shown = hall.status_device().await?;
     let words = shown["detail"].as_str().unwrap_or_default();

@@ -450,3 +450,34 @@ fn a_username_needs_a_password_file() {
     let p = problems(&text);
     assert!(p.iter().any(|p| p.path == "uplink.password_file"), "{p:#?}");
 }
+
+#[test]
+fn a_counter_may_set_its_doors_max_crossings_per_second_over_the_profiles() {
+    let wide = GOOD.replace(
+        "address = \"127.0.0.1:1502\"",
+        "address = \"127.0.0.1:1502\"\nmax_crossings_per_second = 25",
+    );
+    let cfg = parse(&wide, Path::new("."), &Overrides::default()).expect("valid");
+    assert_eq!(
+        cfg.counters[0].profile.counting().max_crossings_per_second,
+        25
+    );
+    assert_eq!(
+        cfg.counters[1].profile.counting().max_crossings_per_second,
+        profile::DEFAULT_MAX_CROSSINGS_PER_SECOND
+    );
+    assert_eq!(cfg.counters[1].profile.counting().max_step, None);
+    let zero = GOOD.replace(
+        "address = \"127.0.0.1:1503\"",
+        "address = \"127.0.0.1:1503\"\nmax_crossings_per_second = 0",
+    );
+    let text = problems(&zero)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("counters[1].max_crossings_per_second"),
+        "{text}"
+    );
+}

@@ -2,8 +2,13 @@
 //!
 //! Sits between the Modbus driver (which only moves registers) and the occupancy engine (which
 //! only sees crossings). No I/O and no clock, so it is unit- and property-tested on its own.
-//! The two hard parts live here: 32-bit word order and 0/1-based addresses (resolved by the
-//! profile), and turning cumulative totals into deltas across a wrap or a device reset.
+//! The hard parts live here: 32-bit word order and 0/1-based addresses (resolved by the
+//! profile), turning cumulative totals into deltas across a wrap or a device reset, and not
+//! believing totals that move more than the door's physics allows in the time between two
+//! reads ([`plausible_limit`]): such a step counts nobody, becomes the new baseline and comes
+//! back as a [`Doubt`] saying what it most likely means (a wrong word order, a replaced
+//! counter, a reset). A fall is a wrap only when the arithmetic and the driver's [`Evidence`]
+//! (time since the last read, a lost connection) agree.
 
 use std::time::Duration;
 

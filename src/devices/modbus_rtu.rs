@@ -230,9 +230,10 @@ impl ModbusRtuBusDriver {
         }
     }
 
+    /// The bus's port failed or would not open: the gateway's side, not the devices'.
     async fn all_offline(&mut self, reason: &str) {
         for r in &mut self.reporters {
-            r.went_offline(reason.to_string()).await;
+            r.port_lost(reason.to_string()).await;
         }
     }
 

@@ -3,8 +3,10 @@
 //! with one log sentence. The drivers differ only in how they reach the device.
 //!
 //! The reporter also keeps the evidence the tracker judges a reading with
-//! ([`Evidence`]): the time since the previous reading, and whether the link was lost in
-//! between (a device that reboots drops it), or the gateway restarted since the baseline.
+//! ([`Evidence`]): the time since the previous reading, and whether the device was lost in
+//! between (a device that reboots drops its connection or stops answering), or the gateway
+//! restarted since the baseline. The gateway's own serial port failing
+//! ([`CounterReporter::port_lost`]) says nothing of the device and is no such evidence.
 
 use std::time::Duration;
 
@@ -120,8 +122,21 @@ impl CounterReporter {
         .await;
     }
 
+    /// The device stopped answering, refused or dropped the connection, or answered
+    /// nonsense: it may be restarting, so a fall in its totals after this is a reset.
     pub async fn went_offline(&mut self, reason: String) {
         self.interrupted = true;
+        self.offline(reason).await;
+    }
+
+    /// The gateway's own end of the link failed (its serial port vanished or would not open):
+    /// offline, but nothing is known of the device, so a fall in its totals after this is
+    /// judged by the arithmetic and the door's rate over the gap alone.
+    pub async fn port_lost(&mut self, reason: String) {
+        self.offline(reason).await;
+    }
+
+    async fn offline(&mut self, reason: String) {
         if self.online == Some(false) {
             tracing::debug!(counter = %self.id, %reason, "counter still offline");
             return;
@@ -143,5 +158,96 @@ impl CounterReporter {
     async fn send(&self, event: DeviceEvent) {
         // The receiver only goes away at shutdown, when losing the event is expected.
         let _ = self.events.send(event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::devices::counter::{Counted, DoubtKind};
+
+    /// A u16 counter at the top of its range, as the reporter of a running gateway.
+    fn reporter() -> (CounterReporter, mpsc::Receiver<DeviceEvent>) {
+        let config = crate::config::parse(
+            r#"
+[hall]
+id = "h"
+district = "d"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[[rooms]]
+id = "lobby"
+capacity = 50
+[[doors]]
+id = "entrance"
+from = "outside"
+to = "lobby"
+[[counters]]
+id = "c1"
+door = "entrance"
+profile = "generic-u16"
+transport = "modbus_tcp"
+address = "127.0.0.1:1502"
+"#,
+            Path::new("."),
+            &crate::config::Overrides::default(),
+        )
+        .expect("a valid config");
+        let (events, received) = mpsc::channel(16);
+        (
+            CounterReporter::new(0, &config.counters[0], None, events),
+            received,
+        )
+    }
+
+    fn totals(inward: u64, outward: u64) -> Totals {
+        Totals { inward, outward }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_796_000_000 + secs).expect("a valid time")
+    }
+
+    /// The step of the last `CounterRead` in `events`.
+    fn last_step(events: &mut mpsc::Receiver<DeviceEvent>) -> Option<Counted> {
+        let mut last = None;
+        while let Ok(event) = events.try_recv() {
+            if let DeviceEvent::CounterRead { step, .. } = event {
+                last = Some(step);
+            }
+        }
+        last
+    }
+
+    #[tokio::test]
+    async fn a_fall_after_the_device_dropped_its_connection_is_a_reset() {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let (mut r, mut events) = reporter();
+            r.reading(totals(65_530, 10), at(0)).await;
+            r.went_offline("transport: connection reset by peer".into())
+                .await;
+            r.reading(totals(3, 10), at(5)).await;
+            let step = last_step(&mut events).expect("a reading");
+            assert_eq!(step.doubt.map(|d| d.kind), Some(DoubtKind::Reset));
+            assert_eq!(step.inward, 3);
+        })
+        .await
+        .expect("no hang");
+    }
+
+    #[tokio::test]
+    async fn a_fall_after_the_gateways_own_port_was_lost_is_judged_by_the_door_alone() {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let (mut r, mut events) = reporter();
+            r.reading(totals(65_530, 10), at(0)).await;
+            r.port_lost("serial port gone".into()).await;
+            r.reading(totals(3, 10), at(5)).await;
+            let step = last_step(&mut events).expect("a reading");
+            assert_eq!((step.inward, step.doubt), (9, None));
+        })
+        .await
+        .expect("no hang");
     }
 }

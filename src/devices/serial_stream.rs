@@ -60,7 +60,7 @@ impl SerialStreamCounterDriver {
                 Err(error) => {
                     PollStats::count(&self.stats.counters[self.index].link_errors);
                     self.reporter
-                        .went_offline(format!(
+                        .port_lost(format!(
                             "cannot open serial port {}: {error}",
                             self.serial.port.display()
                         ))
@@ -83,7 +83,8 @@ impl SerialStreamCounterDriver {
                 return;
             };
             PollStats::count(&self.stats.counters[self.index].link_errors);
-            self.reporter.went_offline(reason).await;
+            // The port (an adapter) is the gateway's side: no sign the device restarted.
+            self.reporter.port_lost(reason).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff.first()) => {}
