@@ -18,7 +18,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -28,6 +27,7 @@ use serde_json::Value;
 use common::backlog::seed_backlog as seed;
 use common::bins::{bin_times, check_bins_are_contiguous, compare_bin_sums, describe_bins};
 use common::contract::{Record, validate_records};
+use common::disk::{Mounted, fill_disk, mount_tmpfs};
 use common::hall::HallPlan;
 use common::process::Traffic;
 use common::rig::Rig;
@@ -397,42 +397,6 @@ async fn gateway_killed_thirty_times_during_heavy_writes_keeps_a_sound_database_
         Ok(())
     })
     .await;
-}
-
-/// Mounts a tmpfs of `bytes` on `dir`; false if this machine does not allow it (not root).
-fn mount_tmpfs(dir: &Path, bytes: u64) -> bool {
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Unmounts on drop, so a failed test does not leave a mount behind.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system of `dir` to the last byte with a filler file.
-fn fill_disk(dir: &Path) -> anyhow::Result<u64> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(dir.join("filler"))?;
-    let chunk = vec![0xffu8; 4096];
-    let mut written = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let _ = file.flush();
-    Ok(written)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

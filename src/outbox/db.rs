@@ -317,28 +317,23 @@ impl Db {
         Ok(db)
     }
 
+    /// The one row of a `{table}(id = 1, state)` table (engine, bookings, alerts), unpacked.
+    fn state_row(&self, table: &'static str) -> Result<Option<Vec<u8>>, OutboxError> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("SELECT state FROM {table} WHERE id = 1"),
+                [],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?;
+        Ok(row.map(pack::unpack))
+    }
+
     pub(super) fn restore(&mut self) -> Result<Restored, OutboxError> {
-        let engine_state = self
-            .conn
-            .query_row("SELECT state FROM engine_state WHERE id = 1", [], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
-            .optional()?
-            .map(pack::unpack);
-        let bookings_state = self
-            .conn
-            .query_row("SELECT state FROM bookings_state WHERE id = 1", [], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
-            .optional()?
-            .map(pack::unpack);
-        let alerts_state = self
-            .conn
-            .query_row("SELECT state FROM alerts_state WHERE id = 1", [], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })
-            .optional()?
-            .map(pack::unpack);
+        let engine_state = self.state_row("engine_state")?;
+        let bookings_state = self.state_row("bookings_state")?;
+        let alerts_state = self.state_row("alerts_state")?;
         let mut baselines = BTreeMap::new();
         let mut stmt = self
             .conn
@@ -658,26 +653,21 @@ impl Db {
             bytes += bound::row_bytes(m);
             inserted += bound::row_bytes(m);
         }
-        if let Some(state) = &batch.engine_state {
-            tx.execute(
-                "INSERT INTO engine_state (id, state) VALUES (1, ?1)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [pack::pack(state)],
-            )?;
-        }
-        if let Some(state) = &batch.bookings_state {
-            tx.execute(
-                "INSERT INTO bookings_state (id, state) VALUES (1, ?1)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [pack::pack(state)],
-            )?;
-        }
-        if let Some(state) = &batch.alerts_state {
-            tx.execute(
-                "INSERT INTO alerts_state (id, state) VALUES (1, ?1)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state",
-                [pack::pack(state)],
-            )?;
+        let states = [
+            ("engine_state", &batch.engine_state),
+            ("bookings_state", &batch.bookings_state),
+            ("alerts_state", &batch.alerts_state),
+        ];
+        for (table, state) in states {
+            if let Some(state) = state {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (id, state) VALUES (1, ?1)
+                         ON CONFLICT(id) DO UPDATE SET state = excluded.state"
+                    ),
+                    [pack::pack(state)],
+                )?;
+            }
         }
         for (id, t) in &batch.baselines {
             tx.execute(

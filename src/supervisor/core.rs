@@ -569,6 +569,9 @@ impl HallCore {
         self.storage_recreated = outbox.recreated;
         self.force_commit = true;
         self.pending.bookings_state = Some(self.bookings.stored_form());
+        // Plain strings and times: serialising them cannot fail.
+        self.pending.alerts_state =
+            Some(serde_json::to_vec(&self.alerts_kept).expect("kept alerts always serialise"));
         tracing::warn!(
             revision = self.engine.state().revision,
             "the outbox's database was made again; committing today's figures from memory"

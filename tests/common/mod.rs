@@ -19,6 +19,7 @@ pub mod bins;
 pub mod broker;
 pub mod contract;
 pub mod dead_peers;
+pub mod disk;
 pub mod hall;
 pub mod http;
 pub mod http_terminals;
