@@ -18,7 +18,7 @@ use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
 use common::contract::{Record, validate_records};
-use common::disk::{Mounted, fill_disk, mount_tmpfs};
+use common::disk::{fill_disk, small_disk};
 use common::hall::HallPlan;
 use common::http;
 use common::process::Traffic;
@@ -97,16 +97,9 @@ async fn a_full_disk_is_alerted_and_shown_and_when_space_is_freed_the_bound_and_
 {
     let plan = HallPlan::lobby_with_function_rooms("t-full", 2);
     let mut rig = Rig::new("full-then-freed", plan).expect("test directory");
-    let small = rig.dir().join("small-disk");
-    std::fs::create_dir(&small).expect("mount point");
-    if !mount_tmpfs(&small, 4 * 1024 * 1024) {
-        // Not root (a developer machine): say so loudly rather than pass in silence.
-        eprintln!(
-            "SKIPPED: mounting a tmpfs needs root; run as root (CI does) to test a full disk"
-        );
+    let Some((small, _mounted)) = small_disk(rig.dir()) else {
         return;
-    }
-    let _mounted = Mounted(small.clone());
+    };
     rig.data_dir = small.join("data");
     std::fs::create_dir(&rig.data_dir).expect("the data directory");
     let reserve = rig.data_dir.join(format!("hallgate.db{RESERVE_SUFFIX}"));
@@ -234,15 +227,9 @@ async fn wait_for_healthz(rig: &mut Rig, status: u16, limit: Duration) -> anyhow
 async fn commits_failing_on_a_disk_without_a_byte_left_fail_healthz_until_space_is_freed() {
     let plan = HallPlan::lobby_with_function_rooms("t-nobyte", 2);
     let mut rig = Rig::new("no-byte-left", plan).expect("test directory");
-    let small = rig.dir().join("small-disk");
-    std::fs::create_dir(&small).expect("mount point");
-    if !mount_tmpfs(&small, 4 * 1024 * 1024) {
-        eprintln!(
-            "SKIPPED: mounting a tmpfs needs root; run as root (CI does) to test a full disk"
-        );
+    let Some((small, _mounted)) = small_disk(rig.dir()) else {
         return;
-    }
-    let _mounted = Mounted(small.clone());
+    };
     rig.data_dir = small.join("data");
     std::fs::create_dir(&rig.data_dir).expect("the data directory");
     rig.run(secs(420), async |rig| {

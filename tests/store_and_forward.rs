@@ -27,7 +27,7 @@ use serde_json::Value;
 use common::backlog::seed_backlog as seed;
 use common::bins::{bin_times, check_bins_are_contiguous, compare_bin_sums, describe_bins};
 use common::contract::{Record, validate_records};
-use common::disk::{Mounted, fill_disk, mount_tmpfs};
+use common::disk::{fill_disk, small_disk};
 use common::hall::HallPlan;
 use common::process::Traffic;
 use common::rig::Rig;
@@ -403,16 +403,9 @@ async fn gateway_killed_thirty_times_during_heavy_writes_keeps_a_sound_database_
 async fn a_full_disk_is_reported_rolled_up_and_the_gateway_keeps_serving() {
     let plan = plan("t-disk");
     let mut rig = Rig::new("full-disk", plan).expect("test directory");
-    let small = rig.dir().join("small-disk");
-    std::fs::create_dir(&small).expect("mount point");
-    if !mount_tmpfs(&small, 4 * 1024 * 1024) {
-        // Not root (a developer machine): say so loudly rather than pass in silence.
-        eprintln!(
-            "SKIPPED: mounting a tmpfs needs root; run as root (CI does) to test a full disk"
-        );
+    let Some((small, _mounted)) = small_disk(rig.dir()) else {
         return;
-    }
-    let _mounted = Mounted(small.clone());
+    };
     rig.data_dir = small.clone();
     rig.run(secs(420), async |rig| {
         rig.start_broker_with_observer().await?;

@@ -385,15 +385,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stopped_terminal_intake_is_on_the_page_in_chinese_first() {
-        let config = crate::config::parse(
+    /// A hall of one room, the lobby, for a capacity of 10.
+    fn one_room_hall() -> crate::config::Config {
+        crate::config::parse(
             "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
              [[rooms]]\nid = \"lobby\"\ncapacity = 10\n",
             std::path::Path::new("."),
             &crate::config::Overrides::default(),
         )
-        .expect("a valid config");
+        .expect("a valid config")
+    }
+
+    #[test]
+    fn a_stopped_terminal_intake_is_on_the_page_in_chinese_first() {
+        let config = one_room_hall();
         let snapshot = Snapshot {
             terminal_intake_stopped: Some("ingest"),
             ..Snapshot::quiet(at("2026-12-01T06:00:00Z"), 1)
@@ -411,13 +416,7 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_on_the_page_in_one_sentence_chinese_first_until_it_is_over() {
-        let config = crate::config::parse(
-            "[hall]\nid = \"h\"\ndistrict = \"d\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n\
-             [[rooms]]\nid = \"lobby\"\ncapacity = 10\n",
-            std::path::Path::new("."),
-            &crate::config::Overrides::default(),
-        )
-        .expect("a valid config");
+        let config = one_room_hall();
         let mut snapshot = Snapshot::quiet(at("2026-12-01T06:00:00Z"), 1);
         snapshot.uplink.connected = true;
         snapshot.outbox.disk_full = true;

@@ -40,3 +40,18 @@ pub fn fill_disk(dir: &Path) -> anyhow::Result<u64> {
     let _ = file.flush();
     Ok(written)
 }
+
+/// A 4 MiB tmpfs at `{dir}/small-disk`, mounted until the returned guard drops; `None`, with
+/// a SKIPPED line, where mounting is not allowed (not root: a developer machine), so the test
+/// says so loudly rather than pass in silence.
+pub fn small_disk(dir: &Path) -> Option<(PathBuf, Mounted)> {
+    let small = dir.join("small-disk");
+    std::fs::create_dir(&small).expect("the mount point can be made in the test's directory");
+    if !mount_tmpfs(&small, 4 * 1024 * 1024) {
+        eprintln!(
+            "SKIPPED: mounting a tmpfs needs root; run as root (CI does) to test a full disk"
+        );
+        return None;
+    }
+    Some((small.clone(), Mounted(small)))
+}
