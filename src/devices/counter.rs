@@ -114,11 +114,11 @@ pub const WORD: u64 = 1 << 16;
 /// one: the evidence a jump or a fall is judged with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Evidence {
-    /// Time since the reading the baseline came from; `None` when unknown (a baseline
-    /// restored at start, or a replay with no link history).
+    /// Time since the reading the baseline came from; `None` when unknown (a replay with no
+    /// link history).
     pub elapsed: Option<Duration>,
-    /// The device was unreachable since then (connection lost, no answer, the gateway
-    /// restarted): it may have rebooted, so a fall is a reset, never a wrap.
+    /// The device was unreachable since then (connection lost, no answer, the box lost
+    /// power): it may have rebooted, so a fall is a reset, never a wrap.
     pub interrupted: bool,
 }
 
@@ -128,6 +128,14 @@ impl Evidence {
         elapsed: None,
         interrupted: false,
     };
+}
+
+/// A counter's totals persisted by an earlier run of the gateway, and what is known of the
+/// time and the device since they were read: the evidence its first reading is judged with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Baseline {
+    pub totals: Totals,
+    pub since: Evidence,
 }
 
 /// Why a reading's totals were not taken at their word.

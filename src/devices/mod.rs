@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, CounterTransport};
-use counter::{Counted, Totals};
+use counter::{Baseline, Counted, Totals};
 
 /// What a driver observed, as a past-tense fact.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +149,7 @@ impl DeviceStats {
 /// counter resumes from its last persisted totals in `baselines`.
 pub fn spawn_all(
     config: &Config,
-    baselines: &BTreeMap<String, Totals>,
+    baselines: &BTreeMap<String, Baseline>,
     stats: &Arc<DeviceStats>,
     events: &mpsc::Sender<DeviceEvent>,
     shutdown: &CancellationToken,

@@ -36,7 +36,7 @@ use tokio_serial::{SerialPort, SerialPortBuilderExt};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::counter::{Totals, decode_totals};
+use super::counter::{Baseline, Totals, decode_totals};
 use super::reporter::CounterReporter;
 use super::{DeviceEvent, DeviceStats, PollStats};
 use crate::config::profile::FunctionCode;
@@ -54,14 +54,14 @@ pub struct Slave {
     index: usize,
     counter: Counter,
     unit_id: u8,
-    baseline: Option<Totals>,
+    baseline: Option<Baseline>,
     failures: u32,
     degraded: bool,
     next_due: Instant,
 }
 
 impl Slave {
-    pub fn new(index: usize, counter: Counter, unit_id: u8, baseline: Option<Totals>) -> Self {
+    pub fn new(index: usize, counter: Counter, unit_id: u8, baseline: Option<Baseline>) -> Self {
         Slave {
             index,
             counter,

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::backoff::Backoff;
-use super::counter::{Totals, decode_totals};
+use super::counter::{Baseline, decode_totals};
 use super::reporter::CounterReporter;
 use super::{DeviceEvent, DeviceStats, PollStats};
 use crate::config::Counter;
@@ -50,7 +50,7 @@ impl ModbusTcpCounterDriver {
         index: usize,
         counter: Counter,
         (address, unit_id): (SocketAddr, u8),
-        baseline: Option<Totals>,
+        baseline: Option<Baseline>,
         stats: Arc<DeviceStats>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {

@@ -4,8 +4,9 @@
 //!
 //! The reporter also keeps the evidence the tracker judges a reading with
 //! ([`Evidence`]): the time since the previous reading, and whether the device was lost in
-//! between (a device that reboots drops its connection or stops answering), or the gateway
-//! restarted since the baseline. The gateway's own serial port failing
+//! between (a device that reboots drops its connection or stops answering) — for a baseline
+//! restored at start, what the shell knows of the time and of a power cut since it was saved
+//! ([`Baseline`]). The gateway's own serial port failing
 //! ([`CounterReporter::port_lost`]) says nothing of the device and is no such evidence.
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use super::DeviceEvent;
-use super::counter::{CounterTracker, Counting, Evidence, Totals};
+use super::counter::{Baseline, CounterTracker, Counting, Evidence, Totals};
 use crate::config::Counter;
 
 #[derive(Debug)]
@@ -29,29 +30,35 @@ pub struct CounterReporter {
     events: mpsc::Sender<DeviceEvent>,
     /// When the baseline's reading was taken; `None` for a baseline restored at start.
     last_read: Option<Timestamp>,
-    /// The link was lost (or the gateway restarted) since the baseline's reading.
+    /// The link was lost (or the box restarted) since the baseline's reading.
     interrupted: bool,
+    /// For a baseline restored at start: the time since it was saved, judged at the first
+    /// reading.
+    restored_elapsed: Option<Duration>,
 }
 
 impl CounterReporter {
-    /// The reporter of counter `index`, resuming from `baseline` (its last persisted totals).
+    /// The reporter of counter `index`, resuming from `baseline` (its last persisted totals
+    /// and what is known since).
     pub fn new(
         index: usize,
         counter: &Counter,
-        baseline: Option<Totals>,
+        baseline: Option<Baseline>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {
         CounterReporter {
             index,
             id: counter.id.clone(),
             counting: counter.profile.counting(),
-            tracker: CounterTracker::new(baseline),
+            tracker: CounterTracker::new(baseline.map(|b| b.totals)),
             online: None,
             events,
             last_read: None,
-            // Whatever happened while the gateway was down is unknown: a restored baseline is
-            // judged as after an outage.
-            interrupted: baseline.is_some(),
+            // A gateway restart alone says nothing of the device (a crash, a reload, an
+            // upgrade); a box that booted since the baseline was saved lost power, and so
+            // did its counters, most likely (see `supervisor::restart_evidence`).
+            interrupted: baseline.is_some_and(|b| b.since.interrupted),
+            restored_elapsed: baseline.and_then(|b| b.since.elapsed),
         }
     }
 
@@ -69,9 +76,10 @@ impl CounterReporter {
         let before = self.tracker.baseline();
         let evidence = Evidence {
             // A clock stepped back between the reads gives no time, not a negative one.
-            elapsed: self
-                .last_read
-                .map(|t| Duration::try_from(at.duration_since(t)).unwrap_or(Duration::ZERO)),
+            elapsed: match self.last_read {
+                Some(t) => Some(Duration::try_from(at.duration_since(t)).unwrap_or(Duration::ZERO)),
+                None => self.restored_elapsed,
+            },
             interrupted: self.interrupted,
         };
         let step = self.tracker.observe(self.counting, totals, evidence);

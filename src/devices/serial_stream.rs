@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::counter::Totals;
+use super::counter::{Baseline, Totals};
 use super::modbus_rtu::SERIAL_REOPEN;
 use super::reporter::CounterReporter;
 use super::stream::{StreamDecoder, StreamStats};
@@ -38,7 +38,7 @@ impl SerialStreamCounterDriver {
         index: usize,
         counter: &Counter,
         (serial, format): (SerialSettings, SerialProfile),
-        baseline: Option<Totals>,
+        baseline: Option<Baseline>,
         stats: Arc<DeviceStats>,
         events: mpsc::Sender<DeviceEvent>,
     ) -> Self {

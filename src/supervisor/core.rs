@@ -270,6 +270,13 @@ impl HallCore {
         }
     }
 
+    /// The engine's time as resumed, before the first tick: when the figures (and with them
+    /// the counters' baselines) were last committed by the run before; the start for a fresh
+    /// core.
+    pub fn saved_at(&self) -> Timestamp {
+        self.engine.state().bin.integrated_to
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

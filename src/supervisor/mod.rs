@@ -28,6 +28,7 @@ pub mod reorder;
 #[cfg(test)]
 pub(crate) mod shuffle_tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::core::{Commit, CommitKind, Gauges, HallCore, Resume, Start, TICK, settle};
 use crate::config::Config;
+use crate::devices::counter::{Baseline, Evidence};
 use crate::devices::terminals::http::CounterLinks;
 use crate::devices::{self, DeviceEvent};
 use crate::occupancy::EngineState;
@@ -150,6 +152,36 @@ fn boot_id() -> u64 {
         })
 }
 
+/// What a counter's first reading after a start is judged with (see `devices::counter`): the
+/// time since the run before last committed its figures, with the baselines (at least: a
+/// baseline that did not change was good until that run stopped, which only widens what is
+/// believable), and whether the box booted since — a power cut, which reset the counters
+/// most likely too, so a fall in their totals is a reset, not a wrap. A gateway restarted on
+/// a running box (a crash, a reload, an upgrade) says nothing of the devices.
+fn restart_evidence(saved_at: Timestamp, now: Timestamp, booted: Option<Timestamp>) -> Evidence {
+    let elapsed =
+        Duration::try_from(now.duration_since(saved_at)).unwrap_or(Duration::ZERO) + RESTART_SLACK;
+    Evidence {
+        elapsed: Some(elapsed),
+        interrupted: booted.is_some_and(|booted| booted > saved_at),
+    }
+}
+
+/// Reads before a commit are at most a poll and the reorder window older than it.
+const RESTART_SLACK: Duration = Duration::from_secs(10);
+
+/// When the box booted (`btime` of `/proc/stat`), if it can be read.
+fn booted_at() -> Option<Timestamp> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    Timestamp::from_second(secs).ok()
+}
+
 /// The stages around the core, and the handles the loop and shutdown need.
 struct Shell {
     outbox: Outbox,
@@ -191,9 +223,15 @@ impl Shell {
         let (events_tx, events) = mpsc::channel(devices::EVENT_CHANNEL_CAPACITY);
         let drivers_stop = CancellationToken::new();
         let stats = core.shared_stats();
+        let since = restart_evidence(core.saved_at(), Timestamp::now(), booted_at());
+        let baselines: BTreeMap<String, Baseline> = restored
+            .baselines
+            .iter()
+            .map(|(id, &totals)| (id.clone(), Baseline { totals, since }))
+            .collect();
         let mut drivers = devices::spawn_all(
             &config,
-            &restored.baselines,
+            &baselines,
             &stats.devices,
             &events_tx,
             &drivers_stop,
@@ -201,7 +239,7 @@ impl Shell {
         drivers.extend(crate::devices::terminals::spawn(
             &config,
             CounterLinks {
-                baselines: &restored.baselines,
+                baselines: &baselines,
                 stats: &stats.devices,
                 events: &events_tx,
             },
@@ -399,5 +437,50 @@ pub async fn commit(outbox: &Outbox, core: &mut HallCore, commit: Commit) {
             }
             core.not_committed(kind, receipts, returned);
         }
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("a time")
+    }
+
+    #[test]
+    fn a_gateway_restart_on_a_running_box_is_judged_by_the_time_since_the_last_commit() {
+        let e = restart_evidence(
+            t("2026-12-01T06:00:00Z"),
+            t("2026-12-01T06:00:05Z"),
+            Some(t("2026-11-30T08:00:00Z")),
+        );
+        assert_eq!(e.elapsed, Some(Duration::from_secs(15)));
+        assert!(
+            !e.interrupted,
+            "a crash or a reload says nothing of the counters"
+        );
+    }
+
+    #[test]
+    fn a_box_that_booted_since_the_last_commit_lost_power_and_so_did_its_counters() {
+        let e = restart_evidence(
+            t("2026-12-01T06:00:00Z"),
+            t("2026-12-01T06:03:00Z"),
+            Some(t("2026-12-01T06:02:30Z")),
+        );
+        assert!(e.interrupted);
+        let behind = restart_evidence(t("2026-12-01T06:00:00Z"), t("2026-12-01T05:00:00Z"), None);
+        assert_eq!(
+            behind.elapsed,
+            Some(RESTART_SLACK),
+            "a clock behind gives no time"
+        );
+    }
+
+    #[test]
+    fn the_boot_time_of_this_machine_is_readable_and_in_the_past() {
+        let booted = booted_at().expect("/proc/stat has btime on Linux");
+        assert!(booted < Timestamp::now());
     }
 }

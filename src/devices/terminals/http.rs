@@ -47,7 +47,7 @@ use crate::config::terminal_http::TerminalHttp;
 use crate::config::terminals::{Secret, TerminalTransport};
 use crate::config::{Config, CounterTransport};
 use crate::devices::PollStats;
-use crate::devices::counter::Totals;
+use crate::devices::counter::{Baseline, Totals};
 use crate::devices::reporter::CounterReporter;
 use crate::devices::{DeviceEvent, DeviceStats};
 use crate::terminals::wire::{self, VendorRecord};
@@ -251,7 +251,7 @@ type Reply = Response<Full<Bytes>>;
 #[derive(Debug, Clone, Copy)]
 pub struct CounterLinks<'a> {
     /// Each counter's last committed totals, by id.
-    pub baselines: &'a BTreeMap<String, Totals>,
+    pub baselines: &'a BTreeMap<String, Baseline>,
     pub stats: &'a Arc<DeviceStats>,
     pub events: &'a mpsc::Sender<DeviceEvent>,
 }
