@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use common::contract::{self, Record};
+use common::contract;
 use common::hall::{RoomPlan, loopback};
 use common::http;
 use common::process;
@@ -335,14 +335,7 @@ async fn settle(rig: &mut Rig, hall: &Hall, want: &Want, alert: &str) -> anyhow:
     );
 
     // Everything published, the new fields and alerts included, is what the schemas say.
-    let records: Vec<Record> = rig
-        .watcher()?
-        .seen()
-        .raw
-        .iter()
-        .map(|(topic, payload)| Record::from_wire(topic, false, payload))
-        .collect();
-    contract::validate_records(rig.dir(), "published", &records)?
+    contract::validate_received(rig.dir(), "published", rig.watcher()?)?
         .ensure_passed("what the gateway published")?;
 
     let shown = hall.status_device().await?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use common::contract::{Record, validate_records};
+use common::contract::validate_received;
 use common::disk::{fill_disk, small_disk};
 use common::hall::HallPlan;
 use common::http;
@@ -189,14 +189,7 @@ async fn a_full_disk_is_alerted_and_shown_and_when_space_is_freed_the_bound_and_
         }
         // The new alert keeps to the contract (docs/schema/alert.schema.json), as does the
         // rest of what the centre received.
-        let records: Vec<Record> = rig
-            .watcher()?
-            .seen()
-            .raw
-            .iter()
-            .map(|(topic, payload)| Record::from_wire(topic, false, payload))
-            .collect();
-        let validation = validate_records(rig.dir(), "full-then-freed-uplink", &records)?;
+        let validation = validate_received(rig.dir(), "full-then-freed-uplink", rig.watcher()?)?;
         validation.ensure_passed("what the centre received around the full disk")?;
         rig.ensure_alive()?;
         Ok(())

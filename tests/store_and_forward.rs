@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use common::backlog::seed_backlog as seed;
 use common::bins::{bin_times, check_bins_are_contiguous, compare_bin_sums, describe_bins};
-use common::contract::{Record, validate_records};
+use common::contract::validate_received;
 use common::disk::{fill_disk, small_disk};
 use common::hall::HallPlan;
 use common::process::Traffic;
@@ -375,14 +375,7 @@ async fn gateway_killed_thirty_times_during_heavy_writes_keeps_a_sound_database_
             "the small bound should have made the gateway roll up"
         );
         // Roll-ups included, everything that reached the centre keeps to the contract.
-        let records: Vec<Record> = rig
-            .watcher()?
-            .seen()
-            .raw
-            .iter()
-            .map(|(topic, payload)| Record::from_wire(topic, false, payload))
-            .collect();
-        let validation = validate_records(rig.dir(), "crash-loop-uplink", &records)?;
+        let validation = validate_received(rig.dir(), "crash-loop-uplink", rig.watcher()?)?;
         validation.ensure_passed("what the crash loop delivered")?;
         let rolled_up: u64 = ["agg_15m", "agg_1h"]
             .iter()

@@ -280,3 +280,19 @@ pub fn validate_records(dir: &Path, name: &str, records: &[Record]) -> anyhow::R
     write_lines(&path, records)?;
     validate(&path, dir)
 }
+
+/// Everything `watcher` has received (the centre's view of a test), written to
+/// `{dir}/{name}.jsonl` and validated against the schemas.
+pub fn validate_received(
+    dir: &Path,
+    name: &str,
+    watcher: &super::watcher::Watcher,
+) -> anyhow::Result<Validation> {
+    let records: Vec<Record> = watcher
+        .seen()
+        .raw
+        .iter()
+        .map(|(topic, payload)| Record::from_wire(topic, false, payload))
+        .collect();
+    validate_records(dir, name, &records)
+}
